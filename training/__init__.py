@@ -1,0 +1,1 @@
+"""Training: dataset readers, samplers, losses and training commands for the project's models."""
