@@ -1,0 +1,373 @@
+"""The runner: sources -> frame-level stages -> tracklets -> track-level stages -> sink.
+
+Every stage runs in its own worker thread and talks to its neighbours through bounded queues, so a
+slow stage applies back-pressure all the way to the decoders and memory stays constant on endless
+streams. Model stages see batches: a worker takes whatever is waiting in its queue, up to
+``batch_size`` items, so frames of several sources share one detector call.
+
+Items that are not data for a stage (source events, end-of-source markers) pass through every
+worker in order, so per-source ordering is preserved. A stage that fails on a batch does not stop
+the run: frame batches are dropped with one error event per affected source, track windows carry
+the error in ``window.errors`` and go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.messages import FrameResult, SourceEvent, TrackWindow
+
+log = logging.getLogger("gaitscope")
+
+
+@dataclass
+class RunnerOptions:
+    """The ``runner:`` config section.
+
+    queue_size: capacity of each inter-stage queue (items).
+    batch_size: most items a model stage processes in one call (frames across sources, or windows).
+    max_open_sources: sources decoded at the same time (a folder of archives opens them in turn).
+    progress: show a progress bar; None means only when stderr is a terminal.
+    """
+
+    queue_size: int = 16
+    batch_size: int = 8
+    max_open_sources: int = 4
+    progress: bool | None = None
+
+
+@dataclass(frozen=True)
+class SourceEnd:
+    """Marker that follows the last item of a source through every queue."""
+
+    source_id: str
+
+
+class _Stop:
+    """Marker that follows the last item of the whole run."""
+
+
+STOP = _Stop()
+
+
+@dataclass
+class StageStats:
+    """Time and item counts of one stage over a run."""
+
+    name: str
+    calls: int = 0
+    items_in: int = 0
+    items_out: int = 0
+    seconds: float = 0.0
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        per_item = 1000.0 * self.seconds / self.items_in if self.items_in else 0.0
+        rate = self.items_in / self.seconds if self.seconds > 0 else 0.0
+        return {
+            "stage": self.name,
+            "calls": self.calls,
+            "items_in": self.items_in,
+            "items_out": self.items_out,
+            "seconds": round(self.seconds, 3),
+            "ms_per_item": round(per_item, 3),
+            "items_per_s": round(rate, 1),
+            "errors": self.errors,
+        }
+
+
+@dataclass
+class NamedStage:
+    """A built stage and the name it reports under."""
+
+    name: str
+    stage: Any
+    accepts: type  # FrameResult or TrackWindow
+
+
+class _Worker(threading.Thread):
+    def __init__(
+        self,
+        named: NamedStage,
+        inbox: queue.Queue,
+        outbox: queue.Queue,
+        batch_size: int,
+        on_item: Callable[[Any], None] | None = None,
+    ) -> None:
+        super().__init__(name=f"stage-{named.name}", daemon=True)
+        self.named = named
+        self.inbox = inbox
+        self.outbox = outbox
+        self.batch_size = batch_size
+        self.on_item = on_item
+        self.stats = StageStats(named.name)
+
+    def run(self) -> None:
+        pending: Any = None
+        while True:
+            item = pending if pending is not None else self.inbox.get()
+            pending = None
+            if not isinstance(item, self.named.accepts):
+                if self._control(item):
+                    return
+                continue
+            batch = [item]
+            while len(batch) < self.batch_size:
+                try:
+                    nxt = self.inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(nxt, self.named.accepts):
+                    batch.append(nxt)
+                else:
+                    pending = nxt
+                    break
+            self._process(batch)
+
+    def _control(self, item: Any) -> bool:
+        """Forward a non-data item; True when the run is over."""
+        if isinstance(item, SourceEnd):
+            end_source = getattr(self.named.stage, "end_source", None)
+            if end_source is not None:
+                try:
+                    for out in end_source(item.source_id) or ():
+                        self._emit(out)
+                except Exception as exc:  # a failing stage must not stop the other sources
+                    self.stats.errors += 1
+                    self.outbox.put(SourceEvent(item.source_id, "error", f"{self.named.name}: {exc}"))
+        self.outbox.put(item)
+        return item is STOP
+
+    def _process(self, batch: list[Any]) -> None:
+        start = time.perf_counter()
+        try:
+            outputs = self.named.stage.process(batch)
+        except Exception as exc:
+            self.stats.errors += 1
+            message = f"{self.named.name} failed: {type(exc).__name__}: {exc}".splitlines()[0]
+            log.error(message)
+            if self.named.accepts is TrackWindow:
+                for window in batch:
+                    window.errors.append(message)
+                outputs = batch
+            else:
+                for source_id in dict.fromkeys(r.frame.source_id for r in batch):
+                    self.outbox.put(SourceEvent(source_id, "error", message))
+                outputs = []
+        self.stats.seconds += time.perf_counter() - start
+        self.stats.calls += 1
+        self.stats.items_in += len(batch)
+        if self.on_item is not None:
+            for item in batch:
+                self.on_item(item)
+        for out in outputs:
+            self._emit(out)
+
+    def _emit(self, out: Any) -> None:
+        self.stats.items_out += 1
+        self.outbox.put(out)
+
+
+@dataclass
+class RunResult:
+    """What a run produced, besides what the sink wrote."""
+
+    stage_stats: list[dict[str, Any]]
+    frames: dict[str, int]
+    windows: int
+    events: list[SourceEvent]
+    seconds: float
+    interrupted: bool
+    sources_done: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Connects sources, stages and a sink with bounded queues and worker threads.
+
+    frame_stages: stages taking list[FrameResult] and returning list[FrameResult], in order.
+    assembler: the stage that turns FrameResults into TrackWindows (has ``end_source``).
+    track_stages: stages taking and returning list[TrackWindow], in order.
+    """
+
+    def __init__(
+        self,
+        frame_stages: list[NamedStage],
+        assembler: NamedStage,
+        track_stages: list[NamedStage],
+        options: RunnerOptions | None = None,
+    ) -> None:
+        self.frame_stages = frame_stages
+        self.assembler = assembler
+        self.track_stages = track_stages
+        self.options = options or RunnerOptions()
+        self._stop = threading.Event()
+        self._open_sources: dict[str, Any] = {}
+
+    def stop(self) -> None:
+        """Ask the sources to stop; what is in flight is still processed and flushed."""
+        self._stop.set()
+        for source in list(self._open_sources.values()):
+            source.close()  # wakes a reader blocked on a silent stream
+
+    def run(
+        self,
+        sources: Iterable[Any],
+        on_window: Callable[[TrackWindow], None],
+        on_event: Callable[[SourceEvent], None] | None = None,
+        on_frame: Callable[[FrameResult], None] | None = None,
+        on_source_end: Callable[[str], None] | None = None,
+    ) -> RunResult:
+        """Run to the end of every source (or until `stop`/Ctrl-C) and return the statistics.
+
+        sources: objects with ``source_id``, iteration yielding Frame or SourceEvent, and ``close()``;
+            they are opened lazily, ``max_open_sources`` at a time.
+        on_window: called in the calling thread for each TrackWindow after the last stage.
+        on_frame: called for each FrameResult after tracking and segmentation (annotated video).
+        on_source_end: called after the last window of a source was delivered.
+        """
+        import supervision as sv
+
+        started = time.perf_counter()
+        size = self.options.queue_size
+        queues = [queue.Queue(maxsize=size) for _ in range(len(self.frame_stages) + len(self.track_stages) + 2)]
+        workers: list[_Worker] = []
+        chain = [*self.frame_stages, self.assembler, *self.track_stages]
+        for i, named in enumerate(chain):
+            tap = on_frame if named is self.assembler else None
+            batch = self.options.batch_size
+            workers.append(_Worker(named, queues[i], queues[i + 1], batch, on_item=tap))
+        for worker in workers:
+            worker.start()
+
+        head, tail = queues[0], queues[-1]
+        frames: dict[str, int] = {}
+        pending_sources: queue.Queue = queue.Queue()
+        for source in sources:
+            pending_sources.put(source)
+        open_lock = threading.Lock()
+        readers_left = [self.options.max_open_sources]
+
+        def read_sources() -> None:
+            while not self._stop.is_set():
+                try:
+                    source = pending_sources.get_nowait()
+                except queue.Empty:
+                    break
+                source_id = source.source_id
+                frames.setdefault(source_id, 0)
+                self._open_sources[source_id] = source
+                try:
+                    for item in source:
+                        if self._stop.is_set():
+                            break
+                        if isinstance(item, SourceEvent):
+                            head.put(item)
+                            continue
+                        frames[source_id] += 1
+                        head.put(FrameResult(item, sv.Detections.empty()))
+                except Exception as exc:  # a broken source must not take the batch down
+                    head.put(SourceEvent(source_id, "error", f"{type(exc).__name__}: {exc}".splitlines()[0]))
+                finally:
+                    source.close()
+                    self._open_sources.pop(source_id, None)
+                head.put(SourceEnd(source_id))
+            with open_lock:
+                readers_left[0] -= 1
+                if readers_left[0] == 0:
+                    head.put(STOP)
+
+        readers = [
+            threading.Thread(target=read_sources, name=f"reader-{i}", daemon=True)
+            for i in range(max(1, self.options.max_open_sources))
+        ]
+        readers_left[0] = len(readers)
+        for reader in readers:
+            reader.start()
+
+        events: list[SourceEvent] = []
+        done: list[str] = []
+        windows = 0
+        interrupted = False
+        progress = _Progress(self.options.progress)
+        try:
+            while True:
+                try:
+                    item = tail.get(timeout=0.2)
+                except queue.Empty:
+                    progress.update(sum(frames.values()), windows)
+                    continue
+                if item is STOP:
+                    break
+                if isinstance(item, TrackWindow):
+                    windows += 1
+                    on_window(item)
+                elif isinstance(item, SourceEvent):
+                    events.append(item)
+                    if on_event is not None:
+                        on_event(item)
+                elif isinstance(item, SourceEnd):
+                    done.append(item.source_id)
+                    if on_source_end is not None:
+                        on_source_end(item.source_id)
+                progress.update(sum(frames.values()), windows)
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted: stopping the sources and flushing what is in flight (Ctrl-C again to abort)")
+            self.stop()
+            while True:  # drain: the sources end, the stages flush, final windows still arrive
+                item = tail.get()
+                if item is STOP:
+                    break
+                if isinstance(item, TrackWindow):
+                    windows += 1
+                    on_window(item)
+                elif isinstance(item, SourceEvent):
+                    events.append(item)
+                    if on_event is not None:
+                        on_event(item)
+        finally:
+            progress.close()
+        for worker in workers:
+            worker.join(timeout=5)
+        for named in chain:
+            close = getattr(named.stage, "close", None)
+            if close is not None:
+                close()
+        return RunResult(
+            stage_stats=[w.stats.as_dict() for w in workers],
+            frames=dict(frames),
+            windows=windows,
+            events=events,
+            seconds=time.perf_counter() - started,
+            interrupted=interrupted or self._stop.is_set(),
+            sources_done=done,
+        )
+
+
+class _Progress:
+    """A tqdm counter of frames and windows; silent when disabled or not on a terminal."""
+
+    def __init__(self, enabled: bool | None) -> None:
+        if enabled is None:
+            enabled = sys.stderr.isatty()
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(unit="frame", desc="gaitscope", dynamic_ncols=True)
+
+    def update(self, frames: int, windows: int) -> None:
+        if self._bar is not None and frames != self._bar.n:
+            self._bar.update(frames - self._bar.n)
+            self._bar.set_postfix(windows=windows, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,136 @@
+"""Where tracked person masks become silhouette sequences, one growing tracklet per track.
+
+The assembler turns each tracked detection into a 64x44 silhouette (OpenGait pretreatment of the
+mask inside the box), keeps per track the most recent ``max_length`` frames (older frames are
+released, so memory is bounded on endless streams), and emits a `TrackWindow`:
+
+- every ``window_every`` new frames while the person is in view (results before they leave);
+- once more, with ``is_final=True``, when the tracker reports the track ended or its source ends.
+
+Frames whose mask is near-empty are skipped, as OpenGait's pretreatment drops them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.messages import FrameResult, SilhouetteSequence, TrackWindow
+from stages.silhouette import crop_box, resize_ratio, silhouette_from_mask
+
+
+@dataclass
+class _Tracklet:
+    source_id: str
+    track_id: int
+    frame_size: tuple[int, int]
+    entries: deque = field(default_factory=deque)  # (silhouette, ratio, box, index, pts, crop)
+    frames_seen: int = 0
+    since_emit: int = 0
+    windows_emitted: int = 0
+    last_index: int = -1
+
+
+class TrackletAssembler:
+    """Per-track silhouette buffers that emit windows for the track-level stages.
+
+    window_every: emit a window after this many new silhouettes of a track.
+    max_length: frames kept per track and per window (older ones are released).
+    min_length: a window needs at least this many silhouettes (shorter final tracks are dropped).
+    keep_crops: keep a (128, 64, 3) appearance crop per frame for ReID.
+    stale_after: close a track that got no detection for this many frames of its source even if
+        the tracker did not say so (guards against trackers that never report an end).
+    """
+
+    def __init__(
+        self,
+        window_every: int = 30,
+        max_length: int = 120,
+        min_length: int = 8,
+        keep_crops: bool = True,
+        stale_after: int = 150,
+    ) -> None:
+        if window_every < 1 or max_length < 1 or min_length < 1:
+            raise ValueError("tracklets: window_every, max_length and min_length must be >= 1")
+        self.window_every = window_every
+        self.max_length = max_length
+        self.min_length = min_length
+        self.keep_crops = keep_crops
+        self.stale_after = stale_after
+        self._tracks: dict[tuple[str, int], _Tracklet] = {}
+
+    def process(self, batch: list[FrameResult]) -> list[TrackWindow]:
+        windows: list[TrackWindow] = []
+        for result in batch:
+            windows.extend(self._add_frame(result))
+        return windows
+
+    def end_source(self, source_id: str) -> list[TrackWindow]:
+        """Close every open track of a source (its stream ended)."""
+        keys = [key for key in self._tracks if key[0] == source_id]
+        return [w for key in keys if (w := self._close(key)) is not None]
+
+    def open_tracks(self) -> int:
+        return len(self._tracks)
+
+    def _add_frame(self, result: FrameResult) -> list[TrackWindow]:
+        frame, detections = result.frame, result.detections
+        emitted: list[TrackWindow] = []
+        tracker_ids = detections.tracker_id
+        if tracker_ids is not None and len(detections) and detections.mask is not None:
+            for i, track_id in enumerate(tracker_ids):
+                silhouette = silhouette_from_mask(detections.mask[i])
+                if silhouette is None:
+                    continue
+                key = (frame.source_id, int(track_id))
+                tracklet = self._tracks.get(key)
+                if tracklet is None:
+                    tracklet = _Tracklet(frame.source_id, int(track_id), frame.size, deque(maxlen=self.max_length))
+                    self._tracks[key] = tracklet
+                box = np.asarray(detections.xyxy[i], dtype=np.float32)
+                crop = crop_box(frame.image, box) if self.keep_crops else None
+                tracklet.entries.append((silhouette, resize_ratio(box), box, frame.index, frame.pts_s, crop))
+                tracklet.frames_seen += 1
+                tracklet.since_emit += 1
+                tracklet.last_index = frame.index
+                if tracklet.since_emit >= self.window_every and len(tracklet.entries) >= self.min_length:
+                    emitted.append(self._window(tracklet, is_final=False))
+        ended = set(result.ended_track_ids)
+        for key, tracklet in list(self._tracks.items()):
+            if key[0] != frame.source_id:
+                continue
+            if key[1] in ended or frame.index - tracklet.last_index > self.stale_after:
+                window = self._close(key)
+                if window is not None:
+                    emitted.append(window)
+        return emitted
+
+    def _close(self, key: tuple[str, int]) -> TrackWindow | None:
+        tracklet = self._tracks.pop(key)
+        if len(tracklet.entries) < self.min_length:
+            return None
+        return self._window(tracklet, is_final=True)
+
+    def _window(self, tracklet: _Tracklet, is_final: bool) -> TrackWindow:
+        silhouettes, ratios, boxes, indices, pts, crops = zip(*tracklet.entries)
+        sequence = SilhouetteSequence(
+            silhouettes=np.stack(silhouettes),
+            ratios=np.asarray(ratios, dtype=np.float32),
+            boxes=np.stack(boxes).astype(np.float32),
+            frame_indices=np.asarray(indices, dtype=np.int64),
+            pts_s=np.asarray(pts, dtype=np.float64),
+            frame_size=tracklet.frame_size,
+            crops=np.stack(crops) if self.keep_crops else None,
+        )
+        window = TrackWindow(
+            source_id=tracklet.source_id,
+            track_id=tracklet.track_id,
+            window_index=tracklet.windows_emitted,
+            is_final=is_final,
+            sequence=sequence,
+        )
+        tracklet.windows_emitted += 1
+        tracklet.since_emit = 0
+        return window
