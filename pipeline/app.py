@@ -1,0 +1,278 @@
+"""Composition: build the configured stages, run them over sources, write the outputs.
+
+This is the one place that joins the engine to the stage catalog; everything here is plain
+function calls that a script or a notebook can use as well as the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ConfigError, PipelineConfig, build, check_arguments, load_config, options_from
+from pipeline.export import ExportOptions, SilhouetteStripWriter, TrackRecordWriter, write_json_atomic
+from pipeline.messages import FrameResult, SourceEvent, TrackWindow
+from pipeline.runner import NamedStage, Runner, RunnerOptions, RunResult
+
+log = logging.getLogger("gaitscope")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+
+
+def config_path(name: str | Path | None) -> Path:
+    """A config given by path, or by bare name from the project's configs/ folder."""
+    if name is None:
+        return DEFAULT_CONFIG
+    path = Path(name)
+    if path.exists() or path.suffix:
+        return path
+    return PROJECT_ROOT / "configs" / f"{name}.yaml"
+
+
+def load(name: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load and validate a pipeline configuration (section names and backends)."""
+    from stages.catalog import STAGE_KINDS
+
+    return load_config(config_path(name), STAGE_KINDS, overrides)
+
+
+@dataclass
+class BuiltPipeline:
+    """The stages of a configuration, ready to run."""
+
+    frame_stages: list[NamedStage]
+    assembler: NamedStage
+    track_stages: list[NamedStage]
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for named in [*self.frame_stages, self.assembler, *self.track_stages]:
+            close = getattr(named.stage, "close", None)
+            if close is not None:
+                close()
+
+
+def build_stages(config: PipelineConfig) -> BuiltPipeline:
+    """Construct every configured stage (validating its section against its constructor)."""
+    from stages.catalog import FRAME_STAGE_KINDS, STAGE_KINDS, TRACK_STAGE_KINDS
+
+    built: dict[str, Any] = {}
+    descriptions: dict[str, str] = {}
+    for kind, spec in config.stages.items():
+        registry = STAGE_KINDS[kind]
+        backend, params = spec.backend, dict(spec.params)
+        if kind == "detect" and backend == "auto":
+            from stages.detect import choose_detector
+
+            backend, params = choose_detector(**params)
+        elif backend == "auto":
+            raise ConfigError(f"{kind}.backend: 'auto' is only available for detect")
+        cls = registry.load(backend)
+        built[kind] = build(cls, params, kind)
+        descriptions[kind] = backend
+    for required in ("detect", "track", "segment", "tracklets"):
+        if required not in built:
+            raise ConfigError(f"the '{required}' section is required (set its backend)")
+    return BuiltPipeline(
+        frame_stages=[NamedStage(k, built[k], FrameResult) for k in FRAME_STAGE_KINDS if k in built],
+        assembler=NamedStage("tracklets", built["tracklets"], FrameResult),
+        track_stages=[NamedStage(k, built[k], TrackWindow) for k in TRACK_STAGE_KINDS if k in built],
+        descriptions=descriptions,
+    )
+
+
+@dataclass
+class RunOutputs:
+    """Where a run wrote its results, and its statistics."""
+
+    out_dir: Path
+    summary_path: Path
+    track_files: list[Path]
+    result: RunResult
+    summary: dict[str, Any]
+
+
+def run(
+    sources: list[str],
+    out_dir: str | Path,
+    config: PipelineConfig,
+    video_out: str | Path | None = None,
+    save_silhouettes: bool = False,
+    resume: bool = False,
+) -> RunOutputs:
+    """Run the configured pipeline over sources and write JSON Lines, summary and extras.
+
+    sources: file paths, folders (expanded recursively) or rtsp:// URLs.
+    resume: skip sources whose output file is complete from an earlier run of the same out_dir.
+    """
+    from pipeline.sources import SourceOptions, expand_sources, open_source
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source_options = options_from(SourceOptions, config.source, "source")
+    runner_options = options_from(RunnerOptions, config.runner, "runner")
+    export_options = options_from(ExportOptions, config.export, "export")
+    writer = TrackRecordWriter(out_dir, export_options)
+    specs = expand_sources(sources)
+    skipped = [s for s in specs if resume and writer.is_complete(s)]
+    todo = [s for s in specs if s not in skipped]
+    if skipped:
+        log.info("resume: %d source(s) already complete, %d to do", len(skipped), len(todo))
+
+    pipeline = build_stages(config)
+    strips = SilhouetteStripWriter(out_dir) if save_silhouettes else None
+    videos = _AnnotatedVideos(Path(video_out)) if video_out is not None else None
+    track_files: list[Path] = []
+
+    def on_window(window: TrackWindow) -> None:
+        writer.write_window(window)
+        if strips is not None:
+            strips.write(window)
+        if videos is not None:
+            videos.note_window(window)
+
+    def on_event(event: SourceEvent) -> None:
+        level = logging.ERROR if event.kind == "error" else logging.INFO
+        log.log(level, "%s: %s", event.source_id, event.message)
+        writer.write_event(event)
+
+    def on_source_end(source_id: str) -> None:
+        track_files.append(writer.complete(source_id))
+        if videos is not None:
+            videos.close(source_id)
+
+    runner = Runner(pipeline.frame_stages, pipeline.assembler, pipeline.track_stages, runner_options)
+    opened = (open_source(spec, source_options) for spec in todo)
+    started = time.time()
+    try:
+        result = runner.run(
+            opened,
+            on_window=on_window,
+            on_event=on_event,
+            on_frame=videos.write_frame if videos is not None else None,
+            on_source_end=on_source_end,
+        )
+    finally:
+        writer.close()
+        if videos is not None:
+            videos.close_all()
+    summary = _summary(config, pipeline, result, specs, skipped, track_files, started)
+    summary_path = out_dir / "summary.json"
+    write_json_atomic(summary_path, summary)
+    return RunOutputs(out_dir, summary_path, track_files, result, summary)
+
+
+def collect_windows(config: PipelineConfig, sources: list[str], final_only: bool = True) -> list[TrackWindow]:
+    """Run the pipeline over sources and return its track windows (with embeddings) in memory."""
+    from pipeline.sources import SourceOptions, expand_sources, open_source
+
+    source_options = options_from(SourceOptions, config.source, "source")
+    runner_options = options_from(RunnerOptions, {**config.runner, "progress": False}, "runner")
+    pipeline = build_stages(config)
+    windows: list[TrackWindow] = []
+    errors: list[str] = []
+
+    def keep(window: TrackWindow) -> None:
+        if window.is_final or not final_only:
+            windows.append(window)
+
+    def on_event(event: SourceEvent) -> None:
+        if event.kind == "error":
+            errors.append(f"{event.source_id}: {event.message}")
+
+    runner = Runner(pipeline.frame_stages, pipeline.assembler, pipeline.track_stages, runner_options)
+    runner.run((open_source(s, source_options) for s in expand_sources(sources)), on_window=keep, on_event=on_event)
+    for message in errors:
+        log.error(message)
+    return windows
+
+
+def _summary(
+    config: PipelineConfig,
+    pipeline: BuiltPipeline,
+    result: RunResult,
+    specs: list[str],
+    skipped: list[str],
+    track_files: list[Path],
+    started: float,
+) -> dict[str, Any]:
+    errors: dict[str, list[str]] = {}
+    for event in result.events:
+        if event.kind == "error":
+            errors.setdefault(event.source_id, []).append(event.message)
+    return {
+        "started_unix": round(started, 3),
+        "seconds": round(result.seconds, 3),
+        "interrupted": result.interrupted,
+        "config": config.path,
+        "backends": pipeline.descriptions,
+        "sources": [
+            {
+                "source": spec,
+                "frames": result.frames.get(spec),
+                "status": "skipped (complete)" if spec in skipped else
+                ("error" if spec in errors else ("done" if spec in result.sources_done else "incomplete")),
+                "errors": errors.get(spec, []),
+            }
+            for spec in specs
+        ],
+        "windows": result.windows,
+        "frames_total": sum(result.frames.values()),
+        "fps": round(sum(result.frames.values()) / result.seconds, 2) if result.seconds > 0 else None,
+        "stages": result.stage_stats,
+        "track_files": [str(p) for p in track_files],
+    }
+
+
+class _AnnotatedVideos:
+    """One annotated MP4 per source, with the latest identity/route label of each track."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._writers: dict[str, Any] = {}
+        self._labels: dict[tuple[str, int], str] = {}
+
+    def note_window(self, window: TrackWindow) -> None:
+        parts = []
+        if window.identity is not None:
+            parts.append(window.identity.identity or "unknown")
+        if window.gait is not None:
+            parts.append(window.gait.route)
+        if parts:
+            self._labels[(window.source_id, window.track_id)] = " ".join(parts)
+
+    def write_frame(self, result: FrameResult) -> None:
+        from pipeline.export import source_file_stem
+        from pipeline.video_writer import AnnotatedVideoWriter
+
+        source_id = result.frame.source_id
+        writer = self._writers.get(source_id)
+        if writer is None:
+            writer = AnnotatedVideoWriter(self.folder / f"{source_file_stem(source_id)}.mp4")
+            self._writers[source_id] = writer
+        labels = {tid: label for (sid, tid), label in self._labels.items() if sid == source_id}
+        writer.write(result, labels)
+
+    def close(self, source_id: str) -> None:
+        writer = self._writers.pop(source_id, None)
+        if writer is not None:
+            writer.close()
+
+    def close_all(self) -> None:
+        for source_id in list(self._writers):
+            self.close(source_id)
+
+
+def check_stage_params(config: PipelineConfig) -> None:
+    """Validate every stage section against its backend's constructor without building models."""
+    from stages.catalog import STAGE_KINDS
+
+    for kind, spec in config.stages.items():
+        if spec.backend == "auto":
+            continue
+        check_arguments(STAGE_KINDS[kind].load(spec.backend), spec.params, kind)

@@ -1,0 +1,124 @@
+"""Command line: ``python run_pipeline.py VERB ...``.
+
+``run`` is implemented here; the other verbs belong to the part of the project that owns them and
+are imported only when used (``module:function`` taking the remaining arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pipeline.config import ConfigError
+
+log = logging.getLogger("gaitscope")
+
+# verb -> (module:function taking argv, one-line help)
+DELEGATED_VERBS: dict[str, tuple[str, str]] = {
+    "enroll": ("stages.gallery.commands:enroll_main", "add an identity to the gallery from a clip or a previous run's track"),
+    "gallery": ("stages.gallery.commands:gallery_main", "list, remove or export gallery identities"),
+    "search": ("stages.gallery.commands:search_main", "rank gallery identities for the people in a clip"),
+    "query": ("stages.attributes.query:main", "filter exported track records by attributes"),
+    "synth": ("synth.cli:main", "render synthetic walkers: videos, ground truth, datasets"),
+    "train": ("training.cli:main", "train a model from a config in configs/train/"),
+    "eval": ("evaluation.cli:main", "evaluate a model on a benchmark protocol"),
+    "bench": ("bench.cli:main", "run a benchmark (prints ratios against an in-process baseline)"),
+}
+
+
+def _run_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the pipeline over videos, folders or rtsp:// streams")
+    p.add_argument("sources", nargs="+", help="video files, folders of archives (recursive), rtsp:// URLs")
+    p.add_argument("--out", default="out", help="output folder (default: out)")
+    p.add_argument("--config", default=None, help="config file or name in configs/ (default: default)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable), e.g. --set detect.backend=classic")
+    p.add_argument("--video-out", default=None, metavar="DIR", help="write an annotated MP4 per source here")
+    p.add_argument("--save-silhouettes", action="store_true", help="save silhouette PNG strips under OUT/silhouettes")
+    p.add_argument("--save-embeddings", action="store_true", help="include embeddings in the records (for enrolment)")
+    p.add_argument("--resume", action="store_true", help="skip sources completed by an earlier run into OUT")
+    p.add_argument("--max-frames", type=int, default=None, help="stop each source after this many frames")
+    p.add_argument("--stride", type=int, default=None, help="use every Nth frame")
+    p.add_argument("--allow-download", action="store_true", help="let backends download missing published weights")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_main(args: argparse.Namespace) -> int:
+    from pipeline import app
+
+    overrides = list(args.overrides)
+    if args.max_frames is not None:
+        overrides.append(f"source.max_frames={args.max_frames}")
+    if args.stride is not None:
+        overrides.append(f"source.stride={args.stride}")
+    if args.save_embeddings:
+        overrides.append("export.save_embeddings=true")
+    if args.no_progress:
+        overrides.append("runner.progress=false")
+    if not args.allow_download:
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = app.load(args.config, overrides)
+    outputs = app.run(
+        args.sources,
+        args.out,
+        config,
+        video_out=args.video_out,
+        save_silhouettes=args.save_silhouettes,
+        resume=args.resume,
+    )
+    summary = outputs.summary
+    failed = [s for s in summary["sources"] if s["status"] == "error"]
+    print(
+        f"{len(summary['sources'])} source(s), {summary['frames_total']} frames, {summary['windows']} track windows"
+        f" in {summary['seconds']:.1f} s ({summary['fps']} fps); summary: {outputs.summary_path}"
+    )
+    for stage in summary["stages"]:
+        print(f"  {stage['stage']:>14}: {stage['items_in']:>7} in  {stage['ms_per_item']:>9.2f} ms/item  {stage['errors']} errors")
+    for source in failed:
+        print(f"  error: {source['source']}: {source['errors'][0]}", file=sys.stderr)
+    return 1 if failed and len(failed) == len(summary["sources"]) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(
+        prog="run_pipeline.py",
+        description="gaitscope: gait-first person identification for surveillance video",
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    _run_parser(sub)
+    for verb, (_, help_text) in DELEGATED_VERBS.items():
+        sub.add_parser(verb, help=help_text, add_help=False)
+    if argv and argv[0] in DELEGATED_VERBS:
+        target, _ = DELEGATED_VERBS[argv[0]]
+        module_name, _, function = target.partition(":")
+        try:
+            entry = getattr(importlib.import_module(module_name), function)
+        except (ImportError, AttributeError) as exc:
+            print(f"error: the '{argv[0]}' command is unavailable: {exc}", file=sys.stderr)
+            return 2
+        return _guarded(lambda: entry(argv[1:]))
+    args = parser.parse_args(argv)
+    return _guarded(lambda: run_main(args))
+
+
+def _guarded(call) -> int:
+    """Run a command; user-fixable problems become one line on stderr and exit code 2."""
+    try:
+        return int(call() or 0)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

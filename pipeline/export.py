@@ -1,0 +1,248 @@
+"""Sinks: JSON Lines track records, the run summary, silhouette strips.
+
+Records of a source go to ``OUT/tracks/<name>.jsonl.partial`` as they arrive (flushed per record)
+and the file is renamed to ``.jsonl`` when the source completes, so an interrupted archive run
+can be resumed without duplicate or lost records: a resumed run skips completed sources and
+redoes the partial ones. The record layout is published as ``pipeline/schemas/track_record.schema.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.messages import SourceEvent, TrackWindow
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "track_record.schema.json"
+
+
+@dataclass
+class ExportOptions:
+    """The ``export:`` config section.
+
+    save_embeddings: include gait/appearance embeddings in each record (needed to enrol a track
+        from a previous run's output).
+    save_boxes: include the per-frame boxes of each window.
+    intermediate_windows: write the windows emitted while a track is in view, not only final ones.
+    """
+
+    save_embeddings: bool = False
+    save_boxes: bool = True
+    intermediate_windows: bool = True
+
+
+def source_file_stem(source_id: str) -> str:
+    """A file name for a source: readable stem + short hash of the full id (unique per source)."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source_id.split("?")[0]).stem or "source")[:60]
+    digest = hashlib.sha1(source_id.encode()).hexdigest()[:8]
+    return f"{base}-{digest}"
+
+
+def _round(values: np.ndarray, digits: int = 2) -> list:
+    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+
+
+def window_record(window: TrackWindow, options: ExportOptions) -> dict[str, Any]:
+    """One JSON record for a track window (see the published schema)."""
+    seq = window.sequence
+    indices = seq.frame_indices
+    record: dict[str, Any] = {
+        "type": "track",
+        "schema_version": SCHEMA_VERSION,
+        "source": window.source_id,
+        "track_id": window.track_id,
+        "window_index": window.window_index,
+        "final": window.is_final,
+        "frames": {"first": int(indices[0]), "last": int(indices[-1]), "count": len(seq)},
+        "time_s": {"start": round(float(seq.pts_s[0]), 3), "end": round(float(seq.pts_s[-1]), 3)},
+        "frame_size": list(seq.frame_size),
+        "ratio_mean": round(float(np.mean(seq.ratios)), 3),
+    }
+    if options.save_boxes:
+        record["boxes"] = [[int(i), *_round(b, 1)] for i, b in zip(indices, seq.boxes)]
+    gait = window.gait
+    if gait is None:
+        record["gait"] = None
+    else:
+        covered = np.zeros(len(seq), dtype=bool)
+        segments = []
+        for s in gait.segments:
+            covered[s.start : s.stop] = True
+            segments.append(_span(indices, seq.pts_s, s.start, s.stop) | {"score": round(s.score, 4)})
+        record["gait"] = {
+            "route": gait.route,
+            "walking_fraction": round(gait.walking_fraction, 4),
+            "segments": segments,
+            "non_gait_segments": [_span(indices, seq.pts_s, a, b) for a, b in _runs(~covered)],
+        }
+    match = window.identity
+    record["identity"] = None if match is None else {
+        "id": match.identity,
+        "modality": match.modality,
+        "distance": round(match.distance, 5),
+        "confidence": round(match.confidence, 4),
+        "enrolled": match.enrolled,
+        "candidates": [
+            {"id": c.identity, "distance": round(c.distance, 5), "initial_rank": c.initial_rank, "entry_id": c.entry_id}
+            for c in match.candidates
+        ],
+    }
+    record["attributes"] = None if window.attributes is None else {
+        name: {"label": p.label, "probability": round(p.probability, 4)} for name, p in window.attributes.items()
+    }
+    if options.save_embeddings:
+        record["embeddings"] = {
+            "gait": None if window.gait_embedding is None else np.asarray(window.gait_embedding, np.float32).tolist(),
+            "appearance": None
+            if window.appearance_embedding is None
+            else np.asarray(window.appearance_embedding, np.float32).tolist(),
+        }
+    record["model_versions"] = dict(window.model_versions)
+    record["errors"] = list(window.errors)
+    return record
+
+
+def event_record(event: SourceEvent) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "schema_version": SCHEMA_VERSION,
+        "source": event.source_id,
+        "kind": event.kind,
+        "message": event.message,
+        "pts_s": event.pts_s,
+    }
+
+
+def _span(indices: np.ndarray, pts: np.ndarray, start: int, stop: int) -> dict[str, Any]:
+    return {
+        "start_frame": int(indices[start]),
+        "end_frame": int(indices[stop - 1]),
+        "start_s": round(float(pts[start]), 3),
+        "end_s": round(float(pts[stop - 1]), 3),
+    }
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True values."""
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
+class TrackRecordWriter:
+    """Writes per-source JSON Lines files, completing each atomically when its source ends."""
+
+    def __init__(self, out_dir: str | Path, options: ExportOptions | None = None) -> None:
+        self.out_dir = Path(out_dir)
+        self.tracks_dir = self.out_dir / "tracks"
+        self.tracks_dir.mkdir(parents=True, exist_ok=True)
+        self.options = options or ExportOptions()
+        self._files: dict[str, Any] = {}
+        self.records_written = 0
+
+    def completed_path(self, source_id: str) -> Path:
+        return self.tracks_dir / f"{source_file_stem(source_id)}.jsonl"
+
+    def is_complete(self, source_id: str) -> bool:
+        return self.completed_path(source_id).exists()
+
+    def write_window(self, window: TrackWindow) -> None:
+        if not window.is_final and not self.options.intermediate_windows:
+            return
+        self._write(window.source_id, window_record(window, self.options))
+
+    def write_event(self, event: SourceEvent) -> None:
+        self._write(event.source_id, event_record(event))
+
+    def complete(self, source_id: str) -> Path:
+        """Close a source's file and publish it under its final name."""
+        handle = self._handle(source_id)
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        del self._files[source_id]
+        final = self.completed_path(source_id)
+        os.replace(final.with_suffix(".jsonl.partial"), final)
+        return final
+
+    def close(self) -> None:
+        """Flush files of sources that did not complete (they stay ``.partial``)."""
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+    def _handle(self, source_id: str):
+        handle = self._files.get(source_id)
+        if handle is None:
+            path = self.completed_path(source_id).with_suffix(".jsonl.partial")
+            handle = open(path, "w", encoding="utf-8")
+            self._files[source_id] = handle
+        return handle
+
+    def _write(self, source_id: str, record: dict[str, Any]) -> None:
+        handle = self._handle(source_id)
+        handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+        handle.flush()
+        self.records_written += 1
+
+
+class SilhouetteStripWriter:
+    """Saves each window's new silhouettes as a PNG strip (``OUT/silhouettes/<source>/``).
+
+    Frames already saved for a track (windows overlap) are not saved again; ``per_row`` frames per
+    row of the strip.
+    """
+
+    def __init__(self, out_dir: str | Path, per_row: int = 20) -> None:
+        self.out_dir = Path(out_dir) / "silhouettes"
+        self.per_row = per_row
+        self._last_saved: dict[tuple[str, int], int] = {}
+
+    def write(self, window: TrackWindow) -> Path | None:
+        seq = window.sequence
+        key = (window.source_id, window.track_id)
+        last = self._last_saved.get(key, -1)
+        new = np.flatnonzero(seq.frame_indices > last)
+        if window.is_final:
+            self._last_saved.pop(key, None)
+        if len(new) == 0:
+            return None
+        if not window.is_final:
+            self._last_saved[key] = int(seq.frame_indices[-1])
+        strip = tile(seq.silhouettes[new], self.per_row)
+        folder = self.out_dir / source_file_stem(window.source_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"track{window.track_id:05d}_w{window.window_index:03d}_f{int(seq.frame_indices[new[0]])}.png"
+        cv2.imwrite(str(path), strip)
+        return path
+
+
+def tile(images: np.ndarray, per_row: int, pad: int = 2, value: int = 64) -> np.ndarray:
+    """(N, H, W[, C]) uint8 -> one image with ``per_row`` images per row, separated by ``pad``."""
+    n, h, w = images.shape[:3]
+    rows = (n + per_row - 1) // per_row
+    cols = min(n, per_row)
+    shape = (rows * (h + pad) + pad, cols * (w + pad) + pad, *images.shape[3:])
+    canvas = np.full(shape, value, dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, per_row)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        canvas[y : y + h, x : x + w] = image
+    return canvas
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON to a temporary file and rename it over ``path``."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
