@@ -1,0 +1,446 @@
+"""Video sources: files, folders of camera archives and RTSP streams, decoded with PyAV.
+
+A source decodes in its own thread into a bounded queue (back-pressure: a slow pipeline slows the
+decoder, memory stays constant) and is iterated as a stream of ``Frame`` items interleaved with
+``SourceEvent`` items:
+
+- ``opened``: once, when the source was first opened (size, codec, rate).
+- ``gap``: live streams only, frames missing between two frames (``pts_s`` = start of the gap; the
+  message gives the span); the next frame's ``pts_s`` is the end of the gap.
+- ``reconnected``: live streams only, after a drop.
+- ``error``: one line for the user. For files it is the last item (missing, not a video, truncated
+  or corrupt: the frames that could be decoded come first). For live streams it reports a failed
+  connection or a drop, and the source retries with exponential backoff; it is the last item only
+  when ``max_reconnect_attempts`` is exhausted.
+- ``ended``: the last item of a file that decoded completely, or of any source once ``max_frames``
+  frames were delivered.
+
+Nothing a user can feed in raises or hangs: every PyAV call on the network has a timeout, and
+``close()`` ends the iteration at once (the decode thread follows within one read timeout).
+Credentials in URLs are masked in ``source_id`` and every message.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import av
+import av.error
+
+from pipeline.messages import Frame, SourceEvent
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg",
+     ".flv", ".wmv", ".3gp", ".h264", ".264", ".h265", ".265", ".hevc", ".mjpeg", ".mjpg"}
+)
+LIVE_SCHEMES = frozenset({"rtsp", "rtsps"})
+
+# user:password@ inside any URL of a text (PyAV error messages can quote the URL).
+_CREDENTIALS = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^@/\s]*@")
+
+
+def mask_credentials(text: str) -> str:
+    """``rtsp://user:secret@host/x`` -> ``rtsp://user:***@host/x``, for every URL in ``text``."""
+    return _CREDENTIALS.sub(r"\g<head>:***@", text)
+
+
+@dataclass
+class SourceOptions:
+    """Options of every source (the ``source:`` section of a configuration).
+
+    frame_stride: deliver every n-th decoded frame (``Frame.index`` still counts all of them).
+    max_frames: stop after delivering this many frames (after the stride); None = all.
+    rtsp_transport: "tcp" (reliable, default) or "udp".
+    open_timeout_s: give up opening (connect, handshake, stream probing) after this long.
+    read_timeout_s: a live stream that delivers nothing for this long counts as dropped.
+    reconnect_initial_s, reconnect_max_s: live streams retry after the initial delay, doubling up
+        to the maximum after each failed attempt.
+    max_reconnect_attempts: consecutive failed attempts before a live source gives up; None = never.
+    live_analyze_s: how much of a live stream FFmpeg reads to probe it (latency of opening).
+    queue_size: decoded items buffered between the decode thread and the consumer.
+    decode_threads: decoder threads (FFmpeg frame/slice threading); 0 = FFmpeg chooses.
+    """
+
+    frame_stride: int = 1
+    max_frames: int | None = None
+    rtsp_transport: str = "tcp"
+    open_timeout_s: float = 5.0
+    read_timeout_s: float = 5.0
+    reconnect_initial_s: float = 1.0
+    reconnect_max_s: float = 30.0
+    max_reconnect_attempts: int | None = None
+    live_analyze_s: float = 0.5
+    queue_size: int = 16
+    decode_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.frame_stride < 1:
+            raise ValueError(f"source.frame_stride must be >= 1, got {self.frame_stride}")
+        if self.max_frames is not None and self.max_frames < 0:
+            raise ValueError(f"source.max_frames must be >= 0 or null, got {self.max_frames}")
+        if self.rtsp_transport not in ("tcp", "udp"):
+            raise ValueError(f"source.rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")
+        for name in ("open_timeout_s", "read_timeout_s", "reconnect_initial_s", "reconnect_max_s",
+                     "live_analyze_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"source.{name} must be > 0, got {getattr(self, name)}")
+        if self.queue_size < 1:
+            raise ValueError(f"source.queue_size must be >= 1, got {self.queue_size}")
+        if self.decode_threads < 0:
+            raise ValueError(f"source.decode_threads must be >= 0, got {self.decode_threads}")
+
+
+def is_live(spec: str) -> bool:
+    """True for network stream URLs (rtsp://, rtsps://), which reconnect instead of ending."""
+    return urlsplit(spec).scheme.lower() in LIVE_SCHEMES
+
+
+def expand_sources(specs: list[str]) -> list[str]:
+    """Files as given, folders expanded recursively to their video files (sorted), URLs as given.
+
+    Files with other extensions inside folders are skipped. A folder without any video file, a
+    missing path or an unreadable file is kept as given, so that opening it reports why.
+    Duplicates are dropped (the first occurrence keeps its place).
+    """
+    expanded: list[str] = []
+    for spec in specs:
+        path = Path(spec)
+        if "://" not in spec and path.is_dir():
+            videos = sorted(
+                str(p) for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
+            )
+            expanded.extend(videos or [spec])
+        else:
+            expanded.append(spec)
+    return list(dict.fromkeys(expanded))
+
+
+def open_source(spec: str, options: SourceOptions | None = None) -> "VideoSource":
+    """A source for a file path, a folder (its error if it holds no video) or an rtsp:// URL.
+
+    Nothing is opened until the source is iterated.
+    """
+    return VideoSource(spec, options or SourceOptions())
+
+
+class _Stopped(Exception):
+    """The consumer closed the source; the decode thread unwinds."""
+
+
+_END = object()  # queue sentinel after the last item
+
+
+class VideoSource:
+    """One file or stream; iterate it once for ``Frame`` and ``SourceEvent`` items, then ``close()``.
+
+    source_id: the path as given, or the URL with its password masked.
+    """
+
+    def __init__(self, spec: str, options: SourceOptions) -> None:
+        self.spec = spec
+        self.options = options
+        self.source_id = mask_credentials(spec)
+        self.live = is_live(spec)
+        self._queue: queue.Queue = queue.Queue(maxsize=options.queue_size)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._delivered = 0  # frames put in the queue (after stride)
+        self._decoded = 0  # frames decoded (before stride), also Frame.index of the next one
+
+    # consumer side -----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Frame | SourceEvent]:
+        if self._thread is not None:
+            raise RuntimeError(f"{self.source_id}: a source can be iterated only once")
+        self._thread = threading.Thread(target=self._run, name=f"decode:{self.source_id}", daemon=True)
+        self._thread.start()
+        return self._items()
+
+    def _items(self) -> Iterator[Frame | SourceEvent]:
+        try:
+            while not self._stop.is_set():
+                try:
+                    item = self._queue.get(timeout=0.1)  # short wait: notices close() from any thread
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    return
+                yield item
+        finally:
+            self.close()
+
+    def close(self, join_timeout_s: float = 1.0) -> None:
+        """Stops decoding; the iteration ends at once. Safe to call twice and from any thread.
+
+        The decode thread exits as soon as its current PyAV call returns: at once for files and
+        flowing streams, within the read timeout for a silent one (it is a daemon thread, so it
+        never keeps the process alive).
+        """
+        self._stop.set()
+        while True:  # unblock a decode thread waiting for room in the queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=join_timeout_s)
+
+    def __enter__(self) -> "VideoSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # decode thread -----------------------------------------------------------------------------
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def _event(self, kind: str, message: str, pts_s: float | None = None) -> None:
+        message = mask_credentials(message)
+        log.debug("%s", message)  # the consumer reports events; logging them here would say it twice
+        self._put(SourceEvent(self.source_id, kind, message, pts_s))  # type: ignore[arg-type]
+
+    def _run(self) -> None:
+        try:
+            if self.live:
+                self._run_live()
+            else:
+                self._run_file()
+        except _Stopped:
+            return
+        except Exception as exc:  # a decoder bug must end this source, never the process
+            try:
+                self._event("error", f"{self.source_id}: unexpected {type(exc).__name__}: {_reason(exc)}")
+            except _Stopped:
+                return
+        try:
+            self._put(_END)
+        except _Stopped:
+            pass
+
+    def _limit_reached(self) -> bool:
+        return self.options.max_frames is not None and self._delivered >= self.options.max_frames
+
+    def _open(self, **kwargs: object) -> "av.container.InputContainer":
+        container = av.open(self.spec, mode="r", **kwargs)
+        if not container.streams.video:
+            container.close()
+            raise _NoVideo("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame + slice threads
+        stream.thread_count = self.options.decode_threads
+        return container
+
+    def _describe(self, container: "av.container.InputContainer") -> str:
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        frames = f", {stream.frames} frames" if stream.frames and not self.live else ""
+        return f"{ctx.width}x{ctx.height} {ctx.name} {rate:.4g} fps{frames}"
+
+    def _run_file(self) -> None:
+        path = Path(self.spec)
+        if "://" in self.spec:
+            scheme = urlsplit(self.spec).scheme
+            self._event("error", f"{self.source_id}: unsupported URL scheme {scheme!r} (use rtsp:// or a path)")
+            return
+        if path.is_dir():
+            if expand_sources([self.spec]) == [self.spec]:
+                self._event("error", f"{self.source_id}: folder holds no video files (.mp4, .mkv, .avi, ...)")
+            else:
+                self._event("error", f"{self.source_id}: is a folder; expand it into its files first")
+            return
+        if not path.exists():
+            self._event("error", f"{self.source_id}: file not found")
+            return
+        try:
+            container = self._open(timeout=self.options.open_timeout_s)
+        except (av.error.FFmpegError, OSError, _NoVideo) as exc:
+            self._event("error", f"{self.source_id}: cannot open as video: {_reason(exc)}")
+            return
+        try:
+            self._decode_file(container)
+        finally:
+            container.close()
+
+    def _decode_file(self, container: "av.container.InputContainer") -> None:
+        stream = container.streams.video[0]
+        self._event("opened", f"opened {self.source_id}: {self._describe(container)}", 0.0)
+        start = stream.start_time or 0
+        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        bad_packets = 0
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    bad_packets += 1  # FFmpeg conceals the damage; the following frames still decode
+                    continue
+                for frame in frames:
+                    if frame.pts is not None:
+                        pts_s = float((frame.pts - start) * stream.time_base)
+                    else:
+                        pts_s = self._decoded / rate if rate else float(self._decoded)
+                    self._deliver(frame, pts_s)
+                    if self._limit_reached():
+                        self._event("ended", f"{self.source_id}: ended after max_frames={self.options.max_frames}")
+                        return
+        except (av.error.FFmpegError, OSError) as exc:
+            self._event("error", f"{self.source_id}: read failed after {self._decoded} frames: {_reason(exc)}")
+            return
+        expected = stream.frames
+        if bad_packets or (expected and self._decoded < expected):
+            of = f" of {expected}" if expected else ""
+            self._event(
+                "error",
+                f"{self.source_id}: truncated or corrupt: decoded {self._decoded}{of} frames, "
+                f"{bad_packets} undecodable packets",
+            )
+            return
+        self._event("ended", f"{self.source_id}: ended after {self._decoded} frames")
+
+    def _deliver(self, frame: "av.VideoFrame", pts_s: float) -> None:
+        """Counts a decoded frame and queues it when the stride selects it (converting only then)."""
+        if self._stop.is_set():
+            raise _Stopped
+        index = self._decoded
+        self._decoded += 1
+        if index % self.options.frame_stride:
+            return
+        image = frame.to_ndarray(format="bgr24")
+        self._put(Frame(self.source_id, index, pts_s, image))
+        self._delivered += 1
+
+    # live streams ------------------------------------------------------------------------------
+
+    def _run_live(self) -> None:
+        opts = self.options
+        clock = _LiveClock()
+        retries = 0  # reconnect attempts since the last successful connection
+        connections = 0
+        while True:
+            started = time.monotonic()
+            try:
+                container = self._open(
+                    options={
+                        "rtsp_transport": opts.rtsp_transport,
+                        "analyzeduration": str(int(opts.live_analyze_s * 1e6)),
+                    },
+                    timeout=(opts.open_timeout_s, opts.read_timeout_s),
+                )
+            except (av.error.FFmpegError, OSError, _NoVideo) as exc:
+                if time.monotonic() - started >= 0.9 * opts.open_timeout_s:  # FFmpeg says "invalid data"
+                    problem = f"cannot connect: no answer within {opts.open_timeout_s:g} s"
+                else:
+                    problem = f"cannot connect: {_reason(exc)}"
+            else:
+                connections += 1
+                retries = 0
+                kind, verb = ("opened", "opened") if connections == 1 else ("reconnected", "reconnected to")
+                self._event(kind, f"{verb} {self.source_id}: {self._describe(container)}", clock.last_pts_s)
+                try:
+                    problem = self._decode_live(container, clock)
+                finally:
+                    container.close()
+                if self._limit_reached():
+                    self._event("ended", f"{self.source_id}: ended after max_frames={opts.max_frames}")
+                    return
+            if opts.max_reconnect_attempts is not None and retries >= opts.max_reconnect_attempts:
+                self._event("error", f"{self.source_id}: {problem}; giving up after "
+                                     f"{retries} reconnect attempts", clock.last_pts_s)
+                return
+            delay = min(opts.reconnect_initial_s * 2 ** min(retries, 30), opts.reconnect_max_s)
+            self._event("error", f"{self.source_id}: {problem}; retrying in {delay:.1f} s", clock.last_pts_s)
+            retries += 1
+            if self._stop.wait(delay):
+                raise _Stopped
+
+    def _decode_live(self, container: "av.container.InputContainer", clock: "_LiveClock") -> str:
+        """Decodes until the stream drops; returns why it stopped."""
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        clock.new_connection(1.0 / rate if rate else 0.04)
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    continue  # a damaged packet on the wire; the decoder resynchronises on its own
+                for frame in frames:
+                    stream_s = float(frame.pts * stream.time_base) if frame.pts is not None else None
+                    gap_start = clock.last_pts_s
+                    pts_s, after_gap = clock.stamp(stream_s)
+                    if after_gap and gap_start is not None:
+                        self._event("gap", f"{self.source_id}: no frames for {pts_s - gap_start:.1f} s "
+                                           f"({gap_start:.2f} s .. {pts_s:.2f} s)", gap_start)
+                    self._deliver(frame, pts_s)
+                    if self._limit_reached():
+                        return "max_frames reached"
+        except (av.error.FFmpegError, OSError) as exc:
+            return f"stream dropped after {self._decoded} frames: {_reason(exc)}"
+        return f"stream ended after {self._decoded} frames"
+
+
+class _LiveClock:
+    """Monotonic presentation times for a live stream across reconnects.
+
+    Within a connection, times follow the stream's own timestamps; each connection is placed on
+    the wall clock (seconds since the source's first frame), so the time lost while reconnecting
+    shows up as a jump, and never before the previous frame.
+    """
+
+    def __init__(self) -> None:
+        self.t0: float | None = None  # time.monotonic() of the first frame
+        self.last_pts_s: float | None = None
+        self._frame_s = 0.04
+        self._offset: float | None = None  # pts_s - stream_s within the current connection
+        self._first_of_connection = False
+
+    def new_connection(self, frame_interval_s: float) -> None:
+        self._frame_s = frame_interval_s
+        self._offset = None
+        self._first_of_connection = True
+
+    def stamp(self, stream_s: float | None) -> tuple[float, bool]:
+        """pts_s of the next frame, and whether it is the first frame after a reconnect."""
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0 = now
+        earliest = 0.0 if self.last_pts_s is None else self.last_pts_s + self._frame_s
+        if stream_s is None:  # FFmpeg leaves the first frames before RTCP sync without pts
+            pts_s = max(now - self.t0, earliest)
+        else:
+            if self._offset is None:
+                self._offset = max(now - self.t0, earliest) - stream_s
+            pts_s = max(stream_s + self._offset, earliest if self.last_pts_s is None else self.last_pts_s + 1e-6)
+        after_gap = self._first_of_connection and self.last_pts_s is not None
+        self._first_of_connection = False
+        self.last_pts_s = pts_s
+        return pts_s, after_gap
+
+
+class _NoVideo(Exception):
+    """The container opened but holds no video stream."""
+
+
+def _reason(exc: BaseException) -> str:
+    """One line describing an FFmpeg/OS error, without the Errno number or the quoted URL."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return mask_credentials(str(text).splitlines()[0])
