@@ -109,7 +109,7 @@ def run(
     sources: file paths, folders (expanded recursively) or rtsp:// URLs.
     resume: skip sources whose output file is complete from an earlier run of the same out_dir.
     """
-    from pipeline.sources import SourceOptions, expand_sources, open_source
+    from pipeline.sources import SourceOptions, expand_sources, mask_credentials, open_source
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,8 @@ def run(
         writer.close()
         if videos is not None:
             videos.close_all()
-    summary = _summary(config, pipeline, result, specs, skipped, track_files, started)
+    summary = _summary(config, pipeline, result, [mask_credentials(s) for s in specs],
+                       [mask_credentials(s) for s in skipped], track_files, started)
     summary_path = out_dir / "summary.json"
     write_json_atomic(summary_path, summary)
     return RunOutputs(out_dir, summary_path, track_files, result, summary)

@@ -54,7 +54,7 @@ def run_main(args: argparse.Namespace) -> int:
     if args.max_frames is not None:
         overrides.append(f"source.max_frames={args.max_frames}")
     if args.stride is not None:
-        overrides.append(f"source.stride={args.stride}")
+        overrides.append(f"source.frame_stride={args.stride}")
     if args.save_embeddings:
         overrides.append("export.save_embeddings=true")
     if args.no_progress:

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install gaitscope into ./.venv from the package registry (CPU FAISS; pass --gpu for faiss-gpu).
+# --with-rtsp-server also installs Debian's GStreamer RTSP server used by the stream tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="cpu,dev"
+for arg in "$@"; do
+  case "$arg" in
+    --gpu) extras="gpu,dev" ;;
+    --with-rtsp-server)
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
+        gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad \
+        gstreamer1.0-libav >/dev/null ;;
+    *) echo "unknown option: $arg" >&2; exit 2 ;;
+  esac
+done
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -c constraints.txt -e ".[$extras]"
+echo "installed into $(pwd)/.venv"
