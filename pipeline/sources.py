@@ -46,7 +46,7 @@ VIDEO_EXTENSIONS = frozenset(
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps"})
 
 # user:password@ inside any URL of a text (PyAV error messages can quote the URL).
-_CREDENTIALS = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^@/\s]*@")
+_CREDENTIALS = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s]*@")  # up to the last @ of the host part
 
 
 def mask_credentials(text: str) -> str:
