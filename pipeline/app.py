@@ -140,8 +140,11 @@ def run(
         log.log(level, "%s: %s", event.source_id, event.message)
         writer.write_event(event)
 
-    def on_source_end(source_id: str) -> None:
-        track_files.append(writer.complete(source_id))
+    def on_source_end(source_id: str, complete: bool) -> None:
+        if complete:
+            track_files.append(writer.complete(source_id))
+        else:
+            writer.close_source(source_id)
         if videos is not None:
             videos.close(source_id)
 

@@ -81,6 +81,9 @@ def run_main(args: argparse.Namespace) -> int:
         print(f"  {stage['stage']:>14}: {stage['items_in']:>7} in  {stage['ms_per_item']:>9.2f} ms/item  {stage['errors']} errors")
     for source in failed:
         print(f"  error: {source['source']}: {source['errors'][0]}", file=sys.stderr)
+    if summary["interrupted"]:
+        print("interrupted: incomplete sources stay .partial; rerun with --resume to finish them", file=sys.stderr)
+        return 130
     return 1 if failed and len(failed) == len(summary["sources"]) else 0
 
 

@@ -174,6 +174,12 @@ class TrackRecordWriter:
         os.replace(final.with_suffix(".jsonl.partial"), final)
         return final
 
+    def close_source(self, source_id: str) -> None:
+        """Flush and close a source's file without publishing it (it stays ``.partial``)."""
+        handle = self._files.pop(source_id, None)
+        if handle is not None:
+            handle.close()
+
     def close(self) -> None:
         """Flush files of sources that did not complete (they stay ``.partial``)."""
         for handle in self._files.values():

@@ -45,9 +45,13 @@ class RunnerOptions:
 
 @dataclass(frozen=True)
 class SourceEnd:
-    """Marker that follows the last item of a source through every queue."""
+    """Marker that follows the last item of a source through every queue.
+
+    complete: False when the run was stopped before the source ended (its output is partial).
+    """
 
     source_id: str
+    complete: bool = True
 
 
 class _Stop:
@@ -222,7 +226,7 @@ class Runner:
         on_window: Callable[[TrackWindow], None],
         on_event: Callable[[SourceEvent], None] | None = None,
         on_frame: Callable[[FrameResult], None] | None = None,
-        on_source_end: Callable[[str], None] | None = None,
+        on_source_end: Callable[[str, bool], None] | None = None,
     ) -> RunResult:
         """Run to the end of every source (or until `stop`/Ctrl-C) and return the statistics.
 
@@ -230,7 +234,8 @@ class Runner:
             they are opened lazily, ``max_open_sources`` at a time.
         on_window: called in the calling thread for each TrackWindow after the last stage.
         on_frame: called for each FrameResult after tracking and segmentation (annotated video).
-        on_source_end: called after the last window of a source was delivered.
+        on_source_end: called with (source_id, complete) after the last window of a source was
+            delivered; complete is False when the run was stopped before the source ended.
         """
         import supervision as sv
 
@@ -277,7 +282,7 @@ class Runner:
                 finally:
                     source.close()
                     self._open_sources.pop(source_id, None)
-                head.put(SourceEnd(source_id))
+                head.put(SourceEnd(source_id, complete=not self._stop.is_set()))
             with open_lock:
                 readers_left[0] -= 1
                 if readers_left[0] == 0:
@@ -313,9 +318,10 @@ class Runner:
                     if on_event is not None:
                         on_event(item)
                 elif isinstance(item, SourceEnd):
-                    done.append(item.source_id)
+                    if item.complete:
+                        done.append(item.source_id)
                     if on_source_end is not None:
-                        on_source_end(item.source_id)
+                        on_source_end(item.source_id, item.complete)
                 progress.update(sum(frames.values()), windows)
         except KeyboardInterrupt:
             interrupted = True
@@ -332,6 +338,8 @@ class Runner:
                     events.append(item)
                     if on_event is not None:
                         on_event(item)
+                elif isinstance(item, SourceEnd) and on_source_end is not None:
+                    on_source_end(item.source_id, False)
         finally:
             progress.close()
         for worker in workers:
