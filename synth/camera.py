@@ -59,12 +59,15 @@ class Camera:
                        self.focal_px * pc[..., 1] / zs + self.height / 2], -1)
         return uv, z
 
-    def ground_rays(self) -> np.ndarray:
-        """(H, W, 3) world direction of the ray through each pixel centre."""
-        u, v = np.meshgrid(np.arange(self.width) + 0.5, np.arange(self.height) + 0.5)
-        d = np.stack([(u - self.width / 2) / self.focal_px, (v - self.height / 2) / self.focal_px,
-                      np.ones_like(u)], -1)
-        return d @ self.rotation
+    def ground_rays(self, region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """(h, w, 3) float32 world direction of the ray through each pixel centre of the image or
+        of region (x1, y1, x2, y2)."""
+        x1, y1, x2, y2 = region or (0, 0, self.width, self.height)
+        u = (np.arange(x1, x2, dtype=np.float32) + 0.5 - self.width / 2) / self.focal_px
+        v = (np.arange(y1, y2, dtype=np.float32) + 0.5 - self.height / 2) / self.focal_px
+        rot = self.rotation.astype(np.float32)
+        # d_world = u * right + v * down + forward, built by broadcasting instead of a matmul.
+        return (u[None, :, None] * rot[0] + v[:, None, None] * rot[1] + rot[2]).astype(np.float32)
 
     def to_json(self) -> dict:
         return {

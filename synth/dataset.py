@@ -238,7 +238,14 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
         camera, occluders = _make_partial(rng, camera, track, ident.body.stature)
     vol = world_volumes(ident, gait, track, carry, appearance.long_sleeves)
     projected = project_volumes(camera, vol)
-    background = make_background(camera, int(rng.integers(0, 2**31 - 1))) if crops else None
+    bg_seed = int(rng.integers(0, 2**31 - 1))
+    background = None
+    if crops:
+        # Only the window the walker crosses is rendered: the crops read nothing else.
+        boxes_all = projected.box[projected.valid]
+        region = (int(boxes_all[:, 0].min()) - 2, int(boxes_all[:, 1].min()) - 2,
+                  int(boxes_all[:, 2].max()) + 3, int(boxes_all[:, 3].max()) + 3) if len(boxes_all) else None
+        background = make_background(camera, bg_seed, region=region)
     renderer = FrameRenderer(camera, background, occluders, noise_sigma=float(rng.uniform(1.0, 4.0)),
                              lighting=(float(rng.uniform(0.0, 0.08)), float(rng.uniform(4.0, 12.0))),
                              fps=fps, seed=int(rng.integers(0, 2**31 - 1)))
@@ -262,8 +269,10 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
             sil64[t] = sil
             visible[t] = True
         if crops:
-            rgb = renderer.compose_rgb(draw, [pf], t)
-            crop_arr[t] = crop_box(rgb, pf.box)
+            # Only the box is composed: crop_box reads nothing else.
+            x1, y1, x2, y2 = (int(round(v)) for v in pf.box)
+            patch = renderer.compose_rgb(draw, [pf], t, region=(x1, y1, x2, y2))
+            crop_arr[t] = crop_box(patch, pf.box - np.array([x1, y1, x1, y1], np.float32))
     views = view_angle_deg(track.heading, track.position, camera).astype(np.float32)
     return SyntheticSequence(
         identity=ident.identity, sequence=k, condition=condition, behaviour=behaviour,

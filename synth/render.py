@@ -192,12 +192,19 @@ class FrameRenderer:
             self.background = None
         self.lighting = lighting
         self.fps = fps
-        rng = np.random.default_rng([seed, 77])
+        self._noise_sigma = noise_sigma if background is not None else 0.0
+        self._noise_seed = seed
         self._noise: list[tuple[np.ndarray, np.ndarray]] = []
-        if noise_sigma > 0 and background is not None:
-            for _ in range(6):
-                n = rng.normal(0, noise_sigma, self.size + (3,))
+        self._luts: dict[int, tuple[Appearance, np.ndarray]] = {}
+
+    def _noise_bank(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Three frames of Gaussian sensor noise split into positive and negative uint8 parts."""
+        if not self._noise and self._noise_sigma > 0:
+            rng = np.random.default_rng([self._noise_seed, 77])
+            for _ in range(3):
+                n = rng.standard_normal(self.size + (3,), dtype=np.float32) * np.float32(self._noise_sigma)
                 self._noise.append((np.clip(n, 0, 255).astype(np.uint8), np.clip(-n, 0, 255).astype(np.uint8)))
+        return self._noise
 
     def _draw_occluders(self, image: np.ndarray) -> None:
         order = np.argsort(self._occ_depth)[::-1]
@@ -274,45 +281,65 @@ class FrameRenderer:
             cv2.fillConvexPoly(canvas, poly - offset, 1, cv2.LINE_8, _SHIFT)
         return int(np.count_nonzero(canvas))
 
+    def _person_lut(self, appearance: Appearance, gain: float) -> np.ndarray:
+        """(64, 3) uint8 colours of ``material << 3 | shade`` codes for one appearance."""
+        key = id(appearance)
+        base = self._luts.get(key)
+        if base is None or base[0] is not appearance:
+            cols = appearance.colours.astype(np.float32)
+            table = np.zeros((64, 3), np.float32)
+            for mat in range(len(MATERIALS)):
+                table[mat << 3:(mat << 3) + 8] = cols[mat][None] * _SHADE_GAIN[:, None]
+            base = (appearance, table)
+            self._luts[key] = base
+        return np.clip(base[1] * gain, 0, 255).astype(np.uint8)
+
     def gain(self, frame_index: int) -> float:
         amp, period = self.lighting
         return float(1.0 + amp * np.sin(2 * np.pi * frame_index / (self.fps * period)))
 
-    def compose_rgb(self, people: list[PersonDraw], frames: list[PersonFrame], frame_index: int) -> np.ndarray:
-        """(H, W, 3) uint8 BGR frame: background, people coloured through the label image, noise."""
+    def compose_rgb(self, people: list[PersonDraw], frames: list[PersonFrame], frame_index: int,
+                    region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """BGR uint8 frame: background, people coloured through the label image, sensor noise.
+
+        region: (x1, y1, x2, y2) to compose only that window (returned alone); None: whole frame.
+        """
         if self.background is None:
             raise ValueError("this renderer has no background: construct it with one to render RGB")
+        h, w = self.size
+        rx1, ry1, rx2, ry2 = (0, 0, w, h) if region is None else (
+            max(region[0], 0), max(region[1], 0), min(region[2], w), min(region[3], h))
         g = self.gain(frame_index)
-        image = self.background.copy() if g == 1.0 else cv2.convertScaleAbs(self.background, alpha=g)
-        lut = np.zeros((_LUT_SIZE, 3), dtype=np.float32)
-        stripe_people = []
+        bg = self.background[ry1:ry2, rx1:rx2]
+        image = bg.copy() if g == 1.0 else cv2.convertScaleAbs(bg, alpha=g)
+        lut = np.zeros((_LUT_SIZE, 3), dtype=np.uint8)
         for p in people:
-            app = p.appearance
             base = (p.slot + 1) << 6
-            cols = app.colours.astype(np.float32)
-            for mat in range(len(MATERIALS)):
-                lut[base + (mat << 3): base + (mat << 3) + 8] = cols[mat][None] * _SHADE_GAIN[:, None]
-            if app.stripes > 0:
-                stripe_people.append(p)
-        lut = np.clip(lut * g, 0, 255).astype(np.uint8)
+            lut[base:base + 64] = self._person_lut(p.appearance, g)
         for p, pf in zip(people, frames):
-            x1, y1, x2, y2 = pf.roi
+            x1, y1 = max(pf.roi[0], rx1), max(pf.roi[1], ry1)
+            x2, y2 = min(pf.roi[2], rx2), min(pf.roi[3], ry2)
             if x2 <= x1 or y2 <= y1:
                 continue
             sub = self.label[y1:y2, x1:x2]
             fg = sub > 0
-            view = image[y1:y2, x1:x2]
+            view = image[y1 - ry1:y2 - ry1, x1 - rx1:x2 - rx1]
             view[fg] = lut[sub[fg]]
-            if p in stripe_people:
+            if p.appearance.stripes > 0:
                 ab = pf.amodal_box
                 period = max(2.0, p.appearance.stripes * (ab[3] - ab[1]))
                 rows = ((np.arange(y1, y2) - ab[1]) / period).astype(np.int64) % 2 == 1
                 top = ((sub >> 3) == (((p.slot + 1) << 3) | TOP)) & rows[:, None]
                 shade = _SHADE_GAIN[(sub[top] & 7).astype(np.int64)]
-                view[top] = np.clip(np.asarray(p.appearance.stripe_colour, np.float32)[None] * shade[:, None] * g,
-                                    0, 255).astype(np.uint8)
-        if self._noise:
-            pos, neg = self._noise[frame_index % len(self._noise)]
+                colour = np.asarray(p.appearance.stripe_colour, np.float32)[None] * shade[:, None] * g
+                view[top] = np.clip(colour, 0, 255).astype(np.uint8)
+        if self._noise_sigma > 0:
+            if region is None:
+                pos, neg = self._noise_bank()[frame_index % 3]
+            else:  # fresh noise for a small window is cheaper than a whole-frame bank
+                rng = np.random.default_rng([self._noise_seed, 78, frame_index])
+                n = rng.standard_normal(image.shape, dtype=np.float32) * np.float32(self._noise_sigma)
+                pos, neg = np.clip(n, 0, 255).astype(np.uint8), np.clip(-n, 0, 255).astype(np.uint8)
             cv2.add(image, pos, dst=image)
             cv2.subtract(image, neg, dst=image)
         return image
