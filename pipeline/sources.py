@@ -176,22 +176,25 @@ class VideoSource:
                 if item is _END:
                     return
                 yield item
-        finally:
-            self.close()
+        finally:  # the consumer stopped early or finished: stop decoding, without waiting for it
+            self._request_stop()
 
-    def close(self, join_timeout_s: float = 1.0) -> None:
-        """Stops decoding; the iteration ends at once. Safe to call twice and from any thread.
-
-        The decode thread exits as soon as its current PyAV call returns: at once for files and
-        flowing streams, within the read timeout for a silent one (it is a daemon thread, so it
-        never keeps the process alive).
-        """
+    def _request_stop(self) -> None:
         self._stop.set()
         while True:  # unblock a decode thread waiting for room in the queue
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
+
+    def close(self, join_timeout_s: float = 0.5) -> None:
+        """Stops decoding; the iteration ends at once. Safe to call twice and from any thread.
+
+        The decode thread exits as soon as its current PyAV call returns: at once for files and
+        flowing streams, within the read timeout for a silent one (it is a daemon thread, so it
+        never keeps the process alive).
+        """
+        self._request_stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=join_timeout_s)
 
@@ -377,25 +380,34 @@ class VideoSource:
         stream = container.streams.video[0]
         rate = float(stream.average_rate) if stream.average_rate else 0.0
         clock.new_connection(1.0 / rate if rate else 0.04)
-        try:
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    continue  # a damaged packet on the wire; the decoder resynchronises on its own
-                for frame in frames:
-                    stream_s = float(frame.pts * stream.time_base) if frame.pts is not None else None
-                    gap_start = clock.last_pts_s
-                    pts_s, after_gap = clock.stamp(stream_s)
-                    if after_gap and gap_start is not None:
-                        self._event("gap", f"{self.source_id}: no frames for {pts_s - gap_start:.1f} s "
-                                           f"({gap_start:.2f} s .. {pts_s:.2f} s)", gap_start)
-                    self._deliver(frame, pts_s)
-                    if self._limit_reached():
-                        return "max_frames reached"
-        except (av.error.FFmpegError, OSError) as exc:
-            return f"stream dropped after {self._decoded} frames: {_reason(exc)}"
-        return f"stream ended after {self._decoded} frames"
+        packets = container.demux(stream)
+        while True:
+            asked = time.monotonic()  # not counting time blocked on a slow consumer
+            try:
+                packet = next(packets)
+            except StopIteration:
+                problem = "stream ended"
+                break
+            except (av.error.FFmpegError, OSError) as exc:
+                problem = f"stream dropped: {_reason(exc)}"
+                break
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                continue  # a damaged packet on the wire; the decoder resynchronises on its own
+            for frame in frames:
+                stream_s = float(frame.pts * stream.time_base) if frame.pts is not None else None
+                gap_start = clock.last_pts_s
+                pts_s, after_gap = clock.stamp(stream_s)
+                if after_gap and gap_start is not None:
+                    self._event("gap", f"{self.source_id}: no frames for {pts_s - gap_start:.1f} s "
+                                       f"({gap_start:.2f} s .. {pts_s:.2f} s)", gap_start)
+                self._deliver(frame, pts_s)
+                if self._limit_reached():
+                    return "max_frames reached"
+        if time.monotonic() - asked >= 0.9 * self.options.read_timeout_s:  # FFmpeg's reason is vague
+            problem = f"stream silent for {self.options.read_timeout_s:g} s"
+        return f"{problem} after {self._decoded} frames"
 
 
 class _LiveClock:
