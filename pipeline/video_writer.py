@@ -2,6 +2,8 @@
 
 One writer per source. The file is opened on the first frame (its size fixes the video size;
 later frames of another size, e.g. after a stream reconnects at a new resolution, are resized).
+Frames are timed by their ``pts_s`` (so a frame stride or a gap in a live stream keeps real
+time), or at a constant rate when the caller gives one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+
+from pipeline.messages import FrameResult
 
 _BOX_THICKNESS = 2
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -60,16 +64,19 @@ def draw_annotations(
 class AnnotatedVideoWriter:
     """Writes annotated frames to an H.264 (libx264) MP4.
 
-    path: output file (its folder is created). fps: frame rate of the written video (the source's
-    rate divided by the frame stride). crf: x264 quality (lower is better, 23 is x264's default).
-    preset: x264 speed preset.
+    path: output file (its folder is created).
+    fps: constant frame rate of the written video (e.g. the source's rate divided by the frame
+        stride); None times each frame by its ``pts_s`` (millisecond resolution).
+    crf: x264 quality (lower is better, 23 is x264's default). preset: x264 speed preset.
     """
 
-    def __init__(self, path: str | Path, fps: float, crf: int = 23, preset: str = "veryfast") -> None:
-        if fps <= 0:
+    def __init__(self, path: str | Path, fps: float | None = None, crf: int = 23, preset: str = "veryfast") -> None:
+        if fps is not None and fps <= 0:
             raise ValueError(f"annotated video fps must be > 0, got {fps}")
         self.path = Path(path)
-        self.fps = Fraction(fps).limit_denominator(1001)
+        # one tick per frame at a constant rate, else milliseconds
+        self.time_base = Fraction(1, 1000) if fps is None else 1 / Fraction(fps).limit_denominator(1001)
+        self.constant_rate = fps is not None
         self.crf = crf
         self.preset = preset
         self.frames_written = 0
@@ -77,13 +84,14 @@ class AnnotatedVideoWriter:
         self._stream: av.video.stream.VideoStream | None = None
         self._first_size: tuple[int, int] | None = None  # (height, width) of the first frame
         self._size: tuple[int, int] | None = None  # (height, width) of the encoded video, even
+        self._last_pts = -1
 
     def _open(self, height: int, width: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         container = av.open(str(self.path), mode="w")
         try:
             stream = container.add_stream(
-                "libx264", rate=self.fps, options={"crf": str(self.crf), "preset": self.preset}
+                "libx264", rate=1 / self.time_base, options={"crf": str(self.crf), "preset": self.preset}
             )
         except Exception:
             container.close()
@@ -93,32 +101,31 @@ class AnnotatedVideoWriter:
         self._size = (height - height % 2, width - width % 2)
         stream.height, stream.width = self._size
         stream.pix_fmt = "yuv420p"
-        stream.time_base = 1 / self.fps
+        stream.time_base = self.time_base
         self._container, self._stream = container, stream
 
-    def write(
-        self,
-        image: np.ndarray,
-        boxes: np.ndarray,
-        track_ids: np.ndarray | None = None,
-        labels: Mapping[int, str] | None = None,
-    ) -> None:
-        """Draws the boxes (N, 4) xyxy with their track ids (N,) and labels on ``image`` (H, W, 3)
-        uint8 BGR, and appends it as the next frame."""
+    def write(self, result: FrameResult, labels: Mapping[int, str] | None = None) -> None:
+        """Draws the frame's detections (boxes, track ids, ``labels[track id]``) and appends it."""
+        image = result.frame.image
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"annotated video frames must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
         if self._container is None:
             self._open(image.shape[0], image.shape[1])
         assert self._stream is not None and self._container is not None and self._size is not None
-        annotated = draw_annotations(image, boxes, track_ids, labels)
+        detections = result.detections
+        annotated = draw_annotations(image, detections.xyxy, detections.tracker_id, labels)
         h, w = self._size
         if annotated.shape[:2] == self._first_size:
             annotated = annotated[:h, :w]  # drops the last row/column of an odd size
         else:
             annotated = cv2.resize(annotated, (w, h), interpolation=cv2.INTER_AREA)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(annotated), format="bgr24")
-        frame.pts = self.frames_written
-        frame.time_base = 1 / self.fps  # not the stream's: the muxer changes that once it starts
+        if self.constant_rate:
+            pts = self.frames_written
+        else:  # strictly increasing, as the muxer requires
+            pts = max(round(result.frame.pts_s / self.time_base), self._last_pts + 1)
+        frame.pts = self._last_pts = pts
+        frame.time_base = self.time_base  # not the stream's: the muxer changes that once it starts
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames_written += 1
