@@ -491,7 +491,7 @@ def make_identity(identity: int, rng: np.random.Generator, population: Populatio
     arm_offset = {1: u(10.0, 16.0), 2: -u(10.0, 16.0)}.get(direction, n(2.0))
     arm_plane = {3: u(22.0, 32.0), 4: -u(18.0, 28.0)}.get(direction, n(3.0))
     arm_abd = (u(18.0, 26.0) if direction == 4 else 8.0 + n(2.0))
-    toe = {0: n(4.0) * 0.7 + 4.0, 1: -u(14.0, 22.0), 2: u(14.0, 22.0)}[a["toe"]]
+    toe = {0: n(4.0) * 0.7 + 4.0, 1: -u(16.0, 26.0), 2: u(18.0, 28.0)}[a["toe"]]
     gait = GaitParams(
         cadence=(0.92 + n(0.05)) * age_cad * (1.03 if female else 1.0) * (1 - 0.05 * drag),
         stride_factor=(1.5 + n(0.08)) * age_stride * (1 - 0.2 * drag) * (1 - 0.1 * limp),

@@ -83,6 +83,7 @@ class SyntheticSequence:
     attributes: dict[str, int]
     camera: Camera
     fps: float
+    masks: np.ndarray | None = None  # (T, H, W) bool full-frame visible masks when asked for
 
     def __len__(self) -> int:
         return len(self.silhouettes)
@@ -122,11 +123,13 @@ def generate_sequences(n_identities: int, seqs_per_identity: int, frames: int, s
                        conditions: tuple[str, ...] = CONDITIONS, views: tuple[float, ...] | None = None,
                        behaviours: tuple[str, ...] = ("walk",), frame_size: tuple[int, int] = (480, 640),
                        fps: float = 25.0, crops: bool = True, population: Population = Population(),
-                       first_identity: int = 0, identities: list[Identity] | None = None) -> list[SyntheticSequence]:
+                       first_identity: int = 0, identities: list[Identity] | None = None,
+                       masks: bool = False) -> list[SyntheticSequence]:
     """Render ``seqs_per_identity`` sequences of ``frames`` frames for each identity.
 
     identities: use these instead of drawing ``n_identities`` from ``seed`` (e.g. a held-out set).
     frame_size: (height, width) of the virtual camera. crops=False skips RGB (faster).
+    masks: keep the full-frame visible masks (T, H, W) bool (memory-heavy; for checks).
     """
     for b in behaviours:
         if b not in BEHAVIOURS:
@@ -144,7 +147,7 @@ def generate_sequences(n_identities: int, seqs_per_identity: int, frames: int, s
                     else float(rng.uniform(0.0, 360.0)))
             behaviour = str(rng.choice(behaviours))
             out.append(render_sequence(ident, k, condition, view, behaviour, frames, rng,
-                                       frame_size=frame_size, fps=fps, crops=crops))
+                                       frame_size=frame_size, fps=fps, crops=crops, masks=masks))
     return out
 
 
@@ -191,13 +194,18 @@ def _make_partial(rng: np.random.Generator, camera: Camera, track: Track, statur
     cam_xy = np.asarray(camera.position[:2])
     dist = float(np.linalg.norm(mid - cam_xy))
     if kind in ("left", "right"):
-        # Person centre within 20 % of a 0.5 m body width of the edge at the middle frame.
+        # Person centre within 20 % of a 0.5 m body width of the edge at the frame furthest out.
         body_w = 0.5 * camera.focal_px / dist
         u = rng.uniform(-0.2, 0.2) * body_w
         if kind == "right":
             u = camera.width - u
-        delta = np.rad2deg(np.arctan((camera.width / 2 - u) / camera.focal_px))
-        return replace(camera, yaw_deg=camera.yaw_deg - delta), ()
+        points = np.concatenate([track.position, np.full((len(track), 1), 0.5 * stature)], axis=1)
+        for _ in range(4):  # a tilted camera's yaw does not shift points linearly: iterate
+            uv, _ = camera.project(points)
+            # The frame furthest out is placed at u, so every frame shows part of the walker.
+            pu = uv[:, 0].min() if kind == "left" else uv[:, 0].max()
+            camera = replace(camera, yaw_deg=float(camera.yaw_deg - np.rad2deg(np.arctan((pu - u) / camera.focal_px))))
+        return camera, ()
     if kind == "bottom":
         # Close to the camera: the legs leave the frame through its bottom edge.
         near = rng.uniform(2.2, 4.0)
@@ -221,7 +229,7 @@ def _make_partial(rng: np.random.Generator, camera: Camera, track: Track, statur
 
 def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, behaviour: str, frames: int,
                     rng: np.random.Generator, frame_size: tuple[int, int] = (480, 640), fps: float = 25.0,
-                    crops: bool = True) -> SyntheticSequence:
+                    crops: bool = True, masks: bool = False) -> SyntheticSequence:
     """One person-centred sequence (see module docstring)."""
     gait = sequence_variation(ident.gait, rng)
     carry = carry_for(condition, rng)
@@ -255,6 +263,7 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
     crop_arr = np.zeros((frames, 128, 64, 3), np.uint8) if crops else None
     full = np.zeros(frames, bool)
     visible = np.zeros(frames, bool)
+    mask_arr = np.zeros((frames,) + tuple(frame_size), bool) if masks else None
     for t in range(frames):
         draw = [PersonDraw(0, projected, t, appearance)]
         renderer.draw_labels(draw)
@@ -263,6 +272,9 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
         if pf.box is None:
             continue
         sil = pretreat_person(pf, camera.width)
+        if mask_arr is not None:
+            x1, y1, x2, y2 = pf.roi
+            mask_arr[t, y1:y2, x1:x2] = pf.mask
         boxes[t] = pf.box
         ratios[t] = (pf.box[3] - pf.box[1]) / 64.0
         if sil is not None:
@@ -278,7 +290,7 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
         identity=ident.identity, sequence=k, condition=condition, behaviour=behaviour,
         view_deg=float(view_deg % 360.0), silhouettes=cut_sides(sil64), silhouettes64=sil64, ratios=ratios,
         boxes=boxes, crops=crop_arr, walking=track.walking.copy(), full_body=full, visible=visible, views=views,
-        attributes=dict(ident.attributes), camera=camera, fps=fps)
+        attributes=dict(ident.attributes), camera=camera, fps=fps, masks=mask_arr)
 
 
 def pretreat_person(pf: PersonFrame, frame_width: int) -> np.ndarray | None:

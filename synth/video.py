@@ -1,0 +1,48 @@
+"""H.264 video writing with PyAV."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+class VideoWriter:
+    """Writes BGR uint8 frames of one size to an H.264 MP4 (yuv420p, constant frame rate)."""
+
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int], crf: int = 20,
+                 preset: str = "veryfast") -> None:
+        height, width = size
+        if width % 2 or height % 2:
+            raise ValueError(f"H.264 with yuv420p needs an even frame size, got {width}x{height}")
+        self._container = av.open(str(path), mode="w")
+        rate = Fraction(fps).limit_denominator(1001)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(crf), "preset": preset}
+        self._stream.codec_context.thread_count = 1
+
+    def write(self, image_bgr: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(image_bgr, format="bgr24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_video(path: str | Path) -> list[np.ndarray]:
+    """All frames of a video as BGR uint8 arrays (for tests and checks on short clips)."""
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]

@@ -1,0 +1,184 @@
+"""Synthetic walkers: determinism, labels, render/ground-truth agreement, exports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from pathlib import Path
+
+from stages.silhouette import cut_sides, opengait_pretreat, silhouette_from_mask
+from synth.attributes import ATTRIBUTES, sample_attributes
+from synth.body import Population, make_identity
+from synth.dataset import BEHAVIOURS, generate_identities, generate_sequences, render_sequence
+from synth.export import KNEE_ROW, dhs_windows, load_pickle_array, write_opengait
+from synth.groundtruth import decode_mask, encode_mask, load_groundtruth
+from synth.scene import SiteConfig, site_background, write_site
+from synth.video import read_video
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "synth"
+
+
+def test_attribute_table_matches_ra_gar_table_1():
+    names = [n for n, _ in ATTRIBUTES]
+    assert names == ["gender", "age", "height", "body mass", "hair", "forward head position",
+                     "uneven shoulders", "humpback", "hands", "arm swing direction",
+                     "arm swing amplitude range", "upper arm movement", "toe", "drag feet", "limping"]
+    assert [len(c) for _, c in ATTRIBUTES] == [2, 3, 5, 4, 4, 2, 3, 2, 4, 5, 2, 2, 3, 2, 2]
+    a = sample_attributes(np.random.default_rng(0))
+    assert set(a) == set(names) and all(0 <= a[n] < len(c) for n, c in ATTRIBUTES)
+
+
+def test_sequences_are_deterministic_and_typed():
+    kw = dict(behaviours=("walk", "mixed"), frame_size=(240, 320))
+    a = generate_sequences(2, 2, 12, seed=5, **kw)
+    b = generate_sequences(2, 2, 12, seed=5, **kw)
+    c = generate_sequences(2, 2, 12, seed=6, **kw)
+    for x, y in zip(a, b):
+        for field in ("silhouettes", "ratios", "boxes", "crops", "walking", "full_body"):
+            np.testing.assert_array_equal(getattr(x, field), getattr(y, field))
+    assert any(not np.array_equal(x.silhouettes, z.silhouettes) for x, z in zip(a, c))
+    s = a[0]
+    assert s.silhouettes.shape == (12, 64, 44) and s.silhouettes.dtype == np.uint8
+    assert s.ratios.shape == (12,) and s.ratios.dtype == np.float32
+    assert s.crops.shape == (12, 128, 64, 3) and s.crops.dtype == np.uint8
+    assert s.walking.dtype == bool and s.full_body.dtype == bool
+    assert [x.condition for x in a[:2]] == ["nm", "bg"]
+    assert {x.identity for x in a} == {0, 1}
+    np.testing.assert_allclose(s.ratios[s.visible], (s.boxes[s.visible, 3] - s.boxes[s.visible, 1]) / 64)
+    msg = s.to_message()
+    assert len(msg) == 12 and msg.frame_size == (240, 320)
+    # An identity does not depend on how many others are drawn with it.
+    assert generate_identities(1, 5, first_identity=1)[0].to_json() == generate_identities(2, 5)[1].to_json()
+
+
+def test_behaviours_give_their_labels():
+    seqs = generate_sequences(1, len(BEHAVIOURS) * 2, 40, seed=2, behaviours=BEHAVIOURS, crops=False,
+                              frame_size=(240, 320))
+    by = {}
+    for s in seqs:
+        by.setdefault(s.behaviour, []).append(s)
+        assert s.visible.mean() > 0.9, s.behaviour
+    for s in by.get("walk", []):
+        assert s.walking.all() and s.full_body.all()
+    for s in by.get("stand", []):
+        assert not s.walking.any() and s.full_body.all()
+    for s in by.get("partial_walk", []) + by.get("partial_stand", []):
+        assert not s.full_body.all()
+    classes = np.concatenate([(s.walking * 2 + s.full_body) for s in seqs])
+    assert set(np.unique(classes)) == {0, 1, 2, 3}  # all four GADER classes occur
+
+
+def _knee_signal(sils: np.ndarray) -> np.ndarray:
+    """(T,) horizontal extent of the knee row: how far apart the legs are."""
+    rows = sils[:, KNEE_ROW, :] > 0
+    cols = np.arange(rows.shape[1])
+    first = np.where(rows, cols, rows.shape[1]).min(axis=1)
+    last = np.where(rows, cols, -1).max(axis=1)
+    return np.maximum(last - first + 1, 0).astype(np.float64)
+
+
+def _autocorr(x: np.ndarray, lag: int) -> float:
+    x = x - x.mean()
+    return float((x[:-lag] * x[lag:]).sum() / max((x * x).sum(), 1e-9))
+
+
+def test_walking_knee_row_is_periodic_standing_is_not():
+    ident = make_identity(0, np.random.default_rng(3))
+    walk = render_sequence(ident, 0, "nm", 90.0, "walk", 60, np.random.default_rng(4), crops=False)
+    stand = render_sequence(ident, 1, "nm", 90.0, "stand", 60, np.random.default_rng(4), crops=False)
+    w, s = _knee_signal(walk.silhouettes), _knee_signal(stand.silhouettes)
+    # The legs open and close twice per gait cycle: the knee-row extent repeats after a step or a
+    # stride (the two steps differ a little in perspective), and not after half a step.
+    step = 25.0 / ident.gait.cadence / 2
+    lags = np.arange(int(step * 0.8), int(2 * step * 1.2) + 1)
+    corr = np.array([_autocorr(w, int(k)) for k in lags])
+    best = lags[corr.argmax()]
+    assert corr.max() > 0.35
+    assert min(abs(best - step), abs(best - 2 * step)) < 0.2 * step
+    assert _autocorr(w, int(round(step / 2))) < 0.1
+    assert w.std() > 2.0
+    assert s.std() < 0.3 * w.std() and s.std() < 1.5
+
+
+def test_attribute_classes_change_silhouettes():
+    base = {n: 0 for n, _ in ATTRIBUTES} | {"height": 2, "body mass": 1, "hair": 1}
+    pop = Population(spread=0.0)
+
+    def render(attrs, view):
+        ident = make_identity(0, np.random.default_rng(0), pop, attributes=attrs)
+        s = render_sequence(ident, 0, "nm", view, "walk", 16, np.random.default_rng(1), crops=False)
+        return s.silhouettes.astype(np.float32) / 255, float(s.ratios.mean())
+
+    ref = {v: render(base, v) for v in (0.0, 90.0)}
+    for name, labels in ATTRIBUTES:
+        for c in range(len(labels)):
+            if c == base[name]:
+                continue
+            attrs = dict(base) | {name: c}
+            diff = max(float(np.abs(render(attrs, v)[0] - ref[v][0]).mean()) for v in (0.0, 90.0))
+            ratio = abs(render(attrs, 90.0)[1] / ref[90.0][1] - 1)
+            assert diff > 0.005 or ratio > 0.03, (name, labels[c], diff, ratio)
+
+
+def test_export_matches_pipeline_pretreatment(tmp_path):
+    seqs = generate_sequences(1, 2, 10, seed=9, frame_size=(240, 320), masks=True,
+                              behaviours=("walk", "partial_walk"))
+    folders = write_opengait(seqs, tmp_path)
+    for seq, folder in zip(seqs, folders):
+        view = folder.name
+        sils = load_pickle_array(folder / f"{view}.pkl")
+        ratios = load_pickle_array(folder / f"{view}-ratios.pkl")
+        rgb = load_pickle_array(folder / f"{view}-rgb.pkl")
+        kept = [t for t in range(len(seq)) if opengait_pretreat(seq.masks[t]) is not None]
+        assert len(sils) == len(kept) == len(ratios) == len(rgb)
+        for i, t in enumerate(kept):
+            np.testing.assert_array_equal(cut_sides(sils[i]), silhouette_from_mask(seq.masks[t]))
+            ys = np.flatnonzero(seq.masks[t].any(axis=1))
+            assert ratios[i] == pytest.approx((ys[-1] + 1 - ys[0]) / 64)
+    index = json.loads((tmp_path / "sequences.json").read_text())
+    assert index[0]["folder"] == folders[0].relative_to(tmp_path).as_posix()
+    attrs = json.loads((tmp_path / "attributes.json").read_text())
+    assert attrs["identities"]["0"]["classes"] == seqs[0].attributes
+    windows = dhs_windows(seqs, lengths=(6,))
+    assert windows["dhs_6"].shape[1:] == (44, 6) and len(windows["label_6"]) == len(windows["dhs_6"])
+
+
+def test_rle_round_trip():
+    mask = np.random.default_rng(0).random((7, 9)) > 0.5
+    rle = encode_mask(mask, (3, 4, 12, 11))
+    np.testing.assert_array_equal(decode_mask(rle), mask)
+    assert decode_mask(rle, (20, 20))[4:11, 3:12].sum() == mask.sum()
+
+
+def test_scene_masks_and_boxes_agree_with_video(tmp_path):
+    cfg = SiteConfig.from_dict(yaml.safe_load((CONFIGS / "test_clip.yaml").read_text()))
+    cfg = SiteConfig(**{**cfg.__dict__, "duration_s": 1.2, "noise_sigma": 0.0, "lighting": (0.0, 1.0)})
+    gt = load_groundtruth(write_site(cfg, tmp_path))
+    frames = read_video(tmp_path / "cam0.mp4")
+    records = gt["frames"]["cam0"]
+    assert len(frames) == len(records) == gt["n_frames"]
+    background = site_background(cfg, 0).astype(np.int16)
+    size = tuple(gt["frame_size"])
+    seen = 0
+    for image, people in zip(frames, records):
+        diff = np.abs(image.astype(np.int16) - background).max(axis=2)
+        union = np.zeros(size, bool)
+        for rec in people:
+            mask = decode_mask(rec["mask"], size)
+            union |= mask
+            ys, xs = np.nonzero(mask)
+            assert rec["box"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+            inner = mask & ~np.roll(mask, 1, 0) | mask & ~np.roll(mask, -1, 0)
+            core = mask & ~inner
+            if core.sum() > 20:
+                assert np.median(diff[core]) > 12  # the person is really drawn there
+                seen += 1
+        grown = union | np.roll(union, 2, 0) | np.roll(union, -2, 0) | np.roll(union, 2, 1) | np.roll(union, -2, 1)
+        assert np.median(diff[~grown]) < 4  # and nothing else differs from the background
+    assert seen > 10
+    ids = {r["identity"] for people in records for r in people}
+    assert ids <= {i["identity"] for i in gt["identities"]}
