@@ -5,8 +5,10 @@ decoder, memory stays constant) and is iterated as a stream of ``Frame`` items i
 ``SourceEvent`` items:
 
 - ``opened``: once, when the source was first opened (size, codec, rate).
-- ``gap``: live streams only, frames missing between two frames (``pts_s`` = start of the gap; the
-  message gives the span); the next frame's ``pts_s`` is the end of the gap.
+- ``gap``: frames missing between two frames: a live stream reconnected, or the timestamps jumped
+  by more than 10 frame intervals (at least 1 s; e.g. an archive that paused recording).
+  ``pts_s`` is the last frame before the gap, the next frame's ``pts_s`` its end; the message
+  gives the span.
 - ``reconnected``: live streams only, after a drop.
 - ``error``: one line for the user. For files it is the last item (missing, not a video, truncated
   or corrupt: the frames that could be decoded come first). For live streams it reports a failed
@@ -94,6 +96,8 @@ class SourceOptions:
                      "live_analyze_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"source.{name} must be > 0, got {getattr(self, name)}")
+        if self.max_reconnect_attempts is not None and self.max_reconnect_attempts < 0:
+            raise ValueError(f"source.max_reconnect_attempts must be >= 0 or null, got {self.max_reconnect_attempts}")
         if self.queue_size < 1:
             raise ValueError(f"source.queue_size must be >= 1, got {self.queue_size}")
         if self.decode_threads < 0:
@@ -254,7 +258,7 @@ class VideoSource:
     def _describe(self, container: "av.container.InputContainer") -> str:
         stream = container.streams.video[0]
         ctx = stream.codec_context
-        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        rate = _frame_rate(stream)
         frames = f", {stream.frames} frames" if stream.frames and not self.live else ""
         return f"{ctx.width}x{ctx.height} {ctx.name} {rate:.4g} fps{frames}"
 
@@ -287,7 +291,9 @@ class VideoSource:
         stream = container.streams.video[0]
         self._event("opened", f"opened {self.source_id}: {self._describe(container)}", 0.0)
         start = stream.start_time or 0
-        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        rate = _frame_rate(stream)
+        gap_s = _gap_threshold_s(1.0 / rate if rate else 0.04)
+        last_pts_s: float | None = None
         bad_packets = 0
         try:
             for packet in container.demux(stream):
@@ -301,6 +307,12 @@ class VideoSource:
                         pts_s = float((frame.pts - start) * stream.time_base)
                     else:
                         pts_s = self._decoded / rate if rate else float(self._decoded)
+                    if last_pts_s is not None:
+                        if pts_s <= last_pts_s:  # damaged timestamps: keep time moving forward
+                            pts_s = last_pts_s + 1e-6
+                        elif pts_s - last_pts_s > gap_s:  # an archive that paused recording
+                            self._event("gap", _gap_message(self.source_id, last_pts_s, pts_s), last_pts_s)
+                    last_pts_s = pts_s
                     self._deliver(frame, pts_s)
                     if self._limit_reached():
                         self._event("ended", f"{self.source_id}: ended after max_frames={self.options.max_frames}")
@@ -378,7 +390,7 @@ class VideoSource:
     def _decode_live(self, container: "av.container.InputContainer", clock: "_LiveClock") -> str:
         """Decodes until the stream drops; returns why it stopped."""
         stream = container.streams.video[0]
-        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        rate = _frame_rate(stream)
         clock.new_connection(1.0 / rate if rate else 0.04)
         packets = container.demux(stream)
         while True:
@@ -397,11 +409,10 @@ class VideoSource:
                 continue  # a damaged packet on the wire; the decoder resynchronises on its own
             for frame in frames:
                 stream_s = float(frame.pts * stream.time_base) if frame.pts is not None else None
-                gap_start = clock.last_pts_s
+                previous_s = clock.last_pts_s
                 pts_s, after_gap = clock.stamp(stream_s)
-                if after_gap and gap_start is not None:
-                    self._event("gap", f"{self.source_id}: no frames for {pts_s - gap_start:.1f} s "
-                                       f"({gap_start:.2f} s .. {pts_s:.2f} s)", gap_start)
+                if after_gap and previous_s is not None:
+                    self._event("gap", _gap_message(self.source_id, previous_s, pts_s), previous_s)
                 self._deliver(frame, pts_s)
                 if self._limit_reached():
                     return "max_frames reached"
@@ -431,7 +442,8 @@ class _LiveClock:
         self._first_of_connection = True
 
     def stamp(self, stream_s: float | None) -> tuple[float, bool]:
-        """pts_s of the next frame, and whether it is the first frame after a reconnect."""
+        """pts_s of the next frame, and whether frames are missing before it (a reconnect, or a
+        jump of the stream's clock while connected)."""
         now = time.monotonic()
         if self.t0 is None:
             self.t0 = now
@@ -442,10 +454,27 @@ class _LiveClock:
             if self._offset is None:
                 self._offset = max(now - self.t0, earliest) - stream_s
             pts_s = max(stream_s + self._offset, earliest if self.last_pts_s is None else self.last_pts_s + 1e-6)
-        after_gap = self._first_of_connection and self.last_pts_s is not None
+        after_gap = self.last_pts_s is not None and (
+            self._first_of_connection or pts_s - self.last_pts_s > _gap_threshold_s(self._frame_s)
+        )
         self._first_of_connection = False
         self.last_pts_s = pts_s
         return pts_s, after_gap
+
+
+def _frame_rate(stream: "av.video.stream.VideoStream") -> float:
+    """Nominal frames per second (FFmpeg's guess, which ignores recording pauses), 0 if unknown."""
+    rate = stream.guessed_rate or stream.average_rate
+    return float(rate) if rate else 0.0
+
+
+def _gap_threshold_s(frame_interval_s: float) -> float:
+    """Frames further apart than this mark a gap: 10 frame intervals, at least 1 s."""
+    return max(1.0, 10 * frame_interval_s)
+
+
+def _gap_message(source_id: str, start_s: float, end_s: float) -> str:
+    return f"{source_id}: no frames for {end_s - start_s:.1f} s ({start_s:.2f} s .. {end_s:.2f} s)"
 
 
 class _NoVideo(Exception):

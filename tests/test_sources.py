@@ -198,3 +198,25 @@ def test_a_source_iterates_once(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="only once"):
         iter(source)
 
+
+
+def test_archive_that_paused_recording_reports_a_gap(tmp_path: Path) -> None:
+    clip = tmp_path / "motion.mp4"
+    times = [0.0, 0.1, 0.2, 0.3, 5.0, 5.1]  # recording paused between 0.3 s and 5.0 s
+    with av.open(str(clip), mode="w") as container:
+        stream = container.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
+        stream.height, stream.width, stream.pix_fmt = 48, 64, "yuv420p"
+        for t in times:
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="bgr24")
+            frame.pts, frame.time_base = round(t * 10), Fraction(1, 10)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    with open_source(str(clip)) as source:
+        items = list(source)
+    kinds = ["frame" if isinstance(item, Frame) else item.kind for item in items]
+    assert kinds == ["opened", "frame", "frame", "frame", "frame", "gap", "frame", "frame", "ended"]
+    gap = items[5]
+    assert gap.pts_s == pytest.approx(0.3) and "(0.30 s .. 5.00 s)" in gap.message
+    np.testing.assert_allclose([item.pts_s for item in items if isinstance(item, Frame)], times, atol=1e-6)
