@@ -47,13 +47,16 @@ VIDEO_EXTENSIONS = frozenset(
 )
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps"})
 
-# user:password@ inside any URL of a text (PyAV error messages can quote the URL).
-_CREDENTIALS = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s]*@")  # up to the last @ of the host part
+# user:password@ inside any URL of a text (PyAV error messages can quote the URL); the password
+# runs to the last @ of the host part, so it may itself contain @.
+_CREDENTIALS = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s]*@")
+# cameras that take them in the query string: ?user=admin&password=...
+_QUERY_SECRETS = re.compile(r"(?P<head>[?&](?:password|passwd|pwd|pass|token|key|auth)=)[^&\s]*", re.IGNORECASE)
 
 
 def mask_credentials(text: str) -> str:
-    """``rtsp://user:secret@host/x`` -> ``rtsp://user:***@host/x``, for every URL in ``text``."""
-    return _CREDENTIALS.sub(r"\g<head>:***@", text)
+    """``rtsp://user:secret@host/x?token=t`` -> ``rtsp://user:***@host/x?token=***``, in every URL of ``text``."""
+    return _QUERY_SECRETS.sub(r"\g<head>***", _CREDENTIALS.sub(r"\g<head>:***@", text))
 
 
 @dataclass

@@ -37,7 +37,7 @@ def _gst_rtsp_missing() -> str | None:
     probe = subprocess.run(
         [str(SYSTEM_PYTHON), "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
          "from gi.repository import GstRtspServer; gi.require_version('Gst', '1.0'); from gi.repository import Gst; "
-         "Gst.init(None); assert Gst.ElementFactory.find('rtph264pay') and Gst.ElementFactory.find('qtdemux')"],
+         "Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in ('appsrc', 'qtdemux', 'h264parse', 'rtph264pay'))"],
         capture_output=True, timeout=30,
     )
     if probe.returncode:
@@ -136,7 +136,7 @@ def test_reads_frames_at_the_stream_rate(server: RtspServer) -> None:
     np.testing.assert_allclose(np.diff(pts[1:]), 1 / FPS, atol=0.01)  # the stream's own clock
     # frames beyond what FFmpeg buffered while probing arrive in real time, crossing the clip's loop
     rate = (len(arrivals) - 11) / (arrivals[-1] - arrivals[10])
-    assert 0.7 * FPS < rate < 1.3 * FPS
+    assert 0.6 * FPS < rate < 1.6 * FPS  # reading as fast as possible would be hundreds
     # the looped clip starts over: the square is back at the left
     assert frames[21].image[60, 10].mean() > 200 and frames[18].image[60, 10].mean() < 50
 
