@@ -66,9 +66,7 @@ def build_stages(config: PipelineConfig) -> BuiltPipeline:
         registry = STAGE_KINDS[kind]
         backend, params = spec.backend, dict(spec.params)
         if kind == "detect" and backend == "auto":
-            from stages.detect import choose_detector
-
-            backend, params = choose_detector(**params)
+            backend, params = _resolve_auto_detector(params, registry)
         elif backend == "auto":
             raise ConfigError(f"{kind}.backend: 'auto' is only available for detect")
         cls = registry.load(backend)
@@ -83,6 +81,27 @@ def build_stages(config: PipelineConfig) -> BuiltPipeline:
         track_stages=[NamedStage(k, built[k], TrackWindow) for k in TRACK_STAGE_KINDS if k in built],
         descriptions=descriptions,
     )
+
+
+def _resolve_auto_detector(params: dict[str, Any], registry) -> tuple[str, dict[str, Any]]:
+    """``detect: {backend: auto, weights: PATH, yolo: {...}, classic: {...}}`` -> one backend.
+
+    YOLO when its weights file exists, the classic detector otherwise (logged once); the options of
+    both are validated so a typo in the branch not taken is still reported.
+    """
+    from stages.detect import choose_detector
+
+    params = dict(params)
+    weights = params.pop("weights", None)
+    branches = {name: params.pop(name, None) or {} for name in ("yolo", "classic")}
+    if params:
+        raise ConfigError(f"detect: unknown key {next(iter(params))!r} for backend auto (accepted: weights, yolo, classic)")
+    for name, options in branches.items():
+        if not isinstance(options, dict):
+            raise ConfigError(f"detect.{name}: expected a mapping of {name} options")
+        check_arguments(registry.load(name), {**options, **({"weights": weights} if name == "yolo" and weights else {})}, f"detect.{name}")
+    choice = choose_detector(weights)
+    return choice.backend, {**branches[choice.backend], **choice.options}
 
 
 @dataclass
