@@ -70,7 +70,8 @@ class SourceOptions:
     read_timeout_s: a live stream that delivers nothing for this long counts as dropped.
     reconnect_initial_s, reconnect_max_s: live streams retry after the initial delay, doubling up
         to the maximum after each failed attempt.
-    max_reconnect_attempts: consecutive failed attempts before a live source gives up; None = never.
+    max_reconnect_attempts: retries after a drop or a failed connection, without a frame in
+        between, before a live source gives up (0: at once); None = retry forever.
     live_analyze_s: how much of a live stream FFmpeg reads to probe it (latency of opening).
     queue_size: decoded items buffered between the decode thread and the consumer.
     decode_threads: decoder threads (FFmpeg frame/slice threading); 0 = FFmpeg chooses.
@@ -302,7 +303,7 @@ class VideoSource:
             for packet in container.demux(stream):
                 try:
                     frames = packet.decode()
-                except av.error.InvalidDataError:
+                except av.error.FFmpegError:
                     bad_packets += 1  # FFmpeg conceals the damage; the following frames still decode
                     continue
                 for frame in frames:
@@ -351,7 +352,7 @@ class VideoSource:
     def _run_live(self) -> None:
         opts = self.options
         clock = _LiveClock()
-        retries = 0  # reconnect attempts since the last successful connection
+        retries = 0  # reconnect attempts since the last frame
         connections = 0
         while True:
             started = time.monotonic()
@@ -370,13 +371,15 @@ class VideoSource:
                     problem = f"cannot connect: {_reason(exc)}"
             else:
                 connections += 1
-                retries = 0
                 kind, verb = ("opened", "opened") if connections == 1 else ("reconnected", "reconnected to")
                 self._event(kind, f"{verb} {self.source_id}: {self._describe(container)}", clock.last_pts_s)
+                decoded_before = self._decoded
                 try:
                     problem = self._decode_live(container, clock)
                 finally:
                     container.close()
+                if self._decoded > decoded_before:  # a server that accepts and drops at once keeps backing off
+                    retries = 0
                 if self._limit_reached():
                     self._event("ended", f"{self.source_id}: ended after max_frames={opts.max_frames}")
                     return
@@ -408,7 +411,7 @@ class VideoSource:
                 break
             try:
                 frames = packet.decode()
-            except av.error.InvalidDataError:
+            except av.error.FFmpegError:
                 continue  # a damaged packet on the wire; the decoder resynchronises on its own
             for frame in frames:
                 stream_s = float(frame.pts * stream.time_base) if frame.pts is not None else None

@@ -273,3 +273,11 @@ def test_server_that_hangs_mid_stream_is_a_drop_within_the_read_timeout(server: 
     drop = next(e for e in events if e.kind == "error")
     assert "stream silent for 1 s" in drop.message
     assert 0.9 < resumed_at - hung_at < 3.0  # the read timeout, not a hang
+
+
+def test_unknown_stream_path_is_one_clear_error(server: RtspServer) -> None:
+    url = server.url().replace("/stream", "/nothing-here")
+    with open_source(url, fast_options(max_reconnect_attempts=0)) as source:
+        events = list(source)
+    assert [e.kind for e in events] == ["error"]
+    assert "404" in events[0].message and "\n" not in events[0].message
