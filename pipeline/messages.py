@@ -124,11 +124,14 @@ class GaitDetection:
     walking_fraction: frames inside segments / frames in the window.
     route: "gait" when a segment is long enough for gait recognition, "appearance" when only
     ReID can be used, "none" when the window is too short for either.
+    appearance_segments: the other stretches (standing, partial body, walking too briefly), which
+    go to appearance ReID; score = confidence that the stretch is not full-body walking.
     """
 
     segments: list[GaitSegment]
     walking_fraction: float
     route: Route
+    appearance_segments: list[GaitSegment] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""GADER gait detector: DHS, classifier, window detection, routing, training and evaluation."""

@@ -1,0 +1,128 @@
+"""Evaluation of the GADER gait detector on held-out data.
+
+Two measurements (GADER sec. 4.2, "Gait Detector Evaluation"):
+
+* window accuracy and the 4x4 confusion matrix on single-class windows of held-out tracks;
+* frame-level TP/FP/FN/TN of "full body walking" on mixed tracks, for the windows + NMS + merge
+  detector and for the paper's baseline that classifies the whole DHS at once and gives every frame
+  that one label.
+
+Usage::
+
+    python -m stages.gait_detector.evaluate --config configs/train/gader.yaml [--weights PATH] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.gait_detector.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
+from stages.gait_detector.data import LabeledDHS, sample_windows
+from stages.gait_detector.detect import DetectorParams, classify_whole, detect_segments
+from stages.gait_detector.model import CLASSES, FULL_WALKING, DHSClassifier
+
+
+@torch.inference_mode()
+def window_confusion(
+    model: DHSClassifier, tracks: list[LabeledDHS], rng: np.random.Generator, count: int, lengths: tuple[int, ...]
+) -> np.ndarray:
+    """Confusion matrix (4, 4) int64, rows = true class, columns = predicted, over ``count`` windows
+    split evenly across ``lengths``, each window a single class over all of its frames."""
+    confusion = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
+    per_length = max(1, count // len(lengths))
+    for length in lengths:
+        x, y = sample_windows(tracks, rng, per_length, length, single_class=True)
+        predicted = model(torch.from_numpy(x)[:, None]).argmax(dim=1).numpy()
+        np.add.at(confusion, (y, predicted), 1)
+    return confusion
+
+
+def frame_counts(predicted: np.ndarray, truth: np.ndarray) -> dict[str, int]:
+    """TP/FP/FN/TN counts of boolean per-frame predictions against boolean ground truth."""
+    return {
+        "tp": int(np.sum(predicted & truth)),
+        "fp": int(np.sum(predicted & ~truth)),
+        "fn": int(np.sum(~predicted & truth)),
+        "tn": int(np.sum(~predicted & ~truth)),
+    }
+
+
+def summarise_counts(counts: dict[str, int]) -> dict[str, float]:
+    """Counts -> shares of all frames (as the paper reports them), accuracy, precision, recall."""
+    total = max(1, sum(counts.values()))
+    out = {k: round(v / total, 4) for k, v in counts.items()}
+    out["accuracy"] = round((counts["tp"] + counts["tn"]) / total, 4)
+    out["precision"] = round(counts["tp"] / max(1, counts["tp"] + counts["fp"]), 4)
+    out["recall"] = round(counts["tp"] / max(1, counts["tp"] + counts["fn"]), 4)
+    out["frames"] = int(total)
+    return out
+
+
+def frame_level(model: DHSClassifier, tracks: list[LabeledDHS], params: DetectorParams) -> dict[str, dict]:
+    """Frame-level detection of full-body walking: windows + NMS + merge vs whole-sequence classification."""
+    windows = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+    whole = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+    for track in tracks:
+        truth = track.labels == FULL_WALKING
+        mask = detect_segments(model, track.dhs, params).segments.frame_mask(len(track))
+        whole_walk = int(classify_whole(model, track.dhs).argmax()) == FULL_WALKING
+        for total, counts in (
+            (windows, frame_counts(mask, truth)),
+            (whole, frame_counts(np.full(len(track), whole_walk), truth)),
+        ):
+            for k, v in counts.items():
+                total[k] += v
+    return {"windows_nms": summarise_counts(windows), "whole_sequence": summarise_counts(whole)}
+
+
+def confusion_report(confusion: np.ndarray) -> dict:
+    total = max(1, int(confusion.sum()))
+    binary_truth = np.arange(len(CLASSES)) == FULL_WALKING
+    fw_correct = confusion[np.ix_(binary_truth, binary_truth)].sum() + confusion[np.ix_(~binary_truth, ~binary_truth)].sum()
+    return {
+        "classes": list(CLASSES),
+        "confusion": confusion.tolist(),
+        "accuracy": round(float(np.trace(confusion)) / total, 4),
+        "full_walking_vs_rest_accuracy": round(float(fw_correct) / total, 4),
+        "windows": total,
+    }
+
+
+def evaluate(model: DHSClassifier, datasets: dict[str, tuple[list[LabeledDHS], list[LabeledDHS]]], cfg: dict) -> dict:
+    """datasets: name -> (tracks for window accuracy, mixed tracks for frame level)."""
+    ev = cfg["evaluation"]
+    params = DetectorParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["detector"].items()})
+    results = {}
+    for name, (window_tracks, mixed_tracks) in datasets.items():
+        rng = np.random.default_rng(ev["seed"])
+        confusion = window_confusion(model, window_tracks, rng, ev["windows"], tuple(ev["window_lengths"]))
+        results[name] = {"windows": confusion_report(confusion), "frames": frame_level(model, mixed_tracks, params)}
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    from stages.gait_detector.train import build_eval_datasets, read_config
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="training recipe (configs/train/gader.yaml)")
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint to evaluate")
+    parser.add_argument("--out", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = read_config(args.config)
+    model, dhs_config, version = load_checkpoint(args.weights)
+    results = {"weights": version, **evaluate(model, build_eval_datasets(cfg, dhs_config), cfg)}
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
