@@ -24,7 +24,7 @@ hands                      natural, in pockets, behind back,      fixed shoulder
                            crossed in front                       behind the pelvis or at the chest
 arm swing direction        back and forth, mostly forward,        swing centre (shoulder flexion offset) and
                            mostly backward, inward, outward       swing plane yaw / abduction
-arm swing amplitude range  small, large                           shoulder swing amplitude 5-14 vs 26-40 deg
+arm swing amplitude range  small, large                           shoulder swing amplitude 4-12 vs 22-32 deg
 upper arm movement         moving, static                         upper arm swing gain 1 vs 0.15 (the forearm
                                                                   then swings from the elbow instead)
 toe                        straight, toe in, toe out              foot yaw 4 +-3, -26..-16, +18..+28 deg

@@ -61,8 +61,8 @@ class BodyParams:
 class GaitParams:
     """Motion of one identity. Angles in degrees, cadence in strides per second."""
 
-    cadence: float = 0.92
-    stride_factor: float = 1.5  # stride length / leg length
+    cadence: float = 1.0
+    stride_factor: float = 1.38  # stride length / leg length
     hip_offset: float = 5.0  # mean hip flexion
     knee_stance: float = 15.0  # loading-response knee flexion peak
     knee_swing: float = 60.0  # swing knee flexion peak
@@ -242,7 +242,9 @@ def pose(body: BodyParams, gait: GaitParams, phase: np.ndarray, weight: np.ndarr
         ta = rad(-5 * _bump(leg_phase, 0.06, 0.05) + 9 * _bump(leg_phase, 0.42, 0.12)
                  - push * _bump(leg_phase, 0.6, 0.06)) * w
         # Circumduction of a limping leg: it swings outwards instead of bending.
-        ab = rad(2.0 + 10.0 * limp * is_limp * _bump(leg_phase, 0.72, 0.12)) * w + rad(2.0) * (1 - w)
+        # Frontal plane: the stance hip adducts under the body, the swing hip abducts a little.
+        ab = rad(2.0 - 5.0 * _bump(leg_phase, 0.3, 0.12) + 3.0 * _bump(leg_phase, 0.75, 0.1)
+                 + 10.0 * limp * is_limp * _bump(leg_phase, 0.72, 0.12)) * w + rad(2.0) * (1 - w)
         hip_local = np.stack([np.zeros(t), np.full(t, side * body.hip_width / 2), np.zeros(t)], -1)
         hip = pelvis + _rotate_z(hip_local, pelvis_yaw)
         d_thigh = _unit(np.stack([np.sin(th) * np.cos(ab), side * np.sin(ab), -np.cos(th) * np.cos(ab)], -1))
@@ -259,8 +261,8 @@ def pose(body: BodyParams, gait: GaitParams, phase: np.ndarray, weight: np.ndarr
         out[:, J[f"{name}_hip"]] = hip
         out[:, J[f"{name}_knee"]] = knee
         out[:, J[f"{name}_ankle"]] = ankle
-        out[:, J[f"{name}_heel"]] = ankle - 0.22 * seg["foot"] * d_foot - seg["ankle"] * normal
-        out[:, J[f"{name}_toe"]] = ankle + 0.72 * seg["foot"] * d_foot - 0.45 * seg["ankle"] * normal
+        out[:, J[f"{name}_heel"]] = ankle - 0.12 * seg["foot"] * d_foot - 0.55 * seg["ankle"] * normal
+        out[:, J[f"{name}_toe"]] = ankle + 0.6 * seg["foot"] * d_foot - 0.3 * seg["ankle"] * normal
 
     # Trunk: lumbar, thorax, neck, head; trunk roll from uneven shoulders and the limp.
     limp_roll = rad(7.0) * limp * gait.limp_side * _bump(phase if gait.limp_side >= 0 else phase + 0.5, 0.25, 0.12) * w
@@ -357,9 +359,9 @@ def volumes(body: BodyParams, joints: np.ndarray, carry: Carry = Carry(), long_s
 
     # Legs (trousers), shoes.
     for side in ("l", "r"):
-        caps.append((j(f"{side}_hip"), j(f"{side}_knee"), 0.078 * m * s, 0.052 * m ** 0.5 * s, BOTTOM, 0.0))
-        caps.append((j(f"{side}_knee"), j(f"{side}_ankle"), 0.05 * m ** 0.5 * s, 0.036 * s, BOTTOM, 0.0))
-        caps.append((j(f"{side}_heel"), j(f"{side}_toe"), 0.04 * s, 0.033 * s, SHOES, -0.01))
+        caps.append((j(f"{side}_hip"), j(f"{side}_knee"), 0.088 * m * s, 0.06 * m ** 0.5 * s, BOTTOM, 0.0))
+        caps.append((j(f"{side}_knee"), j(f"{side}_ankle"), 0.058 * m ** 0.5 * s, 0.042 * s, BOTTOM, 0.0))
+        caps.append((j(f"{side}_heel"), j(f"{side}_toe"), 0.046 * s, 0.036 * s, SHOES, -0.01))
     # Pelvis, abdomen, chest.
     pelvis_c = j("pelvis") + 0.01 * s * np.array([0.0, 0.0, 1.0])
     hip_half = (0.105 if body.female else 0.095) * m * s + body.hip_width * 0.1
@@ -396,8 +398,8 @@ def volumes(body: BodyParams, joints: np.ndarray, carry: Carry = Carry(), long_s
                   0.05 * s * hv, 0.05 * s * hv, 0.05 * s * hv, HAIR, 0.01)
     # Arms.
     for side in ("l", "r"):
-        caps.append((j(f"{side}_shoulder"), j(f"{side}_elbow"), 0.05 * m * s, 0.04 * m * s, TOP, 0.0))
-        caps.append((j(f"{side}_elbow"), j(f"{side}_wrist"), 0.038 * m * s, 0.028 * s,
+        caps.append((j(f"{side}_shoulder"), j(f"{side}_elbow"), 0.056 * m * s, 0.045 * m * s, TOP, 0.0))
+        caps.append((j(f"{side}_elbow"), j(f"{side}_wrist"), 0.042 * m * s, 0.03 * s,
                      TOP if long_sleeves or carry.coat else SKIN, 0.0))
         caps.append((j(f"{side}_wrist"), j(f"{side}_hand"), 0.03 * s, 0.024 * s, SKIN, 0.0))
     # Coat: a wider chest and a skirt from the waist to above the knees.
@@ -486,15 +488,15 @@ def make_identity(identity: int, rng: np.random.Generator, population: Populatio
     age_stride = (1.0, 0.96, 0.82)[age]
     drag = u(0.7, 1.0) if a["drag feet"] else 0.0
     limp = u(0.6, 1.0) if a["limping"] else 0.0
-    swing_amp = u(26.0, 40.0) if a["arm swing amplitude range"] else u(5.0, 14.0)
+    swing_amp = u(22.0, 32.0) if a["arm swing amplitude range"] else u(4.0, 12.0)
     direction = a["arm swing direction"]
     arm_offset = {1: u(10.0, 16.0), 2: -u(10.0, 16.0)}.get(direction, n(2.0))
     arm_plane = {3: u(22.0, 32.0), 4: -u(18.0, 28.0)}.get(direction, n(3.0))
-    arm_abd = (u(18.0, 26.0) if direction == 4 else 8.0 + n(2.0))
+    arm_abd = (u(16.0, 24.0) if direction == 4 else 5.0 + n(1.5))
     toe = {0: n(4.0) * 0.7 + 4.0, 1: -u(16.0, 26.0), 2: u(18.0, 28.0)}[a["toe"]]
     gait = GaitParams(
-        cadence=(0.92 + n(0.05)) * age_cad * (1.03 if female else 1.0) * (1 - 0.05 * drag),
-        stride_factor=(1.5 + n(0.08)) * age_stride * (1 - 0.2 * drag) * (1 - 0.1 * limp),
+        cadence=(1.0 + n(0.06)) * age_cad * (1.03 if female else 1.0) * (1 - 0.05 * drag),
+        stride_factor=(1.38 + n(0.08)) * age_stride * (1 - 0.2 * drag) * (1 - 0.1 * limp),
         hip_offset=5.0 + n(2.0),
         knee_stance=15.0 + n(3.0),
         knee_swing=(60.0 + n(4.0)) * (0.85 if age == 2 else 1.0),

@@ -36,14 +36,16 @@ Sequence k of an identity uses ``conditions[k % len(conditions)]`` and, when ``v
 
 Labels ``walking`` / ``full_body`` come from the simulation and the render (a frame is full body
 when the body is inside the image and at least 90 % of its pixels are visible), never from the
-behaviour name. Each camera sits 2-5 m high, 5-14 m away, 50-75 degrees of horizontal field of view
-at ``frame_size``, so ratios vary like a surveillance camera's. Everything is deterministic from
+behaviour name. By default (``cameras=SURVEILLANCE``) each camera sits 2-5 m high, 5-14 m away,
+50-75 degrees of horizontal field of view at ``frame_size``, so ratios vary like a surveillance
+camera's; ``CASIA_LIKE`` places it as CASIA-B's (about 1 m high, 4-6 m away). Everything is deterministic from
 ``seed``: identity i and its sequence k depend only on (seed, i, k).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Iterator
 
 import numpy as np
 
@@ -60,6 +62,20 @@ CONDITIONS = ("nm", "bg", "cl")
 BEHAVIOURS = ("walk", "stand", "walk_stand", "partial_walk", "partial_stand", "mixed")
 BAGS = ("backpack", "shoulder", "hand")
 PARTIAL_KINDS = ("left", "right", "bottom", "occluder")
+
+
+@dataclass(frozen=True)
+class CameraRange:
+    """Where the virtual camera of a sequence may be: uniform ranges of height above the ground (m),
+    distance to the middle of the walk (m) and horizontal field of view (degrees)."""
+
+    height_m: tuple[float, float] = (2.0, 5.0)
+    distance_m: tuple[float, float] = (5.0, 14.0)
+    hfov_deg: tuple[float, float] = (50.0, 75.0)
+
+
+SURVEILLANCE = CameraRange()
+CASIA_LIKE = CameraRange(height_m=(0.9, 1.4), distance_m=(4.0, 6.0), hfov_deg=(45.0, 60.0))
 
 
 @dataclass(frozen=True)
@@ -124,13 +140,27 @@ def generate_sequences(n_identities: int, seqs_per_identity: int, frames: int, s
                        behaviours: tuple[str, ...] = ("walk",), frame_size: tuple[int, int] = (480, 640),
                        fps: float = 25.0, crops: bool = True, population: Population = Population(),
                        first_identity: int = 0, identities: list[Identity] | None = None,
-                       masks: bool = False) -> list[SyntheticSequence]:
+                       masks: bool = False, cameras: CameraRange = SURVEILLANCE) -> list[SyntheticSequence]:
     """Render ``seqs_per_identity`` sequences of ``frames`` frames for each identity.
 
     identities: use these instead of drawing ``n_identities`` from ``seed`` (e.g. a held-out set).
     frame_size: (height, width) of the virtual camera. crops=False skips RGB (faster).
     masks: keep the full-frame visible masks (T, H, W) bool (memory-heavy; for checks).
+    cameras: camera placement ranges (SURVEILLANCE: high and far; CASIA_LIKE: CASIA-B's setting).
     """
+    return list(iter_sequences(n_identities, seqs_per_identity, frames, seed, conditions=conditions, views=views,
+                               behaviours=behaviours, frame_size=frame_size, fps=fps, crops=crops,
+                               population=population, first_identity=first_identity, identities=identities,
+                               masks=masks, cameras=cameras))
+
+
+def iter_sequences(n_identities: int, seqs_per_identity: int, frames: int, seed: int = 0, *,
+                   conditions: tuple[str, ...] = CONDITIONS, views: tuple[float, ...] | None = None,
+                   behaviours: tuple[str, ...] = ("walk",), frame_size: tuple[int, int] = (480, 640),
+                   fps: float = 25.0, crops: bool = True, population: Population = Population(),
+                   first_identity: int = 0, identities: list[Identity] | None = None,
+                   masks: bool = False, cameras: CameraRange = SURVEILLANCE) -> Iterator[SyntheticSequence]:
+    """``generate_sequences`` one sequence at a time (constant memory for large sets)."""
     for b in behaviours:
         if b not in BEHAVIOURS:
             raise ValueError(f"unknown behaviour {b!r}; choose from {BEHAVIOURS}")
@@ -138,7 +168,6 @@ def generate_sequences(n_identities: int, seqs_per_identity: int, frames: int, s
         if c not in CONDITIONS:
             raise ValueError(f"unknown condition {c!r}; choose from {CONDITIONS}")
     people = identities if identities is not None else generate_identities(n_identities, seed, population, first_identity)
-    out = []
     for ident in people:
         for k in range(seqs_per_identity):
             rng = np.random.default_rng([seed, ident.identity, k + 1])
@@ -146,9 +175,8 @@ def generate_sequences(n_identities: int, seqs_per_identity: int, frames: int, s
             view = (float(views[(k // len(conditions)) % len(views)]) if views
                     else float(rng.uniform(0.0, 360.0)))
             behaviour = str(rng.choice(behaviours))
-            out.append(render_sequence(ident, k, condition, view, behaviour, frames, rng,
-                                       frame_size=frame_size, fps=fps, crops=crops, masks=masks))
-    return out
+            yield render_sequence(ident, k, condition, view, behaviour, frames, rng,
+                                  frame_size=frame_size, fps=fps, crops=crops, masks=masks, cameras=cameras)
 
 
 def _states(behaviour: str, frames: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
@@ -175,13 +203,14 @@ def _states(behaviour: str, frames: int, rng: np.random.Generator) -> tuple[np.n
     return states, partial
 
 
-def _camera(rng: np.random.Generator, frame_size: tuple[int, int]) -> tuple[Camera, np.ndarray]:
-    """A surveillance-like camera at the origin looking at the walk centre; returns (camera, centre)."""
+def _camera(rng: np.random.Generator, frame_size: tuple[int, int], cameras: CameraRange
+            ) -> tuple[Camera, np.ndarray]:
+    """A camera at the origin looking at the walk centre; returns (camera, centre on the ground)."""
     h, w = frame_size
-    hfov = np.deg2rad(rng.uniform(50.0, 75.0))
+    hfov = np.deg2rad(rng.uniform(*cameras.hfov_deg))
     focal = (w / 2) / np.tan(hfov / 2)
-    dist = rng.uniform(5.0, 14.0)
-    cam_h = rng.uniform(2.0, 5.0)
+    dist = rng.uniform(*cameras.distance_m)
+    cam_h = rng.uniform(*cameras.height_m)
     centre = np.array([dist, 0.0])
     return Camera.looking_at(w, h, focal, (0.0, 0.0, cam_h), (dist, 0.0, 0.9)), centre
 
@@ -229,12 +258,13 @@ def _make_partial(rng: np.random.Generator, camera: Camera, track: Track, statur
 
 def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, behaviour: str, frames: int,
                     rng: np.random.Generator, frame_size: tuple[int, int] = (480, 640), fps: float = 25.0,
-                    crops: bool = True, masks: bool = False) -> SyntheticSequence:
+                    crops: bool = True, masks: bool = False, cameras: CameraRange = SURVEILLANCE
+                    ) -> SyntheticSequence:
     """One person-centred sequence (see module docstring)."""
     gait = sequence_variation(ident.gait, rng)
     carry = carry_for(condition, rng)
     appearance: Appearance = make_appearance(ident.appearance_seed, carry)
-    camera, centre = _camera(rng, frame_size)
+    camera, centre = _camera(rng, frame_size, cameras)
     states, partial = _states(behaviour, frames, rng)
     weight = ramp_weights(states, fps)
     # Heading so that the camera (at the origin) is seen at view_deg at the middle frame.

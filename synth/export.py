@@ -12,8 +12,9 @@ that condition and view from 01), VIEW = viewing angle rounded to a degree, 3 di
 
 Frames the pretreatment drops (nothing visible) are left out of all three, as OpenGait does.
 Beside the identity folders: ``sequences.json`` (one entry per sequence: folder, identity,
-condition, view, behaviour, per-frame walking / full_body flags of the kept frames) and
-``attributes.json`` (table and per-identity classes, see ``write_attributes``).
+condition, view, behaviour, per-frame walking / full_body flags of the kept frames),
+``attributes.json`` (table and per-identity classes, see ``write_attributes``) and, when asked for,
+``dhs.npz`` (``dhs_windows`` arrays plus ``classes``).
 
 DHS windows (``dhs_windows``): GADER's detection input, the knee row of every silhouette stacked over
 time (44 x L) for windows of several lengths, labelled by the frames' ground truth.
@@ -41,16 +42,31 @@ def sequence_folder(seq: SyntheticSequence, n: int) -> Path:
     return Path(f"{seq.identity:05d}") / f"{seq.condition}-{n:02d}" / view
 
 
-def write_opengait(seqs: list[SyntheticSequence], root: str | Path) -> list[Path]:
-    """Write sequences in the OpenGait layout under root; returns the sequence folders."""
-    root = Path(root)
-    counts: dict[tuple[int, str, int], int] = defaultdict(int)
-    index, folders = [], []
-    for seq in seqs:
+class DatasetWriter:
+    """Streams sequences to disk: OpenGait folders, then sequences.json, attributes.json and the
+    DHS windows (dhs.npz) on ``close``. Keeps only the small per-sequence labels in memory."""
+
+    def __init__(self, root: str | Path, opengait: bool = True, attributes: bool = True,
+                 dhs_lengths: tuple[int, ...] = ()) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.opengait, self.attributes, self.dhs_lengths = opengait, attributes, tuple(dhs_lengths)
+        self._counts: dict[tuple[int, str, int], int] = defaultdict(int)
+        self._index: list[dict] = []
+        self._attrs: dict[int, dict[str, int]] = {}
+        self._dhs: list[dict[str, np.ndarray]] = []
+        self.folders: list[Path] = []
+
+    def add(self, seq: SyntheticSequence) -> None:
+        self._attrs[seq.identity] = dict(seq.attributes)
+        if self.dhs_lengths:
+            self._dhs.append(dhs_windows([seq], self.dhs_lengths))
+        if not self.opengait:
+            return
         key = (seq.identity, seq.condition, int(round(seq.view_deg)) % 360)
-        counts[key] += 1
-        rel = sequence_folder(seq, counts[key])
-        folder = root / rel
+        self._counts[key] += 1
+        rel = sequence_folder(seq, self._counts[key])
+        folder = self.root / rel
         folder.mkdir(parents=True, exist_ok=True)
         keep = seq.visible
         view = rel.name
@@ -58,15 +74,31 @@ def write_opengait(seqs: list[SyntheticSequence], root: str | Path) -> list[Path
         _dump(folder / f"{view}-ratios.pkl", np.ascontiguousarray(seq.ratios[keep]))
         if seq.crops is not None:
             _dump(folder / f"{view}-rgb.pkl", np.ascontiguousarray(seq.crops[keep]))
-        index.append({
+        self._index.append({
             "folder": rel.as_posix(), "identity": seq.identity, "condition": seq.condition,
             "view_deg": round(seq.view_deg, 2), "behaviour": seq.behaviour, "frames": int(keep.sum()),
             "walking": seq.walking[keep].astype(int).tolist(), "full_body": seq.full_body[keep].astype(int).tolist(),
         })
-        folders.append(folder)
-    (root / "sequences.json").write_text(json.dumps(index))
-    write_attributes(seqs, root / "attributes.json")
-    return folders
+        self.folders.append(folder)
+
+    def close(self) -> None:
+        if self.opengait:
+            (self.root / "sequences.json").write_text(json.dumps(self._index))
+        if self.attributes:
+            write_attributes(self._attrs, self.root / "attributes.json")
+        if self.dhs_lengths:
+            merged = {k: np.concatenate([d[k] for d in self._dhs]) for k in self._dhs[0]} if self._dhs else {}
+            np.savez_compressed(self.root / "dhs.npz", classes=np.asarray(DHS_CLASSES), **merged)
+
+
+def write_opengait(seqs: list[SyntheticSequence], root: str | Path) -> list[Path]:
+    """Write sequences in the OpenGait layout (plus sequences.json and attributes.json) under root;
+    returns the sequence folders in order."""
+    writer = DatasetWriter(root)
+    for seq in seqs:
+        writer.add(seq)
+    writer.close()
+    return writer.folders
 
 
 def _dump(path: Path, array: np.ndarray) -> None:
@@ -74,12 +106,10 @@ def _dump(path: Path, array: np.ndarray) -> None:
         pickle.dump(array, f, protocol=4)
 
 
-def write_attributes(seqs: list[SyntheticSequence], path: str | Path) -> dict:
-    """Attribute labels per identity: {"attributes": [[name, [labels]], ...], "identities":
-    {"<id>": {"classes": {name: index}, "labels": {name: label}}}}; written as JSON and returned."""
-    per_id = {}
-    for seq in seqs:
-        per_id[str(seq.identity)] = {"classes": dict(seq.attributes), "labels": attribute_labels(seq.attributes)}
+def write_attributes(classes: dict[int, dict[str, int]], path: str | Path) -> dict:
+    """Attribute labels per identity (identity -> {name: class index}) as JSON:
+    {"attributes": [[name, [labels]], ...], "identities": {"<id>": {"classes": {...}, "labels": {...}}}}."""
+    per_id = {str(i): {"classes": dict(c), "labels": attribute_labels(c)} for i, c in sorted(classes.items())}
     data = {"attributes": [[name, labels] for name, labels in ATTRIBUTES], "identities": per_id}
     Path(path).write_text(json.dumps(data, indent=1))
     return data
@@ -120,13 +150,6 @@ def dhs_windows(seqs: list[SyntheticSequence], lengths: tuple[int, ...] = (10, 2
         result[f"label_{length}"] = np.asarray(out[f"label_{length}"], dtype=np.int64)
         result[f"identity_{length}"] = np.asarray(out[f"identity_{length}"], dtype=np.int64)
     return result
-
-
-def write_dhs(seqs: list[SyntheticSequence], path: str | Path, lengths: tuple[int, ...] = (10, 20, 30)) -> Path:
-    """DHS windows as one .npz (keys of ``dhs_windows`` plus ``classes``)."""
-    data = dhs_windows(seqs, lengths)
-    np.savez_compressed(path, classes=np.asarray(DHS_CLASSES), **data)
-    return Path(path)
 
 
 def load_pickle_array(path: str | Path) -> np.ndarray:
