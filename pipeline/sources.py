@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 from urllib.parse import urlsplit
 
 import av
@@ -133,7 +134,7 @@ def expand_sources(specs: list[str]) -> list[str]:
     return list(dict.fromkeys(expanded))
 
 
-def open_source(spec: str, options: SourceOptions | None = None) -> "VideoSource":
+def open_source(spec: str, options: SourceOptions | None = None) -> VideoSource:
     """A source for a file path, a folder (its error if it holds no video) or an rtsp:// URL.
 
     Nothing is opened until the source is iterated.
@@ -206,7 +207,7 @@ class VideoSource:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=join_timeout_s)
 
-    def __enter__(self) -> "VideoSource":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -236,7 +237,7 @@ class VideoSource:
                 self._run_file()
         except _Stopped:
             return
-        except Exception as exc:  # a decoder bug must end this source, never the process
+        except Exception as exc:  # noqa: BLE001 - a decoder bug must end this source, never the process
             try:
                 self._event("error", f"{self.source_id}: unexpected {type(exc).__name__}: {_reason(exc)}")
             except _Stopped:
@@ -249,7 +250,7 @@ class VideoSource:
     def _limit_reached(self) -> bool:
         return self.options.max_frames is not None and self._delivered >= self.options.max_frames
 
-    def _open(self, **kwargs: object) -> "av.container.InputContainer":
+    def _open(self, **kwargs: object) -> av.container.InputContainer:
         container = av.open(self.spec, mode="r", **kwargs)
         if not container.streams.video:
             container.close()
@@ -259,7 +260,7 @@ class VideoSource:
         stream.thread_count = self.options.decode_threads
         return container
 
-    def _describe(self, container: "av.container.InputContainer") -> str:
+    def _describe(self, container: av.container.InputContainer) -> str:
         stream = container.streams.video[0]
         ctx = stream.codec_context
         rate = _frame_rate(stream)
@@ -291,7 +292,7 @@ class VideoSource:
         finally:
             container.close()
 
-    def _decode_file(self, container: "av.container.InputContainer") -> None:
+    def _decode_file(self, container: av.container.InputContainer) -> None:
         stream = container.streams.video[0]
         self._event("opened", f"opened {self.source_id}: {self._describe(container)}", 0.0)
         start = stream.start_time or 0
@@ -335,7 +336,7 @@ class VideoSource:
             return
         self._event("ended", f"{self.source_id}: ended after {self._decoded} frames")
 
-    def _deliver(self, frame: "av.VideoFrame", pts_s: float) -> None:
+    def _deliver(self, frame: av.VideoFrame, pts_s: float) -> None:
         """Counts a decoded frame and queues it when the stride selects it (converting only then)."""
         if self._stop.is_set():
             raise _Stopped
@@ -393,7 +394,7 @@ class VideoSource:
             if self._stop.wait(delay):
                 raise _Stopped
 
-    def _decode_live(self, container: "av.container.InputContainer", clock: "_LiveClock") -> str:
+    def _decode_live(self, container: av.container.InputContainer, clock: _LiveClock) -> str:
         """Decodes until the stream drops; returns why it stopped."""
         stream = container.streams.video[0]
         rate = _frame_rate(stream)
@@ -468,7 +469,7 @@ class _LiveClock:
         return pts_s, after_gap
 
 
-def _frame_rate(stream: "av.video.stream.VideoStream") -> float:
+def _frame_rate(stream: av.video.stream.VideoStream) -> float:
     """Nominal frames per second (FFmpeg's guess, which ignores recording pauses), 0 if unknown."""
     rate = stream.guessed_rate or stream.average_rate
     return float(rate) if rate else 0.0

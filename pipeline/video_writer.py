@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
+from typing import Self
 
 import av
 import cv2
@@ -45,7 +46,7 @@ def draw_annotations(
     scale = max(0.4, min(out.shape[:2]) / 900)
     thickness = max(1, round(scale * 2))
     for i, box in enumerate(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)):
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        x1, y1, x2, y2 = (round(float(v)) for v in box)
         track_id = None if track_ids is None or track_ids[i] is None else int(track_ids[i])
         color = (160, 160, 160) if track_id is None else track_color(track_id)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, _BOX_THICKNESS)
@@ -143,7 +144,7 @@ class AnnotatedVideoWriter:
             self._container.close()
             self._container = self._stream = None
 
-    def __enter__(self) -> "AnnotatedVideoWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,6 +7,7 @@ gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import select
 import signal
@@ -34,12 +35,12 @@ FPS = 10
 def _gst_rtsp_missing() -> str | None:
     if not SYSTEM_PYTHON.exists():
         return f"{SYSTEM_PYTHON} is absent"
-    probe = subprocess.run(
-        [str(SYSTEM_PYTHON), "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
-         "from gi.repository import GstRtspServer; gi.require_version('Gst', '1.0'); from gi.repository import Gst; "
-         "Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in ('appsrc', 'qtdemux', 'h264parse', 'rtph264pay'))"],
-        capture_output=True, timeout=30,
+    check = (
+        "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+        "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+        "assert all(Gst.ElementFactory.find(e) for e in ('appsrc', 'qtdemux', 'h264parse', 'rtph264pay'))"
     )
+    probe = subprocess.run([str(SYSTEM_PYTHON), "-c", check], capture_output=True, timeout=30, check=False)
     if probe.returncode:
         return (f"{SYSTEM_PYTHON} lacks the GStreamer RTSP server (apt-get install python3-gi "
                 "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)")
@@ -112,7 +113,7 @@ def server(clip: Path) -> Iterator[RtspServer]:
 
 
 def fast_options(**overrides: object) -> SourceOptions:
-    values: dict = dict(open_timeout_s=2.0, read_timeout_s=2.0, reconnect_initial_s=0.2, reconnect_max_s=1.0)
+    values: dict = {"open_timeout_s": 2.0, "read_timeout_s": 2.0, "reconnect_initial_s": 0.2, "reconnect_max_s": 1.0}
     values.update(overrides)
     return SourceOptions(**values)
 
@@ -244,7 +245,7 @@ def test_server_killed_mid_stream_then_restarted_gives_a_gap_and_frames_resume(s
     assert resumed.pts_s - last.pts_s > 0.8  # the server was away for at least 1 s
     assert f"({last.pts_s:.2f} s .. {resumed.pts_s:.2f} s)" in gap.message
     pts = [f.pts_s for f in frames]
-    assert all(b > a for a, b in zip(pts, pts[1:]))
+    assert all(b > a for a, b in itertools.pairwise(pts))
     assert [f.index for f in frames] == list(range(len(frames)))
     assert all(f.source_id == server.url("cam:***@") for f in frames)
     assert not any(":pw@" in e.message for e in events)

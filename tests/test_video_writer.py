@@ -13,7 +13,9 @@ from pipeline.messages import Frame, FrameResult
 from pipeline.video_writer import AnnotatedVideoWriter, draw_annotations, track_color
 
 
-def result(image: np.ndarray, pts_s: float, boxes: np.ndarray | None = None, ids: list[int] | None = None) -> FrameResult:
+def result(
+    image: np.ndarray, pts_s: float, boxes: np.ndarray | None = None, ids: list[int] | None = None
+) -> FrameResult:
     boxes = np.zeros((0, 4), np.float32) if boxes is None else boxes.astype(np.float32)
     detections = sv.Detections(xyxy=boxes, tracker_id=None if ids is None else np.array(ids))
     return FrameResult(Frame("cam", round(pts_s * 10), pts_s, image), detections)
