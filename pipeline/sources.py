@@ -10,13 +10,14 @@ decoder, memory stays constant) and is iterated as a stream of ``Frame`` items i
   ``pts_s`` is the last frame before the gap, the next frame's ``pts_s`` its end; the message
   gives the span.
 - ``reconnected``: live streams only, after a drop.
-- ``error``: one line for the user. For files it is the last item (missing, not a video, truncated
+- ``error``: what went wrong. For files it is the last item (missing, not a video, truncated
   or corrupt: the frames that could be decoded come first). For live streams it reports a failed
   connection or a drop, and the source retries with exponential backoff; it is the last item only
   when ``max_reconnect_attempts`` is exhausted.
 - ``ended``: the last item of a file that decoded completely, or of any source once ``max_frames``
   frames were delivered.
 
+Event messages are one line for the user and do not repeat the ``source_id`` the event carries.
 Nothing a user can feed in raises or hangs: every PyAV call on the network has a timeout, and
 ``close()`` ends the iteration at once (the decode thread follows within one read timeout).
 Credentials in URLs are masked in ``source_id`` and every message.
@@ -239,7 +240,7 @@ class VideoSource:
             return
         except Exception as exc:  # noqa: BLE001 - a decoder bug must end this source, never the process
             try:
-                self._event("error", f"{self.source_id}: unexpected {type(exc).__name__}: {_reason(exc)}")
+                self._event("error", f"unexpected {type(exc).__name__}: {_reason(exc)}")
             except _Stopped:
                 return
         try:
@@ -271,21 +272,21 @@ class VideoSource:
         path = Path(self.spec)
         if "://" in self.spec:
             scheme = urlsplit(self.spec).scheme
-            self._event("error", f"{self.source_id}: unsupported URL scheme {scheme!r} (use rtsp:// or a path)")
+            self._event("error", f"unsupported URL scheme {scheme!r} (use rtsp:// or a path)")
             return
         if path.is_dir():
             if expand_sources([self.spec]) == [self.spec]:
-                self._event("error", f"{self.source_id}: folder holds no video files (.mp4, .mkv, .avi, ...)")
+                self._event("error", "folder holds no video files (.mp4, .mkv, .avi, ...)")
             else:
-                self._event("error", f"{self.source_id}: is a folder; expand it into its files first")
+                self._event("error", "is a folder; expand it into its files first")
             return
         if not path.exists():
-            self._event("error", f"{self.source_id}: file not found")
+            self._event("error", "file not found")
             return
         try:
             container = self._open(timeout=self.options.open_timeout_s)
         except (av.error.FFmpegError, OSError, _NoVideo) as exc:
-            self._event("error", f"{self.source_id}: cannot open as video: {_reason(exc)}")
+            self._event("error", f"cannot open as video: {_reason(exc)}")
             return
         try:
             self._decode_file(container)
@@ -294,7 +295,7 @@ class VideoSource:
 
     def _decode_file(self, container: av.container.InputContainer) -> None:
         stream = container.streams.video[0]
-        self._event("opened", f"opened {self.source_id}: {self._describe(container)}", 0.0)
+        self._event("opened", f"opened: {self._describe(container)}", 0.0)
         start = stream.start_time or 0
         rate = _frame_rate(stream)
         gap_s = _gap_threshold_s(1.0 / rate if rate else 0.04)
@@ -316,25 +317,25 @@ class VideoSource:
                         if pts_s <= last_pts_s:  # damaged timestamps: keep time moving forward
                             pts_s = last_pts_s + 1e-6
                         elif pts_s - last_pts_s > gap_s:  # an archive that paused recording
-                            self._event("gap", _gap_message(self.source_id, last_pts_s, pts_s), last_pts_s)
+                            self._event("gap", _gap_message(last_pts_s, pts_s), last_pts_s)
                     last_pts_s = pts_s
                     self._deliver(frame, pts_s)
                     if self._limit_reached():
-                        self._event("ended", f"{self.source_id}: ended after max_frames={self.options.max_frames}")
+                        self._event("ended", f"ended after max_frames={self.options.max_frames}")
                         return
         except (av.error.FFmpegError, OSError) as exc:
-            self._event("error", f"{self.source_id}: read failed after {self._decoded} frames: {_reason(exc)}")
+            self._event("error", f"read failed after {self._decoded} frames: {_reason(exc)}")
             return
         expected = stream.frames
         if bad_packets or (expected and self._decoded < expected):
             of = f" of {expected}" if expected else ""
             self._event(
                 "error",
-                f"{self.source_id}: truncated or corrupt: decoded {self._decoded}{of} frames, "
+                f"truncated or corrupt: decoded {self._decoded}{of} frames, "
                 f"{bad_packets} undecodable packets",
             )
             return
-        self._event("ended", f"{self.source_id}: ended after {self._decoded} frames")
+        self._event("ended", f"ended after {self._decoded} frames")
 
     def _deliver(self, frame: av.VideoFrame, pts_s: float) -> None:
         """Counts a decoded frame and queues it when the stride selects it (converting only then)."""
@@ -372,8 +373,8 @@ class VideoSource:
                     problem = f"cannot connect: {_reason(exc)}"
             else:
                 connections += 1
-                kind, verb = ("opened", "opened") if connections == 1 else ("reconnected", "reconnected to")
-                self._event(kind, f"{verb} {self.source_id}: {self._describe(container)}", clock.last_pts_s)
+                kind = "opened" if connections == 1 else "reconnected"
+                self._event(kind, f"{kind}: {self._describe(container)}", clock.last_pts_s)
                 decoded_before = self._decoded
                 try:
                     problem = self._decode_live(container, clock)
@@ -382,14 +383,14 @@ class VideoSource:
                 if self._decoded > decoded_before:  # a server that accepts and drops at once keeps backing off
                     retries = 0
                 if self._limit_reached():
-                    self._event("ended", f"{self.source_id}: ended after max_frames={opts.max_frames}")
+                    self._event("ended", f"ended after max_frames={opts.max_frames}")
                     return
             if opts.max_reconnect_attempts is not None and retries >= opts.max_reconnect_attempts:
-                self._event("error", f"{self.source_id}: {problem}; giving up after "
+                self._event("error", f"{problem}; giving up after "
                                      f"{retries} reconnect attempts", clock.last_pts_s)
                 return
             delay = min(opts.reconnect_initial_s * 2 ** min(retries, 30), opts.reconnect_max_s)
-            self._event("error", f"{self.source_id}: {problem}; retrying in {delay:.1f} s", clock.last_pts_s)
+            self._event("error", f"{problem}; retrying in {delay:.1f} s", clock.last_pts_s)
             retries += 1
             if self._stop.wait(delay):
                 raise _Stopped
@@ -419,7 +420,7 @@ class VideoSource:
                 previous_s = clock.last_pts_s
                 pts_s, after_gap = clock.stamp(stream_s)
                 if after_gap and previous_s is not None:
-                    self._event("gap", _gap_message(self.source_id, previous_s, pts_s), previous_s)
+                    self._event("gap", _gap_message(previous_s, pts_s), previous_s)
                 self._deliver(frame, pts_s)
                 if self._limit_reached():
                     return "max_frames reached"
@@ -480,8 +481,8 @@ def _gap_threshold_s(frame_interval_s: float) -> float:
     return max(1.0, 10 * frame_interval_s)
 
 
-def _gap_message(source_id: str, start_s: float, end_s: float) -> str:
-    return f"{source_id}: no frames for {end_s - start_s:.1f} s ({start_s:.2f} s .. {end_s:.2f} s)"
+def _gap_message(start_s: float, end_s: float) -> str:
+    return f"no frames for {end_s - start_s:.1f} s ({start_s:.2f} s .. {end_s:.2f} s)"
 
 
 class _NoVideo(Exception):
