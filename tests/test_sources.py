@@ -144,7 +144,8 @@ def test_missing_path_is_one_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope" / "cam.mp4"
     assert expand_sources([str(missing)]) == [str(missing)]
     frames, events = read_all(str(missing))
-    assert frames == [] and [(e.source_id, e.kind, e.message) for e in events] == [(str(missing), "error", "file not found")]
+    assert frames == []
+    assert [(e.source_id, e.kind, e.message) for e in events] == [(str(missing), "error", "file not found")]
 
 
 def test_unsupported_url_scheme_is_an_error_with_masked_credentials() -> None:
