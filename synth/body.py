@@ -378,24 +378,26 @@ def volumes(body: BodyParams, joints: np.ndarray, carry: Carry = Carry(), long_s
     caps.append((j("l_shoulder"), j("r_shoulder"), 0.058 * m * s, 0.058 * m * s, TOP, 0.0))
     caps.append((j("neck") - 0.02 * s * _unit(thorax_up), j("head") - 0.06 * s * _unit(j("head") - j("neck")),
                  0.05 * s, 0.045 * s, SKIN, 0.01))
-    # Head and hair: hair sits behind the head so the face stays visible from the front.
+    # Head: a skull (hair-covered unless bald) and a face ellipsoid set forward and down, so the
+    # face shows from the front, hair on top and at the sides, only hair from behind.
     head_up = j("head") - j("neck")
     head_axes = frame_axes(head_up, fwd_chest)
     hz = 0.065 * body.stature * body.head_scale
-    ellipsoid(j("head"), head_axes, 0.095 * s, 0.078 * s, hz, SKIN)
     hv = body.hair_volume
     up_u = _unit(head_up)
-    if body.hair == 1:
-        ellipsoid(j("head") + 0.018 * s * up_u - 0.012 * s * fwd_chest, head_axes,
-                  0.1 * s * hv, 0.084 * s * hv, hz * 0.97, HAIR, 0.01)
-    elif body.hair == 2:
-        ellipsoid(j("head") - 0.05 * s * up_u - 0.035 * s * fwd_chest, head_axes,
-                  0.1 * s * hv, 0.095 * s * hv, hz * 1.45, HAIR, 0.01)
-    elif body.hair == 3:
-        ellipsoid(j("head") + 0.01 * s * up_u - 0.012 * s * fwd_chest, head_axes,
-                  0.1 * s, 0.082 * s, hz * 0.95, HAIR, 0.01)
-        ellipsoid(j("head") + 0.045 * s * up_u - 0.11 * s * fwd_chest, head_axes,
-                  0.05 * s * hv, 0.05 * s * hv, 0.05 * s * hv, HAIR, 0.01)
+    if body.hair == 0:
+        ellipsoid(j("head"), head_axes, 0.095 * s, 0.078 * s, hz, SKIN)
+    else:
+        ellipsoid(j("head") + 0.008 * s * up_u - 0.006 * s * fwd_chest, head_axes,
+                  0.098 * s * hv, 0.082 * s * hv, hz * (0.98 + 0.04 * hv), HAIR)
+    ellipsoid(j("head") + 0.035 * s * fwd_chest - 0.02 * s * up_u, head_axes,
+              0.07 * s, 0.068 * s, hz * 0.82, SKIN, -0.004)
+    if body.hair == 2:  # long: down the back to the shoulders
+        ellipsoid(j("head") - 0.07 * s * up_u - 0.05 * s * fwd_chest, head_axes,
+                  0.075 * s * hv, 0.092 * s * hv, hz * 1.35, HAIR, 0.01)
+    elif body.hair == 3:  # bun at the back of the head
+        ellipsoid(j("head") + 0.05 * s * up_u - 0.12 * s * fwd_chest, head_axes,
+                  0.065 * s * hv, 0.06 * s * hv, 0.06 * s * hv, HAIR, 0.01)
     # Arms.
     for side in ("l", "r"):
         caps.append((j(f"{side}_shoulder"), j(f"{side}_elbow"), 0.056 * m * s, 0.045 * m * s, TOP, 0.0))
@@ -408,7 +410,7 @@ def volumes(body: BodyParams, joints: np.ndarray, carry: Carry = Carry(), long_s
         knees = (j("l_knee") + j("r_knee")) / 2
         hem = hip_mid + 0.8 * (knees - hip_mid)
         caps.append((j("pelvis") + 0.05 * s * _unit(lumbar_up), hem, hip_half + 0.04 * s,
-                     hip_half + 0.07 * s + 0.25 * np.linalg.norm(j("l_knee") - j("r_knee"), axis=-1).mean(),
+                     hip_half + 0.04 * s + 0.2 * np.linalg.norm(j("l_knee") - j("r_knee"), axis=-1).mean(),
                      TOP, 0.005))
         for side in ("l", "r"):
             caps.append((j(f"{side}_shoulder"), j(f"{side}_elbow"), 0.065 * m * s, 0.055 * m * s, TOP, 0.002))
@@ -470,7 +472,7 @@ def make_identity(identity: int, rng: np.random.Generator, population: Populatio
     stature = u(_STATURE_RANGES_M[a["height"]] + 0.005, _STATURE_RANGES_M[a["height"] + 1] - 0.005)
     mass = _MASS_FACTOR[a["body mass"]] * (1 + n(0.04))
     age = a["age"]
-    belly = max(0.0, (0.03 if age == 1 else 0.0) + 0.04 * max(0, a["body mass"] - 1) + n(0.01))
+    belly = max(0.0, (0.03 if age == 1 else 0.0) + 0.05 * max(0, a["body mass"] - 1) + n(0.01))
     shoulder = stature * ((0.185 if female else 0.205) + n(0.007)) * (0.95 + 0.05 * mass)
     hip = stature * ((0.108 if female else 0.098) + n(0.004))
     hump = u(25.0, 35.0) if a["humpback"] else u(0.0, 5.0)

@@ -9,7 +9,7 @@ import numpy as np
 
 from synth.attributes import ATTRIBUTES
 from synth.body import Population, make_identity
-from synth.dataset import SyntheticSequence, generate_sequences, render_sequence
+from synth.dataset import SyntheticSequence, generate_identities, generate_sequences, render_sequence
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -20,7 +20,7 @@ def _label(image: np.ndarray, text: str) -> np.ndarray:
     return np.vstack([bar, image])
 
 
-def strip(seq: SyntheticSequence, n: int = 8, rgb: bool = True) -> np.ndarray:
+def strip(seq: SyntheticSequence, n: int = 7, rgb: bool = True) -> np.ndarray:
     """One row: n evenly spaced RGB crops (64x128) above their 44x64 silhouettes (scaled to 64x93),
     with a state bar (blue walking / yellow standing) and a body bar (green full / red partial)."""
     idx = np.linspace(0, len(seq) - 1, n).round().astype(int)
@@ -40,9 +40,12 @@ def strip(seq: SyntheticSequence, n: int = 8, rgb: bool = True) -> np.ndarray:
 def contact_sheet(seed: int = 0) -> np.ndarray:
     """Identities under nm/bg/cl and all behaviours, then one row per striking attribute class."""
     rows = []
-    seqs = generate_sequences(6, 3, 40, seed=seed, behaviours=("walk",), views=(30.0, 90.0, 150.0, 210.0, 270.0))
-    for s in seqs[::2][:7]:
-        rows.append(_label(strip(s), f"id {s.identity} {s.condition} view {s.view_deg:.0f} {s.behaviour}"))
+    for i, ident in enumerate(generate_identities(4, seed)):
+        for k, (condition, view) in enumerate((("nm", 30.0 + 60 * i), ("bg", 90.0 + 60 * i), ("cl", 150.0 + 60 * i))):
+            if (i + k) % 2:
+                continue
+            s = render_sequence(ident, k, condition, view % 360, "walk", 40, np.random.default_rng([seed, i, k]))
+            rows.append(_label(strip(s), f"id {s.identity} {s.condition} view {s.view_deg:.0f} {s.behaviour}"))
     for b in ("stand", "walk_stand", "partial_walk", "partial_stand", "mixed"):
         (s,) = generate_sequences(1, 1, 40, seed=seed + 11, behaviours=(b,), first_identity=len(rows))
         rows.append(_label(strip(s), f"id {s.identity} {b} (top bar: walking blue / standing yellow;"
@@ -65,5 +68,5 @@ def contact_sheet(seed: int = 0) -> np.ndarray:
 def write_contact_sheet(path: str | Path, seed: int = 0) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), contact_sheet(seed))
+    cv2.imwrite(str(path), contact_sheet(seed), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     return path
