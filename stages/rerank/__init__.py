@@ -1,0 +1,1 @@
+"""Re-ranking of a retrieval shortlist: CarGait cross-attention over strips, k-reciprocal baseline."""
