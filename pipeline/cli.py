@@ -19,6 +19,7 @@ log = logging.getLogger("gaitscope")
 
 # verb -> (module:function taking argv, one-line help)
 DELEGATED_VERBS: dict[str, tuple[str, str]] = {
+    "demo": ("pipeline.demo:main", "render a synthetic scene, run the pipeline on it, compare with its ground truth"),
     "enroll": ("stages.gallery.commands:enroll_main", "add an identity to the gallery from a clip or a previous run's track"),
     "gallery": ("stages.gallery.commands:gallery_main", "list, remove or export gallery identities"),
     "search": ("stages.gallery.commands:search_main", "rank gallery identities for the people in a clip"),
