@@ -1,0 +1,1 @@
+"""Evaluation: retrieval metrics, the CASIA-B protocol, embedding extraction and baselines."""

@@ -1,0 +1,143 @@
+"""CASIA-B evaluation (OpenGait's protocol) and embedding extraction.
+
+Protocol: test subjects 075-124; gallery nm-01..04; probes NM (nm-05..06), BG (bg-01..02),
+CL (cl-01..02). Rank-1 is computed per (probe view, gallery view) pair with the gallery restricted
+to that view, identical views excluded, averaged over views (OpenGait's
+``single_view_gallery_evaluation``). Rank-5/10, mAP and mINP rank the whole gallery with same-id
+same-view entries removed (OpenGait's ``compute_ACC_mAP``); verification pairs are all
+probe x gallery pairs under the same mask.
+
+Commands::
+
+    # metrics of a checkpoint (+ the GEI+PCA baseline in the same run), features cached
+    python -m evaluation.casia_b evaluate --weights weights/gar_casiab.pt --max-frames 30 \
+        --features ~/.cache/gaitscope/features/gar_casiab_test.npz --gei --out /tmp/casia_eval.json
+    # embeddings of the training subjects (e.g. to train a re-ranker on a frozen model)
+    python -m evaluation.casia_b extract --weights weights/gar_casiab.pt --split train \
+        --max-frames 30 --features ~/.cache/gaitscope/features/gar_casiab_train.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.metrics import part_distance, rank_metrics, tpr_at_fpr
+from training.casia_b import GALLERY_TYPES, PROBE_TYPES, TEST_SUBJECTS, TRAIN_SUBJECTS, CasiaB
+
+FPRS = (1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def evaluate_casia_b(embeddings: np.ndarray, labels: np.ndarray, types: np.ndarray, views: np.ndarray, metric: str = "euc") -> dict:
+    """Metrics per probe condition ({"NM": {...}, "BG": ..., "CL": ...}), percentages.
+
+    Each condition has ``rank1`` (mean over probe views, identical views excluded),
+    ``rank1_per_view`` (per probe view), ``rank5``, ``rank10``, ``map``, ``minp`` and
+    ``tpr_at_fpr`` ({fpr: tpr}).
+    """
+    labels, types, views = np.asarray(labels), np.asarray(types), np.asarray(views)
+    view_list = sorted(np.unique(views))
+    g_mask = np.isin(types, GALLERY_TYPES)
+    g_x, g_y, g_v = embeddings[g_mask], labels[g_mask], views[g_mask]
+    out = {}
+    for cond, probe_types in PROBE_TYPES.items():
+        p_mask = np.isin(types, probe_types)
+        if not p_mask.any():
+            continue
+        p_x, p_y, p_v = embeddings[p_mask], labels[p_mask], views[p_mask]
+        dist = part_distance(p_x, g_x, metric)
+        acc = np.full((len(view_list), len(view_list)), np.nan)
+        for i, pv in enumerate(view_list):
+            rows = p_v == pv
+            for j, gv in enumerate(view_list):
+                cols = g_v == gv
+                if rows.any() and cols.any():
+                    nearest = np.argmin(dist[np.ix_(rows, cols)], axis=1)
+                    acc[i, j] = 100.0 * np.mean(g_y[cols][nearest] == p_y[rows])
+        off = ~np.eye(len(view_list), dtype=bool)
+        per_view = np.array([np.nanmean(acc[i][off[i]]) for i in range(len(view_list))])
+        valid = (p_v[:, None] != g_v[None, :]) | (p_y[:, None] != g_y[None, :])
+        ranks = rank_metrics(dist, p_y, g_y, valid)
+        tprs = tpr_at_fpr(dist, p_y, g_y, FPRS, valid)
+        out[cond] = {
+            "rank1": round(float(np.mean(per_view)), 2),
+            "rank1_per_view": {str(v): round(float(a), 2) for v, a in zip(view_list, per_view)},
+            "rank5": round(100 * ranks.rank(5), 2),
+            "rank10": round(100 * ranks.rank(10), 2),
+            "map": round(100 * ranks.map, 2),
+            "minp": round(100 * ranks.minp, 2),
+            "tpr_at_fpr": {f"{f:g}": round(100 * t, 2) for f, t in tprs.items()},
+        }
+    return out
+
+
+def gei_baseline(reader: CasiaB, max_train: int | None = 3000, dims: int = 128, metric: str = "euc") -> dict:
+    """GEI + PCA (fitted on training subjects) nearest neighbour, evaluated like the gait model."""
+    from evaluation.gei import GEIPCA, geis_of
+
+    rng = np.random.default_rng(0)
+    train_keys = reader.keys(subjects=TRAIN_SUBJECTS)
+    if max_train is not None and len(train_keys) > max_train:
+        train_keys = sorted(rng.choice(np.array(train_keys, dtype=object), max_train, replace=False).tolist())
+    pca = GEIPCA(dims).fit(geis_of(s.silhouettes for s in reader.iter_sequences(train_keys)))
+    test_keys = reader.keys(subjects=TEST_SUBJECTS)
+    seqs = list(reader.iter_sequences(test_keys))
+    emb = pca.transform(geis_of(s.silhouettes for s in seqs))
+    return evaluate_casia_b(
+        emb, np.array([s.key.subject for s in seqs]), np.array([s.key.type for s in seqs]), np.array([s.key.view for s in seqs]), metric
+    )
+
+
+def summary_line(name: str, result: dict) -> str:
+    return f"{name}: " + "  ".join(f"{c} R1 {r['rank1']:.2f} mAP {r['map']:.2f}" for c, r in result.items())
+
+
+def main() -> None:
+    import torch
+
+    from evaluation.features import FEATURES_DIR, extract_casia_features
+    from stages.gait.weights import DEFAULT_WEIGHTS, load_gait_model
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["evaluate", "extract"])
+    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    ap.add_argument("--root", default=None, help="CASIA-B compact copy (default ../shared/data/casia-b)")
+    ap.add_argument("--split", choices=["train", "test"], default="test")
+    ap.add_argument("--max-frames", type=int, default=None, help="embed at most this many frames per sequence, spread evenly")
+    ap.add_argument("--metric", choices=["euc", "cos"], default="euc")
+    ap.add_argument("--features", default=None, help="npz to write the embeddings to")
+    ap.add_argument("--gei", action="store_true", help="also evaluate the GEI+PCA baseline")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None, help="JSON file for the metrics")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    reader = CasiaB(args.root) if args.root else CasiaB()
+    model, version = load_gait_model(args.weights)
+    subjects = TRAIN_SUBJECTS if args.split == "train" else TEST_SUBJECTS
+    keys = reader.keys(subjects=subjects)
+    features = Path(args.features).expanduser() if args.features else FEATURES_DIR / f"{Path(args.weights).stem}_{args.split}.npz"
+    t0 = time.time()
+    feats = extract_casia_features(model, reader, keys, args.max_frames, features)
+    seconds = time.time() - t0
+    print(f"{len(keys)} sequences embedded in {seconds:.0f}s ({len(keys) / seconds:.1f} seq/s) -> {features}", flush=True)
+    if args.action == "extract":
+        return
+    report = {
+        "weights": args.weights, "version": version, "max_frames": args.max_frames, "metric": args.metric,
+        "features": str(features), "gait": evaluate_casia_b(feats["embeddings"], feats["labels"], feats["types"], feats["views"], args.metric),
+    }
+    print(summary_line("gait", report["gait"]), flush=True)
+    if args.gei:
+        report["gei_pca"] = gei_baseline(reader, metric=args.metric)
+        print(summary_line("GEI+PCA", report["gei_pca"]), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
