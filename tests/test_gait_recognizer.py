@@ -1,0 +1,64 @@
+"""GaitRecognizer stage: routing, segments, batching, weights errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.messages import GaitDetection, GaitSegment, SilhouetteSequence, TrackWindow
+from stages.gait.model import GaitBase, GaitBaseConfig
+from stages.gait.recognizer import GaitRecognizer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = GaitBaseConfig(channels=(4, 8, 8, 8), strides=(1, 2, 1, 1), maxpool=True, embed_dim=6, class_num=3, ratio_attention=True)
+    path = tmp_path_factory.mktemp("w") / "tiny.pt"
+    torch.save({"model": GaitBase(cfg).state_dict(), "config": cfg.to_dict()}, path)
+    return path
+
+
+def window(t, route, segments, seed=0, track_id=1):
+    rng = np.random.default_rng(seed)
+    seq = SilhouetteSequence(
+        silhouettes=(rng.random((t, 64, 44)) > 0.5).astype(np.uint8) * 255,
+        ratios=rng.uniform(1, 3, t).astype(np.float32),
+        boxes=np.zeros((t, 4), np.float32),
+        frame_indices=np.arange(t),
+        pts_s=np.arange(t) / 10.0,
+        frame_size=(360, 480),
+    )
+    gait = GaitDetection([GaitSegment(a, b, 1.0) for a, b in segments], 0.5, route)
+    return TrackWindow("cam", track_id, 0, False, seq, gait=gait)
+
+
+def test_embeds_only_gait_routed_windows(weights):
+    stage = GaitRecognizer(weights=str(weights))
+    wins = [window(30, "gait", [(0, 12), (18, 30)]), window(30, "appearance", [(0, 30)]), window(30, "gait", [(0, 3)])]
+    out = stage.process(wins)
+    assert out is wins
+    assert out[0].gait_embedding.shape == (16, 6) and out[0].gait_embedding.dtype == np.float32
+    assert out[0].model_versions["gait"].startswith("tiny@")
+    assert out[1].gait_embedding is None and "gait" not in out[1].model_versions
+    assert out[2].gait_embedding is None  # 3 gait frames < min_frames
+
+
+def test_batched_equals_one_by_one_and_uses_segment_frames(weights):
+    stage = GaitRecognizer(weights=str(weights))
+    a, b = window(30, "gait", [(5, 25)], seed=1, track_id=1), window(40, "gait", [(0, 40)], seed=2, track_id=2)
+    stage.process([a, b])
+    a1 = window(30, "gait", [(5, 25)], seed=1)
+    stage.process([a1])
+    np.testing.assert_allclose(a.gait_embedding, a1.gait_embedding, rtol=1e-5, atol=1e-5)
+    # frames outside the segment do not matter
+    a2 = window(30, "gait", [(5, 25)], seed=1)
+    a2.sequence.silhouettes[:5] = 0
+    stage.process([a2])
+    np.testing.assert_allclose(a.gait_embedding, a2.gait_embedding, rtol=1e-5, atol=1e-5)
+
+
+def test_missing_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="gait weights not found"):
+        GaitRecognizer(weights=str(tmp_path / "nope.pt"))
