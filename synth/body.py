@@ -61,7 +61,7 @@ class BodyParams:
 class GaitParams:
     """Motion of one identity. Angles in degrees, cadence in strides per second."""
 
-    cadence: float = 1.0
+    cadence: float = 1.05
     stride_factor: float = 1.38  # stride length / leg length
     hip_offset: float = 5.0  # mean hip flexion
     knee_stance: float = 15.0  # loading-response knee flexion peak
@@ -497,7 +497,7 @@ def make_identity(identity: int, rng: np.random.Generator, population: Populatio
     arm_abd = (u(16.0, 24.0) if direction == 4 else 5.0 + n(1.5))
     toe = {0: n(4.0) * 0.7 + 4.0, 1: -u(16.0, 26.0), 2: u(18.0, 28.0)}[a["toe"]]
     gait = GaitParams(
-        cadence=(1.0 + n(0.06)) * age_cad * (1.03 if female else 1.0) * (1 - 0.05 * drag),
+        cadence=(1.05 + n(0.06)) * age_cad * (1.03 if female else 1.0) * (1 - 0.05 * drag),
         stride_factor=(1.38 + n(0.08)) * age_stride * (1 - 0.2 * drag) * (1 - 0.1 * limp),
         hip_offset=5.0 + n(2.0),
         knee_stance=15.0 + n(3.0),

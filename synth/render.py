@@ -120,8 +120,9 @@ def project_volumes(camera: Camera, vol: Volumes) -> ProjectedPerson:
     valid = (np.minimum(za.min(axis=1), zb.min(axis=1)) > 0.2) & (pc[..., 2].min(axis=1) > 0.2)
     flat = polys.reshape(len(polys), -1, 2)
     box = np.concatenate([flat.min(axis=1), flat.max(axis=1)], axis=-1).astype(np.float32)
-    return ProjectedPerson(
-        polys=np.round(polys * _SCALE).astype(np.int32), depth=depth, codes=codes, box=box, valid=valid)
+    # Frames with the body behind the camera are never drawn; keep their numbers finite for the cast.
+    polys = np.clip(np.nan_to_num(polys * _SCALE), -1e8, 1e8)
+    return ProjectedPerson(polys=np.round(polys).astype(np.int32), depth=depth, codes=codes, box=box, valid=valid)
 
 
 @dataclass
