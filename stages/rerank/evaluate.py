@@ -1,9 +1,10 @@
-"""CASIA-B evaluation of re-rankers: Rank-1, Rank-5 and mAP per probe condition (NM/BG/CL).
+"""CASIA-B evaluation of re-rankers, on the protocol of ``evaluation.casia_b`` and its metrics.
 
-Protocol (OpenGait/GaitSet): gallery nm-01..04, probes nm-05..06 / bg-01..02 / cl-01..02; for each
-probe view and each different gallery view, the probes of that view are ranked against the gallery
-sequences of that view; metrics are averaged over the 110 (probe view, gallery view) pairs.
-Every re-ranker sees the same initial distances, so the rows of one report compare like with like.
+Rank-1: per (probe view, gallery view) pair with the gallery restricted to that view, identical
+views excluded, averaged over probe views; each view-pair ranking is re-ranked on its own. Rank-5
+and mAP: the whole gallery with same-identity same-view entries masked (OpenGait's
+``compute_ACC_mAP``), re-ranked once per probe. A re-ranker returns scores (lower = better) that
+only have to order the gallery; every re-ranker sees the same initial distances.
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from stages.rerank.features import FeatureSet, pair_distance
+from evaluation.metrics import part_distance, rank_metrics
+from stages.rerank.features import FeatureSet
 from stages.rerank.kreciprocal import k_reciprocal_distances
 from stages.rerank.model import CarGait, PairClassifier, Projected, strip_euclidean
+from training.casia_b import GALLERY_TYPES, PROBE_TYPES
 
-GALLERY_TYPES = ("nm-01", "nm-02", "nm-03", "nm-04")
-PROBE_TYPES = {"NM": ("nm-05", "nm-06"), "BG": ("bg-01", "bg-02"), "CL": ("cl-01", "cl-02")}
-
-# (probe indices (Q,), gallery indices (G,) into the feature set, initial distances (Q, G))
-#   -> gallery positions of each probe, best first (Q, G)
-Reranker = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# (probe indices (Q,), gallery indices (G,) into the feature set, initial distances (Q, G),
+#  valid (Q, G) bool: entries allowed in the ranking) -> scores (Q, G), lower ranks first
+Reranker = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -35,56 +35,46 @@ class RankMetrics:
     mAP: float
 
 
-def rank_metrics(order: np.ndarray, matches: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-probe hit@1, hit@5 and average precision.
-
-    order: (Q, G) gallery positions best first; matches: (Q, G) bool, gallery g has the probe's
-    identity. Probes without any match score 0 on the ranks and NaN on AP (left out of the mean).
-    """
-    hits = np.take_along_axis(matches, order, axis=1)
-    hit1 = hits[:, :1].any(1)
-    hit5 = hits[:, :5].any(1)
-    cum = np.cumsum(hits, axis=1)
-    precision = cum / np.arange(1, hits.shape[1] + 1)
-    n_pos = hits.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ap = (precision * hits).sum(1) / n_pos
-    return hit1, hit5, np.where(n_pos > 0, ap, np.nan)
+def rerank_scores(dist: np.ndarray, valid: np.ndarray, k: int, new_distances: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Scores that put each row's top-``k`` valid entries first, in the order of their new distances,
+    and keep the initial order after them. ``new_distances(top)`` maps (Q, k) gallery positions to
+    (Q, k) re-ranked distances."""
+    masked = np.where(valid, dist, np.inf)
+    k = min(k, dist.shape[1])
+    top = np.argsort(masked, axis=1, kind="stable")[:, :k]
+    new = new_distances(top)
+    perm = np.argsort(new, axis=1, kind="stable")
+    scores = dist - dist.min() + float(k) + 1.0  # everything after the top-k: initial order, above k
+    rows = np.arange(len(dist))[:, None]
+    scores[rows, np.take_along_axis(top, perm, axis=1)] = np.arange(k)[None, :]
+    return scores
 
 
-def rerank_top_k(order: np.ndarray, new_distances: np.ndarray) -> np.ndarray:
-    """Re-order the first K columns of ``order`` (Q, G) by ``new_distances`` (Q, K); the rest stay."""
-    k = new_distances.shape[1]
-    perm = np.argsort(new_distances, axis=1, kind="stable")
-    out = order.copy()
-    out[:, :k] = np.take_along_axis(order[:, :k], perm, axis=1)
-    return out
+def initial_scores(probe_idx: np.ndarray, gallery_idx: np.ndarray, dist: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """No re-ranking: the frozen model's distance."""
+    return dist
 
 
-def initial_order(probe_idx: np.ndarray, gallery_idx: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    """No re-ranking: gallery sorted by the frozen model's distance."""
-    return np.argsort(dist, axis=1, kind="stable")
+class ShortlistReranker:
+    """Re-ranks each probe's top-K with a pair model (CarGait, or the pair-classifier baseline).
 
-
-class CarGaitReranker:
-    """Re-ranks each probe's top-K with CarGait; projections of every sequence computed once.
-
-    features: (N, P, C) of the whole evaluated set, indexed by the probe and gallery indices.
+    features: (N, P, C) of the whole evaluated set; CarGait projections are computed once per sequence.
     """
 
-    def __init__(self, model: CarGait | PairClassifier, features: np.ndarray, k: int = 10, batch: int = 4096) -> None:
+    def __init__(self, model: CarGait | PairClassifier, features: np.ndarray, k: int = 10, batch: int = 512) -> None:
         self.model = model.eval()
         self.k = k
         self.batch = batch
         f = torch.as_tensor(features, dtype=torch.float32)
         with torch.inference_mode():
             if isinstance(model, CarGait):
-                parts = [model.project(f[i : i + batch]) for i in range(0, len(f), batch)]
+                parts = [model.project(f[i : i + 4096]) for i in range(0, len(f), 4096)]
                 self.projected: Projected | torch.Tensor = Projected(*(torch.cat(t) for t in zip(*parts)))
             else:
                 self.projected = f
 
-    def _pair_distances(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def pair_distances(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Re-ranked distance of pairs (a[i], b[i]) of feature-set indices."""
         out = []
         with torch.inference_mode():
             for i in range(0, len(a), self.batch):
@@ -95,70 +85,67 @@ class CarGaitReranker:
                     out.append(strip_euclidean(ea, eb))
                 else:
                     out.append(-self.model(self.projected[ia], self.projected[ib]))
-        return torch.cat(out).numpy()
+        return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
-    def __call__(self, probe_idx: np.ndarray, gallery_idx: np.ndarray, dist: np.ndarray) -> np.ndarray:
-        order = np.argsort(dist, axis=1, kind="stable")
-        k = min(self.k, order.shape[1])
-        top = order[:, :k]
-        new = self._pair_distances(np.repeat(probe_idx, k), gallery_idx[top].reshape(-1))
-        return rerank_top_k(order, new.reshape(len(probe_idx), k))
+    def __call__(self, probe_idx: np.ndarray, gallery_idx: np.ndarray, dist: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        def new(top: np.ndarray) -> np.ndarray:
+            pairs = self.pair_distances(np.repeat(probe_idx, top.shape[1]), gallery_idx[top].reshape(-1))
+            return pairs.reshape(top.shape)
+
+        return rerank_scores(dist, valid, self.k, new)
 
 
 class KReciprocalReranker:
-    """k-reciprocal re-ranking of the whole gallery with the given parameters."""
+    """k-reciprocal re-ranking of the whole gallery (Zhong et al.; k1, k2, lambda as published)."""
 
     def __init__(self, features: np.ndarray, metric: str = "euc", k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> None:
         self.features = features
         self.metric = metric
         self.k1, self.k2, self.lambda_value = k1, k2, lambda_value
 
-    def __call__(self, probe_idx: np.ndarray, gallery_idx: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    def __call__(self, probe_idx: np.ndarray, gallery_idx: np.ndarray, dist: np.ndarray, valid: np.ndarray) -> np.ndarray:
         fq, fg = self.features[probe_idx], self.features[gallery_idx]
-        final = k_reciprocal_distances(
-            dist, pair_distance(fq, fq, self.metric), pair_distance(fg, fg, self.metric), self.k1, self.k2, self.lambda_value
-        )
-        return np.argsort(final, axis=1, kind="stable")
+        q_q = part_distance(fq, fq, self.metric)
+        g_g = part_distance(fg, fg, self.metric)
+        return k_reciprocal_distances(dist, q_q, g_g, self.k1, self.k2, self.lambda_value)
 
 
-def evaluate_casia_b(
-    test: FeatureSet, rerankers: dict[str, Reranker], metric: str = "euc"
-) -> dict[str, dict[str, RankMetrics]]:
-    """Metrics of each re-ranker per probe condition, averaged over (probe view, gallery view) pairs."""
+def evaluate_casia_b(test: FeatureSet, rerankers: dict[str, Reranker], metric: str = "euc") -> dict[str, dict[str, RankMetrics]]:
+    """Rank-1/Rank-5/mAP of each re-ranker per probe condition (NM/BG/CL), in percent."""
     views = sorted(set(test.views.tolist()))
-    results: dict[str, dict[str, RankMetrics]] = {}
-    gallery_mask = np.isin(test.types, GALLERY_TYPES)
+    g_idx = np.flatnonzero(np.isin(test.types, GALLERY_TYPES))
+    g_y, g_v = test.subjects[g_idx], test.views[g_idx]
+    results: dict[str, dict[str, RankMetrics]] = {name: {} for name in rerankers}
     for condition, probe_types in PROBE_TYPES.items():
-        probe_mask = np.isin(test.types, probe_types)
-        sums = {name: [] for name in rerankers}
-        for pv in views:
-            p_idx = np.flatnonzero(probe_mask & (test.views == pv))
-            if len(p_idx) == 0:
-                continue
-            for gv in views:
-                if gv == pv:
-                    continue
-                g_idx = np.flatnonzero(gallery_mask & (test.views == gv))
-                if len(g_idx) == 0:
-                    continue
-                dist = pair_distance(test.features[p_idx], test.features[g_idx], metric)
-                matches = test.subjects[p_idx][:, None] == test.subjects[g_idx][None, :]
-                for name, rerank in rerankers.items():
-                    h1, h5, ap = rank_metrics(rerank(p_idx, g_idx, dist), matches)
-                    sums[name].append((h1.mean(), h5.mean(), np.nanmean(ap) if np.isfinite(ap).any() else 0.0))
-        for name, rows in sums.items():
-            r = np.asarray(rows).mean(0) * 100.0
-            results.setdefault(name, {})[condition] = RankMetrics(round(float(r[0]), 2), round(float(r[1]), 2), round(float(r[2]), 2))
+        p_idx = np.flatnonzero(np.isin(test.types, probe_types))
+        if len(p_idx) == 0:
+            continue
+        p_y, p_v = test.subjects[p_idx], test.views[p_idx]
+        dist = part_distance(test.features[p_idx], test.features[g_idx], metric)
+        valid = (p_v[:, None] != g_v[None, :]) | (p_y[:, None] != g_y[None, :])
+        for name, rerank in rerankers.items():
+            acc = np.full((len(views), len(views)), np.nan)
+            for i, pv in enumerate(views):
+                rows = np.flatnonzero(p_v == pv)
+                for j, gv in enumerate(views):
+                    cols = np.flatnonzero(g_v == gv)
+                    if i == j or len(rows) == 0 or len(cols) == 0:
+                        continue
+                    block = dist[np.ix_(rows, cols)]
+                    scores = rerank(p_idx[rows], g_idx[cols], block, np.ones_like(block, dtype=bool))
+                    acc[i, j] = 100.0 * np.mean(g_y[cols][np.argmin(scores, axis=1)] == p_y[rows])
+            rank1 = float(np.nanmean(np.nanmean(acc, axis=1)))
+            ranks = rank_metrics(rerank(p_idx, g_idx, dist, valid), p_y, g_y, valid)
+            results[name][condition] = RankMetrics(round(rank1, 2), round(100 * ranks.rank(5), 2), round(100 * ranks.map, 2))
     return results
 
 
 def format_table(results: dict[str, dict[str, RankMetrics]]) -> str:
     """Plain-text table: one row per re-ranker, Rank-1/Rank-5/mAP per condition."""
-    conditions = list(PROBE_TYPES)
-    head = f"{'method':<14}" + "".join(f"{c + ' R1':>9}{c + ' R5':>9}{c + ' mAP':>9}" for c in conditions)
-    lines = [head]
+    conditions = [c for c in PROBE_TYPES if any(c in per for per in results.values())]
+    lines = [f"{'method':<16}" + "".join(f"{c + ' R1':>9}{c + ' R5':>9}{c + ' mAP':>9}" for c in conditions)]
     for name, per in results.items():
-        lines.append(f"{name:<14}" + "".join(f"{per[c].rank1:>9.2f}{per[c].rank5:>9.2f}{per[c].mAP:>9.2f}" for c in conditions if c in per))
+        lines.append(f"{name:<16}" + "".join(f"{per[c].rank1:>9.2f}{per[c].rank5:>9.2f}{per[c].mAP:>9.2f}" for c in conditions))
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Per-part gait features of a labelled set of sequences, and OpenGait's distances between them."""
+"""Per-part gait features of a labelled set of sequences (the re-ranker's training and test data)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 @dataclass(frozen=True)
@@ -51,43 +50,25 @@ class FeatureSet:
         )
 
     @classmethod
-    def load(cls, path: Path) -> "FeatureSet":
-        """Read an ``.npz`` with arrays features, subjects, types, views (and model_version)."""
-        path = Path(path)
+    def load(cls, path: str | Path, model_version: str = "") -> "FeatureSet":
+        """Read an ``.npz`` with arrays features (or embeddings), subjects (or labels), types, views,
+        as written by ``save`` or by ``evaluation.features.extract_casia_features``. ``model_version``
+        is used when the file does not record one."""
+        path = Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"feature file not found: {path}")
         with np.load(path, allow_pickle=False) as z:
-            missing = {"features", "subjects", "types", "views"} - set(z.files)
+            names = set(z.files)
+            feats = "features" if "features" in names else "embeddings"
+            subjects = "subjects" if "subjects" in names else "labels"
+            missing = {feats, subjects, "types", "views"} - names
             if missing:
-                raise ValueError(f"{path}: missing arrays {sorted(missing)} (has {z.files})")
-            version = str(z["model_version"]) if "model_version" in z.files else ""
+                raise ValueError(f"{path}: missing arrays {sorted(missing)} (has {sorted(names)})")
+            version = str(z["model_version"]) if "model_version" in names else model_version
             return cls(
-                z["features"].astype(np.float32),
-                z["subjects"].astype(str),
+                z[feats].astype(np.float32),
+                z[subjects].astype(str),
                 z["types"].astype(str),
                 z["views"].astype(str),
                 version,
             )
-
-
-def part_euclidean(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> np.ndarray:
-    """OpenGait's "euc" metric: mean over parts of the Euclidean distance. (N, P, C), (M, P, C) -> (N, M)."""
-    x = torch.as_tensor(x, dtype=torch.float32).transpose(0, 1)  # (P, N, C)
-    y = torch.as_tensor(y, dtype=torch.float32).transpose(0, 1)
-    return torch.cdist(x, y).mean(0).numpy()
-
-
-def part_cosine(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> np.ndarray:
-    """OpenGait's "cos" metric: 1 - mean over parts of the cosine similarity. -> (N, M)."""
-    x = torch.nn.functional.normalize(torch.as_tensor(x, dtype=torch.float32), dim=-1).transpose(0, 1)
-    y = torch.nn.functional.normalize(torch.as_tensor(y, dtype=torch.float32), dim=-1).transpose(0, 1)
-    return (1.0 - torch.bmm(x, y.transpose(1, 2)).mean(0)).numpy()
-
-
-def pair_distance(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
-    """Distance matrix under ``metric`` ("euc" or "cos")."""
-    if metric == "euc":
-        return part_euclidean(x, y)
-    if metric == "cos":
-        return part_cosine(x, y)
-    raise ValueError(f"unknown metric {metric!r}; use 'euc' or 'cos'")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import hashlib
 import json
 import shlex
 import sys
@@ -28,15 +27,17 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from evaluation.metrics import part_distance
+from stages.gait.weights import sha256_of
 from stages.rerank.evaluate import (
-    CarGaitReranker,
     KReciprocalReranker,
+    ShortlistReranker,
     as_dict,
     evaluate_casia_b,
     format_table,
-    initial_order,
+    initial_scores,
 )
-from stages.rerank.features import FeatureSet, pair_distance
+from stages.rerank.features import FeatureSet
 from stages.rerank.model import CarGait, PairClassifier, ranking_loss
 from stages.rerank.weights import save_reranker
 
@@ -49,6 +50,7 @@ class TrainConfig:
 
     train_features: str
     test_features: str = ""
+    gait_weights: str = "weights/gar_casiab.pt"
     output: str = "weights/cargait_casiab.pt"
     metric: str = "euc"
     top_v: int = 30
@@ -88,7 +90,7 @@ class Shortlists:
 def build_shortlists(fs: FeatureSet, top_v: int, metric: str) -> Shortlists:
     """Top-v of every sequence among the others of the same set; probes whose shortlist has both a
     positive and a negative are kept (only those yield triplets)."""
-    dist = pair_distance(fs.features, fs.features, metric)
+    dist = part_distance(fs.features, fs.features, metric)
     np.fill_diagonal(dist, np.inf)
     top = np.argsort(dist, axis=1)[:, :top_v]
     same = fs.subjects[top] == fs.subjects[:, None]
@@ -214,12 +216,11 @@ def split_validation(fs: FeatureSet, fraction: float) -> tuple[FeatureSet, Featu
     return fs.select(~val_mask), fs.select(val_mask)
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def gait_model_version(weights: Path) -> str:
+    """The gait stage's version string of a checkpoint ("<stem>@<sha256[:12]>"), without loading it."""
+    if not weights.is_file():
+        raise SystemExit(f"gait weights not found: {weights} (set gait_weights to the model that made the features)")
+    return f"{weights.stem}@{sha256_of(weights)[:12]}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown config keys {sorted(unknown)}; valid: {sorted(fields)}")
     cfg = TrainConfig(**raw)
     torch.set_num_threads(cfg.threads)
-    full = FeatureSet.load(_path(cfg.train_features))
+    version = gait_model_version(_path(cfg.gait_weights)) if cfg.gait_weights else ""
+    full = FeatureSet.load(_path(cfg.train_features), version)
     train, val = split_validation(full, cfg.val_fraction)
     print(f"train {len(train)} sequences / {len(set(train.subjects))} ids, val {len(val)} / {len(set(val.subjects))} ids, "
           f"gait model {full.model_version!r}", flush=True)
@@ -248,13 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     out = _path(cfg.output)
     metrics: dict = {"best_val_ranking_loss": info["best_val_ranking_loss"], "train_minutes": round(train_minutes, 1)}
     if cfg.test_features:
-        test = FeatureSet.load(_path(cfg.test_features))
+        test = FeatureSet.load(_path(cfg.test_features), version)
         if test.model_version != full.model_version:
             raise SystemExit(f"test features come from gait model {test.model_version!r}, train features from {full.model_version!r}")
-        rerankers = {"initial": initial_order, "cargait": CarGaitReranker(model, test.features, cfg.rerank_k)}
+        rerankers = {"initial": initial_scores, "cargait": ShortlistReranker(model, test.features, cfg.rerank_k)}
         if cfg.baseline_classifier_iterations:
             baseline = train_pair_classifier(cfg, train, cfg.baseline_classifier_iterations, log)
-            rerankers["pair_classifier"] = CarGaitReranker(baseline, test.features, cfg.rerank_k)
+            rerankers["pair_classifier"] = ShortlistReranker(baseline, test.features, cfg.rerank_k)
         if cfg.kreciprocal:
             rerankers["k_reciprocal"] = KReciprocalReranker(test.features, cfg.metric)
         results = evaluate_casia_b(test, rerankers, cfg.metric)
@@ -263,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     save_reranker(model, out, gait_model_version=full.model_version, metric=cfg.metric, rerank_k=cfg.rerank_k)
     manifest = {
         "file": out.name,
-        "sha256": sha256(out),
+        "sha256": sha256_of(out),
         "command": "python -m stages.rerank.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "data": {
             "train_features": str(cfg.train_features),
