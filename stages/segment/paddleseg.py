@@ -1,0 +1,184 @@
+"""PaddleSeg segmenter: a PP-HumanSeg / PP-LiteSeg exported inference model run on person crops.
+
+The model directory is what PaddleSeg's ``tools/export.py`` writes: a program (``model.json`` with
+paddle 3, ``model.pdmodel`` before), ``model.pdiparams`` and optionally ``deploy.yaml``, whose
+``Resize`` target size, ``Normalize`` mean/std and program/params names are used when present.
+Each person's box (with a margin of context) is cut out, resized to the model input, normalised
+like PaddleSeg's deploy transforms (RGB, /255, (x - mean) / std), segmented, and the person
+probability is pasted back into the box. The output may be a label map (``output_op: argmax``),
+probabilities (``softmax``) or logits (``none``).
+
+paddle is imported lazily; MKLDNN stays disabled (exported models fail with it on these CPUs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from pipeline.messages import FrameResult
+from stages.detect.background import box_pixels
+from stages.segment.masks import with_masks
+
+_INSTALL_HINT = "pip install 'gaitscope[paddleseg]' (paddlepaddle, and paddleseg with --no-deps)"
+
+
+class PaddleSegUnavailableError(ImportError):
+    """paddlepaddle is not installed."""
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """Where an exported PaddleSeg model's files are and how its inputs are prepared."""
+
+    program: Path
+    params: Path
+    input_size: tuple[int, int]  # (height, width)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def find(cls, model_dir: Path, input_size: tuple[int, int]) -> "ExportedModel":
+        """Reads ``deploy.yaml`` when there is one; ``input_size`` is used when it sets none."""
+        if not model_dir.is_dir():
+            raise FileNotFoundError(
+                f"PaddleSeg model directory {model_dir} not found (an exported inference model: "
+                "model.json or model.pdmodel, model.pdiparams, deploy.yaml)"
+            )
+        deploy = _read_deploy(model_dir)
+        mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # PaddleSeg's Normalize defaults
+        for transform in deploy.get("transforms") or []:
+            if transform.get("type") == "Resize" and "target_size" in transform:
+                width, height = transform["target_size"]  # PaddleSeg gives (width, height)
+                input_size = (int(height), int(width))
+            if transform.get("type") == "Normalize":
+                mean = tuple(float(v) for v in transform.get("mean", mean))
+                std = tuple(float(v) for v in transform.get("std", std))
+        program = model_dir / deploy["model"] if "model" in deploy else _first(model_dir, ("model.json", "model.pdmodel"))
+        params = model_dir / deploy.get("params", "model.pdiparams")
+        for path in (program, params):
+            if not path.is_file():
+                raise FileNotFoundError(f"PaddleSeg model directory {model_dir} has no {path.name}")
+        return cls(program, params, input_size, mean, std)  # type: ignore[arg-type]
+
+
+class PaddleSegSegmenter:
+    """Person masks from a PaddleSeg exported model, one crop per detection.
+
+    model_dir: directory of the exported inference model.
+    input_height / input_width: model input size (pixels) when deploy.yaml does not give one.
+    person_class: class index of "person" in the model's output (1 for PP-HumanSeg).
+    threshold: least person probability for a mask pixel.
+    crop_margin: context added around each box, as a fraction of its width and height per side.
+    max_batch: most crops per forward pass.
+    cpu_threads: threads paddle may use.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_dir: str = "weights/pp_humanseg",
+        input_height: int = 192,
+        input_width: int = 192,
+        person_class: int = 1,
+        threshold: float = 0.5,
+        crop_margin: float = 0.1,
+        max_batch: int = 16,
+        cpu_threads: int = 1,
+    ) -> None:
+        self.model = ExportedModel.find(Path(model_dir).expanduser(), (input_height, input_width))
+        try:
+            from paddle import inference
+        except ImportError as error:
+            raise PaddleSegUnavailableError(f"the paddleseg segmenter needs paddlepaddle: {_INSTALL_HINT}") from error
+        config = inference.Config(str(self.model.program), str(self.model.params))
+        config.disable_gpu()
+        config.disable_mkldnn()
+        config.disable_glog_info()
+        config.set_cpu_math_library_num_threads(cpu_threads)
+        self._predictor = inference.create_predictor(config)
+        self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
+        self._output_name = self._predictor.get_output_names()[0]
+        self.person_class = person_class
+        self.threshold = threshold
+        self.crop_margin = crop_margin
+        self.max_batch = max_batch
+
+    def process(self, batch: list[FrameResult]) -> list[FrameResult]:
+        crops, places = [], []
+        for item_index, item in enumerate(batch):
+            for row, box in enumerate(item.detections.xyxy):
+                box_px = box_pixels(box, item.frame.size)
+                if box_px[2] <= box_px[0] or box_px[3] <= box_px[1]:
+                    continue  # a box with no pixels in the frame keeps an empty mask
+                region = self._region(box, item.frame.size)
+                crops.append(item.frame.image[region[1] : region[3], region[0] : region[2]])
+                places.append((item_index, row, box_px, region))
+        probabilities = self.person_probability(crops)
+        masks = [np.zeros((len(item.detections), *item.frame.size), dtype=bool) for item in batch]
+        for (item_index, row, (bx1, by1, bx2, by2), (x1, y1, x2, y2)), prob in zip(places, probabilities):
+            resized = cv2.resize(prob, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+            # The crop has context around the box; only the box's part becomes the mask.
+            inside = resized[by1 - y1 : by2 - y1, bx1 - x1 : bx2 - x1]
+            masks[item_index][row, by1:by2, bx1:bx2] = inside >= self.threshold
+        return [
+            FrameResult(item.frame, with_masks(item.detections, item_masks), item.ended_track_ids)
+            for item, item_masks in zip(batch, masks)
+        ]
+
+    def person_probability(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """Crops (h, w, 3) uint8 BGR -> person probability maps (H_in, W_in) float32 in 0..1."""
+        out: list[np.ndarray] = []
+        for start in range(0, len(crops), self.max_batch):
+            inputs = np.stack([self._prepare(crop) for crop in crops[start : start + self.max_batch]])
+            self._input.reshape(list(inputs.shape))
+            self._input.copy_from_cpu(inputs)
+            self._predictor.run()
+            raw = self._predictor.get_output_handle(self._output_name).copy_to_cpu()
+            out.extend(self._to_probability(raw))
+        return out
+
+    def _prepare(self, crop: np.ndarray) -> np.ndarray:
+        height, width = self.model.input_size
+        rgb = cv2.cvtColor(cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+        normalised = (rgb.astype(np.float32) / 255.0 - np.float32(self.model.mean)) / np.float32(self.model.std)
+        return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+
+    def _to_probability(self, raw: np.ndarray) -> np.ndarray:
+        """Model output -> (N, H, W) float32 person probability."""
+        if raw.ndim == 3 or (raw.ndim == 4 and raw.shape[1] == 1 and np.issubdtype(raw.dtype, np.integer)):
+            labels = raw.reshape(raw.shape[0], raw.shape[-2], raw.shape[-1])
+            return (labels == self.person_class).astype(np.float32)
+        if raw.ndim != 4:
+            raise ValueError(f"unexpected PaddleSeg output shape {raw.shape}; expected (N, H, W) or (N, C, H, W)")
+        scores = raw.astype(np.float32)
+        if scores.min() < 0.0 or scores.max() > 1.0 or not np.allclose(scores.sum(axis=1), 1.0, atol=1e-3):
+            scores = np.exp(scores - scores.max(axis=1, keepdims=True))  # logits -> softmax
+            scores /= scores.sum(axis=1, keepdims=True)
+        return scores[:, self.person_class]
+
+    def _region(self, box: np.ndarray, frame_size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The box grown by the margin on each side, in integer pixels clipped to the frame."""
+        x1, y1, x2, y2 = (float(v) for v in box)
+        dx, dy = self.crop_margin * (x2 - x1), self.crop_margin * (y2 - y1)
+        return box_pixels(np.array([x1 - dx, y1 - dy, x2 + dx, y2 + dy]), frame_size)
+
+
+def _read_deploy(model_dir: Path) -> dict:
+    for name in ("deploy.yaml", "deploy.yml"):
+        path = model_dir / name
+        if path.is_file():
+            with path.open() as handle:
+                return (yaml.safe_load(handle) or {}).get("Deploy", {})
+    return {}
+
+
+def _first(model_dir: Path, names: tuple[str, ...]) -> Path:
+    for name in names:
+        if (model_dir / name).is_file():
+            return model_dir / name
+    return model_dir / names[0]

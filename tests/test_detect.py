@@ -1,0 +1,107 @@
+"""Classic detector on a real clip and on made-up masks; choosing a detector backend."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import supervision as sv
+
+from pipeline.messages import Frame, FrameResult
+from stages.detect import choose_detector
+from stages.detect.classic import ClassicDetector
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+CAMPUS = DATA / "videos" / "campus_road_480x360.mp4"
+
+
+def _frames(path: Path, count: int) -> list[np.ndarray]:
+    if not path.is_file():
+        pytest.skip(f"real clip {path} absent (shared data not available)")
+    images = []
+    with av.open(str(path)) as container:
+        for decoded in container.decode(video=0):
+            images.append(decoded.to_ndarray(format="bgr24"))
+            if len(images) == count:
+                break
+    return images
+
+
+def test_classic_finds_people_on_campus_clip() -> None:
+    detector = ClassicDetector(warmup_frames=20)
+    images = _frames(CAMPUS, 80)
+    batch = [FrameResult(Frame("campus", i, i / 10, image), sv.Detections.empty()) for i, image in enumerate(images)]
+    results = []
+    for start in range(0, len(batch), 8):
+        results += detector.process(batch[start : start + 8])
+    assert [r.frame.index for r in results] == list(range(len(images)))
+    assert all(len(r.detections) == 0 for r in results[:20]), "warm-up frames give no detections"
+    after = results[20:]
+    with_people = [r for r in after if len(r.detections) > 0]
+    assert len(with_people) >= 0.8 * len(after)
+    height, width = images[0].shape[:2]
+    for result in with_people:
+        det = result.detections
+        assert det.xyxy.dtype == np.float32 and det.mask.shape == (len(det), height, width)
+        assert det.mask.dtype == bool and np.all((det.confidence > 0) & (det.confidence <= 1))
+        assert np.all(det.class_id == 0)
+        for box, mask in zip(det.xyxy, det.mask):
+            x1, y1, x2, y2 = box
+            box_height, box_width = y2 - y1, x2 - x1
+            touches_edge = x1 <= 0 or y1 <= 0 or x2 >= width or y2 >= height
+            assert box_height >= (0.6 if touches_edge else 1.2) * box_width
+            ys, xs = np.nonzero(mask)
+            assert len(ys) > 0.3 * box_height * box_width
+            assert xs.min() >= x1 - 1 and xs.max() <= x2 and ys.min() >= y1 - 1 and ys.max() <= y2
+
+
+def _person(mask: np.ndarray, x: int, y: int, w: int, h: int) -> None:
+    mask[y : y + h, x : x + w] = True
+
+
+def test_people_splits_side_by_side_walkers_and_merges_body_fragments() -> None:
+    detector = ClassicDetector()
+    fg = np.zeros((360, 480), dtype=bool)
+    # Two walkers touching shoulder to shoulder: one blob, two bodies (a thin bridge between).
+    _person(fg, 100, 100, 30, 90)
+    _person(fg, 136, 100, 30, 90)
+    fg[140:146, 130:136] = True
+    # One body in two pieces: torso and legs with a 6-pixel gap (a belt like the background).
+    _person(fg, 300, 100, 30, 40)
+    _person(fg, 302, 146, 26, 44)
+    # Noise: a wide flat blob (a car roof) and a speck.
+    _person(fg, 20, 300, 120, 30)
+    fg[10:13, 10:13] = True
+    blobs = sorted(detector.people(fg), key=lambda b: b.x1)
+    boxes = [(b.x1, b.y1, b.x2, b.y2) for b in blobs]
+    assert len(boxes) == 3, boxes
+    assert boxes[0][0] == 100 and boxes[0][2] <= 136
+    assert boxes[1][0] >= 130 and boxes[1][2] == 166
+    assert boxes[2] == (300, 100, 330, 190)
+
+
+def test_global_change_gives_no_detections() -> None:
+    detector = ClassicDetector(warmup_frames=3)
+    rng = np.random.default_rng(0)
+    background = rng.integers(60, 120, (120, 160, 3), dtype=np.uint8)
+    for _ in range(5):
+        assert len(detector.detect("cam", background)) == 0
+    brighter = np.clip(background.astype(int) + 90, 0, 255).astype(np.uint8)  # exposure jump
+    assert len(detector.detect("cam", brighter)) == 0
+
+
+def test_choose_detector_prefers_existing_weights(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    weights = tmp_path / "people.pt"
+    weights.write_bytes(b"weights")
+    with caplog.at_level(logging.INFO, logger="stages.detect"):
+        chosen = choose_detector(str(weights))
+        missing = choose_detector(str(tmp_path / "absent.pt"))
+        unset = choose_detector(None)
+    assert chosen.backend == "yolo" and chosen.options == {"weights": str(weights)}
+    assert missing.backend == "classic" and "not found" in missing.reason
+    assert unset.backend == "classic"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and all(line.startswith("detector: ") and "\n" not in line for line in lines)

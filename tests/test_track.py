@@ -1,0 +1,94 @@
+"""ByteTrack stage: stable ids, independent sources, ended tracks, masks kept with their boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import supervision as sv
+
+from pipeline.messages import Frame, FrameResult
+from stages.track import ByteTrackStage
+
+SIZE = (120, 200)  # (height, width) of the made-up frames
+
+
+def _frame(source: str, index: int, boxes: list[tuple[float, float, float, float]]) -> FrameResult:
+    xyxy = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    masks = np.zeros((len(xyxy), *SIZE), dtype=bool)
+    for mask, (x1, y1, x2, y2) in zip(masks, xyxy.astype(int)):
+        mask[y1:y2, x1:x2] = True  # each mask fills its own box, so alignment can be checked
+    detections = sv.Detections(
+        xyxy=xyxy,
+        mask=masks,
+        confidence=np.full(len(xyxy), 0.9, dtype=np.float32),
+        class_id=np.zeros(len(xyxy), dtype=int),
+    )
+    return FrameResult(Frame(source, index, index / 10, np.zeros((*SIZE, 3), np.uint8)), detections)
+
+
+def _walker(index: int, x0: float, y0: float = 20.0) -> tuple[float, float, float, float]:
+    x = x0 + 3 * index
+    return (x, y0, x + 20, y0 + 60)
+
+
+def _assert_masks_match_boxes(result: FrameResult) -> None:
+    for box, mask in zip(result.detections.xyxy.astype(int), result.detections.mask):
+        x1, y1, x2, y2 = box
+        assert mask[y1:y2, x1:x2].all() and mask.sum() == (x2 - x1) * (y2 - y1)
+
+
+def test_ids_stay_stable_for_moving_boxes() -> None:
+    tracker = ByteTrackStage(minimum_consecutive_frames=2)
+    ids_per_frame = []
+    for i in range(20):
+        (result,) = tracker.process([_frame("cam", i, [_walker(i, 10), _walker(i, 120)])])
+        _assert_masks_match_boxes(result)
+        assert result.detections.tracker_id.dtype == np.int64
+        ids_per_frame.append(dict(zip(result.detections.xyxy[:, 0].round().astype(int), result.detections.tracker_id)))
+    assert ids_per_frame[0] == {}, "a track needs two matched frames before it gets an id"
+    left = {frame[10 + 3 * i] for i, frame in enumerate(ids_per_frame) if i > 0}
+    right = {frame[120 + 3 * i] for i, frame in enumerate(ids_per_frame) if i > 0}
+    assert len(left) == 1 and len(right) == 1 and left != right
+
+
+def test_interleaved_sources_are_tracked_independently() -> None:
+    tracker = ByteTrackStage()
+    seen: dict[str, set[int]] = {"a": set(), "b": set()}
+    for i in range(15):
+        # Same positions in both sources: a shared tracker would merge them into one track.
+        batch = [_frame("a", i, [_walker(i, 10)]), _frame("b", i, [_walker(i, 10)])]
+        for result in tracker.process(batch):
+            seen[result.frame.source_id].update(result.detections.tracker_id.tolist())
+            if i > 0:
+                assert len(result.detections) == 1
+    assert len(seen["a"]) == 1 and len(seen["b"]) == 1
+    assert tracker.finish("a") == tuple(seen["a"])
+    assert tracker.finish("a") == ()
+    assert tracker.finish("b") == tuple(seen["b"])
+
+
+def test_track_ends_after_lost_buffer_and_is_reported_once() -> None:
+    buffer = 4
+    tracker = ByteTrackStage(lost_track_buffer=buffer)
+    track_id = None
+    for i in range(6):
+        (result,) = tracker.process([_frame("cam", i, [_walker(i, 10)])])
+        if len(result.detections):
+            track_id = int(result.detections.tracker_id[0])
+    assert track_id is not None
+    ended_at = []
+    for i in range(6, 6 + buffer + 4):
+        (result,) = tracker.process([_frame("cam", i, [])])
+        assert len(result.detections) == 0 and result.detections.mask.shape == (0, *SIZE)
+        if result.ended_track_ids:
+            ended_at.append((i, result.ended_track_ids))
+    # Unmatched on frames 6.. ; ends once it has been missing for more than `buffer` frames.
+    assert ended_at == [(6 + buffer, (track_id,))]
+    assert tracker.finish("cam") == ()
+
+
+def test_finish_reports_open_tracks() -> None:
+    tracker = ByteTrackStage()
+    for i in range(5):
+        tracker.process([_frame("cam", i, [_walker(i, 10), _walker(i, 120)])])
+    open_ids = tracker.finish("cam")
+    assert len(open_ids) == 2 and open_ids == tuple(sorted(open_ids))
