@@ -39,6 +39,7 @@ from stages.rerank.evaluate import (
 )
 from stages.rerank.features import FeatureSet
 from stages.rerank.model import CarGait, PairClassifier, ranking_loss
+from training.casia_b import GALLERY_TYPES
 from stages.rerank.weights import save_reranker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +72,7 @@ class TrainConfig:
     threads: int = 1
     baseline_classifier_iterations: int = 0
     kreciprocal: bool = True
+    calibration_far: float = 0.01
 
 
 def _path(p: str) -> Path:
@@ -223,6 +225,22 @@ def gait_model_version(weights: Path) -> str:
     return f"{weights.stem}@{sha256_of(weights)[:12]}"
 
 
+def shipped_calibrations(cfg: TrainConfig, weights: Path, test: FeatureSet, model_version: str) -> dict[str, dict]:
+    """Open-set calibrations on the test features for the plain metric and for the re-ranked distance
+    (the gallery uses them until it is calibrated on its own data)."""
+    from stages.gallery.calibration import calibrate, calibration_distances
+    from stages.gallery.search import Reranker
+
+    reranker = Reranker.load(weights)
+    probe_mask = ~np.isin(test.types, GALLERY_TYPES)
+    out = {}
+    for scorer, pairs in ((cfg.metric, None), (reranker.scorer, reranker.pair_distances)):
+        genuine, impostor = calibration_distances(test.features, test.subjects, probe_mask, cfg.metric, pairs, cfg.rerank_k)
+        source = f"{Path(cfg.test_features).name}: nearest genuine vs nearest impostor per probe (CASIA-B test)"
+        out[scorer] = dataclasses.asdict(calibrate(genuine, impostor, scorer, model_version, source, cfg.calibration_far))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML file with TrainConfig keys")
@@ -237,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown config keys {sorted(unknown)}; valid: {sorted(fields)}")
     cfg = TrainConfig(**raw)
+    test = None
     torch.set_num_threads(cfg.threads)
     version = gait_model_version(_path(cfg.gait_weights)) if cfg.gait_weights else ""
     full = FeatureSet.load(_path(cfg.train_features), version)
@@ -263,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(results), flush=True)
         metrics["casia_b_test"] = as_dict(results)
     save_reranker(model, out, gait_model_version=full.model_version, metric=cfg.metric, rerank_k=cfg.rerank_k)
+    calibrations = shipped_calibrations(cfg, out, test, full.model_version) if cfg.test_features else {}
     manifest = {
         "file": out.name,
         "sha256": sha256_of(out),
@@ -275,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             "validation_identities": sorted(set(val.subjects.tolist())),
         },
         "metrics": metrics,
+        "calibration": calibrations,
         "config": dataclasses.asdict(cfg),
         "history": info["history"],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -1,0 +1,1 @@
+"""Persistent gallery of identities: FAISS retrieval per modality, SQLite metadata, open-set matching."""
