@@ -199,10 +199,10 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
         iteration += 1
         bar.update(1)
         if iteration % log_every == 0:
-            rec = {"iteration": iteration, "elapsed_s": round(elapsed_before + time.time() - start, 1), "lr": lr, "loss": float(loss), **stats}
+            rec = {"iteration": iteration, "elapsed_s": round(elapsed_before + time.time() - start, 1), "lr": lr, "loss": float(loss.detach()), **stats}
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
-            bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{stats['acc']:.2f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=f"{stats['acc']:.2f}")
         if time.time() - last_ckpt >= ckpt_every_s:
             save(latest)
             last_ckpt = time.time()

@@ -1,0 +1,61 @@
+"""Appearance ReID evaluation on the mini-MARS query/gallery split (tracklet to tracklet).
+
+MARS protocol: gallery tracklets of the query's identity seen by the query's camera are ignored
+(cross-camera retrieval); queries left without a true match are skipped. Distances are cosine
+(1 - inner product of L2-normalised track embeddings).
+
+    python -m evaluation.reid --weights weights/reid_mars.pt [--max-frames 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.metrics import rank_metrics
+from stages.reid.data import DEFAULT_REID_ROOT, Tracklet, load_mars_split
+from stages.reid.model import AppearanceNet, pool_track
+
+
+def track_embeddings(model: AppearanceNet, tracklets: list[Tracklet]) -> np.ndarray:
+    return np.stack([pool_track(model.embed_crops(t.crops)) for t in tracklets])
+
+
+def evaluate_mars(model: AppearanceNet, root: Path = DEFAULT_REID_ROOT / "mini_mars", max_frames: int | None = 32) -> dict:
+    """{"rank1", "rank5", "map", "minp"} in percent, and the number of queries."""
+    query = load_mars_split(root, "query", max_frames)
+    gallery = load_mars_split(root, "gallery", max_frames)
+    q, g = track_embeddings(model, query), track_embeddings(model, gallery)
+    dist = 1.0 - q @ g.T
+    q_pid, g_pid = np.array([t.pid for t in query]), np.array([t.pid for t in gallery])
+    q_cam, g_cam = np.array([t.camid for t in query]), np.array([t.camid for t in gallery])
+    valid = ~((q_pid[:, None] == g_pid[None, :]) & (q_cam[:, None] == g_cam[None, :]))
+    usable = int(((q_pid[:, None] == g_pid[None, :]) & valid).any(1).sum())
+    r = rank_metrics(dist, q_pid, g_pid, valid)
+    return {"rank1": round(100 * r.rank(1), 2), "rank5": round(100 * r.rank(5), 2), "map": round(100 * r.map, 2), "minp": round(100 * r.minp, 2), "queries": usable}
+
+
+def main() -> None:
+    import torch
+
+    from stages.reid.stage import DEFAULT_WEIGHTS, load_appearance_model
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    ap.add_argument("--root", default=str(DEFAULT_REID_ROOT / "mini_mars"))
+    ap.add_argument("--max-frames", type=int, default=32)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    model, version = load_appearance_model(args.weights)
+    res = {"version": version, **evaluate_mars(model, Path(args.root), args.max_frames)}
+    print(json.dumps(res))
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Gait training pieces: frame sampling, P x K sampler, losses, a tiny training run with resume."""
+
+import json
+
+import numpy as np
+import torch
+
+from training.losses import cross_entropy_loss, triplet_loss
+from training.sequences import SequenceSet, TripletSampler, frame_positions
+
+torch.set_num_threads(1)
+
+
+def test_frame_positions():
+    rng = np.random.default_rng(0)
+    assert len(frame_positions(100, 30, "fixed_unordered", rng)) == 30
+    assert len(set(frame_positions(100, 30, "fixed_unordered", rng))) == 30  # no repeats when long enough
+    assert len(frame_positions(5, 30, "fixed_unordered", rng)) == 30  # short: with replacement
+    ordered = frame_positions(100, 10, "fixed_ordered", rng)
+    assert np.all(np.diff(ordered) == 1)
+    assert list(frame_positions(7, 0, "all_ordered", rng)) == list(range(7))
+    assert list(frame_positions(7, 0, "all_ordered", rng, max_frames=3)) == [0, 1, 2]
+
+
+def test_triplet_sampler_p_by_k():
+    labels = np.repeat(np.arange(6), [5, 5, 5, 5, 5, 1])
+    batch = next(iter(TripletSampler(labels, identities_per_batch=4, sequences_per_identity=3, seed=1)))
+    assert len(batch) == 12
+    groups = labels[batch].reshape(4, 3)
+    assert len(set(groups[:, 0])) == 4 and (groups == groups[:, :1]).all()
+
+
+def test_packed_sequence_set_unpacks_clips():
+    full = (np.random.default_rng(0).random((9, 64, 64)) > 0.5).astype(np.uint8)
+    s = SequenceSet([np.packbits(full, axis=-1)], ["007"], packed=True)
+    clip = s.clip(0, 0, "all_ordered", np.random.default_rng(0))
+    np.testing.assert_array_equal(clip.silhouettes, full[:, :, 10:54] * 255)
+    assert clip.label == 0 and clip.ratios is None
+
+
+def test_triplet_loss_zero_when_separated_and_positive_when_mixed():
+    labels = torch.tensor([0, 0, 1, 1])
+    sep = torch.tensor([[0.0], [0.01], [10.0], [10.01]]).repeat(1, 2).reshape(4, 2, 1)  # [n, p, c]
+    loss, frac = triplet_loss(sep, labels)
+    assert float(loss) == 0.0 and frac == 0.0
+    mixed = torch.tensor([[0.0], [10.0], [0.05], [10.05]]).repeat(1, 2).reshape(4, 2, 1)
+    loss, frac = triplet_loss(mixed, labels)
+    assert float(loss) > 1.0 and frac == 1.0
+
+
+def test_cross_entropy_loss_accuracy():
+    logits = torch.zeros(2, 3, 4)
+    logits[0, :, 1] = 1.0
+    logits[1, :, 3] = 1.0
+    loss, acc = cross_entropy_loss(logits, torch.tensor([1, 3]))
+    wrong, wrong_acc = cross_entropy_loss(logits, torch.tensor([0, 0]))
+    assert acc == 1.0 and wrong_acc == 0.0 and float(loss) < float(wrong) / 5
+
+
+def test_tiny_training_run_checkpoints_and_resumes(tmp_path, monkeypatch):
+    from stages.gait.weights import load_gait_model
+    from training import train_gait
+
+    rng = np.random.default_rng(0)
+    seqs = [(rng.random((12, 64, 44)) > 0.5).astype(np.uint8) * 255 for _ in range(8)]
+    data = SequenceSet(seqs, ["a", "a", "b", "b", "c", "c", "d", "d"], ratios=[rng.uniform(1, 2, 12).astype(np.float32) for _ in seqs])
+    monkeypatch.setattr(train_gait, "build_train_set", lambda _: data)
+    cfg = {
+        "model": {"channels": [2, 4, 4, 4], "strides": [1, 2, 1, 1], "maxpool": True, "embed_dim": 4, "ratio_attention": True},
+        "data": {}, "sampler": {"identities_per_batch": 2, "sequences_per_identity": 2, "frames": 4, "sample_type": "fixed_ordered"},
+        "loss": {}, "optim": {"optimizer": "adam", "lr": 0.01, "total_iter": 2}, "train": {"threads": 1, "log_every": 1, "out_dir": str(tmp_path)},
+    }
+    ckpt = train_gait.train(cfg, tmp_path, resume=False, command="test")
+    assert [json.loads(line)["iteration"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    cfg["optim"]["total_iter"] = 3
+    train_gait.train(cfg, tmp_path, resume=True, command="test")
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 3
+    model, _ = load_gait_model(ckpt)
+    assert model.config.ratio_attention and model.config.class_num == 4

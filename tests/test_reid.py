@@ -1,0 +1,78 @@
+"""Appearance ReID: model, pooling, stage routing, mini-MARS reader."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.messages import GaitDetection, SilhouetteSequence, TrackWindow
+from stages.reid.model import AppearanceConfig, AppearanceNet, pool_track
+from stages.reid.stage import AppearanceReID
+
+torch.set_num_threads(1)
+REID = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "reid"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = AppearanceConfig(widths=(4, 8, 8, 8), embed_dim=16, num_classes=3)
+    net = AppearanceNet(cfg)
+    net.eval()
+    path = tmp_path_factory.mktemp("w") / "reid_tiny.pt"
+    torch.save({"model": net.state_dict(), "config": cfg.to_dict()}, path)
+    return path
+
+
+def window(route, crops=True, t=6, seed=0):
+    rng = np.random.default_rng(seed)
+    seq = SilhouetteSequence(
+        silhouettes=np.zeros((t, 64, 44), np.uint8), ratios=np.ones(t, np.float32), boxes=np.zeros((t, 4), np.float32),
+        frame_indices=np.arange(t), pts_s=np.arange(t) / 10.0, frame_size=(360, 480),
+        crops=rng.integers(0, 256, (t, 128, 64, 3), dtype=np.uint8) if crops else None,
+    )
+    return TrackWindow("cam", 1, 0, True, seq, gait=GaitDetection([], 0.0, route))
+
+
+def test_pool_track_is_normalised_mean():
+    e = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    np.testing.assert_allclose(pool_track(e), [2**-0.5, 2**-0.5], rtol=1e-6)
+
+
+def test_stage_routes_and_normalises(weights):
+    stage = AppearanceReID(weights=str(weights))
+    wins = [window("appearance"), window("gait"), window("appearance", crops=False)]
+    stage.process(wins)
+    emb = wins[0].appearance_embedding
+    assert emb.shape == (16,) and emb.dtype == np.float32
+    assert np.linalg.norm(emb) == pytest.approx(1.0, abs=1e-5)
+    assert wins[0].model_versions["reid"].startswith("reid_tiny@")
+    assert wins[1].appearance_embedding is None and wins[2].appearance_embedding is None
+    every = AppearanceReID(weights=str(weights), routes="all")
+    gait_win = window("gait")
+    every.process([gait_win])
+    assert gait_win.appearance_embedding is not None
+
+
+def test_same_crops_same_embedding_batched(weights):
+    stage = AppearanceReID(weights=str(weights), max_frames=4)
+    a, b = window("appearance", seed=1), window("appearance", seed=2, t=9)
+    stage.process([a, b])
+    a1 = window("appearance", seed=1)
+    stage.process([a1])
+    np.testing.assert_allclose(a.appearance_embedding, a1.appearance_embedding, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(a.appearance_embedding, b.appearance_embedding)
+
+
+def test_missing_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="appearance ReID weights not found"):
+        AppearanceReID(weights=str(tmp_path / "none.pt"))
+
+
+@pytest.mark.skipif(not (REID / "mini_mars").is_dir(), reason=f"mini-MARS not present at {REID}")
+def test_mini_mars_reader():
+    from stages.reid.data import load_mars_split
+
+    query = load_mars_split(REID / "mini_mars", "query", max_frames=2)
+    assert len(query) == 32 and query[0].crops.shape == (2, 128, 64, 3) and query[0].crops.dtype == np.uint8
