@@ -370,7 +370,7 @@ class Gallery:
             rows = self._db.execute(
                 f"SELECT id, features, shape FROM entries WHERE id IN ({','.join('?' * len(ids))})", ids
             ).fetchall()
-        return {int(r[0]): np.frombuffer(r[1], np.float32).reshape(json.loads(r[2])) for r in rows}
+        return {int(r[0]): np.frombuffer(r[1], np.float32).reshape(json.loads(r[2])).copy() for r in rows}
 
     def identities_of(self, entry_ids: Sequence[int]) -> dict[int, str]:
         ids = sorted({int(i) for i in entry_ids if i >= 0})
