@@ -147,6 +147,29 @@ def test_export_matches_pipeline_pretreatment(tmp_path):
     assert windows["dhs_6"].shape[1:] == (44, 6) and len(windows["label_6"]) == len(windows["dhs_6"])
 
 
+def test_pipeline_tracklets_agree_with_synthetic_sequences():
+    """The pipeline's own stage, fed the rendered masks, yields the same frames and ratios and
+    nearly the same silhouettes (it pretreats a box region, not the whole frame: about a pixel of
+    horizontal phase)."""
+    sv = pytest.importorskip("supervision")
+    from pipeline.messages import Frame, FrameResult
+    from stages.tracklets import TrackletAssembler
+
+    for seq in generate_sequences(1, 2, 20, seed=9, frame_size=(240, 320), masks=True, crops=False,
+                                  behaviours=("walk", "partial_walk")):
+        assembler = TrackletAssembler(window_every=1000, max_length=1000, min_length=1, keep_crops=False)
+        results = []
+        for t in np.flatnonzero(seq.visible):
+            det = sv.Detections(xyxy=seq.boxes[t][None], mask=seq.masks[t][None], tracker_id=np.array([1]))
+            results.append(FrameResult(Frame("synth", int(t), t / seq.fps, np.zeros((240, 320, 3), np.uint8)), det))
+        (window,) = assembler.process(results) + assembler.end_source("synth")
+        got = window.sequence
+        np.testing.assert_array_equal(got.frame_indices, np.flatnonzero(seq.visible))
+        np.testing.assert_allclose(got.ratios, seq.ratios[seq.visible])
+        agree = ((got.silhouettes > 127) == (seq.silhouettes[seq.visible] > 127)).mean()
+        assert agree > 0.95
+
+
 def test_rle_round_trip():
     mask = np.random.default_rng(0).random((7, 9)) > 0.5
     rle = encode_mask(mask, (3, 4, 12, 11))
