@@ -285,3 +285,27 @@ def test_missing_or_foreign_weights_are_one_line_errors(tmp_path: Path):
     torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a gaitscope GADER"):
         GaitDetectorStage(weights=str(tmp_path / "other.pt"))
+
+
+def test_a_short_training_run_separates_walking_from_standing_stick_figures():
+    from stages.gait_detector.train import train
+
+    rng = np.random.default_rng(0)
+    walk, stand = extract_dhs(stick_figure(120, True)), extract_dhs(stick_figure(120, False))
+    tracks = [
+        LabeledDHS(mask_noise(np.concatenate([walk, stand], axis=1), rng, 0.5), np.array([0] * 120 + [1] * 120), "mix")
+        for _ in range(4)
+    ]
+    cfg = {
+        "seed": 0,
+        "model": {"channels": [4, 8, 8, 8, 8], "hidden": 16},
+        "training": {
+            "steps": 40, "batch_size": 16, "window_frames": [17, 30], "walking_purity": 0.9,
+            "lr": 0.01, "weight_decay": 0.0,
+        },
+    }
+    model = train(cfg, tracks, log=lambda _: None)
+    with torch.no_grad():
+        x, y = sample_windows(tracks, np.random.default_rng(1), 64, 24, single_class=True)
+        accuracy = (model(torch.from_numpy(x)[:, None]).argmax(1).numpy() == y).mean()
+    assert accuracy > 0.9

@@ -33,18 +33,19 @@ class ClassifierConfig:
     channels: output channels of the five conv layers.
     time_dilations: temporal dilation of each layer (kernel 3); receptive field
     1 + 2 * sum(time_dilations) frames.
-    spatial_pool_after: layers (0-based) followed by a 2x max pool over the spatial axis.
+    spatial_strides: stride of each layer along the spatial axis (strided convolutions shrink it
+    instead of pooling layers, which cost more than the convolutions on CPU at these sizes).
     hidden: MLP hidden units.
     """
 
     width: int = 44
-    channels: tuple[int, ...] = (8, 16, 32, 32, 64)
+    channels: tuple[int, ...] = (8, 16, 16, 32, 32)
     time_dilations: tuple[int, ...] = (1, 1, 2, 2, 2)
-    spatial_pool_after: tuple[int, ...] = (0, 1, 2)
+    spatial_strides: tuple[int, ...] = (2, 2, 2, 2, 1)
     hidden: int = 64
 
     def __post_init__(self) -> None:
-        if len(self.channels) != 5 or len(self.time_dilations) != 5:
+        if not len(self.channels) == len(self.time_dilations) == len(self.spatial_strides) == 5:
             raise ValueError("the GADER classifier has exactly five conv layers")
 
     @property
@@ -55,8 +56,8 @@ class ClassifierConfig:
     @property
     def pooled_width(self) -> int:
         w = self.width
-        for _ in self.spatial_pool_after:
-            w //= 2
+        for stride in self.spatial_strides:
+            w = (w - 1) // stride + 1  # kernel 3, padding 1
         return w
 
     def to_dict(self) -> dict:
@@ -75,14 +76,12 @@ class DHSClassifier(nn.Module):
         self.config = config
         layers: list[nn.Module] = []
         c_in = 1
-        for i, (c_out, dilation) in enumerate(zip(config.channels, config.time_dilations)):
+        for c_out, dilation, stride in zip(config.channels, config.time_dilations, config.spatial_strides):
             layers += [
-                nn.Conv2d(c_in, c_out, kernel_size=3, padding=(1, 0), dilation=(1, dilation), bias=False),
+                nn.Conv2d(c_in, c_out, 3, stride=(stride, 1), padding=(1, 0), dilation=(1, dilation), bias=False),
                 nn.BatchNorm2d(c_out),
                 nn.ReLU(inplace=True),
             ]
-            if i in config.spatial_pool_after:
-                layers.append(nn.MaxPool2d(kernel_size=(2, 1)))
             c_in = c_out
         self.backbone = nn.Sequential(*layers)
         self.embedding_dim = config.channels[-1] * config.pooled_width
@@ -109,6 +108,10 @@ class DHSClassifier(nn.Module):
         Equal to ``forward`` on each window cut out alone; windows must be >= receptive field long.
         """
         features = self.temporal_features(dhs)[0]  # (D, P): position p covers frames [p, p + rf)
-        last = stops - self.config.receptive_field + 1  # exclusive end in positions
-        pooled = torch.stack([features[:, s:e].amax(dim=-1) for s, e in zip(starts.tolist(), last.tolist())])
+        spans = stops - starts - self.config.receptive_field + 1  # positions inside each window
+        pooled = torch.empty(len(starts), features.shape[0], dtype=features.dtype)
+        for span in torch.unique(spans).tolist():  # one gather per window length
+            rows = torch.nonzero(spans == span).flatten()
+            runs = features.unfold(1, span, 1)  # (D, P - span + 1, span) view
+            pooled[rows] = runs[:, starts[rows]].amax(dim=-1).T
         return self.mlp(pooled)

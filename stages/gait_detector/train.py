@@ -13,6 +13,7 @@ and its results go into the manifest ``weights/gader_dhs.json``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
@@ -33,6 +34,33 @@ from stages.gait_detector.model import ClassifierConfig, DHSClassifier
 from stages.gait_detector.synth_data import ALL_BEHAVIOURS, MIXED_BEHAVIOURS
 
 ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path.home() / ".cache" / "gaitscope" / "gader"
+
+
+def cached_tracks(what: dict, build) -> list[LabeledDHS]:
+    """``build()`` once per recipe section and data code version; later runs read ~/.cache/gaitscope/gader."""
+    sources = [Path(__file__).with_name(n).read_bytes() for n in ("data.py", "synth_data.py", "dhs.py")]
+    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode() + b"".join(sources)).hexdigest()[:20]
+    path = CACHE / f"{key}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            bounds = np.concatenate([[0], np.cumsum(z["lengths"])])
+            return [
+                LabeledDHS(z["dhs"][:, a:b].astype(np.float32), z["labels"][a:b], str(name))
+                for a, b, name in zip(bounds[:-1], bounds[1:], z["names"])
+            ]
+    tracks = build()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        dhs=np.concatenate([t.dhs for t in tracks], axis=1),
+        labels=np.concatenate([t.labels for t in tracks]),
+        lengths=np.array([len(t) for t in tracks]),
+        names=np.array([t.name for t in tracks]),
+    )
+    tmp.replace(path)
+    return tracks
 
 
 def read_config(path: str | Path) -> dict:
@@ -78,30 +106,48 @@ def synth_tracks(cfg: dict, dhs_config: DHSConfig, held_out: bool, behaviours: t
 
 
 def build_train_tracks(cfg: dict, dhs_config: DHSConfig) -> dict[str, list[LabeledDHS]]:
-    rng = np.random.default_rng(cfg["seed"])
     c = cfg["data"]["casia"]
+    key = {"purpose": "train", "seed": cfg["seed"], "dhs": cfg["dhs"]}
     out = {
-        "casia": casia_tracks(
-            cfg, dhs_config, rng, subject_range(c["train_subjects"]), c["sequences_per_subject"], c["track_frames"]
+        "casia": cached_tracks(
+            {**key, "casia": c},
+            lambda: casia_tracks(
+                cfg, dhs_config, np.random.default_rng(cfg["seed"]), subject_range(c["train_subjects"]),
+                c["sequences_per_subject"], c["track_frames"],
+            ),
         )
     }
     if cfg["data"].get("synth"):
-        out["synth"] = synth_tracks(cfg, dhs_config, held_out=False, behaviours=ALL_BEHAVIOURS)
+        out["synth"] = cached_tracks(
+            {**key, "synth": cfg["data"]["synth"]},
+            lambda: synth_tracks(cfg, dhs_config, held_out=False, behaviours=ALL_BEHAVIOURS),
+        )
     return out
 
 
 def build_eval_datasets(cfg: dict, dhs_config: DHSConfig) -> dict[str, tuple[list[LabeledDHS], list[LabeledDHS]]]:
     """name -> (tracks for window accuracy, mixed tracks for frame-level metrics), all held out."""
     ev = cfg["evaluation"]
-    rng = np.random.default_rng(ev["seed"])
     c = cfg["data"]["casia"]
-    casia = casia_tracks(
-        cfg, dhs_config, rng, subject_range(c["test_subjects"]), c["test_sequences_per_subject"], ev["mixed_track_frames"]
+    key = {"purpose": "evaluate", "dhs": cfg["dhs"], "evaluation": ev}
+    casia = cached_tracks(
+        {**key, "casia": c},
+        lambda: casia_tracks(
+            cfg, dhs_config, np.random.default_rng(ev["seed"]), subject_range(c["test_subjects"]),
+            c["test_sequences_per_subject"], ev["mixed_track_frames"],
+        ),
     )
     out = {"casia_test_075_124": (casia, casia[: ev["mixed_tracks"]])}
     if cfg["data"].get("synth"):
-        every_kind = synth_tracks(cfg, dhs_config, held_out=True, behaviours=ALL_BEHAVIOURS)
-        mixed = synth_tracks(cfg, dhs_config, held_out=True, behaviours=MIXED_BEHAVIOURS)
+        s = cfg["data"]["synth"]
+        every_kind = cached_tracks(
+            {**key, "synth": s, "behaviours": ALL_BEHAVIOURS},
+            lambda: synth_tracks(cfg, dhs_config, held_out=True, behaviours=ALL_BEHAVIOURS),
+        )
+        mixed = cached_tracks(
+            {**key, "synth": s, "behaviours": MIXED_BEHAVIOURS},
+            lambda: synth_tracks(cfg, dhs_config, held_out=True, behaviours=MIXED_BEHAVIOURS),
+        )
         out["synth_held_out"] = (every_kind, mixed[: ev["mixed_tracks"]])
     return out
 
@@ -130,8 +176,8 @@ def train(cfg: dict, tracks: list[LabeledDHS], log=print) -> DHSClassifier:
         loss.backward()
         optimiser.step()
         schedule.step()
-        running += float(loss)
-        correct += int((logits.argmax(1) == target).sum())
+        running += loss.item()
+        correct += int((logits.detach().argmax(1) == target).sum())
         seen += len(y)
         if step % 100 == 0 or step == t["steps"]:
             log(f"step {step}/{t['steps']} loss {running / 100:.4f} train acc {correct / seen:.3f} ({time.time() - started:.0f} s)")
