@@ -27,7 +27,8 @@ arm swing direction        back and forth, mostly forward,        swing centre (
 arm swing amplitude range  small, large                           shoulder swing amplitude 4-12 vs 22-32 deg
 upper arm movement         moving, static                         upper arm swing gain 1 vs 0.15 (the forearm
                                                                   then swings from the elbow instead)
-toe                        straight, toe in, toe out              foot yaw 4 +-3, -26..-16, +18..+28 deg
+toe                        straight, toe in, toe out              foot yaw 4 +-3, -26..-16, +18..+28 deg;
+                                                                  the leg's swing plane turns by half of it
 drag feet                  no, yes                                swing knee flexion x0.45, foot clearance,
                                                                   stride x0.8, plantar flexion removed
 limping                    no, yes                                one leg: stance shortened, knee locked,

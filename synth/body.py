@@ -243,16 +243,19 @@ def pose(body: BodyParams, gait: GaitParams, phase: np.ndarray, weight: np.ndarr
                  - push * _bump(leg_phase, 0.6, 0.06)) * w
         # Circumduction of a limping leg: it swings outwards instead of bending.
         # Frontal plane: the stance hip adducts under the body, the swing hip abducts a little.
-        ab = rad(2.0 - 5.0 * _bump(leg_phase, 0.3, 0.12) + 3.0 * _bump(leg_phase, 0.75, 0.1)
-                 + 10.0 * limp * is_limp * _bump(leg_phase, 0.72, 0.12)) * w + rad(2.0) * (1 - w)
+        # Thighs converge towards the knees (negative abduction), more in stance.
+        ab = rad(-3.0 - 3.0 * _bump(leg_phase, 0.3, 0.12) + 3.0 * _bump(leg_phase, 0.75, 0.1)
+                 + 10.0 * limp * is_limp * _bump(leg_phase, 0.72, 0.12)) * w + rad(-3.0) * (1 - w)
         hip_local = np.stack([np.zeros(t), np.full(t, side * body.hip_width / 2), np.zeros(t)], -1)
         hip = pelvis + _rotate_z(hip_local, pelvis_yaw)
         d_thigh = _unit(np.stack([np.sin(th) * np.cos(ab), side * np.sin(ab), -np.cos(th) * np.cos(ab)], -1))
-        d_thigh = _rotate_z(d_thigh, pelvis_yaw)
+        # Out- or in-toeing comes with a rotated leg: the knee swings in the foot's direction.
+        leg_yaw = pelvis_yaw + side * rad(0.5 * gait.toe_out)
+        d_thigh = _rotate_z(d_thigh, leg_yaw)
         knee = hip + seg["thigh"] * d_thigh
         alpha = th - tk
         d_shank = _unit(np.stack([np.sin(alpha), side * np.sin(ab) * 0.5, -np.cos(alpha)], -1))
-        d_shank = _rotate_z(d_shank, pelvis_yaw)
+        d_shank = _rotate_z(d_shank, leg_yaw)
         ankle = knee + seg["shank"] * d_shank
         beta = alpha + ta
         foot_yaw = side * rad(gait.toe_out) + pelvis_yaw
@@ -359,18 +362,19 @@ def volumes(body: BodyParams, joints: np.ndarray, carry: Carry = Carry(), long_s
 
     # Legs (trousers), shoes.
     for side in ("l", "r"):
-        caps.append((j(f"{side}_hip"), j(f"{side}_knee"), 0.088 * m * s, 0.06 * m ** 0.5 * s, BOTTOM, 0.0))
-        caps.append((j(f"{side}_knee"), j(f"{side}_ankle"), 0.058 * m ** 0.5 * s, 0.042 * s, BOTTOM, 0.0))
+        # Radii include trousers: real legs read wider in silhouettes than bare limbs.
+        caps.append((j(f"{side}_hip"), j(f"{side}_knee"), 0.095 * m * s, 0.068 * m ** 0.5 * s, BOTTOM, 0.0))
+        caps.append((j(f"{side}_knee"), j(f"{side}_ankle"), 0.066 * m ** 0.5 * s, 0.05 * s, BOTTOM, 0.0))
         caps.append((j(f"{side}_heel"), j(f"{side}_toe"), 0.046 * s, 0.036 * s, SHOES, -0.01))
     # Pelvis, abdomen, chest.
     pelvis_c = j("pelvis") + 0.01 * s * np.array([0.0, 0.0, 1.0])
-    hip_half = (0.105 if body.female else 0.095) * m * s + body.hip_width * 0.1
+    hip_half = (0.16 if body.female else 0.15) * m ** 0.7 * s + (body.hip_width - 0.17 * s) * 0.5
     ellipsoid(pelvis_c, frame_axes(lumbar_up, fwd_pelvis), 0.1 * m * s, hip_half, 0.11 * s, BOTTOM)
     abd_c = (j("pelvis") + j("spine")) / 2 + 0.6 * body.belly * fwd_pelvis + 0.02 * s * _unit(lumbar_up)
-    ellipsoid(abd_c, frame_axes(lumbar_up, fwd_pelvis), 0.092 * m * s + body.belly, 0.14 * m * s, 0.12 * s, TOP)
+    ellipsoid(abd_c, frame_axes(lumbar_up, fwd_pelvis), 0.115 * m * s + body.belly, 0.155 * m * s, 0.13 * s, TOP)
     chest_c = j("spine") + 0.5 * (j("neck") - j("spine")) - 0.005 * s * fwd_chest
     chest_w = body.shoulder_width / 2 + 0.005 * s * m
-    ellipsoid(chest_c, frame_axes(thorax_up, fwd_chest), 0.105 * m * s, chest_w, 0.19 * s, TOP)
+    ellipsoid(chest_c, frame_axes(thorax_up, fwd_chest), 0.13 * m * s, chest_w, 0.19 * s, TOP)
     if body.hump > 8:
         hump_c = chest_c + 0.06 * s * _unit(thorax_up) - (0.06 + 0.002 * body.hump) * s * fwd_chest
         ellipsoid(hump_c, frame_axes(thorax_up, fwd_chest), 0.08 * s * m, 0.12 * s * m, 0.12 * s, TOP)
@@ -482,7 +486,7 @@ def make_identity(identity: int, rng: np.random.Generator, population: Populatio
         stature=stature, female=female, mass=mass, belly=belly, shoulder_width=shoulder, hip_width=hip,
         leg_ratio=1 + n(0.025), arm_ratio=1 + n(0.025),
         head_scale=(1 + n(0.03)) * (1.75 / stature) ** 0.3,
-        trunk_lean=2.0 + (6.0 if age == 2 else 0.0) + n(1.5), hump=hump, neck_flex=neck_flex,
+        trunk_lean=1.0 + (6.0 if age == 2 else 0.0) + n(1.5), hump=hump, neck_flex=neck_flex,
         shoulder_offset=sh_off, hair=a["hair"], hair_volume=1 + n(0.08),
     )
     # Motion.
@@ -494,7 +498,7 @@ def make_identity(identity: int, rng: np.random.Generator, population: Populatio
     direction = a["arm swing direction"]
     arm_offset = {1: u(10.0, 16.0), 2: -u(10.0, 16.0)}.get(direction, n(2.0))
     arm_plane = {3: u(22.0, 32.0), 4: -u(18.0, 28.0)}.get(direction, n(3.0))
-    arm_abd = (u(16.0, 24.0) if direction == 4 else 5.0 + n(1.5))
+    arm_abd = (u(16.0, 24.0) if direction == 4 else 2.5 + n(1.0))
     toe = {0: n(4.0) * 0.7 + 4.0, 1: -u(16.0, 26.0), 2: u(18.0, 28.0)}[a["toe"]]
     gait = GaitParams(
         cadence=(1.05 + n(0.06)) * age_cad * (1.03 if female else 1.0) * (1 - 0.05 * drag),
