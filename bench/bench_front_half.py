@@ -70,7 +70,7 @@ def build_front_half(backend: str, model: str, imgsz: int):
     from stages.tracklets import TrackletAssembler
 
     if backend == "yolo":
-        detector = DETECTORS.load("yolo")(model=model, imgsz=imgsz)
+        detector = DETECTORS.load("yolo")(weights=model, image_size=imgsz)
     else:
         detector = DETECTORS.load("classic")()
     return (
