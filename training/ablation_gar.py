@@ -15,8 +15,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from evaluation.features import embed_sequences
 from evaluation.metrics import part_distance, rank_metrics, tpr_at_fpr
 from stages.gait.weights import load_gait_model
@@ -62,5 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(2)
     main()

@@ -1,0 +1,60 @@
+"""Ship a trained gait checkpoint: strip training state, write weights/<name>.pt and its manifest.
+
+    python -m training.export_gait --checkpoint ~/.cache/gaitscope/runs/gar_casiab_cpu/latest.pt \
+        --name gar_casiab --eval /tmp/casia_eval.json --command "python -m training.train_gait ..."
+
+The manifest (weights/<name>.json) records file, sha256, the training command, the data, the
+metrics from the evaluation JSON (``python -m evaluation.casia_b evaluate --out``), the model and
+training config, the cached feature files, and the creation time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+import torch
+
+from stages.gait.weights import load_checkpoint, sha256_of
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+def export(checkpoint: Path, name: str, command: str, data: str, evaluation: dict | None, extra: dict) -> Path:
+    ckpt = load_checkpoint(checkpoint)
+    out = WEIGHTS_DIR / f"{name}.pt"
+    torch.save({"model": ckpt["model"], "config": ckpt["config"], "iteration": ckpt.get("iteration")}, out)
+    recipe = json.loads(ckpt["recipe"]) if "recipe" in ckpt else None
+    manifest = {
+        "file": out.name,
+        "sha256": sha256_of(out),
+        "command": command,
+        "data": data,
+        "metrics": evaluation or {},
+        "config": {"model": ckpt["config"], "recipe": recipe, "iterations": ckpt.get("iteration"), "train_seconds": round(float(ckpt.get("elapsed_s", 0)))},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+    out.with_suffix(".json").write_text(json.dumps(manifest, indent=1))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--command", required=True, help="the exact training command")
+    ap.add_argument("--data", default="CASIA-B subjects 001-074 (all 10 conditions x 11 views, sequences >= 10 frames), from ../shared/data/casia-b")
+    ap.add_argument("--eval", default=None, help="JSON written by python -m evaluation.casia_b evaluate --out")
+    args = ap.parse_args()
+    evaluation, extra = None, {}
+    if args.eval:
+        evaluation = json.loads(Path(args.eval).read_text())
+        extra["features"] = {"test": evaluation.pop("features", None)}
+    print(export(Path(args.checkpoint).expanduser(), args.name, args.command, args.data, evaluation, extra))
+
+
+if __name__ == "__main__":
+    main()
