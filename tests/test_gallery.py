@@ -234,6 +234,10 @@ def test_matcher_reranks_with_cargait_and_refuses_other_models(tmp_path):
     with pytest.raises(GalleryModelMismatch):
         matcher.process([window(q, version="gar@2")])
     matcher.close()
+    other = GalleryMatcher(gallery=str(tmp_path / "other"), reranker=str(tmp_path / "cg.pt"))
+    with pytest.raises(ValueError, match="trained on gait model 'gar@1'"):
+        other.process([window(q, version="gar@2")])
+    other.close()
 
 
 def test_appearance_path_and_missing_calibration_notice(tmp_path):

@@ -292,7 +292,7 @@ def search_one(matcher: GalleryMatcher, modality: str, embedding: np.ndarray, ve
         "identity": match.identity,
         "distance": match.distance,
         "confidence": match.confidence,
-        "calibrated": matcher.decision(modality)[1] is not None,
+        "calibrated": matcher.decision(modality, matcher.searcher_for(modality, version))[1] is not None,
         "candidates": [asdict(c) for c in match.candidates],
     }
 

@@ -70,7 +70,9 @@ class GalleryMatcher:
     ) -> None:
         self.gallery = Gallery(gallery, IndexSpec(kind=index, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search))
         self.reranker = self._load_reranker(reranker, metric)
+        self.reranker_explicit = bool(reranker) and reranker.lower() != "none"
         self.searcher = GallerySearcher(self.gallery, self.reranker, metric, shortlist, top_k)
+        self.plain_searcher = GallerySearcher(self.gallery, None, metric, shortlist, top_k)
         self.explicit = {"gait": gait_threshold, "appearance": appearance_threshold}
         self.auto_enrol = auto_enrol
         self.enrol_prefix = enrol_prefix
@@ -83,19 +85,38 @@ class GalleryMatcher:
     def _load_reranker(path: str, metric: str) -> Reranker | None:
         if path.lower() == "none":
             return None
+        if not path and not DEFAULT_RERANKER.is_file():
+            log.warning("gallery: no shipped CarGait weights at %s; gait shortlists are not re-ranked", DEFAULT_RERANKER)
+            return None
         weights = Path(path).expanduser() if path else DEFAULT_RERANKER
         reranker = Reranker.load(weights)
         if reranker.info.metric != metric:
             raise ValueError(f"re-ranker {weights} works on the {reranker.info.metric!r} metric; set metric: {reranker.info.metric}")
         return reranker
 
-    def decision(self, modality: str) -> tuple[Calibration | None, float | None]:
+    def searcher_for(self, modality: str, model_version: str) -> GallerySearcher:
+        """The re-ranking searcher, unless the re-ranker belongs to another gait model: then the
+        shipped default is skipped with a notice, and an explicitly configured one is an error."""
+        rr = self.reranker
+        if modality != "gait" or rr is None or not model_version or model_version == rr.info.gait_model_version:
+            return self.searcher
+        message = (f"re-ranker was trained on gait model {rr.info.gait_model_version!r}, embeddings come from "
+                   f"{model_version!r}")
+        if self.reranker_explicit:
+            raise ValueError(f"{message}: set gallery.reranker to a matching checkpoint or 'none'")
+        if "rerank" not in self._missing_notice:
+            log.warning("gallery: %s; gait shortlists are not re-ranked", message)
+            self._missing_notice.add("rerank")
+        return self.plain_searcher
+
+    def decision(self, modality: str, searcher: GallerySearcher | None = None) -> tuple[Calibration | None, float | None]:
         """(calibration, threshold) for ``modality``; threshold None when none is known.
 
         Order: an explicit threshold, the gallery's calibration for the distance in use, then the
         calibration shipped with the re-ranker's manifest when it was fitted on the same gait model.
         """
-        scorer = self.searcher.scorer(modality)
+        searcher = searcher or self.searcher
+        scorer = searcher.scorer(modality)
         calibration = self.gallery.calibration(modality, scorer)
         if calibration is None and modality == "gait" and self.reranker is not None:
             shipped = self.reranker.calibrations.get(scorer)
@@ -110,16 +131,11 @@ class GalleryMatcher:
     def match(self, modality: str, embeddings: list[np.ndarray], model_version: str) -> list[IdentityMatch]:
         """Open-set matches of embeddings of one modality (no enrolment)."""
         self.gallery.check_model(modality, model_version)
-        if (modality == "gait" and self.reranker is not None and model_version
-                and model_version != self.reranker.info.gait_model_version):
-            raise ValueError(
-                f"re-ranker was trained on gait model {self.reranker.info.gait_model_version!r}, embeddings come from "
-                f"{model_version!r}: set gallery.reranker to a matching checkpoint or 'none'"
-            )
-        calibration, threshold = self.decision(modality)
-        ranked = self.searcher.rank(modality, embeddings)
+        searcher = self.searcher_for(modality, model_version)
+        calibration, threshold = self.decision(modality, searcher)
+        ranked = searcher.rank(modality, embeddings)
         limit = -np.inf if threshold is None else threshold  # uncalibrated: nothing can match
-        return [self.searcher.identify(r, modality, calibration, limit) for r in ranked]
+        return [searcher.identify(r, modality, calibration, limit) for r in ranked]
 
     def process(self, batch: list[TrackWindow]) -> list[TrackWindow]:
         groups: dict[str, list[TrackWindow]] = {"gait": [], "appearance": []}
@@ -139,9 +155,11 @@ class GalleryMatcher:
         key = "gait_embedding" if modality == "gait" else "appearance_embedding"
         version = windows[0].model_versions.get(self.stages[modality], "")
         embeddings = [np.asarray(getattr(w, key), np.float32) for w in windows]
-        calibrated = self.decision(modality)[1] is not None
+        self.gallery.check_model(modality, version)
+        searcher = self.searcher_for(modality, version)
+        calibrated = self.decision(modality, searcher)[1] is not None
         if not calibrated:
-            message = (f"gallery: no {modality} calibration for {self.searcher.scorer(modality)!r}; "
+            message = (f"gallery: no {modality} calibration for {searcher.scorer(modality)!r}; "
                        f"run `gallery calibrate` or set {modality}_threshold")
             if modality not in self._missing_notice:
                 log.warning(message)

@@ -38,7 +38,7 @@ from stages.rerank.evaluate import (
     initial_scores,
 )
 from stages.rerank.features import FeatureSet
-from stages.rerank.model import CarGait, PairClassifier, ranking_loss
+from stages.rerank.model import CarGait, PairClassifier, ranking_loss, strip_euclidean
 from training.casia_b import GALLERY_TYPES
 from stages.rerank.weights import save_reranker
 
@@ -122,12 +122,16 @@ def fixed_triplets(d: Shortlists, per_probe: int, seed: int) -> np.ndarray:
 
 
 def triplet_distances(model: CarGait, f: torch.Tensor, t: np.ndarray) -> tuple[torch.Tensor, ...]:
-    """Conditioned maps and distances of (probe, pos) and (probe, neg) pairs. f: (N, P, C)."""
+    """Conditioned maps and distances of (probe, pos) and (probe, neg) pairs. f: (N, P, C).
+
+    Each distinct probe is projected once and shared by its pairs (same result, less work).
+    """
     idx = torch.as_tensor(t)
-    fp, fpos, fneg = f[idx[:, 0]], f[idx[:, 1]], f[idx[:, 2]]
-    ep1, epos, d_pos = model(fp, fpos)
-    ep2, eneg, d_neg = model(fp, fneg)
-    return ep1, epos, ep2, eneg, d_pos, d_neg
+    probes, inverse = torch.unique(idx[:, 0], return_inverse=True)
+    pp = model.project(f[probes]).take(inverse)
+    ep1, epos = model.condition(pp, model.project(f[idx[:, 1]]))
+    ep2, eneg = model.condition(pp, model.project(f[idx[:, 2]]))
+    return ep1, epos, ep2, eneg, strip_euclidean(ep1, epos), strip_euclidean(ep2, eneg)
 
 
 @torch.no_grad()
@@ -148,6 +152,9 @@ def train_cargait(cfg: TrainConfig, train: FeatureSet, val: FeatureSet, log=prin
     torch.manual_seed(cfg.seed)
     d_train = build_shortlists(train, cfg.top_v, cfg.metric)
     d_val = build_shortlists(val, cfg.top_v, cfg.metric)
+    if len(d_train.probes) == 0 or len(d_val.probes) == 0:
+        raise ValueError(f"no probe has both a positive and a negative in its top-{cfg.top_v} "
+                         f"(train {len(d_train.probes)}, validation {len(d_val.probes)}): more identities are needed")
     t_val = fixed_triplets(d_val, cfg.triplets_per_probe, cfg.seed + 1)
     classes = {s: i for i, s in enumerate(sorted(set(train.subjects.tolist())))}
     labels = torch.as_tensor([classes[s] for s in train.subjects])
