@@ -21,16 +21,16 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from synth.appearance import make_appearance  # noqa: E402
-from synth.background import make_background  # noqa: E402
-from synth.camera import Camera  # noqa: E402
-from synth.dataset import generate_identities, pretreat_person  # noqa: E402
-from synth.render import FrameRenderer, PersonDraw, project_volumes  # noqa: E402
-from synth.video import VideoWriter  # noqa: E402
-from synth.walker import follow_path, world_volumes  # noqa: E402
+from synth.appearance import make_appearance
+from synth.background import make_background
+from synth.camera import Camera
+from synth.dataset import generate_identities, pretreat_person
+from synth.render import FrameRenderer, PersonDraw, project_volumes
+from synth.video import VideoWriter
+from synth.walker import follow_path, world_volumes
 
 
 def scene(frames: int):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from synth.body import BAG, BOTTOM, HAIR, MATERIALS, SHOES, SKIN, TOP, Carry
+from synth.body import BAG, BOTTOM, HAIR, MATERIALS, NO_CARRY, SHOES, SKIN, TOP, Carry
 
 _SKIN_TONES = np.array([[198, 214, 240], [160, 190, 228], [120, 160, 205], [90, 125, 175], [60, 85, 120], [45, 60, 90]])
 _HAIR_COLOURS = np.array([[20, 20, 25], [30, 45, 70], [40, 70, 120], [90, 140, 190], [160, 160, 165]])
@@ -45,7 +45,7 @@ def _colour(rng: np.random.Generator, dark: float = 0.0) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
 
 
-def make_appearance(appearance_seed: int, carry: Carry = Carry(), outfit: int = 0) -> Appearance:
+def make_appearance(appearance_seed: int, carry: Carry = NO_CARRY, outfit: int = 0) -> Appearance:
     """Colours for one identity (seed), wearing ``outfit`` with ``carry`` (coat colours the top)."""
     person = np.random.default_rng([appearance_seed, 0])
     clothes = np.random.default_rng([appearance_seed, 1, outfit])

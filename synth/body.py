@@ -15,7 +15,7 @@ full gait (1): standing still, starting and stopping use the same model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -62,11 +62,11 @@ class GaitParams:
     """Motion of one identity. Angles in degrees, cadence in strides per second."""
 
     cadence: float = 1.05
-    stride_factor: float = 1.38  # stride length / leg length
+    stride_factor: float = 1.5  # stride length / leg length
     hip_offset: float = 5.0  # mean hip flexion
     knee_stance: float = 15.0  # loading-response knee flexion peak
     knee_swing: float = 60.0  # swing knee flexion peak
-    knee_swing_phase: float = 0.72
+    knee_swing_phase: float = 0.7
     push_off: float = 16.0  # ankle plantar flexion at push-off
     arm_amp: float = 20.0  # shoulder swing amplitude (half range)
     arm_offset: float = 0.0  # mean shoulder flexion
@@ -115,6 +115,9 @@ class Carry:
     bag_size: float = 1.0
 
 
+NO_CARRY = Carry()
+
+
 @dataclass
 class Volumes:
     """Body volumes over T frames in one coordinate frame.
@@ -136,7 +139,7 @@ class Volumes:
     ell_mat: np.ndarray
     ell_bias: np.ndarray
 
-    def transformed(self, rot: np.ndarray, trans: np.ndarray) -> "Volumes":
+    def transformed(self, rot: np.ndarray, trans: np.ndarray) -> Volumes:
         """Apply per-frame rigid motions: rot (T, 3, 3), trans (T, 3)."""
         return replace(
             self,
@@ -238,7 +241,7 @@ def pose(body: BodyParams, gait: GaitParams, phase: np.ndarray, weight: np.ndarr
         push = gait.push_off * (1 - 0.8 * gait.drag)
         th = rad(gait.hip_offset + hip_amp * np.cos(2 * np.pi * leg_phase)) * w
         tk = rad(gait.knee_stance * _bump(leg_phase, 0.12, 0.07)
-                 + knee_swing * _bump(leg_phase, gait.knee_swing_phase, 0.1)) * w + rad(3.0)
+                 + knee_swing * _bump(leg_phase, gait.knee_swing_phase, 0.12)) * w + rad(3.0)
         ta = rad(-5 * _bump(leg_phase, 0.06, 0.05) + 9 * _bump(leg_phase, 0.42, 0.12)
                  - push * _bump(leg_phase, 0.6, 0.06)) * w
         # Circumduction of a limping leg: it swings outwards instead of bending.
@@ -334,12 +337,14 @@ def _hand_pose(hands: int, t: int, w: np.ndarray, swing: np.ndarray) -> tuple[np
     return rad(12.0) + small, np.full(t, rad(85.0)), np.full(t, rad(10.0)), np.full(t, rad(70.0))
 
 
-def volumes(body: BodyParams, joints: np.ndarray, carry: Carry = Carry(), long_sleeves: bool = True) -> Volumes:
-    """Dress joints (T, J, 3) with capsules and ellipsoids (the body frame of ``pose``)."""
+def volumes(body: BodyParams, joints: np.ndarray, carry: Carry | None = None, long_sleeves: bool = True) -> Volumes:
+    """Dress joints (T, J, 3) with capsules and ellipsoids (the body frame of ``pose``);
+    carry None: nothing carried, no coat."""
+    carry = carry or NO_CARRY
     t = len(joints)
     s = body.stature / 1.75
     m = body.mass
-    j = lambda name: joints[:, J[name]]  # noqa: E731  (short local accessor)
+    j = lambda name: joints[:, J[name]]
     caps: list[tuple] = []  # (a, b, ra, rb, mat, bias)
     ells: list[tuple] = []  # (c, axes (T,3,3), mat, bias)
 
@@ -354,7 +359,6 @@ def volumes(body: BodyParams, joints: np.ndarray, carry: Carry = Carry(), long_s
         ells.append((c, axes_frame * np.array([rx, ry, rz]), mat, bias))
 
     hip_mid = (j("l_hip") + j("r_hip")) / 2
-    sh_mid = (j("l_shoulder") + j("r_shoulder")) / 2
     fwd_pelvis = _unit(np.cross(j("l_hip") - j("r_hip"), np.array([0.0, 0.0, 1.0])))
     fwd_chest = _unit(np.cross(j("l_shoulder") - j("r_shoulder"), np.array([0.0, 0.0, 1.0])))
     thorax_up = j("neck") - j("spine")
@@ -363,8 +367,8 @@ def volumes(body: BodyParams, joints: np.ndarray, carry: Carry = Carry(), long_s
     # Legs (trousers), shoes.
     for side in ("l", "r"):
         # Radii include trousers: real legs read wider in silhouettes than bare limbs.
-        caps.append((j(f"{side}_hip"), j(f"{side}_knee"), 0.095 * m * s, 0.068 * m ** 0.5 * s, BOTTOM, 0.0))
-        caps.append((j(f"{side}_knee"), j(f"{side}_ankle"), 0.066 * m ** 0.5 * s, 0.05 * s, BOTTOM, 0.0))
+        caps.append((j(f"{side}_hip"), j(f"{side}_knee"), 0.1 * m * s, 0.076 * m ** 0.5 * s, BOTTOM, 0.0))
+        caps.append((j(f"{side}_knee"), j(f"{side}_ankle"), 0.074 * m ** 0.5 * s, 0.056 * s, BOTTOM, 0.0))
         caps.append((j(f"{side}_heel"), j(f"{side}_toe"), 0.046 * s, 0.036 * s, SHOES, -0.01))
     # Pelvis, abdomen, chest.
     pelvis_c = j("pelvis") + 0.01 * s * np.array([0.0, 0.0, 1.0])
@@ -455,11 +459,12 @@ class Population:
     around the values the attribute classes fix (small = identities closer = harder)."""
 
     spread: float = 1.0
-    attribute_probability: float = 1.0  # chance to keep non-default posture/motion classes
-    extra: dict = field(default_factory=dict)
 
 
-def make_identity(identity: int, rng: np.random.Generator, population: Population = Population(),
+DEFAULT_POPULATION = Population()
+
+
+def make_identity(identity: int, rng: np.random.Generator, population: Population = DEFAULT_POPULATION,
                   attributes: dict[str, int] | None = None) -> Identity:
     """Draw one identity: attribute classes (or the given ones) realised by explicit parameters."""
     a = dict(attributes) if attributes is not None else sample_attributes(rng)
@@ -502,11 +507,11 @@ def make_identity(identity: int, rng: np.random.Generator, population: Populatio
     toe = {0: n(4.0) * 0.7 + 4.0, 1: -u(16.0, 26.0), 2: u(18.0, 28.0)}[a["toe"]]
     gait = GaitParams(
         cadence=(1.05 + n(0.06)) * age_cad * (1.03 if female else 1.0) * (1 - 0.05 * drag),
-        stride_factor=(1.38 + n(0.08)) * age_stride * (1 - 0.2 * drag) * (1 - 0.1 * limp),
+        stride_factor=(1.5 + n(0.08)) * age_stride * (1 - 0.2 * drag) * (1 - 0.1 * limp),
         hip_offset=5.0 + n(2.0),
         knee_stance=15.0 + n(3.0),
         knee_swing=(60.0 + n(4.0)) * (0.85 if age == 2 else 1.0),
-        knee_swing_phase=0.72 + n(0.015),
+        knee_swing_phase=0.7 + n(0.015),
         push_off=16.0 + n(3.0),
         arm_amp=swing_amp * (0.75 if age == 2 else 1.0),
         arm_offset=arm_offset, arm_plane=arm_plane, arm_abduction=arm_abd,

@@ -25,7 +25,7 @@ class Camera:
 
     @staticmethod
     def looking_at(width: int, height: int, focal_px: float, position: tuple[float, float, float],
-                   target: tuple[float, float, float], name: str = "cam0") -> "Camera":
+                   target: tuple[float, float, float], name: str = "cam0") -> Camera:
         """A camera at ``position`` whose optical axis passes through ``target`` (world metres)."""
         d = np.asarray(target, dtype=np.float64) - np.asarray(position, dtype=np.float64)
         yaw = math.degrees(math.atan2(d[1], d[0]))

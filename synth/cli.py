@@ -48,7 +48,7 @@ def dataset_config(data: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"dataset config: unknown key(s) {unknown}; expected some of {sorted(DATASET_KEYS)}")
     for key, value in data.items():
         if not isinstance(value, DATASET_KEYS[key]):
-            raise ValueError(f"dataset config: {key} has the wrong type ({type(value).__name__})")
+            raise TypeError(f"dataset config: {key} has the wrong type ({type(value).__name__})")
     cfg = {"seed": 0, "identities": 10, "first_identity": 0, "sequences_per_identity": 10, "frames": 30,
            "conditions": list(CONDITIONS), "views": None, "behaviours": ["walk"], "frame_size": [480, 640],
            "fps": 25.0, "crops": True, "population_spread": 1.0, "exports": list(EXPORTS),
@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--subjects", type=int, default=10, help="CASIA-B subjects to read")
     rl.add_argument("--identities", type=int, default=20, help="synthetic identities to render")
     rl.add_argument("--out", default=None, help="write the statistics as JSON here")
+    rl.add_argument("--transfer", action="store_true",
+                    help="also classify CASIA-B views with centroids learnt from synthetic GEIs only")
     return ap
 
 
@@ -140,9 +142,14 @@ def main(argv: list[str] | None = None) -> int:
             casia = Path(args.casia) if args.casia else default_casia_dir()
             stats = compare(casia, n_subjects=args.subjects, n_identities=args.identities)
             print(format_table(stats))
+            if args.transfer:
+                from synth.realism import view_transfer
+
+                stats["view_transfer"] = view_transfer(casia)
+                print(json.dumps(stats["view_transfer"], indent=1))
             if args.out:
                 Path(args.out).write_text(json.dumps(stats, indent=1))
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -44,8 +44,8 @@ camera's; ``CASIA_LIKE`` places it as CASIA-B's (about 1 m high, 4-6 m away). Ev
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import numpy as np
 
@@ -53,7 +53,7 @@ from pipeline.messages import SilhouetteSequence
 from stages.silhouette import crop_box, cut_sides, opengait_pretreat
 from synth.appearance import Appearance, make_appearance
 from synth.background import make_background
-from synth.body import Carry, Identity, Population, make_identity, sequence_variation
+from synth.body import DEFAULT_POPULATION, NO_CARRY, Carry, Identity, Population, make_identity, sequence_variation
 from synth.camera import Camera, view_angle_deg
 from synth.render import FrameRenderer, Occluder, PersonDraw, PersonFrame, project_volumes
 from synth.walker import Track, ramp_weights, straight_track, world_volumes
@@ -117,7 +117,7 @@ class SyntheticSequence:
             frame_size=self.frame_size, crops=self.crops)
 
 
-def generate_identities(n_identities: int, seed: int, population: Population = Population(),
+def generate_identities(n_identities: int, seed: int, population: Population = DEFAULT_POPULATION,
                         first_identity: int = 0) -> list[Identity]:
     """Identities first_identity .. first_identity + n - 1; each depends only on (seed, id)."""
     return [make_identity(i, np.random.default_rng([seed, i, 0]), population)
@@ -127,7 +127,7 @@ def generate_identities(n_identities: int, seed: int, population: Population = P
 def carry_for(condition: str, rng: np.random.Generator) -> Carry:
     """What condition nm / bg / cl means for one sequence."""
     if condition == "nm":
-        return Carry()
+        return NO_CARRY
     if condition == "bg":
         return Carry(bag=str(rng.choice(BAGS)), bag_size=float(rng.uniform(0.8, 1.25)))
     if condition == "cl":
@@ -138,7 +138,7 @@ def carry_for(condition: str, rng: np.random.Generator) -> Carry:
 def generate_sequences(n_identities: int, seqs_per_identity: int, frames: int, seed: int = 0, *,
                        conditions: tuple[str, ...] = CONDITIONS, views: tuple[float, ...] | None = None,
                        behaviours: tuple[str, ...] = ("walk",), frame_size: tuple[int, int] = (480, 640),
-                       fps: float = 25.0, crops: bool = True, population: Population = Population(),
+                       fps: float = 25.0, crops: bool = True, population: Population = DEFAULT_POPULATION,
                        first_identity: int = 0, identities: list[Identity] | None = None,
                        masks: bool = False, cameras: CameraRange = SURVEILLANCE) -> list[SyntheticSequence]:
     """Render ``seqs_per_identity`` sequences of ``frames`` frames for each identity.
@@ -157,7 +157,7 @@ def generate_sequences(n_identities: int, seqs_per_identity: int, frames: int, s
 def iter_sequences(n_identities: int, seqs_per_identity: int, frames: int, seed: int = 0, *,
                    conditions: tuple[str, ...] = CONDITIONS, views: tuple[float, ...] | None = None,
                    behaviours: tuple[str, ...] = ("walk",), frame_size: tuple[int, int] = (480, 640),
-                   fps: float = 25.0, crops: bool = True, population: Population = Population(),
+                   fps: float = 25.0, crops: bool = True, population: Population = DEFAULT_POPULATION,
                    first_identity: int = 0, identities: list[Identity] | None = None,
                    masks: bool = False, cameras: CameraRange = SURVEILLANCE) -> Iterator[SyntheticSequence]:
     """``generate_sequences`` one sequence at a time (constant memory for large sets)."""
@@ -312,7 +312,7 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
             visible[t] = True
         if crops:
             # Only the box is composed: crop_box reads nothing else.
-            x1, y1, x2, y2 = (int(round(v)) for v in pf.box)
+            x1, y1, x2, y2 = (round(float(v)) for v in pf.box)
             patch = renderer.compose_rgb(draw, [pf], t, region=(x1, y1, x2, y2))
             crop_arr[t] = crop_box(patch, pf.box - np.array([x1, y1, x1, y1], np.float32))
     views = view_angle_deg(track.heading, track.position, camera).astype(np.float32)

@@ -38,7 +38,7 @@ DHS_CLASSES = ("full_walking", "full_standing", "partial_walking", "partial_stan
 
 def sequence_folder(seq: SyntheticSequence, n: int) -> Path:
     """Relative OpenGait folder ID/TYPE/VIEW of a sequence; n: its 1-based count in that (ID, cond, view)."""
-    view = f"{int(round(seq.view_deg)) % 360:03d}"
+    view = f"{round(seq.view_deg) % 360:03d}"
     return Path(f"{seq.identity:05d}") / f"{seq.condition}-{n:02d}" / view
 
 
@@ -63,7 +63,7 @@ class DatasetWriter:
             self._dhs.append(dhs_windows([seq], self.dhs_lengths))
         if not self.opengait:
             return
-        key = (seq.identity, seq.condition, int(round(seq.view_deg)) % 360)
+        key = (seq.identity, seq.condition, round(seq.view_deg) % 360)
         self._counts[key] += 1
         rel = sequence_folder(seq, self._counts[key])
         folder = self.root / rel

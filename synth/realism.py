@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.body import Population
 from synth.dataset import CASIA_LIKE, SURVEILLANCE, CameraRange, generate_sequences
 
 KNEE_ROW = 48
@@ -110,7 +109,7 @@ def casia_stats(folder: Path, n_subjects: int = 10, condition: str = "nm-01") ->
 def synth_stats(n_identities: int = 20, frames: int = 75, seed: int = 0, cameras: CameraRange = CASIA_LIKE) -> dict:
     views = tuple(float(v) for v in range(0, 181, 18))
     seqs = generate_sequences(n_identities, len(views), frames, seed=seed, conditions=("nm",), views=views,
-                              crops=False, population=Population(), cameras=cameras)
+                              crops=False, cameras=cameras)
     stats = []
     for seq in seqs:
         s = sequence_stats(seq.silhouettes64)
@@ -157,26 +156,27 @@ def _gei(sils: np.ndarray) -> np.ndarray:
     return (s.astype(np.float32) / 255.0).mean(axis=0)
 
 
-def view_transfer(casia_dir: Path, n_identities: int = 40, n_subjects: int = 50, epochs: int = 30,
-                  seed: int = 0) -> dict:
-    """Sim-to-real check: a small CNN learns CASIA-B's 11 views from synthetic GEIs only and is
-    tested on real CASIA-B GEIs (subjects 075 onwards, nm-01..02).
+def view_transfer(casia_dir: Path, n_identities: int = 20, n_subjects: int = 50, seed: int = 0) -> dict:
+    """Sim-to-real check: view classification of real CASIA-B GEIs by a nearest-centroid classifier
+    whose 11 centroids are mean GEIs of synthetic walkers only (CASIA-like camera).
 
-    Returns accuracy (exact view) and within-18-degrees accuracy on the real test set, the same
-    on held-out synthetic identities, and chance level. Views are folded as in ``VIEW_GROUPS``:
-    synthetic view v (0 = facing the camera, 90 = moving left to right) is labelled v.
+    CASIA-B's view c is labelled with the synthetic view 180 - c: CASIA-B measures the angle from
+    the back (0 = walking away from the camera), the synthetic convention from the front; 90 is the
+    same (walking left to right). Measured both ways; the mapping is what the data chose.
+    Test set: subjects 075 onwards, nm-01 and nm-02, all 11 views.
     """
-    import torch
-    from torch import nn
+    import cv2
 
-    torch.manual_seed(seed)
     views = tuple(float(v) for v in range(0, 181, 18))
-    seqs = generate_sequences(n_identities + 10, 2 * len(views), 30, seed=seed, conditions=("nm", "nm"),
-                              views=views, crops=False, cameras=CASIA_LIKE)
-    xs = np.stack([_gei(s.silhouettes) for s in seqs])
-    ys = np.array([views.index(s.view_deg) for s in seqs])
-    ids = np.array([s.identity for s in seqs])
-    train, held = ids < n_identities, ids >= n_identities
+    seqs = generate_sequences(n_identities, len(views), 30, seed=seed, conditions=("nm",), views=views,
+                              crops=False, cameras=CASIA_LIKE)
+
+    def feature(gei: np.ndarray) -> np.ndarray:
+        return cv2.resize(gei, (22, 32), interpolation=cv2.INTER_AREA).ravel()
+
+    fx = np.stack([feature(_gei(s.silhouettes)) for s in seqs])
+    fy = np.array([views.index(s.view_deg) for s in seqs])
+    centroids = np.stack([fx[fy == v].mean(axis=0) for v in range(len(views))])
     real_x, real_y = [], []
     for i in range(75, 75 + n_subjects):
         try:
@@ -186,36 +186,17 @@ def view_transfer(casia_dir: Path, n_identities: int = 40, n_subjects: int = 50,
         for key, sils in subject.items():
             typ, view = key.split("/")
             if typ in ("nm-01", "nm-02") and len(sils) >= 10:
-                real_x.append(_gei(sils))
+                real_x.append(feature(_gei(sils)))
                 real_y.append(views.index(float(view)))
-    real_x, real_y = np.stack(real_x), np.array(real_y)
+    if not real_x:
+        raise FileNotFoundError(f"no CASIA-B test subjects (075+) under {casia_dir}")
+    rx, ry = np.stack(real_x), np.array(real_y)
+    pred = ((rx[:, None] - centroids[None]) ** 2).sum(-1).argmin(axis=1)
 
-    net = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((4, 2)),
-        nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 8, len(views)))
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    x_train = torch.from_numpy(xs[train])[:, None]
-    y_train = torch.from_numpy(ys[train])
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        net.train()
-        for idx in torch.randperm(len(x_train), generator=gen).split(64):
-            batch = x_train[idx]
-            # Small shifts and scale jitter: the GEIs of a real pipeline are never perfectly centred.
-            batch = torch.roll(batch, int(torch.randint(-2, 3, (1,), generator=gen)), dims=3)
-            loss = nn.functional.cross_entropy(net(batch), y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    net.eval()
+    def scores(target: np.ndarray) -> dict:
+        return {"accuracy": float((pred == target).mean()), "within_18_deg": float((np.abs(pred - target) <= 1).mean())}
 
-    def evaluate(x: np.ndarray, y: np.ndarray) -> dict:
-        with torch.no_grad():
-            pred = net(torch.from_numpy(x)[:, None]).argmax(1).numpy()
-        return {"samples": int(len(y)), "accuracy": float((pred == y).mean()),
-                "within_18_deg": float((np.abs(pred - y) <= 1).mean())}
-
-    return {"real_casia_b": evaluate(real_x, real_y), "synthetic_held_out": evaluate(xs[held], ys[held]),
-            "chance": 1.0 / len(views), "train_sequences": int(train.sum())}
+    n = len(views)
+    return {"samples": len(ry), "synthetic_sequences": len(seqs),
+            "casia_view_as_180_minus": scores(n - 1 - ry), "casia_view_as_is": scores(ry),
+            "chance": {"accuracy": 1.0 / n, "within_18_deg": (3 * n - 2) / n**2}}

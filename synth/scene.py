@@ -16,9 +16,10 @@ view angle, ground position and the visible mask as a run-length code (``synth.g
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class SiteConfig:
     lighting: tuple[float, float] = (0.06, 12.0)  # (gain amplitude, period in s)
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> "SiteConfig":
+    def from_dict(data: dict[str, Any]) -> SiteConfig:
         data = dict(data)
         cams = tuple(_from_dict(CameraConfig, c, f"cameras[{i}]") for i, c in enumerate(data.pop("cameras", [])))
         occs = tuple(_from_dict(OccluderConfig, o, f"occluders[{i}]") for i, o in enumerate(data.pop("occluders", [])))
@@ -94,6 +95,10 @@ class SiteConfig:
         if not cfg.cameras:
             raise ValueError("site config: at least one camera is needed under 'cameras'")
         return cfg
+
+    @property
+    def n_frames(self) -> int:
+        return round(self.duration_s * self.fps)
 
     def make_cameras(self) -> list[Camera]:
         h, w = self.frame_size
@@ -148,8 +153,7 @@ def _view_point(rng: np.random.Generator, cam: Camera, spread: float = 3.0) -> n
 
 def plan_walkers(cfg: SiteConfig, cameras: list[Camera], identities: list[Identity]) -> list[Visit]:
     """Draw the visits of a scene (deterministic from cfg.seed)."""
-    rng = np.random.default_rng([cfg.seed, 5])
-    n_frames = int(round(cfg.duration_s * cfg.fps))
+    n_frames = cfg.n_frames
     visits: list[Visit] = []
     outfits: dict[int, int] = {}
 
@@ -231,7 +235,7 @@ def site_background(cfg: SiteConfig, camera_index: int) -> np.ndarray:
 def render_camera(cfg: SiteConfig, camera: Camera, visits: list[Visit], rgb: bool = True,
                   camera_index: int = 0) -> Iterator[CameraFrame]:
     """Frames of one camera in order (generator: constant memory for long clips)."""
-    n_frames = int(round(cfg.duration_s * cfg.fps))
+    n_frames = cfg.n_frames
     renderer = _renderer(cfg, camera, camera_index, rgb)
     projected: list[ProjectedPerson] = [project_volumes(camera, world_volumes(v.identity, v.gait, v.track, v.carry,
                                                                               v.long_sleeves)) for v in visits]
@@ -283,7 +287,7 @@ def write_site(cfg: SiteConfig, out_dir: str | Path, video: bool = True, masks: 
     gt: dict[str, Any] = {
         "format": "gaitscope-synth-groundtruth/1",
         "seed": cfg.seed, "fps": cfg.fps, "frame_size": list(cfg.frame_size),
-        "n_frames": int(round(cfg.duration_s * cfg.fps)),
+        "n_frames": cfg.n_frames,
         "cameras": [c.to_json() for c in cameras],
         "occluders": [o.to_json() for o in cfg.make_occluders()],
         "identities": [_identity_json(i) for i in identities],

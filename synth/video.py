@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Self
 
 import av
 import numpy as np
 
 
 class VideoWriter:
-    """Writes BGR uint8 frames of one size to an H.264 MP4 (yuv420p, constant frame rate)."""
+    """Writes BGR uint8 frames of one size to an H.264 MP4 (yuv420p, constant frame rate).
+
+    preset: libx264 speed preset; "ultrafast" keeps encoding well ahead of rendering on one core
+    (files are larger than with slower presets at the same crf).
+    """
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int], crf: int = 20,
-                 preset: str = "veryfast") -> None:
+                 preset: str = "ultrafast") -> None:
         height, width = size
         if width % 2 or height % 2:
             raise ValueError(f"H.264 with yuv420p needs an even frame size, got {width}x{height}")
@@ -35,7 +40,7 @@ class VideoWriter:
             self._container.mux(packet)
         self._container.close()
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synth.body import Carry, GaitParams, Identity, Volumes, _rot_z, pose, stride_length, volumes
+from synth.body import NO_CARRY, Carry, GaitParams, Identity, Volumes, _rot_z, pose, stride_length, volumes
 
 RAMP_S = 0.4  # seconds to start or stop walking
 WALKING_THRESHOLD = 0.5  # weight above which a frame counts as walking
@@ -37,12 +37,12 @@ class Track:
         """(T,) bool ground truth state: True walking, False standing."""
         return self.weight >= WALKING_THRESHOLD
 
-    def slice(self, start: int, stop: int) -> "Track":
+    def slice(self, start: int, stop: int) -> Track:
         return Track(self.position[start:stop], self.heading[start:stop], self.weight[start:stop],
                      self.phase[start:stop], self.time_s[start:stop])
 
 
-def world_volumes(identity: Identity, gait: GaitParams, track: Track, carry: Carry = Carry(),
+def world_volumes(identity: Identity, gait: GaitParams, track: Track, carry: Carry = NO_CARRY,
                   long_sleeves: bool = True) -> Volumes:
     """Body volumes of a walker along ``track`` in world coordinates."""
     joints = pose(identity.body, gait, track.phase, track.weight, track.time_s)

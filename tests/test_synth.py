@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-
-from pathlib import Path
 
 from stages.silhouette import cut_sides, opengait_pretreat, silhouette_from_mask
 from synth.attributes import ATTRIBUTES, sample_attributes
@@ -33,7 +32,7 @@ def test_attribute_table_matches_ra_gar_table_1():
 
 
 def test_sequences_are_deterministic_and_typed():
-    kw = dict(behaviours=("walk", "mixed"), frame_size=(240, 320))
+    kw = {"behaviours": ("walk", "mixed"), "frame_size": (240, 320)}
     a = generate_sequences(2, 2, 12, seed=5, **kw)
     b = generate_sequences(2, 2, 12, seed=5, **kw)
     c = generate_sequences(2, 2, 12, seed=6, **kw)
@@ -99,7 +98,7 @@ def test_walking_knee_row_is_periodic_standing_is_not():
     best = lags[corr.argmax()]
     assert corr.max() > 0.35
     assert min(abs(best - step), abs(best - 2 * step)) < 0.2 * step
-    assert _autocorr(w, int(round(step / 2))) < 0.1
+    assert _autocorr(w, round(step / 2)) < 0.1
     assert w.std() > 2.0
     assert s.std() < 0.3 * w.std() and s.std() < 1.5
 
