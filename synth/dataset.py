@@ -30,6 +30,7 @@ Sequence k of an identity uses ``conditions[k % len(conditions)]`` and, when ``v
 - ``walk``: walking throughout, full body;
 - ``stand``: standing still (postural sway only), full body;
 - ``walk_stand``: walking, stopping, maybe walking on (one or two transitions);
+- ``turn``: walking and turning by 60-180 degrees around the middle frame (the view changes);
 - ``partial_walk`` / ``partial_stand``: as walk / stand, but cut by a frame edge (left, right or
   bottom) or hidden behind a low occluder for part or all of the sequence;
 - ``mixed``: random walk/stand stretches, partial with probability one half.
@@ -56,10 +57,10 @@ from synth.background import make_background
 from synth.body import DEFAULT_POPULATION, NO_CARRY, Carry, Identity, Population, make_identity, sequence_variation
 from synth.camera import Camera, view_angle_deg
 from synth.render import FrameRenderer, Occluder, PersonDraw, PersonFrame, project_volumes
-from synth.walker import Track, ramp_weights, straight_track, world_volumes
+from synth.walker import Track, ramp_weights, walk_track, world_volumes
 
 CONDITIONS = ("nm", "bg", "cl")
-BEHAVIOURS = ("walk", "stand", "walk_stand", "partial_walk", "partial_stand", "mixed")
+BEHAVIOURS = ("walk", "stand", "walk_stand", "turn", "partial_walk", "partial_stand", "mixed")
 BAGS = ("backpack", "shoulder", "hand")
 PARTIAL_KINDS = ("left", "right", "bottom", "occluder")
 
@@ -270,7 +271,15 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
     # Heading so that the camera (at the origin) is seen at view_deg at the middle frame.
     az_to_cam = np.arctan2(-centre[1], -centre[0])
     heading = float(az_to_cam + np.deg2rad(view_deg))
-    track = straight_track(ident, gait, centre, heading, weight, fps, phase0=float(rng.uniform(0, 1)))
+    if behaviour == "turn":
+        # Turn by 60-180 degrees (either way) in about a second around the middle frame.
+        turn = np.deg2rad(rng.uniform(60.0, 180.0)) * rng.choice([-1.0, 1.0])
+        span = max(fps * rng.uniform(0.7, 1.3), 2.0)
+        ramp = np.clip((np.arange(frames) - frames / 2) / span + 0.5, 0.0, 1.0)
+        smooth = ramp * ramp * (3 - 2 * ramp)
+        heading = heading + turn * (smooth - 0.5)
+        weight = weight * (1 - 0.25 * np.sin(np.pi * ramp))  # people slow down while turning
+    track = walk_track(ident, gait, centre, heading, weight, fps, phase0=float(rng.uniform(0, 1)))
     occluders: tuple[Occluder, ...] = ()
     if partial:
         camera, occluders = _make_partial(rng, camera, track, ident.body.stature)

@@ -163,7 +163,7 @@ def plan_walkers(cfg: SiteConfig, cameras: list[Camera], identities: list[Identi
         # One person is in one place at a time: a repeated identity comes back after its last visit.
         if ident.identity in busy_until:
             start = max(start, busy_until[ident.identity] + int(vrng.uniform(1, 4) * cfg.fps))
-        if start >= n_frames - cfg.fps:
+        if start >= n_frames - 1:
             return
         condition = str(vrng.choice(cfg.conditions))
         if ident.identity in outfits and vrng.random() < cfg.outfit_change_probability:

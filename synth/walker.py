@@ -3,7 +3,8 @@
 A ``Track`` is the per-frame state of one walker: position on the ground (m), heading (rad,
 counter-clockwise from world +x), walking weight (0 standing .. 1 walking) and gait phase (strides).
 ``follow_path`` simulates a walker along waypoints with stops (standing still), smooth turns and
-starting/stopping ramps; ``straight_track`` builds the straight walks of person-centred sequences.
+starting/stopping ramps; ``walk_track`` builds the straight or turning walks of person-centred
+sequences.
 """
 
 from __future__ import annotations
@@ -56,18 +57,19 @@ def speed_mps(identity: Identity, gait: GaitParams) -> float:
     return stride_length(identity.body, gait) * gait.cadence
 
 
-def straight_track(identity: Identity, gait: GaitParams, centre: np.ndarray, heading: float,
-                   weight: np.ndarray, fps: float, phase0: float = 0.0) -> Track:
-    """A straight walk through ``centre`` (reached at the middle frame) with a per-frame weight."""
+def walk_track(identity: Identity, gait: GaitParams, centre: np.ndarray, heading: float | np.ndarray,
+               weight: np.ndarray, fps: float, phase0: float = 0.0) -> Track:
+    """A walk through ``centre`` (reached at the middle frame) with per-frame weights and a heading
+    that is constant (straight) or given per frame (turning), radians."""
     weight = np.asarray(weight, dtype=np.float64)
-    step = speed_mps(identity, gait) * weight / fps
-    dist = np.concatenate([[0.0], np.cumsum(step[:-1])])
-    dist -= dist[len(dist) // 2]
-    direction = np.array([np.cos(heading), np.sin(heading)])
-    position = np.asarray(centre, dtype=np.float64)[None] + dist[:, None] * direction[None]
-    phase = phase0 + np.concatenate([[0.0], np.cumsum(gait.cadence * weight[:-1] / fps)])
     t = len(weight)
-    return Track(position, np.full(t, heading), weight, phase, np.arange(t) / fps)
+    heading = np.broadcast_to(np.asarray(heading, dtype=np.float64), (t,)).copy()
+    step = speed_mps(identity, gait) * weight / fps
+    moves = np.stack([np.cos(heading), np.sin(heading)], axis=-1) * step[:, None]
+    position = np.concatenate([np.zeros((1, 2)), np.cumsum(moves[:-1], axis=0)])
+    position += np.asarray(centre, dtype=np.float64)[None] - position[t // 2]
+    phase = phase0 + np.concatenate([[0.0], np.cumsum(gait.cadence * weight[:-1] / fps)])
+    return Track(position, heading, weight, phase, np.arange(t) / fps)
 
 
 def ramp_weights(states: np.ndarray, fps: float) -> np.ndarray:

@@ -67,6 +67,9 @@ def test_behaviours_give_their_labels():
         assert not s.walking.any() and s.full_body.all()
     for s in by.get("partial_walk", []) + by.get("partial_stand", []):
         assert not s.full_body.all()
+    for s in by.get("turn", []):
+        turned = abs((s.views[-1] - s.views[0] + 180) % 360 - 180)
+        assert s.walking.all() and turned > 45
     classes = np.concatenate([(s.walking * 2 + s.full_body) for s in seqs])
     assert set(np.unique(classes)) == {0, 1, 2, 3}  # all four GADER classes occur
 
@@ -204,3 +207,27 @@ def test_scene_masks_and_boxes_agree_with_video(tmp_path):
     assert seen > 10
     ids = {r["identity"] for people in records for r in people}
     assert ids <= {i["identity"] for i in gt["identities"]}
+
+
+def test_scene_is_deterministic(tmp_path):
+    data = yaml.safe_load((CONFIGS / "test_clip.yaml").read_text()) | {"duration_s": 0.6}
+    a = load_groundtruth(write_site(SiteConfig.from_dict(data), tmp_path / "a", video=False))
+    b = load_groundtruth(write_site(SiteConfig.from_dict(data), tmp_path / "b", video=False))
+    assert a == b
+    assert any(a["frames"]["cam0"])
+    c = load_groundtruth(write_site(SiteConfig.from_dict(data | {"seed": 4}), tmp_path / "c", video=False))
+    assert c["frames"] != a["frames"]
+
+
+def test_cli_dataset_and_config_errors(tmp_path, capsys):
+    from synth.cli import main
+
+    assert main(["dataset", "--config", str(CONFIGS / "test_dataset.yaml"), "--out", str(tmp_path / "ds")]) == 0
+    index = json.loads((tmp_path / "ds" / "sequences.json").read_text())
+    assert len(index) == 6 and (tmp_path / "ds" / "dhs.npz").is_file()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("identities: 2\nframez: 10\n")
+    assert main(["dataset", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "framez" in capsys.readouterr().err
+    bad.write_text("cameras: []\n")
+    assert main(["scene", "--config", str(bad), "--out", str(tmp_path / "y")]) == 2
