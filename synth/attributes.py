@@ -92,10 +92,19 @@ def label_of(name: str, index: int) -> str:
     return dict(ATTRIBUTES)[name][index]
 
 
-def sample_attributes(rng: np.random.Generator) -> dict[str, int]:
-    """Draw one identity's attribute classes (name -> class index), mutually consistent."""
+# The most common class of each attribute: what a population of look-alikes shares.
+TYPICAL: dict[str, int] = {name: int(np.argmax(p)) for name, p in _PRIORS.items()}
+
+
+def sample_attributes(rng: np.random.Generator, spread: float = 1.0) -> dict[str, int]:
+    """Draw one identity's attribute classes (name -> class index), mutually consistent.
+
+    spread in [0, 1]: each attribute keeps its drawn class with this probability and is the
+    TYPICAL class otherwise (0: everybody typical, the hardest population to tell apart).
+    """
     out = {name: int(rng.choice(len(labels), p=_PRIORS[name])) for name, labels in ATTRIBUTES}
-    # Correlations seen in people: hair and stature follow gender, humpback and drag feet follow age.
+    # Correlations seen in people: hair and stature follow gender, humpback follows age and
+    # forward head follows humpback.
     if out["gender"] == 1:
         out["hair"] = int(rng.choice(4, p=[0.03, 0.27, 0.45, 0.25]))
         out["height"] = int(rng.choice(5, p=[0.2, 0.35, 0.3, 0.12, 0.03]))
@@ -106,6 +115,8 @@ def sample_attributes(rng: np.random.Generator) -> dict[str, int]:
         out["humpback"] = 1
     if out["humpback"] == 1 and rng.random() < 0.5:
         out["forward head position"] = 1
+    keep = rng.random(len(out)) < spread
+    out = {name: (value if k else TYPICAL[name]) for (name, value), k in zip(out.items(), keep)}
     if out["hands"] != 0:
         out["arm swing direction"] = 0
         out["arm swing amplitude range"] = 0

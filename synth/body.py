@@ -455,8 +455,12 @@ def volumes(body: BodyParams, joints: np.ndarray, carry: Carry | None = None, lo
 
 @dataclass(frozen=True)
 class Population:
-    """How identities are drawn. spread in (0, 1]: scale of the free, identity-specific variation
-    around the values the attribute classes fix (small = identities closer = harder)."""
+    """How identities are drawn: the difficulty of telling them apart.
+
+    spread in [0, 1]: the share of attributes drawn freely (the others take the population's most
+    common class) and the scale of the free, identity-specific variation of every continuous
+    parameter. 1: independent identities; smaller: closer identities; 0: identical walkers.
+    """
 
     spread: float = 1.0
 
@@ -467,7 +471,7 @@ DEFAULT_POPULATION = Population()
 def make_identity(identity: int, rng: np.random.Generator, population: Population = DEFAULT_POPULATION,
                   attributes: dict[str, int] | None = None) -> Identity:
     """Draw one identity: attribute classes (or the given ones) realised by explicit parameters."""
-    a = dict(attributes) if attributes is not None else sample_attributes(rng)
+    a = dict(attributes) if attributes is not None else sample_attributes(rng, population.spread)
     sp = population.spread
 
     def n(sd: float) -> float:  # free identity-specific variation

@@ -231,3 +231,19 @@ def test_cli_dataset_and_config_errors(tmp_path, capsys):
     assert "framez" in capsys.readouterr().err
     bad.write_text("cameras: []\n")
     assert main(["scene", "--config", str(bad), "--out", str(tmp_path / "y")]) == 2
+
+
+def test_population_spread_controls_difficulty():
+    """Same-view GEI nearest neighbour finds identities easily at spread 1, hardly at spread 0.1."""
+
+    def rank1(spread: float) -> float:
+        seqs = generate_sequences(12, 2, 20, seed=1, conditions=("nm",), views=(90.0,), crops=False,
+                                  frame_size=(240, 320), population=Population(spread=spread))
+        gei = {(s.identity, s.sequence): s.silhouettes.astype(np.float32).mean(axis=0).ravel() for s in seqs}
+        gallery = np.stack([gei[(i, 0)] for i in range(12)])
+        probe = np.stack([gei[(i, 1)] for i in range(12)])
+        dist = ((probe[:, None] - gallery[None]) ** 2).sum(axis=-1)
+        return float((dist.argmin(axis=1) == np.arange(12)).mean())
+
+    easy, hard = rank1(1.0), rank1(0.1)
+    assert easy >= 0.75 and hard <= easy - 0.3, (easy, hard)
