@@ -20,7 +20,8 @@ class BackgroundModel:
     people stay tens of pixels tall at that width on surveillance footage and MOG2's cost grows
     with the pixel count. Morphology kernel sizes are in working-resolution pixels.
 
-    Each frame is used twice: `foreground` compares it with the model without learning, then
+    Frames are first brought to the background's exposure (a per-channel gain). Each frame is
+    used twice: `foreground` compares it with the model without learning, then
     `learn` updates the model with the people's regions replaced by the current background, so a
     person who stops walking is not absorbed into the background within seconds (selective
     update). A pixel stays protected for at most ``protect_frames`` frames in a row: a "person"
@@ -55,6 +56,7 @@ class BackgroundModel:
         self._protect_frames = protect_frames
         self._protected_for: np.ndarray | None = None  # (h, w) uint16 frames protected in a row
         self._frame: np.ndarray | None = None  # last frame at working size, to learn from
+        self._background: np.ndarray | None = None  # the model's background image, per frame
         self._global_change = False
         self.frames_seen = 0
         self.scale = 1.0  # original pixels per working pixel, set by the first frame
@@ -74,6 +76,9 @@ class BackgroundModel:
         else:
             self.scale = 1.0
             small = image
+        self._background = None
+        if self.frames_seen > 0:
+            small = _match_exposure(small, self.background_image())
         self._frame = small
         self.frames_seen += 1
         if self.frames_seen == 1:  # nothing to compare with yet: the model starts from this frame
@@ -118,9 +123,35 @@ class BackgroundModel:
             if rate < 0:
                 rate = 1.0 / min(self.frames_seen, self._history)
             if protect is not None and protect.any():
-                frame = np.where(protect[..., None], self._mog2.getBackgroundImage(), frame)
+                frame = np.where(protect[..., None], self.background_image(), frame)
         self._mog2.apply(frame, learningRate=rate)
         self._frame = None
+
+    def background_image(self) -> np.ndarray:
+        """The model's current background (h, w, 3) uint8 BGR at working size (cached per frame)."""
+        if self._background is None:
+            self._background = self._mog2.getBackgroundImage()
+        return self._background
+
+    def contour_contrast(self, mask: np.ndarray, x: int, y: int) -> float:
+        """How much more a blob's outline is an edge in the frame than in the background.
+
+        mask: (h, w) bool blob at working size whose top-left pixel is (x, y). A real object has
+        its edges in the current frame; a ghost (the place a person left, still in the model) has
+        them in the background image instead, giving a ratio below 1.
+        """
+        if self._frame is None:
+            raise RuntimeError("contour_contrast needs a frame: call foreground first")
+        h, w = mask.shape
+        frame_h, frame_w = self._frame.shape[:2]
+        x0, y0 = max(x - 1, 0), max(y - 1, 0)
+        x1, y1 = min(x + w + 1, frame_w), min(y + h + 1, frame_h)
+        padded = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+        padded[y - y0 : y - y0 + h, x - x0 : x - x0 + w] = mask
+        outline = cv2.morphologyEx(padded, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+        current = _gradient(self._frame[y0:y1, x0:x1])[outline].mean()
+        background = _gradient(self.background_image()[y0:y1, x0:x1])[outline].mean()
+        return float(current / max(background, 1.0))
 
     def boxes_mask(self, boxes_xyxy: np.ndarray) -> np.ndarray:
         """(h, w) bool at working size, True inside the boxes (N, 4) given in full-frame pixels."""
@@ -132,6 +163,29 @@ class BackgroundModel:
             x1, y1, x2, y2 = box_pixels(np.asarray(box) / self.scale, (h, w))
             mask[y1:y2, x1:x2] = True
         return mask
+
+
+def _match_exposure(frame: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """The frame with a per-channel gain that matches the background's brightness.
+
+    Cameras re-expose when a dark coat fills the view; without this the whole frame turns
+    foreground. The gain is the median background/frame ratio over a sparse pixel grid, which
+    people covering less than half of the view do not move.
+    """
+    sample = frame[::4, ::4].reshape(-1, 3).astype(np.float32) + 1.0
+    reference = background[::4, ::4].reshape(-1, 3).astype(np.float32) + 1.0
+    gain = np.clip(np.median(reference / sample, axis=0), 0.5, 2.0)
+    if np.all(np.abs(gain - 1.0) < 0.01):
+        return frame
+    return cv2.convertScaleAbs(frame.astype(np.float32) * gain.astype(np.float32))
+
+
+def _gradient(image: np.ndarray) -> np.ndarray:
+    """Gradient magnitude (h, w) float32 of a BGR image's grey levels."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    dx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
+    dy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.magnitude(dx, dy)
 
 
 def _ellipse(size_px: int) -> np.ndarray | None:

@@ -58,6 +58,8 @@ class ClassicDetector:
     min_aspect / max_aspect: bounds on box height / width for a standing or walking person.
     global_change_fraction: a frame with more foreground than this fraction is a global change
     (exposure, lights), relearnt quickly and given no detections.
+    ghost_contrast: least ratio of a blob outline's edge strength in the frame to that in the
+    background image; below it the blob is a ghost (where someone stood), not a person.
     protect_frames: frames a detected person is kept out of the background model in a row.
     edge_min_aspect: lower aspect bound for boxes touching the frame border (cut-off bodies).
     min_fill: least fraction of the box covered by the blob.
@@ -80,7 +82,8 @@ class ClassicDetector:
         open_px: int = 3,
         close_px: int = 7,
         global_change_fraction: float = 0.35,
-        protect_frames: int = 100,
+        protect_frames: int = 50,
+        ghost_contrast: float = 1.0,
         min_area_fraction: float = 0.001,
         max_area_fraction: float = 0.5,
         min_aspect: float = 1.2,
@@ -110,6 +113,7 @@ class ClassicDetector:
             protect_frames=protect_frames,
         )
         self.warmup_frames = warmup_frames
+        self.ghost_contrast = ghost_contrast
         self.min_area_fraction = min_area_fraction
         self.max_area_fraction = max_area_fraction
         self.min_aspect = min_aspect
@@ -146,7 +150,11 @@ class ClassicDetector:
             # start fade fastest while MOG2's learning rate is still high.
             model.learn()
             return _empty(frame_size)
-        blobs = self.people(foreground)
+        # Ghosts (places people left, still in the model) are neither reported nor protected,
+        # so the model forgets them.
+        blobs = [
+            b for b in self.people(foreground) if model.contour_contrast(b.mask, b.x1, b.y1) >= self.ghost_contrast
+        ]
         model.learn(_boxes_mask(blobs, foreground.shape))
         if not blobs:
             return _empty(frame_size)

@@ -37,7 +37,7 @@ class ForegroundSegmenter:
         open_px: int = 3,
         close_px: int = 7,
         global_change_fraction: float = 0.35,
-        protect_frames: int = 100,
+        protect_frames: int = 50,
     ) -> None:
         self._options = dict(
             history=history,
