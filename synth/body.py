@@ -247,8 +247,8 @@ def pose(body: BodyParams, gait: GaitParams, phase: np.ndarray, weight: np.ndarr
         # Circumduction of a limping leg: it swings outwards instead of bending.
         # Frontal plane: the stance hip adducts under the body, the swing hip abducts a little.
         # Thighs converge towards the knees (negative abduction), more in stance.
-        ab = rad(-3.0 - 3.0 * _bump(leg_phase, 0.3, 0.12) + 3.0 * _bump(leg_phase, 0.75, 0.1)
-                 + 10.0 * limp * is_limp * _bump(leg_phase, 0.72, 0.12)) * w + rad(-3.0) * (1 - w)
+        ab = rad(-0.5 - 2.5 * _bump(leg_phase, 0.3, 0.12) + 3.0 * _bump(leg_phase, 0.75, 0.1)
+                 + 10.0 * limp * is_limp * _bump(leg_phase, 0.72, 0.12)) * w + rad(-1.0) * (1 - w)
         hip_local = np.stack([np.zeros(t), np.full(t, side * body.hip_width / 2), np.zeros(t)], -1)
         hip = pelvis + _rotate_z(hip_local, pelvis_yaw)
         d_thigh = _unit(np.stack([np.sin(th) * np.cos(ab), side * np.sin(ab), -np.cos(th) * np.cos(ab)], -1))
@@ -401,11 +401,11 @@ def volumes(body: BodyParams, joints: np.ndarray, carry: Carry | None = None, lo
     ellipsoid(j("head") + 0.035 * s * fwd_chest - 0.02 * s * up_u, head_axes,
               0.07 * s, 0.068 * s, hz * 0.82, SKIN, -0.004)
     if body.hair == 2:  # long: down the back to the shoulders
-        ellipsoid(j("head") - 0.07 * s * up_u - 0.05 * s * fwd_chest, head_axes,
-                  0.075 * s * hv, 0.092 * s * hv, hz * 1.35, HAIR, 0.01)
+        ellipsoid(j("head") - 0.1 * s * up_u - 0.06 * s * fwd_chest, head_axes,
+                  0.08 * s * hv, 0.1 * s * hv, hz * 1.6, HAIR, 0.01)
     elif body.hair == 3:  # bun at the back of the head
-        ellipsoid(j("head") + 0.05 * s * up_u - 0.12 * s * fwd_chest, head_axes,
-                  0.065 * s * hv, 0.06 * s * hv, 0.06 * s * hv, HAIR, 0.01)
+        ellipsoid(j("head") + 0.07 * s * up_u - 0.12 * s * fwd_chest, head_axes,
+                  0.072 * s * hv, 0.065 * s * hv, 0.07 * s * hv, HAIR, 0.01)
     # Arms.
     for side in ("l", "r"):
         caps.append((j(f"{side}_shoulder"), j(f"{side}_elbow"), 0.056 * m * s, 0.045 * m * s, TOP, 0.0))
