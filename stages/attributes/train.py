@@ -154,7 +154,7 @@ def _optimise(model_step, params, opt_cfg: OptimConfig, n: int, seed: int, log_n
         opt.zero_grad()
         loss.backward()
         opt.step()
-        recent.append(float(loss))
+        recent.append(float(loss.detach()))
         it += 1
         if it % 20 == 0:
             print(f"[{log_name}] it {it} loss {np.mean(recent[-20:]):.4f} {time.time() - start:.0f}s", flush=True)
