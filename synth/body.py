@@ -246,7 +246,7 @@ def pose(body: BodyParams, gait: GaitParams, phase: np.ndarray, weight: np.ndarr
                  - push * _bump(leg_phase, 0.6, 0.06)) * w
         # Circumduction of a limping leg: it swings outwards instead of bending.
         # Frontal plane: the stance hip adducts under the body, the swing hip abducts a little.
-        # Thighs converge towards the knees (negative abduction), more in stance.
+        # Frontal plane: the stance hip adducts under the body, the swing hip abducts a little.
         ab = rad(-0.5 - 2.5 * _bump(leg_phase, 0.3, 0.12) + 3.0 * _bump(leg_phase, 0.75, 0.1)
                  + 10.0 * limp * is_limp * _bump(leg_phase, 0.72, 0.12)) * w + rad(-1.0) * (1 - w)
         hip_local = np.stack([np.zeros(t), np.full(t, side * body.hip_width / 2), np.zeros(t)], -1)

@@ -26,7 +26,7 @@ import numpy as np
 from synth.appearance import Appearance, make_appearance
 from synth.attributes import attribute_labels
 from synth.background import make_background
-from synth.body import GaitParams, Identity, Population, sequence_variation
+from synth.body import Carry, GaitParams, Identity, Population, sequence_variation
 from synth.camera import Camera, view_angle_deg
 from synth.dataset import carry_for, generate_identities
 from synth.groundtruth import encode_mask
@@ -119,12 +119,11 @@ class Visit:
     outfit: int
     start_frame: int
     gait: GaitParams
+    carry: Carry
     appearance: Appearance
-    long_sleeves: bool
-    waypoints: np.ndarray
-    stops: dict[int, float]
+    waypoints: np.ndarray  # (K, 2) ground points, m
+    stops: dict[int, float]  # waypoint index -> seconds standing there
     track: Track = field(repr=False)
-    carry: Any = None
 
     def to_json(self) -> dict:
         return {
@@ -173,8 +172,7 @@ def plan_walkers(cfg: SiteConfig, cameras: list[Camera], identities: list[Identi
         carry = carry_for(condition, vrng)
         app = make_appearance(ident.appearance_seed, carry, outfit)
         track = follow_path(ident, gait, waypoints, stops, cfg.fps, n_frames - start, float(vrng.uniform(0, 1)))
-        visits.append(Visit(len(visits), ident, condition, outfit, start, gait, app, app.long_sleeves,
-                            waypoints, stops, track, carry))
+        visits.append(Visit(len(visits), ident, condition, outfit, start, gait, carry, app, waypoints, stops, track))
         busy_until[ident.identity] = start + len(track)
 
     for c in range(cfg.crossings):
@@ -238,7 +236,7 @@ def render_camera(cfg: SiteConfig, camera: Camera, visits: list[Visit], rgb: boo
     n_frames = cfg.n_frames
     renderer = _renderer(cfg, camera, camera_index, rgb)
     projected: list[ProjectedPerson] = [project_volumes(camera, world_volumes(v.identity, v.gait, v.track, v.carry,
-                                                                              v.long_sleeves)) for v in visits]
+                                                                              v.appearance.long_sleeves)) for v in visits]
     h, w = camera.height, camera.width
     for f in range(n_frames):
         draws, owners = [], []
