@@ -244,9 +244,8 @@ def pose(body: BodyParams, gait: GaitParams, phase: np.ndarray, weight: np.ndarr
                  + knee_swing * _bump(leg_phase, gait.knee_swing_phase, 0.12)) * w + rad(3.0)
         ta = rad(-5 * _bump(leg_phase, 0.06, 0.05) + 9 * _bump(leg_phase, 0.42, 0.12)
                  - push * _bump(leg_phase, 0.6, 0.06)) * w
-        # Circumduction of a limping leg: it swings outwards instead of bending.
-        # Frontal plane: the stance hip adducts under the body, the swing hip abducts a little.
-        # Frontal plane: the stance hip adducts under the body, the swing hip abducts a little.
+        # Frontal plane: the stance hip adducts under the body, the swing hip abducts a little;
+        # a limping leg swings outwards (circumduction) instead of bending.
         ab = rad(-0.5 - 2.5 * _bump(leg_phase, 0.3, 0.12) + 3.0 * _bump(leg_phase, 0.75, 0.1)
                  + 10.0 * limp * is_limp * _bump(leg_phase, 0.72, 0.12)) * w + rad(-1.0) * (1 - w)
         hip_local = np.stack([np.zeros(t), np.full(t, side * body.hip_width / 2), np.zeros(t)], -1)
