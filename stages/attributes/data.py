@@ -37,8 +37,19 @@ class SynthSpec:
     cameras: str = "casia_like"  # "casia_like" (CASIA-B's camera) or "surveillance"
 
     def cache_key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
+        """Changes with the spec and with the generator's code, so a stale render is never reused."""
+        text = json.dumps(asdict(self), sort_keys=True) + synth_fingerprint()
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def synth_fingerprint() -> str:
+    """sha256 (16 hex digits) of the synthetic generator's source files, recorded with trained weights."""
+    import synth
+
+    h = hashlib.sha256()
+    for path in sorted(Path(synth.__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import yaml
 
 from stages.attributes.checkpoint import save_checkpoint, sha256_of
-from stages.attributes.data import ClipSet, SynthSpec, load_clip_set, sample_windows
+from stages.attributes.data import ClipSet, SynthSpec, load_clip_set, sample_windows, synth_fingerprint
 from stages.attributes.model import ClassifierBaseline, ClipGar, align_loss
 from stages.attributes.table import all_sentences, one_hot
 from stages.attributes.text import encode_sentences
@@ -222,6 +222,23 @@ def _baseline_process(config_path: str) -> dict:
     return {**info, "sha256": sha}
 
 
+def synth_provenance() -> dict:
+    """Which generator produced the data: source hash, last git commit of synth/, uncommitted edits."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    return {
+        "sources_sha256": synth_fingerprint(),
+        "last_commit": git("log", "-1", "--format=%H", "--", "synth"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--", "synth")),
+    }
+
+
 def write_manifest(weights: Path, command: str, data: str, metrics: dict, config: str, extra: dict) -> None:
     manifest = {
         "file": weights.name,
@@ -248,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     train = load_clip_set(cfg.train_data)
     test = load_clip_set(cfg.test_data)
+    provenance = synth_provenance()  # taken with the data: the generator may change while training runs
     print(f"data: {len(train)} training clips, {len(test)} held-out clips ({time.time() - t0:.0f}s)", flush=True)
 
     baseline_job = None
@@ -278,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = evaluate_all(cfg, weights, _resolve(cfg.baseline_output) if baseline_info else None, test)
     command = "python -m stages.attributes.train --config " + args.config
     data = (
-        f"synthetic walkers (synth.dataset, seed {cfg.train_data.seed}): train identities "
+        f"synthetic walkers (synth.dataset, seed {cfg.train_data.seed}, synth sources sha256 {provenance['sources_sha256']}): train identities "
         f"{cfg.train_data.first_identity}..{cfg.train_data.first_identity + cfg.train_data.n_identities - 1} "
         f"({len(train)} clips, conditions {list(cfg.train_data.conditions)}, views {list(cfg.train_data.views_deg)}); "
         f"held-out identities {cfg.test_data.first_identity}..{cfg.test_data.first_identity + cfg.test_data.n_identities - 1} "
@@ -287,11 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     config_text = Path(args.config).read_text()
     write_manifest(weights, command, data, metrics, config_text,
-                   {"training": {"align": align_info, "fusion": fusion_info}, "text_encoder": text_encoder})
+                   {"training": {"align": align_info, "fusion": fusion_info}, "text_encoder": text_encoder,
+                    "synth": provenance})
     if baseline_info:
         write_manifest(_resolve(cfg.baseline_output), command, data,
                        {"synthetic_test": metrics["synthetic_test"]["baseline"]}, config_text,
-                       {"training": {"baseline": baseline_info}})
+                       {"training": {"baseline": baseline_info}, "synth": provenance})
     print(json.dumps({k: v for k, v in metrics.items()}, indent=1)[:4000])
     print(f"done in {time.time() - t0:.0f}s: {weights}", flush=True)
     return 0
