@@ -56,6 +56,7 @@ from synth.appearance import Appearance, make_appearance
 from synth.background import make_background
 from synth.body import DEFAULT_POPULATION, NO_CARRY, Carry, Identity, Population, make_identity, sequence_variation
 from synth.camera import Camera, view_angle_deg
+from synth.noise import segmentation_noise
 from synth.render import FrameRenderer, Occluder, PersonDraw, PersonFrame, project_volumes
 from synth.walker import Track, ramp_weights, walk_track, world_volumes
 
@@ -141,18 +142,21 @@ def generate_sequences(n_identities: int, seqs_per_identity: int, frames: int, s
                        behaviours: tuple[str, ...] = ("walk",), frame_size: tuple[int, int] = (480, 640),
                        fps: float = 25.0, crops: bool = True, population: Population = DEFAULT_POPULATION,
                        first_identity: int = 0, identities: list[Identity] | None = None,
-                       masks: bool = False, cameras: CameraRange = SURVEILLANCE) -> list[SyntheticSequence]:
+                       masks: bool = False, cameras: CameraRange = SURVEILLANCE,
+                       mask_noise: float = 0.0) -> list[SyntheticSequence]:
     """Render ``seqs_per_identity`` sequences of ``frames`` frames for each identity.
 
     identities: use these instead of drawing ``n_identities`` from ``seed`` (e.g. a held-out set).
     frame_size: (height, width) of the virtual camera. crops=False skips RGB (faster).
     masks: keep the full-frame visible masks (T, H, W) bool (memory-heavy; for checks).
     cameras: camera placement ranges (SURVEILLANCE: high and far; CASIA_LIKE: CASIA-B's setting).
+    mask_noise: segmentation-like errors on the masks the silhouettes are made from (0 exact,
+    1 a typical segmenter; see synth.noise); boxes, ratios and labels keep the exact masks'.
     """
     return list(iter_sequences(n_identities, seqs_per_identity, frames, seed, conditions=conditions, views=views,
                                behaviours=behaviours, frame_size=frame_size, fps=fps, crops=crops,
                                population=population, first_identity=first_identity, identities=identities,
-                               masks=masks, cameras=cameras))
+                               masks=masks, cameras=cameras, mask_noise=mask_noise))
 
 
 def iter_sequences(n_identities: int, seqs_per_identity: int, frames: int, seed: int = 0, *,
@@ -160,7 +164,8 @@ def iter_sequences(n_identities: int, seqs_per_identity: int, frames: int, seed:
                    behaviours: tuple[str, ...] = ("walk",), frame_size: tuple[int, int] = (480, 640),
                    fps: float = 25.0, crops: bool = True, population: Population = DEFAULT_POPULATION,
                    first_identity: int = 0, identities: list[Identity] | None = None,
-                   masks: bool = False, cameras: CameraRange = SURVEILLANCE) -> Iterator[SyntheticSequence]:
+                   masks: bool = False, cameras: CameraRange = SURVEILLANCE,
+                   mask_noise: float = 0.0) -> Iterator[SyntheticSequence]:
     """``generate_sequences`` one sequence at a time (constant memory for large sets)."""
     for b in behaviours:
         if b not in BEHAVIOURS:
@@ -177,7 +182,8 @@ def iter_sequences(n_identities: int, seqs_per_identity: int, frames: int, seed:
                     else float(rng.uniform(0.0, 360.0)))
             behaviour = str(rng.choice(behaviours))
             yield render_sequence(ident, k, condition, view, behaviour, frames, rng,
-                                  frame_size=frame_size, fps=fps, crops=crops, masks=masks, cameras=cameras)
+                                  frame_size=frame_size, fps=fps, crops=crops, masks=masks, cameras=cameras,
+                                  mask_noise=mask_noise)
 
 
 def _states(behaviour: str, frames: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
@@ -259,8 +265,8 @@ def _make_partial(rng: np.random.Generator, camera: Camera, track: Track, statur
 
 def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, behaviour: str, frames: int,
                     rng: np.random.Generator, frame_size: tuple[int, int] = (480, 640), fps: float = 25.0,
-                    crops: bool = True, masks: bool = False, cameras: CameraRange = SURVEILLANCE
-                    ) -> SyntheticSequence:
+                    crops: bool = True, masks: bool = False, cameras: CameraRange = SURVEILLANCE,
+                    mask_noise: float = 0.0) -> SyntheticSequence:
     """One person-centred sequence (see module docstring)."""
     gait = sequence_variation(ident.gait, rng)
     carry = carry_for(condition, rng)
@@ -303,6 +309,8 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
     full = np.zeros(frames, bool)
     visible = np.zeros(frames, bool)
     mask_arr = np.zeros((frames,) + tuple(frame_size), bool) if masks else None
+    camera_size = (camera.height, camera.width)
+    noise_rng = np.random.default_rng([int(rng.integers(0, 2**31 - 1)), 13])
     for t in range(frames):
         draw = [PersonDraw(0, projected, t, appearance)]
         renderer.draw_labels(draw)
@@ -310,7 +318,11 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
         full[t] = pf.full_body
         if pf.box is None:
             continue
-        sil = pretreat_person(pf, camera.width)
+        if mask_noise > 0:
+            noisy, roi = segmentation_noise(pf.mask, pf.roi, camera_size, noise_rng, mask_noise)
+            sil = pretreat_mask(noisy, roi, camera.width)
+        else:
+            sil = pretreat_mask(pf.mask, pf.roi, camera.width)
         if mask_arr is not None:
             x1, y1, x2, y2 = pf.roi
             mask_arr[t, y1:y2, x1:x2] = pf.mask
@@ -333,12 +345,17 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
 
 
 def pretreat_person(pf: PersonFrame, frame_width: int) -> np.ndarray | None:
-    """OpenGait pretreatment of a person's visible mask in its full frame -> (64, 64) or None.
+    """OpenGait pretreatment of a person's visible mask in its full frame -> (64, 64) or None."""
+    return pretreat_mask(pf.mask, pf.roi, frame_width)
+
+
+def pretreat_mask(mask: np.ndarray, roi: tuple[int, int, int, int], frame_width: int) -> np.ndarray | None:
+    """OpenGait pretreatment of a mask over roi (x1, y1, x2, y2) of a frame -> (64, 64) or None.
 
     Only the rows of the roi are materialised: the pretreatment keeps the rows between the first
     and last foreground row, so the result is identical to running it on the whole frame.
     """
-    x1, y1, x2, y2 = pf.roi
+    x1, y1, x2, y2 = roi
     rows = np.zeros((y2 - y1, frame_width), np.uint8)
-    rows[:, x1:x2] = pf.mask
+    rows[:, x1:x2] = mask
     return opengait_pretreat(rows)

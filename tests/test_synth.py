@@ -247,3 +247,16 @@ def test_population_spread_controls_difficulty():
 
     easy, hard = rank1(1.0), rank1(0.1)
     assert easy >= 0.75 and hard <= easy - 0.3, (easy, hard)
+
+
+def test_mask_noise_corrupts_silhouettes_not_labels():
+    kw = {"seed": 3, "views": (60.0,), "conditions": ("nm",), "crops": False, "frame_size": (240, 320)}
+    clean = generate_sequences(1, 1, 12, **kw)[0]
+    noisy = generate_sequences(1, 1, 12, mask_noise=1.0, **kw)[0]
+    again = generate_sequences(1, 1, 12, mask_noise=1.0, **kw)[0]
+    np.testing.assert_array_equal(noisy.silhouettes, again.silhouettes)
+    for field in ("ratios", "boxes", "walking", "full_body"):
+        np.testing.assert_array_equal(getattr(noisy, field), getattr(clean, field))
+    a, b = clean.silhouettes > 127, noisy.silhouettes > 127
+    iou = (a & b).sum() / (a | b).sum()
+    assert 0.6 < iou < 0.98
