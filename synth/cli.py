@@ -37,7 +37,7 @@ DATASET_KEYS = {
     "seed": int, "identities": int, "first_identity": int, "sequences_per_identity": int, "frames": int,
     "conditions": list, "views": (list, type(None)), "behaviours": list, "frame_size": list, "fps": (int, float),
     "crops": bool, "population_spread": (int, float), "exports": list, "dhs_lengths": list,
-    "mask_noise": (int, float),
+    "mask_noise": (int, float), "outfits": int,
 }
 EXPORTS = ("opengait", "attributes", "dhs")
 
@@ -53,7 +53,7 @@ def dataset_config(data: dict[str, Any]) -> dict[str, Any]:
     cfg = {"seed": 0, "identities": 10, "first_identity": 0, "sequences_per_identity": 10, "frames": 30,
            "conditions": list(CONDITIONS), "views": None, "behaviours": ["walk"], "frame_size": [480, 640],
            "fps": 25.0, "crops": True, "population_spread": 1.0, "exports": list(EXPORTS),
-           "dhs_lengths": [10, 20, 30], "mask_noise": 0.0} | data
+           "dhs_lengths": [10, 20, 30], "mask_noise": 0.0, "outfits": 1} | data
     for e in cfg["exports"]:
         if e not in EXPORTS:
             raise ValueError(f"dataset config: unknown export {e!r}; choose from {EXPORTS}")
@@ -74,7 +74,8 @@ def run_dataset(cfg: dict[str, Any], out: Path, log=print) -> Path:
                           behaviours=tuple(cfg["behaviours"]), frame_size=tuple(cfg["frame_size"]),
                           fps=float(cfg["fps"]), crops=cfg["crops"],
                           population=Population(spread=float(cfg["population_spread"])),
-                          first_identity=cfg["first_identity"], mask_noise=float(cfg["mask_noise"]))
+                          first_identity=cfg["first_identity"], mask_noise=float(cfg["mask_noise"]),
+                          outfits=cfg["outfits"])
     for n, seq in enumerate(seqs, 1):
         writer.add(seq)
         if n % 50 == 0 or n == total:

@@ -10,6 +10,7 @@ Usage::
     s = seqs[0]
     s.identity            # int, stable across sequences (and across calls with the same seed)
     s.condition           # "nm" | "bg" (carrying a bag) | "cl" (wearing a coat)
+    s.outfit              # which of the identity's outfits (see ``outfits``)
     s.view_deg            # viewing angle at the middle frame, degrees in [0, 360)
     s.silhouettes         # (T, 64, 44) uint8 0/255: stages.silhouette pretreatment of the
                           #   rendered full-frame visible mask (zeros where ``visible`` is False)
@@ -87,6 +88,7 @@ class SyntheticSequence:
     identity: int
     sequence: int
     condition: str
+    outfit: int  # clothes: 0 the identity's usual ones; others: the same person dressed differently
     behaviour: str
     view_deg: float
     silhouettes: np.ndarray
@@ -143,7 +145,7 @@ def generate_sequences(n_identities: int, seqs_per_identity: int, frames: int, s
                        fps: float = 25.0, crops: bool = True, population: Population = DEFAULT_POPULATION,
                        first_identity: int = 0, identities: list[Identity] | None = None,
                        masks: bool = False, cameras: CameraRange = SURVEILLANCE,
-                       mask_noise: float = 0.0) -> list[SyntheticSequence]:
+                       mask_noise: float = 0.0, outfits: int = 1) -> list[SyntheticSequence]:
     """Render ``seqs_per_identity`` sequences of ``frames`` frames for each identity.
 
     identities: use these instead of drawing ``n_identities`` from ``seed`` (e.g. a held-out set).
@@ -152,11 +154,14 @@ def generate_sequences(n_identities: int, seqs_per_identity: int, frames: int, s
     cameras: camera placement ranges (SURVEILLANCE: high and far; CASIA_LIKE: CASIA-B's setting).
     mask_noise: segmentation-like errors on the masks the silhouettes are made from (0 exact,
     1 a typical segmenter; see synth.noise); boxes, ratios and labels keep the exact masks'.
+    outfits: each sequence wears one of this many outfits of its identity, drawn at random (1: the
+    identity always wears the same clothes; more: clothes change between sequences, as between
+    cameras or days).
     """
     return list(iter_sequences(n_identities, seqs_per_identity, frames, seed, conditions=conditions, views=views,
                                behaviours=behaviours, frame_size=frame_size, fps=fps, crops=crops,
                                population=population, first_identity=first_identity, identities=identities,
-                               masks=masks, cameras=cameras, mask_noise=mask_noise))
+                               masks=masks, cameras=cameras, mask_noise=mask_noise, outfits=outfits))
 
 
 def iter_sequences(n_identities: int, seqs_per_identity: int, frames: int, seed: int = 0, *,
@@ -165,7 +170,7 @@ def iter_sequences(n_identities: int, seqs_per_identity: int, frames: int, seed:
                    fps: float = 25.0, crops: bool = True, population: Population = DEFAULT_POPULATION,
                    first_identity: int = 0, identities: list[Identity] | None = None,
                    masks: bool = False, cameras: CameraRange = SURVEILLANCE,
-                   mask_noise: float = 0.0) -> Iterator[SyntheticSequence]:
+                   mask_noise: float = 0.0, outfits: int = 1) -> Iterator[SyntheticSequence]:
     """``generate_sequences`` one sequence at a time (constant memory for large sets)."""
     for b in behaviours:
         if b not in BEHAVIOURS:
@@ -181,9 +186,10 @@ def iter_sequences(n_identities: int, seqs_per_identity: int, frames: int, seed:
             view = (float(views[(k // len(conditions)) % len(views)]) if views
                     else float(rng.uniform(0.0, 360.0)))
             behaviour = str(rng.choice(behaviours))
+            outfit = int(rng.integers(outfits)) if outfits > 1 else 0
             yield render_sequence(ident, k, condition, view, behaviour, frames, rng,
                                   frame_size=frame_size, fps=fps, crops=crops, masks=masks, cameras=cameras,
-                                  mask_noise=mask_noise)
+                                  mask_noise=mask_noise, outfit=outfit)
 
 
 def _states(behaviour: str, frames: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
@@ -266,11 +272,11 @@ def _make_partial(rng: np.random.Generator, camera: Camera, track: Track, statur
 def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, behaviour: str, frames: int,
                     rng: np.random.Generator, frame_size: tuple[int, int] = (480, 640), fps: float = 25.0,
                     crops: bool = True, masks: bool = False, cameras: CameraRange = SURVEILLANCE,
-                    mask_noise: float = 0.0) -> SyntheticSequence:
+                    mask_noise: float = 0.0, outfit: int = 0) -> SyntheticSequence:
     """One person-centred sequence (see module docstring)."""
     gait = sequence_variation(ident.gait, rng)
     carry = carry_for(condition, rng)
-    appearance: Appearance = make_appearance(ident.appearance_seed, carry)
+    appearance: Appearance = make_appearance(ident.appearance_seed, carry, outfit)
     camera, centre = _camera(rng, frame_size, cameras)
     states, partial = _states(behaviour, frames, rng)
     weight = ramp_weights(states, fps)
@@ -338,7 +344,7 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
             crop_arr[t] = crop_box(patch, pf.box - np.array([x1, y1, x1, y1], np.float32))
     views = view_angle_deg(track.heading, track.position, camera).astype(np.float32)
     return SyntheticSequence(
-        identity=ident.identity, sequence=k, condition=condition, behaviour=behaviour,
+        identity=ident.identity, sequence=k, condition=condition, outfit=outfit, behaviour=behaviour,
         view_deg=float(view_deg % 360.0), silhouettes=cut_sides(sil64), silhouettes64=sil64, ratios=ratios,
         boxes=boxes, crops=crop_arr, walking=track.walking.copy(), full_body=full, visible=visible, views=views,
         attributes=dict(ident.attributes), camera=camera, fps=fps, masks=mask_arr)

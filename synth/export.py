@@ -75,7 +75,7 @@ class DatasetWriter:
         if seq.crops is not None:
             _dump(folder / f"{view}-rgb.pkl", np.ascontiguousarray(seq.crops[keep]))
         self._index.append({
-            "folder": rel.as_posix(), "identity": seq.identity, "condition": seq.condition,
+            "folder": rel.as_posix(), "identity": seq.identity, "condition": seq.condition, "outfit": seq.outfit,
             "view_deg": round(seq.view_deg, 2), "behaviour": seq.behaviour, "frames": int(keep.sum()),
             "walking": seq.walking[keep].astype(int).tolist(), "full_body": seq.full_body[keep].astype(int).tolist(),
         })

@@ -260,3 +260,14 @@ def test_mask_noise_corrupts_silhouettes_not_labels():
     a, b = clean.silhouettes > 127, noisy.silhouettes > 127
     iou = (a & b).sum() / (a | b).sum()
     assert 0.6 < iou < 0.98
+
+
+def test_outfits_change_clothes_not_identity():
+    seqs = generate_sequences(1, 8, 4, seed=2, conditions=("nm",), views=(90.0,), outfits=3, frame_size=(240, 320))
+    by_outfit = {}
+    for s in seqs:
+        torso = s.crops[:, 40:70, 26:38].reshape(-1, 3).mean(axis=0)  # centre of the upper body
+        by_outfit.setdefault(s.outfit, []).append(torso)
+    assert len(by_outfit) >= 2 and {s.identity for s in seqs} == {0}
+    means = [np.mean(v, axis=0) for v in by_outfit.values()]
+    assert max(np.abs(a - b).max() for a in means for b in means) > 15
