@@ -232,7 +232,8 @@ def site_background(cfg: SiteConfig, camera_index: int) -> np.ndarray:
 
 def render_camera(cfg: SiteConfig, camera: Camera, visits: list[Visit], rgb: bool = True,
                   camera_index: int = 0) -> Iterator[CameraFrame]:
-    """Frames of one camera in order (generator: constant memory for long clips)."""
+    """Frames of one camera in order (generator: constant memory for long clips). At most
+    MAX_SLOTS (31) people are drawn per frame, in visit order."""
     n_frames = cfg.n_frames
     renderer = _renderer(cfg, camera, camera_index, rgb)
     projected: list[ProjectedPerson] = [project_volumes(camera, world_volumes(v.identity, v.gait, v.track, v.carry,
