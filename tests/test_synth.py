@@ -271,3 +271,19 @@ def test_outfits_change_clothes_not_identity():
     assert len(by_outfit) >= 2 and {s.identity for s in seqs} == {0}
     means = [np.mean(v, axis=0) for v in by_outfit.values()]
     assert max(np.abs(a - b).max() for a in means for b in means) > 15
+
+
+def test_realism_statistics_on_synthetic_and_casia():
+    from synth.realism import load_casia_subject, sequence_stats
+
+    ident = make_identity(0, np.random.default_rng(3))
+    walk = render_sequence(ident, 0, "nm", 90.0, "walk", 60, np.random.default_rng(4), crops=False)
+    stats = sequence_stats(walk.silhouettes64)
+    stride_frames = 25.0 / ident.gait.cadence
+    assert abs(stats["period"] - stride_frames) < 0.15 * stride_frames
+    assert 0.2 < stats["aspect"] < 0.7 and stats["leg_swing"] > 4
+    casia = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "casia-b"
+    if not (casia / "001.npz.xz").is_file():
+        pytest.skip("CASIA-B not found at ../shared/data/casia-b")
+    real = sequence_stats(load_casia_subject(casia, "001")["nm-01/090"])
+    assert 20 <= real["period"] <= 30 and real["leg_swing"] > 6
