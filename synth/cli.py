@@ -2,6 +2,7 @@
 
     python -m synth scene   --config configs/synth/demo_site.yaml --out out/demo     # videos + groundtruth.json
     python -m synth dataset --config configs/synth/train_gait.yaml --out ~/.cache/gaitscope/synth_gait
+    python -m synth tracks  --scene out/demo --out ~/.cache/gaitscope/synth/demo_tracks   # per camera and visit
     python -m synth preview --out docs/images/synth_contact_sheet.png
     python -m synth realism --out docs/synth_realism.json                             # against CASIA-B
 """
@@ -102,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", required=True, help="output folder (use a cache dir, not the repository)")
     ds.add_argument("--seed", type=int, help="override the config's seed")
     ds.add_argument("--identities", type=int, help="override the number of identities")
+    tr = sub.add_parser("tracks", help="cut a rendered scene into per-camera, per-visit tracks and export them "
+                                      "(OpenGait layout, attributes.json, dhs.npz): cross-camera identity data")
+    tr.add_argument("--scene", required=True, help="folder written by 'synth scene' (videos and groundtruth.json)")
+    tr.add_argument("--out", required=True, help="output folder")
+    tr.add_argument("--min-frames", type=int, default=8, help="skip tracks with fewer visible frames")
     pv = sub.add_parser("preview", help="write a contact sheet PNG of identities, behaviours and attributes")
     pv.add_argument("--out", required=True)
     pv.add_argument("--seed", type=int, default=0)
@@ -134,6 +140,16 @@ def main(argv: list[str] | None = None) -> int:
                 data["identities"] = args.identities
             out = run_dataset(dataset_config(data), Path(args.out))
             print(f"wrote {out}")
+        elif args.command == "tracks":
+            from synth.scene import scene_sequences
+
+            writer = DatasetWriter(args.out, dhs_lengths=(10, 20, 30))
+            count = 0
+            for seq in scene_sequences(args.scene, args.min_frames):
+                writer.add(seq)
+                count += 1
+            writer.close()
+            print(f"wrote {count} tracks to {args.out}")
         elif args.command == "preview":
             from synth.preview import write_contact_sheet
 

@@ -12,7 +12,7 @@ that condition and view from 01), VIEW = viewing angle rounded to a degree, 3 di
 
 Frames the pretreatment drops (nothing visible) are left out of all three, as OpenGait does.
 Beside the identity folders: ``sequences.json`` (one entry per sequence: folder, identity,
-condition, view, behaviour, per-frame walking / full_body flags of the kept frames),
+condition, outfit, camera, view, behaviour, per-frame walking / full_body flags of the kept frames),
 ``attributes.json`` (table and per-identity classes, see ``write_attributes``) and, when asked for,
 ``dhs.npz`` (``dhs_windows`` arrays plus ``classes``).
 
@@ -76,6 +76,7 @@ class DatasetWriter:
             _dump(folder / f"{view}-rgb.pkl", np.ascontiguousarray(seq.crops[keep]))
         self._index.append({
             "folder": rel.as_posix(), "identity": seq.identity, "condition": seq.condition, "outfit": seq.outfit,
+            "camera": seq.camera.name,
             "view_deg": round(seq.view_deg, 2), "behaviour": seq.behaviour, "frames": int(keep.sum()),
             "walking": seq.walking[keep].astype(int).tolist(), "full_body": seq.full_body[keep].astype(int).tolist(),
         })

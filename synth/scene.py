@@ -6,7 +6,9 @@ and condition, entering the site at its border, walking through 1-3 waypoints (s
 camera's view), possibly standing still at some of them, and leaving at the border; identities come
 back for several visits, sometimes in other clothes. ``crossings`` adds pairs that walk through the
 same point of a camera's view at the same time from opposite sides. ``render_site`` draws every
-camera's frames and ground truth; ``write_site`` writes the H.264 videos and ``groundtruth.json``.
+camera's frames and ground truth; ``write_site`` writes the H.264 videos and ``groundtruth.json``;
+``scene_sequences`` cuts a rendered scene back into per-camera, per-visit tracks (cross-camera
+identity data).
 
 Ground truth per camera frame and visible person: identity, visit, box (visible pixels, xyxy,
 x2/y2 exclusive), amodal box (whole body), state (walking/standing), full_body, visible fraction,
@@ -23,15 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from stages.silhouette import crop_box, cut_sides
 from synth.appearance import Appearance, make_appearance
 from synth.attributes import attribute_labels
 from synth.background import make_background
 from synth.body import Carry, GaitParams, Identity, Population, sequence_variation
 from synth.camera import Camera, view_angle_deg
-from synth.dataset import carry_for, generate_identities
-from synth.groundtruth import encode_mask
+from synth.dataset import SyntheticSequence, carry_for, generate_identities, pretreat_mask
+from synth.groundtruth import decode_mask, encode_mask, load_groundtruth
 from synth.render import MAX_SLOTS, FrameRenderer, Occluder, PersonDraw, PersonFrame, ProjectedPerson, project_volumes
-from synth.video import VideoWriter
+from synth.video import VideoWriter, iter_video
 from synth.walker import Track, follow_path, speed_mps, world_volumes
 
 
@@ -314,3 +317,50 @@ def _identity_json(ident: Identity) -> dict:
     out = ident.to_json()
     out["attribute_labels"] = attribute_labels(ident.attributes)
     return out
+
+
+def scene_sequences(scene_dir: str | Path, min_frames: int = 8) -> Iterator[SyntheticSequence]:
+    """Per camera and visit, the walker's track in a rendered scene as a SyntheticSequence.
+
+    Reads ``groundtruth.json`` and the camera videos written by ``write_site`` (masks must be in
+    the JSON). Silhouettes come from the ground-truth visible masks through the same pretreatment
+    as ``synth.dataset``; crops from the decoded H.264 frames (what a pipeline would see).
+    ``sequence`` is the visit, ``behaviour`` is ``"scene:<camera>"``, ``view_deg`` the median view.
+    Tracks with fewer than min_frames visible frames are skipped. The same identity appears in
+    several cameras and visits, sometimes in other clothes: cross-camera identity data.
+    """
+    scene_dir = Path(scene_dir)
+    gt = load_groundtruth(scene_dir / "groundtruth.json")
+    attributes = {i["identity"]: i["attributes"] for i in gt["identities"]}
+    visits = {v["visit"]: v for v in gt["visits"]}
+    for cam_json in gt["cameras"]:
+        name = cam_json["name"]
+        camera = Camera(cam_json["width"], cam_json["height"], cam_json["focal_px"], tuple(cam_json["position"]),
+                        cam_json["yaw_deg"], cam_json["tilt_deg"], name)
+        video = scene_dir / f"{name}.mp4"
+        if not video.is_file():
+            raise FileNotFoundError(f"{video} not found: render the scene with video to export its tracks")
+        tracks: dict[int, list[tuple]] = {}
+        for index, (image, people) in enumerate(zip(iter_video(video), gt["frames"][name])):
+            for rec in people:
+                if "mask" not in rec:
+                    raise ValueError(f"{scene_dir}: ground truth without masks; render without --no-masks")
+                mask = decode_mask(rec["mask"])
+                sil = pretreat_mask(mask, tuple(rec["mask"]["roi"]), camera.width)
+                box = np.asarray(rec["box"], np.float32)
+                tracks.setdefault(rec["visit"], []).append((index, sil, box, crop_box(image, box), rec))
+        for visit_id, entries in sorted(tracks.items()):
+            visible = np.array([e[1] is not None for e in entries])
+            if visible.sum() < min_frames:
+                continue
+            visit = visits[visit_id]
+            sil64 = np.stack([e[1] if e[1] is not None else np.zeros((64, 64), np.uint8) for e in entries])
+            views = np.array([e[4]["view_deg"] for e in entries], np.float32)
+            yield SyntheticSequence(
+                identity=visit["identity"], sequence=visit_id, condition=visit["condition"], outfit=visit["outfit"],
+                behaviour=f"scene:{name}", view_deg=float(np.median(views)), silhouettes=cut_sides(sil64),
+                silhouettes64=sil64, ratios=np.array([(e[2][3] - e[2][1]) / 64.0 for e in entries], np.float32),
+                boxes=np.stack([e[2] for e in entries]), crops=np.stack([e[3] for e in entries]),
+                walking=np.array([e[4]["state"] == "walking" for e in entries]),
+                full_body=np.array([e[4]["full_body"] for e in entries]), visible=visible, views=views,
+                attributes=dict(attributes[visit["identity"]]), camera=camera, fps=float(gt["fps"]))

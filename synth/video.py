@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Self
@@ -47,7 +48,13 @@ class VideoWriter:
         self.close()
 
 
+def iter_video(path: str | Path) -> Iterator[np.ndarray]:
+    """Frames of a video one at a time, BGR uint8 (constant memory)."""
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="bgr24")
+
+
 def read_video(path: str | Path) -> list[np.ndarray]:
     """All frames of a video as BGR uint8 arrays (for tests and checks on short clips)."""
-    with av.open(str(path)) as container:
-        return [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    return list(iter_video(path))

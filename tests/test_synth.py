@@ -15,7 +15,7 @@ from synth.body import Population, make_identity
 from synth.dataset import BEHAVIOURS, generate_identities, generate_sequences, render_sequence
 from synth.export import KNEE_ROW, dhs_windows, load_pickle_array, write_opengait
 from synth.groundtruth import decode_mask, encode_mask, load_groundtruth
-from synth.scene import SiteConfig, site_background, write_site
+from synth.scene import SiteConfig, scene_sequences, site_background, write_site
 from synth.video import read_video
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "synth"
@@ -207,6 +207,16 @@ def test_scene_masks_and_boxes_agree_with_video(tmp_path):
     assert seen > 10
     ids = {r["identity"] for people in records for r in people}
     assert ids <= {i["identity"] for i in gt["identities"]}
+    # The scene cut back into tracks: one per visit seen, frames and labels from the ground truth.
+    tracks = list(scene_sequences(tmp_path, min_frames=3))
+    assert {(t.identity, t.sequence) for t in tracks} <= {(v["identity"], v["visit"]) for v in gt["visits"]}
+    for t in tracks:
+        recs = [r for people in records for r in people if r["visit"] == t.sequence]
+        assert len(t) == len(recs) and t.crops.shape == (len(t), 128, 64, 3)
+        np.testing.assert_array_equal(t.boxes, np.array([r["box"] for r in recs], np.float32))
+        np.testing.assert_array_equal(t.full_body, [r["full_body"] for r in recs])
+        first = recs[int(np.flatnonzero(t.visible)[0])]
+        np.testing.assert_array_equal(t.silhouettes[t.visible][0], silhouette_from_mask(decode_mask(first["mask"], size)))
 
 
 def test_scene_is_deterministic(tmp_path):
