@@ -87,11 +87,6 @@ _PRIORS: dict[str, list[float]] = {
 }
 
 
-def label_of(name: str, index: int) -> str:
-    """Class label of attribute ``name`` at class ``index``."""
-    return dict(ATTRIBUTES)[name][index]
-
-
 # The most common class of each attribute: what a population of look-alikes shares.
 TYPICAL: dict[str, int] = {name: int(np.argmax(p)) for name, p in _PRIORS.items()}
 

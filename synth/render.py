@@ -145,13 +145,6 @@ class PersonFrame:
     body_px: int
     full_body: bool
 
-    def full_frame_mask(self, height: int, width: int) -> np.ndarray:
-        """(height, width) bool mask of the visible pixels."""
-        out = np.zeros((height, width), dtype=bool)
-        x1, y1, x2, y2 = self.roi
-        out[y1:y2, x1:x2] = self.mask
-        return out
-
 
 @dataclass
 class PersonDraw:

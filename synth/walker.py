@@ -38,10 +38,6 @@ class Track:
         """(T,) bool ground truth state: True walking, False standing."""
         return self.weight >= WALKING_THRESHOLD
 
-    def slice(self, start: int, stop: int) -> Track:
-        return Track(self.position[start:stop], self.heading[start:stop], self.weight[start:stop],
-                     self.phase[start:stop], self.time_s[start:stop])
-
 
 def world_volumes(identity: Identity, gait: GaitParams, track: Track, carry: Carry = NO_CARRY,
                   long_sleeves: bool = True) -> Volumes:
