@@ -11,8 +11,9 @@ Usage::
     s.identity            # int, stable across sequences (and across calls with the same seed)
     s.condition           # "nm" | "bg" (carrying a bag) | "cl" (wearing a coat)
     s.outfit              # which of the identity's outfits (see ``outfits``)
-    s.view_deg            # viewing angle at the middle frame, degrees in [0, 360)
-    s.silhouettes         # (T, 64, 44) uint8 0/255: stages.silhouette pretreatment of the
+    s.view_deg            # viewing angle at the middle frame, degrees in [0, 360): 0 the walker
+                          #   faces the camera, 90 moves left to right (CASIA-B's view c is 180 - c)
+    s.silhouettes         # (T, 64, 44) uint8 0..255: stages.silhouette pretreatment of the
                           #   rendered full-frame visible mask (zeros where ``visible`` is False)
     s.silhouettes64       # (T, 64, 64) uint8 before the side cut (OpenGait pkl layout)
     s.ratios              # (T,) float32 visible box height / 64 (GADER resize ratio)
@@ -40,8 +41,11 @@ Labels ``walking`` / ``full_body`` come from the simulation and the render (a fr
 when the body is inside the image and at least 90 % of its pixels are visible), never from the
 behaviour name. By default (``cameras=SURVEILLANCE``) each camera sits 2-5 m high, 5-14 m away,
 50-75 degrees of horizontal field of view at ``frame_size``, so ratios vary like a surveillance
-camera's; ``CASIA_LIKE`` places it as CASIA-B's (about 1 m high, 4-6 m away). Everything is deterministic from
-``seed``: identity i and its sequence k depend only on (seed, i, k).
+camera's; ``CASIA_LIKE`` places it as CASIA-B's (about 1 m high, 4-6 m away). ``population``
+(``Population(spread)``) sets how alike identities are, ``outfits`` how many sets of clothes an
+identity changes between, ``mask_noise`` adds segmentation-like errors to the masks the
+silhouettes come from. Everything is deterministic from ``seed``: identity i and its sequence k
+depend only on (seed, i, k).
 """
 
 from __future__ import annotations
