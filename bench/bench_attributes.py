@@ -59,18 +59,23 @@ def main(argv: list[str] | None = None) -> int:
             with torch.no_grad():
                 for i in range(0, len(clips), args.batch_size):
                     net(torch.from_numpy(clips[i : i + args.batch_size].astype(np.float32) / 255.0))
+
         return go
 
     full = _best_of(lambda: segment_scores(model, segments, clip_frames, args.batch_size), args.repeats)
     encoder = _best_of(run(model.encoder), args.repeats)
     base = _best_of(run(baseline), args.repeats)
-    per = lambda t: 1000.0 * t / args.segments  # noqa: E731
-    print(f"{args.segments} segments x {args.frames} frames ({len(clips)} clips of {clip_frames}), "
-          f"{args.threads} threads, checkpoint {Path(args.weights).name} ({meta['kind']})")
+    per = lambda t: 1000.0 * t / args.segments
+    print(
+        f"{args.segments} segments x {args.frames} frames ({len(clips)} clips of {clip_frames}), "
+        f"{args.threads} threads, checkpoint {Path(args.weights).name} ({meta['kind']})"
+    )
     print(f"visual encoder alone      {per(encoder):8.2f} ms/segment")
     print(f"classification baseline   {per(base):8.2f} ms/segment   x{base / encoder:.2f} of encoder")
-    print(f"CLIP-GAR (stage path)     {per(full):8.2f} ms/segment   x{full / encoder:.2f} of encoder, "
-          f"x{full / base:.2f} of baseline")
+    print(
+        f"CLIP-GAR (stage path)     {per(full):8.2f} ms/segment   x{full / encoder:.2f} of encoder, "
+        f"x{full / base:.2f} of baseline"
+    )
     return 0
 
 

@@ -32,13 +32,26 @@ from stages.attributes.table import (
 )
 
 torch.set_num_threads(1)
-SMALL = dict(channels=(4, 4, 8, 8), parts=8, embed_dim=16, frame_stride=2)
+SMALL = {"channels": (4, 4, 8, 8), "parts": 8, "embed_dim": 16, "frame_stride": 2}
 
 
 def test_table_matches_ra_gar_table_1():
     assert ATTRIBUTE_NAMES == (
-        "gender", "age", "height", "body mass", "hair", "forward head position", "uneven shoulders", "humpback",
-        "hands", "arm swing direction", "arm swing amplitude range", "upper arm movement", "toe", "drag feet", "limping",
+        "gender",
+        "age",
+        "height",
+        "body mass",
+        "hair",
+        "forward head position",
+        "uneven shoulders",
+        "humpback",
+        "hands",
+        "arm swing direction",
+        "arm swing amplitude range",
+        "upper arm movement",
+        "toe",
+        "drag feet",
+        "limping",
     )
     assert CLASS_COUNTS == (2, 3, 5, 4, 4, 2, 3, 2, 4, 5, 2, 2, 3, 2, 2)
     assert sum(n == 2 for n in CLASS_COUNTS) == 7 and NUM_CLASSES_ALL == 45
@@ -89,7 +102,9 @@ def _eq1_reference(logits, truth):
         lg, y = logits[:, offset : offset + n_m], truth[:, offset : offset + n_m]
         offset += n_m
         p_v2t = lg.softmax(1)
-        kl_v2t = sum(float((y[i] * (y[i].clamp_min(1e-30).log() - p_v2t[i].log())).sum()) for i in range(len(y))) / len(y)
+        kl_v2t = sum(float((y[i] * (y[i].clamp_min(1e-30).log() - p_v2t[i].log())).sum()) for i in range(len(y))) / len(
+            y
+        )
         cols = [n for n in range(n_m) if y[:, n].sum() > 0]
         kl_t2v = 0.0
         for n in cols:
@@ -240,7 +255,9 @@ def test_tagger_fills_gait_windows_only_and_batches_consistently(checkpoint):
             assert pred.probability == pytest.approx(pred.probabilities[pred.label])
     alone = tagger.process([_window(3, 50, [(5, 50)], seed=3)])[0]
     for name in ATTRIBUTE_NAMES:
-        assert alone.attributes[name].probabilities == pytest.approx(windows[2].attributes[name].probabilities, abs=1e-5)
+        assert alone.attributes[name].probabilities == pytest.approx(
+            windows[2].attributes[name].probabilities, abs=1e-5
+        )
 
 
 def test_to_predictions_normalises_per_attribute():

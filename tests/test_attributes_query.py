@@ -52,13 +52,17 @@ def test_matches_labels_and_probability_mass():
 
 
 def test_matches_exported_json_form():
-    exported = {k: {"label": v.label, "probability": v.probability, "probabilities": v.probabilities} for k, v in ATTRS.items()}
+    exported = {
+        k: {"label": v.label, "probability": v.probability, "probabilities": v.probabilities} for k, v in ATTRS.items()
+    }
     assert matches(exported, parse_attribute_filter("body mass=normal"), 0.6)
     assert matches({"limping": {"label": "yes", "probability": 0.9}}, parse_attribute_filter("limping=yes"), 0.8)
 
 
 def test_query_main_filters_jsonl(tmp_path, capsys):
-    exported = {k: {"label": v.label, "probability": v.probability, "probabilities": v.probabilities} for k, v in ATTRS.items()}
+    exported = {
+        k: {"label": v.label, "probability": v.probability, "probabilities": v.probabilities} for k, v in ATTRS.items()
+    }
     records = [
         {"track_id": 1, "attributes": exported},
         {"track_id": 2, "attributes": None},

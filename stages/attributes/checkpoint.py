@@ -29,7 +29,9 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, kind: str, model_kwargs: dict, clip_frames: int, text_encoder: str = "") -> str:
+def save_checkpoint(
+    path: str | Path, model: nn.Module, kind: str, model_kwargs: dict, clip_frames: int, text_encoder: str = ""
+) -> str:
     """Write the checkpoint atomically; returns its sha256."""
     if kind not in KINDS:
         raise ValueError(f"unknown checkpoint kind {kind!r}; valid: {', '.join(KINDS)}")

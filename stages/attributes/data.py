@@ -66,8 +66,10 @@ class ClipSet:
     def __len__(self) -> int:
         return len(self.clips)
 
-    def subset(self, mask: np.ndarray) -> "ClipSet":
-        return ClipSet(self.clips[mask], self.labels[mask], self.identities[mask], self.conditions[mask], self.views_deg[mask])
+    def subset(self, mask: np.ndarray) -> ClipSet:
+        return ClipSet(
+            self.clips[mask], self.labels[mask], self.identities[mask], self.conditions[mask], self.views_deg[mask]
+        )
 
 
 def render_clip_set(spec: SynthSpec) -> ClipSet:
@@ -118,8 +120,14 @@ def load_clip_set(spec: SynthSpec, cache_dir: Path = CACHE_DIR) -> ClipSet:
     clip_set = render_clip_set(spec)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, clips=clip_set.clips, labels=clip_set.labels, identities=clip_set.identities,
-             conditions=clip_set.conditions, views_deg=clip_set.views_deg)
+    np.savez(
+        tmp,
+        clips=clip_set.clips,
+        labels=clip_set.labels,
+        identities=clip_set.identities,
+        conditions=clip_set.conditions,
+        views_deg=clip_set.views_deg,
+    )
     tmp.replace(path)
     return clip_set
 

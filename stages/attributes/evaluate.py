@@ -56,7 +56,7 @@ def _with_conditions(scores: np.ndarray, test: ClipSet) -> dict:
 def synthetic_metrics(weights: Path, baseline: Path | None, test: ClipSet, clip_frames: int) -> dict:
     clips = test.clips[:, :clip_frames]
     model, _ = load_checkpoint(weights)
-    out = {"clips": len(test), "identities": int(len(set(test.identities.tolist())))}
+    out = {"clips": len(test), "identities": len(set(test.identities.tolist()))}
     out["clip_gar"] = _with_conditions(clip_scores(model, clips), test)
     out["align_only"] = _with_conditions(_align_scores(model, clips), test)
     if baseline is not None:
@@ -101,7 +101,9 @@ def casia_consistency(weights: Path, subjects: tuple[str, ...], views: tuple[str
         "views": list(views),
         "sequences": len(sequences),
         "mean_consistency": round(float(np.mean([v["consistency"] for v in per_attr.values()])), 1),
-        "mean_bg_cl_vs_nm": round(float(np.mean([v["bg_cl_vs_nm"] for v in per_attr.values() if v["bg_cl_vs_nm"] is not None])), 1),
+        "mean_bg_cl_vs_nm": round(
+            float(np.mean([v["bg_cl_vs_nm"] for v in per_attr.values() if v["bg_cl_vs_nm"] is not None])), 1
+        ),
         "per_attribute": per_attr,
     }
 

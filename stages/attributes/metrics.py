@@ -68,7 +68,12 @@ def compute_scores(scores: np.ndarray, truth: np.ndarray, threshold: float = 0.5
     acc, prec, rec, f1 = _instance(pred, truth)
     if scores.shape[1] == NUM_CLASSES_ALL:
         label_acc = float(
-            np.mean([_label_accuracy(scores[:, o : o + n], truth[:, o : o + n]) for o, n in zip(CLASS_OFFSETS, CLASS_COUNTS)])
+            np.mean(
+                [
+                    _label_accuracy(scores[:, o : o + n], truth[:, o : o + n])
+                    for o, n in zip(CLASS_OFFSETS, CLASS_COUNTS)
+                ]
+            )
         )
     else:
         label_acc = _label_accuracy(scores, truth)

@@ -159,7 +159,9 @@ class FusionHead(nn.Module):
     Returns (B, N_all) logits, one binary head H_n per class token n (trained with BCE).
     """
 
-    def __init__(self, text_dim: int, channels: int, parts: int, heads: int = 4, ff_mult: int = 2, dropout: float = 0.1) -> None:
+    def __init__(
+        self, text_dim: int, channels: int, parts: int, heads: int = 4, ff_mult: int = 2, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.phi = nn.Conv1d(text_dim, channels, 1)
         self.e_text = nn.Parameter(torch.zeros(1, 1, channels))

@@ -20,6 +20,7 @@ CLI (filters exported JSON Lines tracks, one record per line, matching lines pri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Iterable, Mapping
@@ -126,19 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.tracks)
     if not path.is_file():
         parser.error(f"no such file: {path}")
-    out = open(args.out, "w") if args.out else sys.stdout
     count = 0
-    try:
-        with open(path) as f:
-            for line in filter_records(f, filt, args.min_probability):
+    with open(path) as src, open(args.out, "w") if args.out else contextlib.nullcontext(sys.stdout) as out:
+        try:
+            for line in filter_records(src, filt, args.min_probability):
                 out.write(line)
                 count += 1
-    except ValueError as exc:
-        print(f"query: {path}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if args.out:
-            out.close()
+        except ValueError as exc:
+            print(f"query: {path}: {exc}", file=sys.stderr)
+            return 1
     print(f"{count} record(s) match {filt}", file=sys.stderr)
     return 0
 

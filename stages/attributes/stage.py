@@ -11,6 +11,7 @@ Scores are the per-class sigmoids the model was trained for (BCE, as in the pape
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +35,16 @@ def clip_scores(model: torch.nn.Module, clips: np.ndarray, batch_size: int = 16)
     return out
 
 
-def segment_scores(model: torch.nn.Module, segments: list[np.ndarray], clip_frames: int, batch_size: int = 16) -> np.ndarray:
+def segment_scores(
+    model: torch.nn.Module, segments: list[np.ndarray], clip_frames: int, batch_size: int = 16
+) -> np.ndarray:
     """Each segment (T_i, 64, 44) uint8 -> mean per-class scores over its clips: (S, N_all)."""
     if not segments:
         return np.empty((0, NUM_CLASSES_ALL), np.float32)
     cut = [segment_clips(s, clip_frames) for s in segments]
     scores = clip_scores(model, np.concatenate(cut), batch_size)
     bounds = np.cumsum([0] + [len(c) for c in cut])
-    return np.stack([scores[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])
+    return np.stack([scores[a:b].mean(0) for a, b in itertools.pairwise(bounds)])
 
 
 def to_predictions(scores: np.ndarray) -> dict[str, AttributePrediction]:

@@ -69,7 +69,13 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "height",
         "height",
         "is",
-        _classes(("very short", "very short"), ("short", "short"), ("medium", "medium"), ("tall", "tall"), ("very tall", "very tall")),
+        _classes(
+            ("very short", "very short"),
+            ("short", "short"),
+            ("medium", "medium"),
+            ("tall", "tall"),
+            ("very tall", "very tall"),
+        ),
     ),
     Attribute(
         "body mass",
@@ -78,7 +84,9 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         _classes(("thin", "thin"), ("normal", "normal"), ("overweight", "overweight"), ("obese", "obese")),
     ),
     # Static, upper body (A5-A6)
-    Attribute("hair", "hair", "is", _classes(("bald", "bald"), ("short", "short"), ("long", "long"), ("bun", "tied in a bun"))),
+    Attribute(
+        "hair", "hair", "is", _classes(("bald", "bald"), ("short", "short"), ("long", "long"), ("bun", "tied in a bun"))
+    ),
     Attribute("forward head position", "head position", "is", _classes(("no", "upright"), ("yes", "forward"))),
     # Static, middle body (A7-A9)
     Attribute(
@@ -112,10 +120,17 @@ ATTRIBUTES: tuple[Attribute, ...] = (
             ("outward", "outward"),
         ),
     ),
-    Attribute("arm swing amplitude range", "arm swing amplitude range", "is", _classes(("small", "small"), ("large", "large"))),
+    Attribute(
+        "arm swing amplitude range", "arm swing amplitude range", "is", _classes(("small", "small"), ("large", "large"))
+    ),
     Attribute("upper arm movement", "upper arms", "are", _classes(("moving", "moving"), ("static", "static"))),
     # Motion, lower body (A13-A15)
-    Attribute("toe", "toes", "are", _classes(("straight", "pointing straight"), ("toe in", "turned in"), ("toe out", "turned out"))),
+    Attribute(
+        "toe",
+        "toes",
+        "are",
+        _classes(("straight", "pointing straight"), ("toe in", "turned in"), ("toe out", "turned out")),
+    ),
     Attribute("drag feet", "feet", "are", _classes(("no", "lifted"), ("yes", "dragging"))),
     Attribute("limping", "legs", "are", _classes(("no", "walking evenly"), ("yes", "limping"))),
 )

