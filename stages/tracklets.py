@@ -33,18 +33,6 @@ class _Tracklet:
     last_index: int = -1
 
 
-def _box_region(mask: np.ndarray, box_xyxy: np.ndarray) -> np.ndarray:
-    """The part of a full-frame mask around its box, with a margin of one box height each side.
-
-    Pretreating this region instead of the whole frame gives the same silhouette up to the
-    sub-pixel phase of the horizontal resampling, at a fraction of the cost on large frames.
-    """
-    h, w = mask.shape
-    x1, y1, x2, y2 = (int(v) for v in box_xyxy)
-    margin = max(8, y2 - y1)
-    return mask[max(0, y1 - 8) : min(h, y2 + 8), max(0, x1 - margin) : min(w, x2 + margin)]
-
-
 class TrackletAssembler:
     """Per-track silhouette buffers that emit windows for the track-level stages.
 
@@ -93,7 +81,7 @@ class TrackletAssembler:
         tracker_ids = detections.tracker_id
         if tracker_ids is not None and len(detections) and detections.mask is not None:
             for i, track_id in enumerate(tracker_ids):
-                silhouette = silhouette_from_mask(_box_region(detections.mask[i], detections.xyxy[i]))
+                silhouette = silhouette_from_mask(detections.mask[i])
                 if silhouette is None:
                     continue
                 key = (frame.source_id, int(track_id))
