@@ -123,7 +123,7 @@ class BackgroundModel:
             if rate < 0:
                 rate = 1.0 / min(self.frames_seen, self._history)
             if protect is not None and protect.any():
-                frame = np.where(protect[..., None], self.background_image(), frame)
+                frame = cv2.copyTo(self.background_image(), protect.view(np.uint8), frame.copy())
         self._mog2.apply(frame, learningRate=rate)
         self._frame = None
 
