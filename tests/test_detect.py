@@ -105,3 +105,39 @@ def test_choose_detector_prefers_existing_weights(tmp_path: Path, caplog: pytest
     assert unset.backend == "classic"
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3 and all(line.startswith("detector: ") and "\n" not in line for line in lines)
+
+
+def _scene(person_x: int | None, gain: float = 1.0) -> np.ndarray:
+    """A smooth static backdrop (160x120) with a dark 12x36 "person" at column person_x."""
+    rows, cols = np.mgrid[0:120, 0:160]
+    grey = 90 + 0.4 * cols + 0.2 * rows
+    image = np.repeat(grey[..., None], 3, axis=2)
+    if person_x is not None:
+        image[60:96, person_x : person_x + 12] = 25
+    return np.clip(image * gain, 0, 255).astype(np.uint8)
+
+
+def _centres(detections: sv.Detections) -> list[float]:
+    return sorted(float((x1 + x2) / 2) for x1, _, x2, _ in detections.xyxy)
+
+
+def test_person_who_stops_stays_detected_and_ghost_is_dropped() -> None:
+    detector = ClassicDetector(warmup_frames=10, protect_frames=40)
+    for _ in range(10):  # someone already standing at x=20 while the background is learnt
+        detector.detect("cam", _scene(20))
+    x = 20
+    for _ in range(20):  # walks right, then stops at x=100
+        x = min(x + 6, 100)
+        detections = detector.detect("cam", _scene(x))
+    assert _centres(detections) == [106.0], "the place the person left is a ghost, not a person"
+    for _ in range(30):  # standing still for 30 frames: selective update keeps them in view
+        detections = detector.detect("cam", _scene(100))
+    assert _centres(detections) == [106.0]
+
+
+def test_exposure_change_keeps_the_person_and_adds_nothing() -> None:
+    detector = ClassicDetector(warmup_frames=10)
+    for _ in range(12):
+        detector.detect("cam", _scene(None))
+    for gain in (1.0, 1.25, 1.4):  # the camera brightens the whole view
+        assert _centres(detector.detect("cam", _scene(70, gain))) == [76.0]
