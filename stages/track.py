@@ -45,14 +45,14 @@ class ByteTrackStage:
             raise ValueError(f"lost_track_buffer must be >= 0 frames, got {lost_track_buffer}")
         if minimum_consecutive_frames < 1:
             raise ValueError(f"minimum_consecutive_frames must be >= 1, got {minimum_consecutive_frames}")
-        self._options = dict(
-            lost_track_buffer=lost_track_buffer,
-            frame_rate=_BUFFER_REFERENCE_FPS,
-            track_activation_threshold=track_activation_threshold,
-            high_conf_det_threshold=high_confidence_threshold,
-            minimum_iou_threshold=minimum_matching_iou,
-            minimum_consecutive_frames=minimum_consecutive_frames,
-        )
+        self._options = {
+            "lost_track_buffer": lost_track_buffer,
+            "frame_rate": _BUFFER_REFERENCE_FPS,
+            "track_activation_threshold": track_activation_threshold,
+            "high_conf_det_threshold": high_confidence_threshold,
+            "minimum_iou_threshold": minimum_matching_iou,
+            "minimum_consecutive_frames": minimum_consecutive_frames,
+        }
         self._trackers: dict[str, ByteTrackTracker] = {}
 
     def process(self, batch: list[FrameResult]) -> list[FrameResult]:

@@ -11,8 +11,8 @@ import supervision as sv
 pytest.importorskip("ultralytics")
 torch = pytest.importorskip("torch")
 
-from pipeline.messages import Frame, FrameResult  # noqa: E402
-from stages.detect.yolo import MissingWeightsError, YoloDetector  # noqa: E402
+from pipeline.messages import Frame, FrameResult
+from stages.detect.yolo import MissingWeightsError, YoloDetector
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +24,9 @@ def _two_sources() -> list[FrameResult]:
     rng = np.random.default_rng(0)
     sizes = {"a": (120, 160), "b": (90, 200)}
     return [
-        FrameResult(Frame(source, index, index / 10, rng.integers(0, 255, (*size, 3), dtype=np.uint8)), sv.Detections.empty())
+        FrameResult(
+            Frame(source, index, index / 10, rng.integers(0, 255, (*size, 3), dtype=np.uint8)), sv.Detections.empty()
+        )
         for index in range(2)
         for source, size in sizes.items()
     ]

@@ -15,8 +15,8 @@ import supervision as sv
 
 paddle = pytest.importorskip("paddle")
 
-from pipeline.messages import Frame, FrameResult  # noqa: E402
-from stages.segment.paddleseg import PaddleSegSegmenter  # noqa: E402
+from pipeline.messages import Frame, FrameResult
+from stages.segment.paddleseg import PaddleSegSegmenter
 
 SIZE = (120, 160)
 

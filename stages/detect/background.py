@@ -43,9 +43,7 @@ class BackgroundModel:
         protect_frames: int,
         relearn_rate: float = 0.2,
     ) -> None:
-        self._mog2 = cv2.createBackgroundSubtractorMOG2(
-            history=history, varThreshold=var_threshold, detectShadows=True
-        )
+        self._mog2 = cv2.createBackgroundSubtractorMOG2(history=history, varThreshold=var_threshold, detectShadows=True)
         self._history = history
         self._learning_rate = learning_rate
         self._work_width = work_width
@@ -86,9 +84,7 @@ class BackgroundModel:
             self._global_change = False
             return np.zeros(small.shape[:2], dtype=bool)
         raw = self._mog2.apply(small, learningRate=0.0)
-        self._global_change = (
-            np.count_nonzero(raw == _FOREGROUND) > self._global_change_fraction * raw.size
-        )
+        self._global_change = np.count_nonzero(raw == _FOREGROUND) > self._global_change_fraction * raw.size
         if self._global_change:
             return np.zeros(raw.shape, dtype=bool)
         # Shadows (127) are dropped: they glue walkers to their shadows and to each other.
@@ -194,9 +190,7 @@ def _ellipse(size_px: int) -> np.ndarray | None:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size_px, size_px))
 
 
-def paste_mask(
-    crop: np.ndarray, box_xyxy: np.ndarray, frame_size: tuple[int, int]
-) -> np.ndarray:
+def paste_mask(crop: np.ndarray, box_xyxy: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
     """A crop's mask resized into its box of a full frame.
 
     crop: (h, w) bool or float mask covering ``box_xyxy`` (any resolution).

@@ -102,16 +102,16 @@ class ClassicDetector:
             raise ValueError("need 0 < min_area_fraction < max_area_fraction <= 1")
         if not 0 < min_aspect < max_aspect:
             raise ValueError("need 0 < min_aspect < max_aspect")
-        self._mog2_options = dict(
-            history=history,
-            var_threshold=var_threshold,
-            learning_rate=learning_rate,
-            work_width=work_width,
-            open_px=open_px,
-            close_px=close_px,
-            global_change_fraction=global_change_fraction,
-            protect_frames=protect_frames,
-        )
+        self._mog2_options = {
+            "history": history,
+            "var_threshold": var_threshold,
+            "learning_rate": learning_rate,
+            "work_width": work_width,
+            "open_px": open_px,
+            "close_px": close_px,
+            "global_change_fraction": global_change_fraction,
+            "protect_frames": protect_frames,
+        }
         self.warmup_frames = warmup_frames
         self.ghost_contrast = ghost_contrast
         self.min_area_fraction = min_area_fraction
@@ -159,9 +159,7 @@ class ClassicDetector:
         if not blobs:
             return _empty(frame_size)
         scale = model.scale
-        boxes = np.array(
-            [[b.x1 * scale, b.y1 * scale, b.x2 * scale, b.y2 * scale] for b in blobs], dtype=np.float32
-        )
+        boxes = np.array([[b.x1 * scale, b.y1 * scale, b.x2 * scale, b.y2 * scale] for b in blobs], dtype=np.float32)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, frame_size[1])
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, frame_size[0])
         masks = np.stack([paste_mask(b.mask, box, frame_size) for b, box in zip(blobs, boxes)])
@@ -178,9 +176,7 @@ class ClassicDetector:
         height, width = foreground.shape
         frame_area = height * width
         min_area = self.min_area_fraction * frame_area
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(
-            foreground.astype(np.uint8), connectivity=8
-        )
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground.astype(np.uint8), connectivity=8)
         # Fragments much smaller than a person are noise even as parts of one.
         keep = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= min_area / 8]
         boxes = {
@@ -244,6 +240,7 @@ class ClassicDetector:
         taller = max(a[3] - a[1], b[3] - b[1])
         if gap > self.merge_gap * taller:
             return False
+
         # Two complete people one above the other (one further away) stay apart: merge only
         # when at least one piece is not a body on its own.
         def whole(box: tuple[int, int, int, int], label: int) -> bool:

@@ -102,8 +102,15 @@ def contact_sheet(review: ClipReview, max_tracks: int = 24, per_track: int = 4) 
             row[14:, x : x + _TILE[1]] = crop
             row[14:, x + _TILE[1] : x + 2 * _TILE[1]] = mask
             cv2.putText(row, f"f{index}", (x, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1)
-        cv2.putText(row, f"id{track_id} n{review.track_lengths[track_id]}", (x + _TILE[1], 11),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1)
+        cv2.putText(
+            row,
+            f"id{track_id} n{review.track_lengths[track_id]}",
+            (x + _TILE[1], 11),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.35,
+            (0, 255, 255),
+            1,
+        )
         rows.append(row)
     if not rows:
         return np.zeros((_TILE[0], pair_width, 3), dtype=np.uint8)
@@ -124,7 +131,10 @@ def main() -> None:
     parser.add_argument("--lost-track-buffer", type=int, default=30)
     parser.add_argument("--max-frames", type=int, default=None)
     parser.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="detector constructor option, repeatable (e.g. --option var_threshold=16)",
     )
     args = parser.parse_args()

@@ -48,9 +48,7 @@ class DetectorMasks:
                 if missing.any():
                     self._fallback_sources.add(source_id)
                 if source_id in self._fallback_sources:
-                    masks[missing] = self._foreground.masks(
-                        source_id, item.frame.image, detections.xyxy[missing]
-                    )
+                    masks[missing] = self._foreground.masks(source_id, item.frame.image, detections.xyxy[missing])
                 result = with_masks(detections, masks)
             out.append(FrameResult(item.frame, result, item.ended_track_ids))
         return out

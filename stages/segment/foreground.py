@@ -39,16 +39,16 @@ class ForegroundSegmenter:
         global_change_fraction: float = 0.35,
         protect_frames: int = 50,
     ) -> None:
-        self._options = dict(
-            history=history,
-            var_threshold=var_threshold,
-            learning_rate=learning_rate,
-            work_width=work_width,
-            open_px=open_px,
-            close_px=close_px,
-            global_change_fraction=global_change_fraction,
-            protect_frames=protect_frames,
-        )
+        self._options = {
+            "history": history,
+            "var_threshold": var_threshold,
+            "learning_rate": learning_rate,
+            "work_width": work_width,
+            "open_px": open_px,
+            "close_px": close_px,
+            "global_change_fraction": global_change_fraction,
+            "protect_frames": protect_frames,
+        }
         self._models: dict[str, BackgroundModel] = {}
 
     def process(self, batch: list[FrameResult]) -> list[FrameResult]:

@@ -24,7 +24,7 @@ from pipeline.messages import FrameResult
 from stages.detect.background import box_pixels
 from stages.segment.masks import with_masks
 
-_INSTALL_HINT = "pip install 'gaitscope[paddleseg]' (paddlepaddle, and paddleseg with --no-deps)"
+_INSTALL_HINT = "pip install 'gaitscope[paddle]' (paddlepaddle; paddleseg itself is only needed to export models)"
 
 
 class PaddleSegUnavailableError(ImportError):
@@ -42,7 +42,7 @@ class ExportedModel:
     std: tuple[float, float, float]
 
     @classmethod
-    def find(cls, model_dir: Path, input_size: tuple[int, int]) -> "ExportedModel":
+    def find(cls, model_dir: Path, input_size: tuple[int, int]) -> ExportedModel:
         """Reads ``deploy.yaml`` when there is one; ``input_size`` is used when it sets none."""
         if not model_dir.is_dir():
             raise FileNotFoundError(
@@ -58,7 +58,9 @@ class ExportedModel:
             if transform.get("type") == "Normalize":
                 mean = tuple(float(v) for v in transform.get("mean", mean))
                 std = tuple(float(v) for v in transform.get("std", std))
-        program = model_dir / deploy["model"] if "model" in deploy else _first(model_dir, ("model.json", "model.pdmodel"))
+        program = (
+            model_dir / deploy["model"] if "model" in deploy else _first(model_dir, ("model.json", "model.pdmodel"))
+        )
         params = model_dir / deploy.get("params", "model.pdiparams")
         for path in (program, params):
             if not path.is_file():
