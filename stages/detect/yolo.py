@@ -56,9 +56,9 @@ class YoloDetector:
         from ultralytics import YOLO
 
         self._model = YOLO(str(path) if path.is_file() else weights)
-        self.confidence = confidence
-        self.iou = iou
-        self.image_size = image_size
+        self.confidence = float(confidence)
+        self.iou = float(iou)
+        self.image_size = int(image_size)
         self.device = device
         self.has_masks = self._model.task == "segment"
 
