@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 _FOREGROUND = 255  # MOG2 marks foreground 255 and shadows 127 (with detectShadows)
+_EXPOSURE_INLIER = 20.0  # grey levels: a grid pixel within this of the gain's prediction is scene
 
 
 class BackgroundModel:
@@ -20,7 +21,7 @@ class BackgroundModel:
     people stay tens of pixels tall at that width on surveillance footage and MOG2's cost grows
     with the pixel count. Morphology kernel sizes are in working-resolution pixels.
 
-    Frames are first brought to the background's exposure (a per-channel gain). Each frame is
+    Frames are first brought to the background's exposure (per-channel gain and offset). Each frame is
     used twice: `foreground` compares it with the model without learning, then
     `learn` updates the model with the people's regions replaced by the current background, so a
     person who stops walking is not absorbed into the background within seconds (selective
@@ -162,18 +163,30 @@ class BackgroundModel:
 
 
 def _match_exposure(frame: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """The frame with a per-channel gain that matches the background's brightness.
+    """The frame mapped per channel (gain and offset) onto the background's brightness.
 
     Cameras re-expose when a dark coat fills the view; without this the whole frame turns
-    foreground. The gain is the median background/frame ratio over a sparse pixel grid, which
-    people covering less than half of the view do not move.
+    foreground. The gain starts as the median background/frame ratio over a sparse pixel grid
+    (people covering less than half of the view do not move it); gain and offset are then fitted
+    by least squares on the grid pixels that this gain already explains (the scene, not the
+    people), because dark and saturated regions do not follow a pure gain.
     """
-    sample = frame[::4, ::4].reshape(-1, 3).astype(np.float32) + 1.0
-    reference = background[::4, ::4].reshape(-1, 3).astype(np.float32) + 1.0
-    gain = np.clip(np.median(reference / sample, axis=0), 0.5, 2.0)
-    if np.all(np.abs(gain - 1.0) < 0.01):
+    sample = frame[::4, ::4].reshape(-1, 3).astype(np.float32)
+    reference = background[::4, ::4].reshape(-1, 3).astype(np.float32)
+    gain = np.clip(np.median((reference + 1.0) / (sample + 1.0), axis=0), 0.5, 2.0)
+    offset = np.zeros(3, dtype=np.float32)
+    for channel in range(3):
+        inliers = np.abs(reference[:, channel] - gain[channel] * sample[:, channel]) < _EXPOSURE_INLIER
+        if np.count_nonzero(inliers) < 100:
+            continue
+        x = sample[inliers, channel]
+        design = np.stack([x, np.ones_like(x)], axis=1)
+        (fitted_gain, fitted_offset), *_ = np.linalg.lstsq(design, reference[inliers, channel], rcond=None)
+        gain[channel], offset[channel] = np.clip(fitted_gain, 0.5, 2.0), fitted_offset
+    if np.all(np.abs(gain - 1.0) < 0.01) and np.all(np.abs(offset) < 1.0):
         return frame
-    return cv2.convertScaleAbs(frame.astype(np.float32) * gain.astype(np.float32))
+    mapped = frame.astype(np.float32) * gain.astype(np.float32) + offset
+    return np.clip(mapped, 0, 255).astype(np.uint8)
 
 
 def _gradient(image: np.ndarray) -> np.ndarray:
