@@ -93,6 +93,11 @@ class ByteTrackStage:
             return ()
         return tuple(sorted(_confirmed_ids(tracker)))
 
+    def end_source(self, source_id: str) -> list[FrameResult]:
+        """The runner's end-of-source hook: forgets the tracker (the assembler closes the tracks)."""
+        self.finish(source_id)
+        return []
+
 
 def _confirmed_ids(tracker: ByteTrackTracker) -> set[int]:
     return {int(t.tracker_id) for t in tracker.tracks if t.tracker_id >= 0}

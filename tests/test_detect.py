@@ -141,3 +141,13 @@ def test_exposure_change_keeps_the_person_and_adds_nothing() -> None:
         detector.detect("cam", _scene(None))
     for gain in (1.0, 1.25, 1.4):  # the camera brightens the whole view
         assert _centres(detector.detect("cam", _scene(70, gain))) == [76.0]
+
+
+def test_end_source_forgets_the_background_model() -> None:
+    detector = ClassicDetector(warmup_frames=3)
+    for _ in range(6):
+        detector.detect("clip", _scene(None))
+    assert len(detector.detect("clip", _scene(70))) == 1
+    assert detector.end_source("clip") == []
+    # The next clip under that name warms up from scratch instead of reusing the old scene.
+    assert len(detector.detect("clip", _scene(70))) == 0

@@ -112,3 +112,15 @@ def test_paddleseg_missing_model_directory_is_one_clear_line(tmp_path: Path) -> 
     (tmp_path / "partial" / "model.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="model.pdiparams"):
         ExportedModel.find(tmp_path / "partial", (192, 192))
+
+
+def test_end_source_forgets_the_background_model() -> None:
+    stage = ForegroundSegmenter()
+    _warm_up(stage, "clip")
+    image, truth, box = _scene(0)
+    (before,) = stage.process([_result("clip", 10, image, box[None], None)])
+    assert _iou(before.detections.mask[0], truth) > 0.8
+    assert stage.end_source("clip") == []
+    (after,) = stage.process([_result("clip", 0, image, box[None], None)])
+    assert not after.detections.mask.any(), "a fresh model has no background to compare with yet"
+    assert DetectorMasks().end_source("clip") == []

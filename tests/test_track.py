@@ -92,3 +92,19 @@ def test_finish_reports_open_tracks() -> None:
         tracker.process([_frame("cam", i, [_walker(i, 10), _walker(i, 120)])])
     open_ids = tracker.finish("cam")
     assert len(open_ids) == 2 and open_ids == tuple(sorted(open_ids))
+
+
+def test_end_source_forgets_the_tracker() -> None:
+    tracker = ByteTrackStage()
+    first_ids = set()
+    for i in range(5):
+        (result,) = tracker.process([_frame("clip", i, [_walker(i, 120)])])
+        first_ids.update(result.detections.tracker_id.tolist())
+    assert tracker.end_source("clip") == []
+    assert tracker.finish("clip") == ()
+    # A new source reusing the name starts from a fresh tracker: ids are allocated anew.
+    later_ids = set()
+    for i in range(5):
+        (result,) = tracker.process([_frame("clip", i, [_walker(i, 10)])])
+        later_ids.update(result.detections.tracker_id.tolist())
+    assert later_ids == first_ids

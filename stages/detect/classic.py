@@ -134,9 +134,10 @@ class ClassicDetector:
             out.append(FrameResult(item.frame, detections, item.ended_track_ids))
         return out
 
-    def finish(self, source_id: str) -> None:
-        """Forget a source's background model (the source ended)."""
+    def end_source(self, source_id: str) -> list[FrameResult]:
+        """The source ended: forget its background model (a folder of clips is many sources)."""
         self._models.pop(source_id, None)
+        return []
 
     def detect(self, source_id: str, image: np.ndarray) -> sv.Detections:
         """People in one frame of a source: xyxy (N, 4) float32, mask (N, H, W) bool, confidence."""

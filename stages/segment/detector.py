@@ -53,8 +53,9 @@ class DetectorMasks:
             out.append(FrameResult(item.frame, result, item.ended_track_ids))
         return out
 
-    def finish(self, source_id: str) -> None:
-        """Forget per-source state (the fallback's background model) when a source ends."""
+    def end_source(self, source_id: str) -> list[FrameResult]:
+        """The source ended: forget its state (the fallback's background model)."""
         self._fallback_sources.discard(source_id)
         if self._foreground is not None:
-            self._foreground.finish(source_id)
+            self._foreground.end_source(source_id)
+        return []

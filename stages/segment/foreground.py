@@ -58,9 +58,10 @@ class ForegroundSegmenter:
             out.append(FrameResult(item.frame, with_masks(item.detections, masks), item.ended_track_ids))
         return out
 
-    def finish(self, source_id: str) -> None:
-        """Forget a source's background model (the source ended)."""
+    def end_source(self, source_id: str) -> list[FrameResult]:
+        """The source ended: forget its background model."""
         self._models.pop(source_id, None)
+        return []
 
     def masks(self, source_id: str, image: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
         """Feed one frame of a source; masks (N, H, W) bool of the foreground in each box (N, 4)."""
