@@ -185,8 +185,10 @@ def _match_exposure(frame: np.ndarray, background: np.ndarray) -> np.ndarray:
         gain[channel], offset[channel] = np.clip(fitted_gain, 0.5, 2.0), fitted_offset
     if np.all(np.abs(gain - 1.0) < 0.01) and np.all(np.abs(offset) < 1.0):
         return frame
-    mapped = frame.astype(np.float32) * gain.astype(np.float32) + offset
-    return np.clip(mapped, 0, 255).astype(np.uint8)
+    # A per-channel lookup table maps every pixel value at once (same result as the float mapping).
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    table = np.clip(levels * gain.astype(np.float32) + offset, 0, 255).astype(np.uint8)
+    return cv2.LUT(frame, table[None, :, :])
 
 
 def _gradient(image: np.ndarray) -> np.ndarray:
