@@ -48,31 +48,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--features", default="~/.cache/gaitscope/features/gar_casiab_test.npz")
     ap.add_argument("--weights", default=str(ROOT / "weights" / "cargait_casiab.pt"))
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--probes", type=int, default=500, help="probes per timed batch")
+    ap.add_argument("--probes", type=int, default=0, help="probes per timed batch (0: all probes of the protocol)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--parts", type=int, default=16, help="feature shape without a weights file")
+    ap.add_argument("--channels", type=int, default=128, help="feature shape without a weights file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
 
+    weights = Path(args.weights).expanduser()
+    if weights.is_file():
+        model, info = load_reranker(weights)
+        model_name = weights.name
+        parts, channels = info.parts, info.channels
+    else:
+        parts, channels = args.parts, args.channels
+        model = CarGait(parts, channels).eval()
+        model_name = "untrained CarGait (no weights file)"
     path = Path(args.features).expanduser()
     if path.is_file():
         fs = FeatureSet.load(path)
         gallery_mask = np.isin(fs.types, GALLERY_TYPES)
         gallery, probes = fs.features[gallery_mask], fs.features[~gallery_mask]
         source = f"{path.name}: {len(gallery)} gallery, {len(probes)} probes"
-    else:
-        gallery = rng.normal(size=(2200, 16, 256)).astype(np.float32)
-        probes = rng.normal(size=(3300, 16, 256)).astype(np.float32)
-        source = "random features (16 x 256; no feature file)"
-    probes = probes[rng.choice(len(probes), min(args.probes, len(probes)), replace=False)]
-    weights = Path(args.weights).expanduser()
-    if weights.is_file():
-        model, _ = load_reranker(weights)
-        model_name = weights.name
-    else:
-        model = CarGait(gallery.shape[1], gallery.shape[2]).eval()
-        model_name = "untrained CarGait (no weights file)"
+    else:  # CASIA-B test protocol sizes: 50 subjects x 4 nm x 11 views; 6 probe sequences per view
+        gallery = rng.normal(size=(2200, parts, channels)).astype(np.float32)
+        probes = rng.normal(size=(3300, parts, channels)).astype(np.float32)
+        source = f"random features ({parts} x {channels}; no feature file), 2200 gallery, 3300 probes"
+    if args.probes:
+        probes = probes[rng.choice(len(probes), min(args.probes, len(probes)), replace=False)]
     print(f"{source}; {model_name}; K={args.k}; {args.threads} threads; batch of {len(probes)} probes")
 
     dist = part_distance(probes, gallery, "euc")

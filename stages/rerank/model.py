@@ -166,10 +166,3 @@ class PairClassifier(nn.Module):
     def forward(self, fp: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
         """fp, fc: (B, P, C) -> (B,) logit of "same identity"."""
         return self.mlp(torch.cat([fp.flatten(1), fc.flatten(1)], dim=1)).squeeze(1)
-
-    @torch.no_grad()
-    def shortlist_distances(self, probes: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """(B, P, C), (B, K, P, C) -> (B, K) distances (negated logits: smaller = more alike)."""
-        b, k, p, c = candidates.shape
-        flat = candidates.reshape(b * k, p, c)
-        return -self(probes.repeat_interleave(k, dim=0), flat).view(b, k)

@@ -213,7 +213,7 @@ def train_pair_classifier(cfg: TrainConfig, train: FeatureSet, iterations: int, 
         loss.backward()
         opt.step()
         if it % max(1, iterations // 5) == 0:
-            log(f"baseline classifier iter {it} BCE {float(loss):.4f}")
+            log(f"baseline classifier iter {it} BCE {loss.item():.4f}")
     return model.eval()
 
 
@@ -274,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     model, info = train_cargait(cfg, train, val, log)
     train_minutes = (time.time() - start) / 60
     out = _path(cfg.output)
+    save_reranker(model, out, gait_model_version=full.model_version, metric=cfg.metric, rerank_k=cfg.rerank_k)
+    print(f"wrote {out}", flush=True)
     metrics: dict = {"best_val_ranking_loss": info["best_val_ranking_loss"], "train_minutes": round(train_minutes, 1)}
     if cfg.test_features:
         test = FeatureSet.load(_path(cfg.test_features), version)
@@ -288,7 +290,6 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate_casia_b(test, rerankers, cfg.metric)
         print(format_table(results), flush=True)
         metrics["casia_b_test"] = as_dict(results)
-    save_reranker(model, out, gait_model_version=full.model_version, metric=cfg.metric, rerank_k=cfg.rerank_k)
     calibrations = shipped_calibrations(cfg, out, test, full.model_version) if cfg.test_features else {}
     manifest = {
         "file": out.name,
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     out.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"wrote {out} and {out.with_suffix('.json')}", flush=True)
+    print(f"wrote {out.with_suffix('.json')}", flush=True)
     return 0
 
 
