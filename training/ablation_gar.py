@@ -14,7 +14,8 @@ import copy
 import json
 from pathlib import Path
 
-import numpy as np
+import torch
+
 from evaluation.features import embed_sequences
 from evaluation.metrics import part_distance, rank_metrics, tpr_at_fpr
 from stages.gait.weights import load_gait_model
@@ -54,7 +55,8 @@ def main() -> None:
         cfg["loss"]["distill"] = distill
         run = Path(cfg["train"]["out_dir"]).expanduser() / name.replace("+", "_")
         ckpt = train(cfg, run, resume=False, command=f"python -m training.ablation_gar --config {args.config}")
-        results[name] = evaluate_synthetic(ckpt, test)
+        iterations = int(torch.load(ckpt, map_location="cpu", weights_only=True)["iteration"])
+        results[name] = {**evaluate_synthetic(ckpt, test), "iterations": iterations}
         print(name, results[name], flush=True)
         Path(args.out).write_text(json.dumps({"config": args.config, "results": results}, indent=1))
 

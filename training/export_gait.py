@@ -22,10 +22,18 @@ from stages.gait.weights import load_checkpoint, sha256_of
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.get("config") == b["config"] and a["model"].keys() == b["model"].keys() and all(
+        torch.equal(a["model"][k], b["model"][k]) for k in b["model"]
+    )
+
+
 def export(checkpoint: Path, name: str, command: str, data: str, evaluation: dict | None, extra: dict) -> Path:
     ckpt = load_checkpoint(checkpoint)
     out = WEIGHTS_DIR / f"{name}.pt"
-    torch.save({"model": ckpt["model"], "config": ckpt["config"], "iteration": ckpt.get("iteration")}, out)
+    shipped = {"model": ckpt["model"], "config": ckpt["config"], "iteration": ckpt.get("iteration")}
+    if not (out.is_file() and _same_weights(load_checkpoint(out), shipped)):  # manifest-only updates keep the file
+        torch.save(shipped, out)
     recipe = json.loads(ckpt["recipe"]) if "recipe" in ckpt else None
     manifest = {
         "file": out.name,
