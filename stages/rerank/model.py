@@ -115,17 +115,31 @@ class CarGait(nn.Module):
         return ep, ec, strip_euclidean(ep, ec)
 
     @torch.no_grad()
-    def shortlist_distances(self, probes: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def shortlist_distances(
+        self, probes: torch.Tensor, candidates: torch.Tensor, projected: "Projected | None" = None
+    ) -> torch.Tensor:
         """Re-ranked distances of each probe to its shortlist.
 
-        probes: (B, P, C); candidates: (B, K, P, C) -> (B, K). The probe's projections are computed
-        once and shared by its K candidates.
+        probes: (B, P, C); candidates: (B, K, P, C) -> (B, K). Same result as ``forward`` on every
+        (probe, candidate) pair, but the probe's projections are broadcast over its K candidates
+        instead of being copied per pair (inference is bound by memory traffic, not arithmetic).
+        projected: the candidates' projections, rows in (B * K) order, when kept from enrolment.
         """
         b, k, p, c = candidates.shape
-        pp = self.project(probes).repeat(k)
-        pc = self.project(candidates.reshape(b * k, p, c))
-        ep, ec = self.condition(pp, pc)
-        return strip_euclidean(ep, ec).view(b, k)
+        qp, kp, vp = self.cross.project(probes)  # (B, H, P, Dh)
+        h, dh = qp.shape[1], qp.shape[3]
+        if projected is None:
+            projected = self.project(candidates.reshape(b * k, p, c))
+        qc, kc, vc = (t.view(b, k, h, p, dh) for t in projected[1:])
+        scale = dh**-0.5
+        # probe strips attend to each candidate's strips, and each candidate's to the probe's
+        a_p = torch.softmax(torch.einsum("bhpd,bkhqd->bkhpq", qp, kc) * scale, dim=-1)
+        o_p = torch.einsum("bkhpq,bkhqd->bkphd", a_p, vc).reshape(b, k, p, h * dh)
+        a_c = torch.softmax(torch.einsum("bkhpd,bhqd->bkhpq", qc, kp) * scale, dim=-1)
+        o_c = torch.einsum("bkhpq,bhqd->bkphd", a_c, vp).reshape(b, k, p, h * dh)
+        ep = probes[:, None] + self.cross.out(o_p)
+        ec = candidates + self.cross.out(o_c)
+        return strip_euclidean(ep, ec)
 
 
 class Projected(NamedTuple):
