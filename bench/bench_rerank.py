@@ -26,12 +26,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from evaluation.metrics import part_distance  # noqa: E402
-from stages.rerank.features import FeatureSet  # noqa: E402
-from stages.rerank.kreciprocal import k_reciprocal_distances  # noqa: E402
-from stages.rerank.model import CarGait  # noqa: E402
-from stages.rerank.weights import load_reranker  # noqa: E402
-from training.casia_b import GALLERY_TYPES  # noqa: E402
+from evaluation.metrics import part_distance
+from stages.rerank.features import FeatureSet
+from stages.rerank.kreciprocal import k_reciprocal_distances
+from stages.rerank.model import CarGait
+from stages.rerank.weights import load_reranker
+from training.casia_b import GALLERY_TYPES
 
 
 def best_of(fn, repeats: int) -> float:

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from stages.gallery.index import IndexSpec, build_index, gpu_available  # noqa: E402
+from stages.gallery.index import IndexSpec, build_index, gpu_available
 
 
 def synthetic_vectors(n: int, parts: int, channels: int, rng: np.random.Generator, per_identity: int = 5) -> np.ndarray:

@@ -67,7 +67,7 @@ def test_add_search_reopen_remove(tmp_path):
         assert ids == sorted(ids) and g.count("gait") == 6
     with Gallery(tmp_path / "g", create=False) as g:
         assert g.index_size("gait") == 6
-        sims, found = g.search("gait", np.stack([search_vector(sample(protos[3], rng))]), 2)
+        _, found = g.search("gait", np.stack([search_vector(sample(protos[3], rng))]), 2)
         assert g.identities_of(found[0])[int(found[0][0])] == "id3"
         entry = g.entries("id3")[0]
         assert (entry.source, entry.track_id, entry.t_end, entry.shape) == ("cam", 3, 1.5, (P, C))
@@ -280,7 +280,7 @@ def test_cli_enroll_list_search_export_remove(tmp_path, capsys):
         assert enroll_main(["--gallery", gal, "--name", f"person{t}", "--jsonl", str(records), "--track", str(t)]) == 0
     feats = np.concatenate([np.stack([sample(p, rng) for p in protos[:5]]) for _ in range(4)])
     np.savez(tmp_path / "feat.npz", embeddings=feats, labels=np.tile(np.arange(5), 4).astype(str),
-             types=np.array((["nm-01"] * 5 + ["nm-05"] * 15)), views=np.array(["090"] * 20))
+             types=np.array(["nm-01"] * 5 + ["nm-05"] * 15), views=np.array(["090"] * 20))
     assert gallery_main(["calibrate", "--gallery", gal, "--features", str(tmp_path / "feat.npz"), "--reranker", "none"]) == 0
     capsys.readouterr()
     assert gallery_main(["list", "--gallery", gal, "--json"]) == 0

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from evaluation.casia_b import evaluate_casia_b as reference_evaluation
-from stages.rerank.evaluate import KReciprocalReranker, ShortlistReranker, evaluate_casia_b, initial_scores, rerank_scores
+from stages.rerank.evaluate import (
+    KReciprocalReranker,
+    ShortlistReranker,
+    evaluate_casia_b,
+    initial_scores,
+    rerank_scores,
+)
 from stages.rerank.features import FeatureSet
 from stages.rerank.kreciprocal import k_reciprocal_distances
 from stages.rerank.model import CarGait, PairClassifier, ranking_loss, strip_euclidean
@@ -83,7 +89,7 @@ def test_training_lowers_validation_ranking_loss():
     assert set(val.subjects) == {"010", "011", "012"}  # the last identities validate
     cfg = TrainConfig(train_features="", hidden=32, heads=4, classifier_hidden=16, lr=3e-3, iterations=30,
                       val_every=10, batch_probes=16, triplets_per_probe=2, top_v=10)
-    model, info = train_cargait(cfg, train, val, log=lambda s: None)
+    _, info = train_cargait(cfg, train, val, log=lambda s: None)
     history = info["history"]
     assert history[0]["iteration"] == 0
     assert info["best_val_ranking_loss"] < history[0]["val_ranking_loss"]
@@ -138,7 +144,7 @@ def test_k_reciprocal_matches_the_published_algorithm():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(60, 8))
     q, g = x[:15], x[15:]
-    dist = lambda a, b: np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))  # noqa: E731
+    dist = lambda a, b: np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))
     ours = k_reciprocal_distances(dist(q, g), dist(q, q), dist(g, g), k1=8, k2=3, lambda_value=0.3)
     ref = _reference_k_reciprocal(dist(q, g), dist(q, q), dist(g, g), 8, 3, 0.3)
     assert np.allclose(ours, ref, atol=1e-5)

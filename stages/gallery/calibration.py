@@ -40,7 +40,7 @@ class Calibration:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Calibration":
+    def from_json(cls, text: str) -> Calibration:
         return cls(**json.loads(text))
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evaluation.metrics import part_distance
 from pipeline.messages import IdentityMatch, RankedCandidate
 from stages.gallery.calibration import Calibration
 from stages.gallery.store import Gallery, search_vector
-from evaluation.metrics import part_distance
 from stages.rerank.model import CarGait, strip_euclidean
 from stages.rerank.weights import RerankerInfo, load_reranker
 
@@ -39,7 +39,7 @@ class Reranker:
     calibrations: dict[str, Calibration]
 
     @classmethod
-    def load(cls, path: str | Path) -> "Reranker":
+    def load(cls, path: str | Path) -> Reranker:
         """Checkpoint plus the calibrations its manifest (``<path>.json``, key "calibration") ships."""
         path = Path(path).expanduser()
         model, info = load_reranker(path)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import faiss
 import numpy as np
@@ -227,7 +228,7 @@ class Gallery:
             self.flush()
             self._db.close()
 
-    def __enter__(self) -> "Gallery":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

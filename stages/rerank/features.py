@@ -34,7 +34,7 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.features)
 
-    def select(self, mask: np.ndarray) -> "FeatureSet":
+    def select(self, mask: np.ndarray) -> FeatureSet:
         return FeatureSet(
             self.features[mask], self.subjects[mask], self.types[mask], self.views[mask], self.model_version
         )
@@ -50,7 +50,7 @@ class FeatureSet:
         )
 
     @classmethod
-    def load(cls, path: str | Path, model_version: str = "") -> "FeatureSet":
+    def load(cls, path: str | Path, model_version: str = "") -> FeatureSet:
         """Read an ``.npz`` with arrays features (or embeddings), subjects (or labels), types, views,
         as written by ``save`` or by ``evaluation.features.extract_casia_features``. ``model_version``
         is used when the file does not record one."""

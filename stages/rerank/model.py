@@ -50,7 +50,7 @@ class StripCrossAttention(nn.Module):
         b, p, _ = x.shape
         q = self.q(x)
         k, v = self.kv(x).chunk(2, dim=-1)
-        split = lambda t: t.view(b, p, self.heads, -1).transpose(1, 2)  # noqa: E731
+        split = lambda t: t.view(b, p, self.heads, -1).transpose(1, 2)
         return split(q), split(k), split(v)
 
     def attend(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -96,13 +96,13 @@ class CarGait(nn.Module):
             else None
         )
 
-    def project(self, f: torch.Tensor) -> "Projected":
+    def project(self, f: torch.Tensor) -> Projected:
         """Attention projections of sequences, f: (B, P, C). Depends on one sequence only, so
         gallery entries and probes are projected once however many pairs they appear in."""
         q, k, v = self.cross.project(f)
         return Projected(f, q, k, v)
 
-    def condition(self, a: "Projected", b: "Projected") -> tuple[torch.Tensor, torch.Tensor]:
+    def condition(self, a: Projected, b: Projected) -> tuple[torch.Tensor, torch.Tensor]:
         """Conditioned maps (E_a, E_b), each (B, P, C): a attends to b and b attends to a."""
         return self.cross.attend(a.f, a.q, b.k, b.v), self.cross.attend(b.f, b.q, a.k, a.v)
 
@@ -116,7 +116,7 @@ class CarGait(nn.Module):
 
     @torch.no_grad()
     def shortlist_distances(
-        self, probes: torch.Tensor, candidates: torch.Tensor, projected: "Projected | None" = None
+        self, probes: torch.Tensor, candidates: torch.Tensor, projected: Projected | None = None
     ) -> torch.Tensor:
         """Re-ranked distances of each probe to its shortlist.
 
@@ -150,11 +150,11 @@ class Projected(NamedTuple):
     k: torch.Tensor
     v: torch.Tensor
 
-    def take(self, index: torch.Tensor) -> "Projected":
+    def take(self, index: torch.Tensor) -> Projected:
         """Rows ``index`` (N,) of each tensor."""
         return Projected(*(t.index_select(0, index) for t in self))
 
-    def repeat(self, k: int) -> "Projected":
+    def repeat(self, k: int) -> Projected:
         """Each row repeated k times in place (row i -> rows i*k .. i*k+k-1)."""
         return Projected(*(t.repeat_interleave(k, dim=0) for t in self))
 

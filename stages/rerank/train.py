@@ -19,7 +19,7 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +39,8 @@ from stages.rerank.evaluate import (
 )
 from stages.rerank.features import FeatureSet
 from stages.rerank.model import CarGait, PairClassifier, ranking_loss, strip_euclidean
-from training.casia_b import GALLERY_TYPES
 from stages.rerank.weights import save_reranker
+from training.casia_b import GALLERY_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -220,7 +220,7 @@ def train_pair_classifier(cfg: TrainConfig, train: FeatureSet, iterations: int, 
 def split_validation(fs: FeatureSet, fraction: float) -> tuple[FeatureSet, FeatureSet]:
     """(train, validation): the last ``fraction`` of identities (sorted) go to validation."""
     subjects = sorted(set(fs.subjects.tolist()))
-    n_val = max(1, int(round(len(subjects) * fraction)))
+    n_val = max(1, round(len(subjects) * fraction))
     val_mask = np.isin(fs.subjects, subjects[-n_val:])
     return fs.select(~val_mask), fs.select(val_mask)
 
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     train, val = split_validation(full, cfg.val_fraction)
     print(f"train {len(train)} sequences / {len(set(train.subjects))} ids, val {len(val)} / {len(set(val.subjects))} ids, "
           f"gait model {full.model_version!r}", flush=True)
-    log = lambda s: print(s, flush=True)  # noqa: E731
+    log = lambda s: print(s, flush=True)
     start = time.time()
     model, info = train_cargait(cfg, train, val, log)
     train_minutes = (time.time() - start) / 60
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "calibration": calibrations,
         "config": dataclasses.asdict(cfg),
         "history": info["history"],
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     out.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {out.with_suffix('.json')}", flush=True)
