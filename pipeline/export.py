@@ -97,7 +97,12 @@ def window_record(window: TrackWindow, options: ExportOptions) -> dict[str, Any]
         ],
     }
     record["attributes"] = None if window.attributes is None else {
-        name: {"label": p.label, "probability": round(p.probability, 4)} for name, p in window.attributes.items()
+        name: {
+            "label": p.label,
+            "probability": round(p.probability, 4),
+            "probabilities": {label: round(v, 4) for label, v in p.probabilities.items()},
+        }
+        for name, p in window.attributes.items()
     }
     if options.save_embeddings:
         record["embeddings"] = {
