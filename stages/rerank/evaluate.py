@@ -62,6 +62,9 @@ class ShortlistReranker:
     """
 
     def __init__(self, model: CarGait | PairClassifier, features: np.ndarray, k: int = 10, batch: int = 512) -> None:
+        if tuple(features.shape[1:]) != (model.parts, model.channels):
+            raise ValueError(f"features are {tuple(features.shape[1:])} per sequence, the re-ranker takes "
+                             f"{(model.parts, model.channels)}: it belongs to another gait model")
         self.model = model.eval()
         self.k = k
         self.batch = batch
@@ -151,3 +154,39 @@ def format_table(results: dict[str, dict[str, RankMetrics]]) -> str:
 
 def as_dict(results: dict[str, dict[str, RankMetrics]]) -> dict[str, dict[str, dict[str, float]]]:
     return {name: {c: asdict(m) for c, m in per.items()} for name, per in results.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stages.rerank.evaluate --features TEST.npz [--weights CARGAIT.pt] [--kreciprocal]``"""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from stages.rerank.weights import load_reranker
+
+    ap = argparse.ArgumentParser(description="CASIA-B Rank-1/Rank-5/mAP before and after re-ranking")
+    ap.add_argument("--features", required=True, help="test features .npz (evaluation.casia_b extract --split test)")
+    ap.add_argument("--weights", default=None, help="CarGait checkpoint to evaluate")
+    ap.add_argument("--kreciprocal", action="store_true", help="also k-reciprocal (k1=20, k2=6, lambda=0.3)")
+    ap.add_argument("--k", type=int, default=10, help="re-ranked list length")
+    ap.add_argument("--metric", choices=["euc", "cos"], default="euc")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="JSON file for the metrics")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    test = FeatureSet.load(args.features)
+    rerankers: dict[str, Reranker] = {"initial": initial_scores}
+    if args.weights:
+        model, _ = load_reranker(args.weights)
+        rerankers["cargait"] = ShortlistReranker(model, test.features, args.k)
+    if args.kreciprocal:
+        rerankers["k_reciprocal"] = KReciprocalReranker(test.features, args.metric)
+    results = evaluate_casia_b(test, rerankers, args.metric)
+    print(format_table(results))
+    if args.out:
+        Path(args.out).expanduser().write_text(json.dumps(as_dict(results), indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
