@@ -25,14 +25,17 @@ from stages.attributes.stage import segment_scores
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _best_of(fn, repeats: int) -> float:
-    fn()  # warm-up (allocator, oneDNN primitives)
-    times = []
+def _best_of(fns: dict, repeats: int) -> dict:
+    """Minimum wall time of each function; runs are interleaved so load drift hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up (allocator, oneDNN primitives)
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=30, help="frames per segment")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -62,9 +65,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return go
 
-    full = _best_of(lambda: segment_scores(model, segments, clip_frames, args.batch_size), args.repeats)
-    encoder = _best_of(run(model.encoder), args.repeats)
-    base = _best_of(run(baseline), args.repeats)
+    best = _best_of(
+        {
+            "full": lambda: segment_scores(model, segments, clip_frames, args.batch_size),
+            "encoder": run(model.encoder),
+            "baseline": run(baseline),
+        },
+        args.repeats,
+    )
+    full, encoder, base = best["full"], best["encoder"], best["baseline"]
     per = lambda t: 1000.0 * t / args.segments
     print(
         f"{args.segments} segments x {args.frames} frames ({len(clips)} clips of {clip_frames}), "
