@@ -304,8 +304,21 @@ def test_a_short_training_run_separates_walking_from_standing_stick_figures():
             "lr": 0.01, "weight_decay": 0.0,
         },
     }
-    model = train(cfg, tracks, log=lambda _: None)
+    model = train(cfg, {"hand-made": tracks}, log=lambda _: None)
     with torch.no_grad():
         x, y = sample_windows(tracks, np.random.default_rng(1), 64, 24, single_class=True)
         accuracy = (model(torch.from_numpy(x)[:, None]).argmax(1).numpy() == y).mean()
     assert accuracy > 0.9
+
+
+def test_synthetic_tracks_carry_the_walkers_ground_truth():
+    from stages.gait_detector.synth_data import synthetic_tracks
+
+    tracks = synthetic_tracks(7, 1, 2, 30, seed=0, dhs_config=DHSConfig(), frame_steps=(1,), behaviours=("walk", "stand"))
+    assert len(tracks) == 2
+    for track in tracks:
+        assert track.dhs.shape == (44, len(track.labels)) and 0 < len(track) <= 30
+        expected = FULL_WALKING if "/walk@" in track.name else class_index(True, False)
+        # the walker may be cut by the frame edge, but a walker never stands and a stander never walks
+        walking = np.isin(track.labels, [0, 2])
+        assert walking.all() if expected == FULL_WALKING else not walking.any()

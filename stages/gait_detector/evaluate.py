@@ -25,6 +25,7 @@ from stages.gait_detector.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
 from stages.gait_detector.data import LabeledDHS, sample_windows
 from stages.gait_detector.detect import DetectorParams, classify_whole, detect_segments
 from stages.gait_detector.model import CLASSES, FULL_WALKING, DHSClassifier
+from stages.gait_detector.route import RoutingParams, route
 
 
 @torch.inference_mode()
@@ -63,21 +64,27 @@ def summarise_counts(counts: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def frame_level(model: DHSClassifier, tracks: list[LabeledDHS], params: DetectorParams) -> dict[str, dict]:
-    """Frame-level detection of full-body walking: windows + NMS + merge vs whole-sequence classification."""
-    windows = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
-    whole = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+def frame_level(
+    model: DHSClassifier, tracks: list[LabeledDHS], params: DetectorParams, routing: RoutingParams
+) -> dict[str, dict]:
+    """Frame-level detection of full-body walking: windows + NMS + merge (all segments, and only those
+    long enough to be routed to gait) vs whole-sequence classification."""
+    totals = {name: {"tp": 0, "fp": 0, "fn": 0, "tn": 0} for name in ("windows_nms", "routed_to_gait", "whole_sequence")}
     for track in tracks:
         truth = track.labels == FULL_WALKING
-        mask = detect_segments(model, track.dhs, params).segments.frame_mask(len(track))
+        found = detect_segments(model, track.dhs, params)
+        routed = np.zeros(len(track), dtype=bool)
+        for segment in route(found, len(track), routing).segments:
+            routed[segment.start : segment.stop] = True
         whole_walk = int(classify_whole(model, track.dhs).argmax()) == FULL_WALKING
-        for total, counts in (
-            (windows, frame_counts(mask, truth)),
-            (whole, frame_counts(np.full(len(track), whole_walk), truth)),
+        for name, predicted in (
+            ("windows_nms", found.segments.frame_mask(len(track))),
+            ("routed_to_gait", routed),
+            ("whole_sequence", np.full(len(track), whole_walk)),
         ):
-            for k, v in counts.items():
-                total[k] += v
-    return {"windows_nms": summarise_counts(windows), "whole_sequence": summarise_counts(whole)}
+            for k, v in frame_counts(predicted, truth).items():
+                totals[name][k] += v
+    return {name: summarise_counts(counts) for name, counts in totals.items()}
 
 
 def confusion_report(confusion: np.ndarray) -> dict:
@@ -97,11 +104,12 @@ def evaluate(model: DHSClassifier, datasets: dict[str, tuple[list[LabeledDHS], l
     """datasets: name -> (tracks for window accuracy, mixed tracks for frame level)."""
     ev = cfg["evaluation"]
     params = DetectorParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["detector"].items()})
+    routing = RoutingParams(**cfg.get("routing", {}))
     results = {}
     for name, (window_tracks, mixed_tracks) in datasets.items():
         rng = np.random.default_rng(ev["seed"])
         confusion = window_confusion(model, window_tracks, rng, ev["windows"], tuple(ev["window_lengths"]))
-        results[name] = {"windows": confusion_report(confusion), "frames": frame_level(model, mixed_tracks, params)}
+        results[name] = {"windows": confusion_report(confusion), "frames": frame_level(model, mixed_tracks, params, routing)}
     return results
 
 

@@ -43,12 +43,13 @@ def cached_tracks(what: dict, build) -> list[LabeledDHS]:
     key = hashlib.sha256(json.dumps(what, sort_keys=True).encode() + b"".join(sources)).hexdigest()[:20]
     path = CACHE / f"{key}.npz"
     if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            bounds = np.concatenate([[0], np.cumsum(z["lengths"])])
-            return [
-                LabeledDHS(z["dhs"][:, a:b].astype(np.float32), z["labels"][a:b], str(name))
-                for a, b, name in zip(bounds[:-1], bounds[1:], z["names"])
-            ]
+        with np.load(path, allow_pickle=False) as z:  # each z[key] reads the array again: read once
+            dhs, labels, lengths, names = z["dhs"], z["labels"], z["lengths"], z["names"]
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        return [
+            LabeledDHS(np.ascontiguousarray(dhs[:, a:b]), labels[a:b], str(name))
+            for a, b, name in zip(bounds[:-1], bounds[1:], names)
+        ]
     tracks = build()
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
@@ -99,7 +100,8 @@ def synth_tracks(cfg: dict, dhs_config: DHSConfig, held_out: bool, behaviours: t
         frames=cfg["evaluation"]["mixed_track_frames"] if held_out else s["frames"],
         seed=cfg["evaluation"]["seed"] if held_out else cfg["seed"],
         dhs_config=dhs_config,
-        fps=tuple(s["fps"]),
+        fps=float(s["fps"]),
+        frame_steps=tuple(s["frame_steps"]),
         behaviours=behaviours,
         frame_size=tuple(s["frame_size"]),
     )
@@ -152,7 +154,20 @@ def build_eval_datasets(cfg: dict, dhs_config: DHSConfig) -> dict[str, tuple[lis
     return out
 
 
-def train(cfg: dict, tracks: list[LabeledDHS], log=print) -> DHSClassifier:
+def sample_batch(
+    sources: dict[str, list[LabeledDHS]], weights: dict[str, float], rng: np.random.Generator, count: int,
+    length: int, walking_purity: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A batch drawn from several sources in proportion to ``weights`` (sources differ in size a lot)."""
+    names = [n for n in sources if sources[n]]
+    p = np.array([weights.get(n, 1.0) for n in names], np.float64)
+    counts = rng.multinomial(count, p / p.sum())
+    parts = [sample_windows(sources[n], rng, int(c), length, walking_purity) for n, c in zip(names, counts) if c]
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+
+def train(cfg: dict, sources: dict[str, list[LabeledDHS]], log=print) -> DHSClassifier:
+    """Train from scratch on windows of random start and length (GADER sec. 3.1.2)."""
     t = cfg["training"]
     rng = np.random.default_rng(cfg["seed"] + 1)
     torch.manual_seed(cfg["seed"])
@@ -166,7 +181,9 @@ def train(cfg: dict, tracks: list[LabeledDHS], log=print) -> DHSClassifier:
     model.train()
     running, correct, seen, started = 0.0, 0, 0, time.time()
     for step in range(1, t["steps"] + 1):
-        x, y = sample_windows(tracks, rng, t["batch_size"], int(rng.integers(lo, hi + 1)), t["walking_purity"])
+        x, y = sample_batch(
+            sources, t.get("source_weights", {}), rng, t["batch_size"], int(rng.integers(lo, hi + 1)), t["walking_purity"]
+        )
         flip = rng.random(len(x)) < 0.5  # mirrored walking direction
         x[flip] = x[flip, ::-1]
         logits = model(torch.from_numpy(x)[:, None])
@@ -198,9 +215,8 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.time()
     by_source = build_train_tracks(cfg, dhs_config)
-    tracks = [t for group in by_source.values() for t in group]
     print(f"training tracks: {', '.join(f'{k} {len(v)}' for k, v in by_source.items())} ({time.time() - started:.0f} s)")
-    model = train(cfg, tracks)
+    model = train(cfg, by_source)
     train_seconds = time.time() - started
     sha = save_checkpoint(output, model, dhs_config)
 
