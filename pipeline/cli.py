@@ -90,7 +90,10 @@ def run_main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Our own loggers speak at INFO; libraries (faiss, ultralytics, paddle) only at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("gaitscope", "pipeline", "stages", "synth", "training", "evaluation"):
+        logging.getLogger(name).setLevel(logging.INFO)
     parser = argparse.ArgumentParser(
         prog="run_pipeline.py",
         description="gaitscope: gait-first person identification for surveillance video",
