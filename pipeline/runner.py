@@ -301,6 +301,22 @@ class Runner:
         windows = 0
         interrupted = False
         progress = _Progress(self.options.progress)
+
+        def deliver(item: Any) -> None:
+            nonlocal windows
+            if isinstance(item, TrackWindow):
+                windows += 1
+                on_window(item)
+            elif isinstance(item, SourceEvent):
+                events.append(item)
+                if on_event is not None:
+                    on_event(item)
+            elif isinstance(item, SourceEnd):
+                if item.complete:
+                    done.append(item.source_id)
+                if on_source_end is not None:
+                    on_source_end(item.source_id, item.complete)
+
         try:
             while True:
                 try:
@@ -310,36 +326,15 @@ class Runner:
                     continue
                 if item is STOP:
                     break
-                if isinstance(item, TrackWindow):
-                    windows += 1
-                    on_window(item)
-                elif isinstance(item, SourceEvent):
-                    events.append(item)
-                    if on_event is not None:
-                        on_event(item)
-                elif isinstance(item, SourceEnd):
-                    if item.complete:
-                        done.append(item.source_id)
-                    if on_source_end is not None:
-                        on_source_end(item.source_id, item.complete)
+                deliver(item)
                 progress.update(sum(frames.values()), windows)
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted: stopping the sources and flushing what is in flight (Ctrl-C again to abort)")
             self.stop()
-            while True:  # drain: the sources end, the stages flush, final windows still arrive
-                item = tail.get()
-                if item is STOP:
-                    break
-                if isinstance(item, TrackWindow):
-                    windows += 1
-                    on_window(item)
-                elif isinstance(item, SourceEvent):
-                    events.append(item)
-                    if on_event is not None:
-                        on_event(item)
-                elif isinstance(item, SourceEnd) and on_source_end is not None:
-                    on_source_end(item.source_id, False)
+            # drain: the sources end (marked incomplete), the stages flush, final windows still arrive
+            while (item := tail.get()) is not STOP:
+                deliver(item)
         finally:
             progress.close()
         for worker in workers:
