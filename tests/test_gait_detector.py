@@ -8,7 +8,7 @@ import torch
 
 from pipeline.messages import SilhouetteSequence, TrackWindow
 from stages.gait_detector.checkpoint import load_checkpoint, save_checkpoint
-from stages.gait_detector.data import LabeledDHS, cut_silhouettes, Cut, mask_noise, sample_windows, window_label
+from stages.gait_detector.data import Cut, LabeledDHS, cut_silhouettes, mask_noise, sample_windows, window_label
 from stages.gait_detector.detect import (
     Detection,
     DetectorParams,
@@ -32,7 +32,7 @@ def stick_figure(t: int, walking: bool) -> np.ndarray:
     frames = np.zeros((t, 64, 44), np.uint8)
     for i in range(t):
         frames[i, 2:34, 18:26] = 255  # head and torso
-        spread = int(round(6 * np.sin(2 * np.pi * i / 12))) if walking else 0
+        spread = round(6 * np.sin(2 * np.pi * i / 12)) if walking else 0
         for leg in (-1, 1):
             centre = 22 + leg * (2 + abs(spread))
             frames[i, 34:64, centre - 2 : centre + 2] = 255
@@ -268,7 +268,7 @@ def test_stage_fills_gait_and_version_from_a_checkpoint(tmp_path: Path):
     torch.manual_seed(0)
     path = tmp_path / "gader.pt"
     sha = save_checkpoint(path, DHSClassifier().eval(), DHSConfig(0.25, 3))
-    model, dhs_config, version = load_checkpoint(path)
+    _model, dhs_config, version = load_checkpoint(path)
     assert version == f"gader_dhs@{sha[:12]}" and dhs_config == DHSConfig(0.25, 3)
     stage = GaitDetectorStage(weights=str(path), min_gait_frames=10)
     windows = stage.process([window_of(stick_figure(50, True)), window_of(stick_figure(3, False))])
@@ -322,3 +322,12 @@ def test_synthetic_tracks_carry_the_walkers_ground_truth():
         # the walker may be cut by the frame edge, but a walker never stands and a stander never walks
         walking = np.isin(track.labels, [0, 2])
         assert walking.all() if expected == FULL_WALKING else not walking.any()
+
+
+def test_review_reads_back_the_silhouette_strips_the_pipeline_writes():
+    from pipeline.export import tile
+    from stages.gait_detector.review import untile
+
+    frames = stick_figure(23, walking=True)
+    frames[5] = 0  # an empty silhouette is still a frame, not padding
+    np.testing.assert_array_equal(untile(tile(frames, per_row=20)), frames)

@@ -83,13 +83,13 @@ def cut_silhouettes(silhouettes: np.ndarray, cut: Cut) -> np.ndarray:
             continue
         height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
         if cut.side == "bottom":
-            canvas[rows[-1] + 1 - int(round(cut.fraction * height)) :] = 0
+            canvas[rows[-1] + 1 - round(cut.fraction * height) :] = 0
         elif cut.side == "top":
-            canvas[: rows[0] + int(round(cut.fraction * height))] = 0
+            canvas[: rows[0] + round(cut.fraction * height)] = 0
         elif cut.side == "left":
-            canvas[:, : cols[0] + int(round(cut.fraction * width))] = 0
+            canvas[:, : cols[0] + round(cut.fraction * width)] = 0
         else:
-            canvas[:, cols[-1] + 1 - int(round(cut.fraction * width)) :] = 0
+            canvas[:, cols[-1] + 1 - round(cut.fraction * width) :] = 0
         normalised = opengait_pretreat(canvas)
         if normalised is not None:
             previous = cut_sides(normalised)
@@ -103,7 +103,7 @@ def cut_silhouettes(silhouettes: np.ndarray, cut: Cut) -> np.ndarray:
 def mask_noise(dhs: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
     """DHS (W, T) with per-frame segmentation noise: a slow +-2 px horizontal drift of the centring
     and, with probability 0.3 * strength per frame, the band's edges grown or shrunk by one pixel."""
-    w, t = dhs.shape
+    t = dhs.shape[1]
     steps = rng.choice([-1, 0, 0, 0, 1], size=t) if strength > 0 else np.zeros(t, np.int64)
     drift = np.clip(np.cumsum(steps), -2, 2)
     out = np.empty_like(dhs)

@@ -73,7 +73,7 @@ def window_grid(num_frames: int, lengths: tuple[int, ...], stride_fraction: floa
     pairs: set[tuple[int, int]] = set()
     for length in lengths:
         length = min(length, num_frames)
-        stride = max(1, int(round(length * stride_fraction)))
+        stride = max(1, round(length * stride_fraction))
         starts = list(range(0, num_frames - length + 1, stride))
         if starts[-1] + length < num_frames:
             starts.append(num_frames - length)

@@ -35,7 +35,7 @@ class DHSConfig:
 
     def rows(self, height: int) -> slice:
         """Rows of a ``height``-row silhouette that make up the band."""
-        centre = int(round((1.0 - self.knee_height) * (height - 1)))
+        centre = round((1.0 - self.knee_height) * (height - 1))
         half = self.band_rows // 2
         top, bottom = max(0, centre - half), min(height, centre + half + 1)
         return slice(top, bottom)

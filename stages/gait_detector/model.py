@@ -64,7 +64,7 @@ class ClassifierConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ClassifierConfig":
+    def from_dict(cls, data: dict) -> ClassifierConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 

@@ -18,7 +18,7 @@ import json
 import shlex
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +68,7 @@ def read_config(path: str | Path) -> dict:
     with open(path) as f:
         cfg = yaml.safe_load(f)
     if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: expected a mapping")
+        raise TypeError(f"{path}: expected a mapping at the top level")
     return cfg
 
 
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         "metrics": results,
         "config": cfg,
         "train_seconds_cpu": round(train_seconds, 1),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     output.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {output} and {output.with_suffix('.json')}")

@@ -1,7 +1,7 @@
 """What the gait detector chose on a pipeline run: per-track routed fractions and DHS pictures.
 
     python run_pipeline.py run CLIP --out OUT --save-silhouettes --config <config with gait_detector>
-    python -m stages.gait_detector.inspect OUT [--pictures /tmp/dhs_] [--tracks 6]
+    python -m stages.gait_detector.review OUT [--pictures /tmp/dhs_] [--tracks 6]
 
 Reads the run's track records (``OUT/tracks/*.jsonl``) and silhouette strips
 (``OUT/silhouettes/<source>/trackNNNNN_wWWW_fFFF.png``, each frame of a track saved once). For each
