@@ -40,6 +40,14 @@ def load(name: str | Path | None = None, overrides: list[str] | None = None) -> 
     return load_config(config_path(name), STAGE_KINDS, overrides)
 
 
+def set_compute_threads(options: RunnerOptions) -> None:
+    """Apply ``runner.torch_threads`` (process-wide, before any model is built)."""
+    if options.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, options.torch_threads))
+
+
 @dataclass
 class BuiltPipeline:
     """The stages of a configuration, ready to run."""
@@ -142,6 +150,7 @@ def run(
     if skipped:
         log.info("resume: %d source(s) already complete, %d to do", len(skipped), len(todo))
 
+    set_compute_threads(runner_options)
     pipeline = build_stages(config)
     strips = SilhouetteStripWriter(out_dir) if save_silhouettes else None
     videos = _AnnotatedVideos(Path(video_out)) if video_out is not None else None
@@ -195,6 +204,7 @@ def collect_windows(config: PipelineConfig, sources: list[str], final_only: bool
 
     source_options = options_from(SourceOptions, config.source, "source")
     runner_options = options_from(RunnerOptions, {**config.runner, "progress": False}, "runner")
+    set_compute_threads(runner_options)
     pipeline = build_stages(config)
     windows: list[TrackWindow] = []
     errors: list[str] = []

@@ -35,12 +35,16 @@ class RunnerOptions:
     batch_size: most items a model stage processes in one call (frames across sources, or windows).
     max_open_sources: sources decoded at the same time (a folder of archives opens them in turn).
     progress: show a progress bar; None means only when stderr is a terminal.
+    torch_threads: intra-op threads of torch for the whole process (None leaves torch's default).
+        Stages already run concurrently in their own threads, and their small tensors run faster
+        single-threaded than with threads that stall each other.
     """
 
     queue_size: int = 16
     batch_size: int = 8
     max_open_sources: int = 4
     progress: bool | None = None
+    torch_threads: int | None = 1
 
 
 @dataclass(frozen=True)
