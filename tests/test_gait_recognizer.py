@@ -62,3 +62,19 @@ def test_batched_equals_one_by_one_and_uses_segment_frames(weights):
 def test_missing_weights_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="gait weights not found"):
         GaitRecognizer(weights=str(tmp_path / "nope.pt"))
+
+
+def test_shipped_weights_load_with_manifest():
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from stages.gait.weights import DEFAULT_WEIGHTS
+
+    manifest = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    assert hashlib.sha256(Path(DEFAULT_WEIGHTS).read_bytes()).hexdigest() == manifest["sha256"]
+    stage = GaitRecognizer()
+    win = window(40, "gait", [(0, 40)])
+    stage.process([win])
+    assert win.gait_embedding.shape == (stage.model.config.parts, stage.model.config.embed_dim)
+    assert np.isfinite(win.gait_embedding).all()

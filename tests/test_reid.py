@@ -76,3 +76,17 @@ def test_mini_mars_reader():
 
     query = load_mars_split(REID / "mini_mars", "query", max_frames=2)
     assert len(query) == 32 and query[0].crops.shape == (2, 128, 64, 3) and query[0].crops.dtype == np.uint8
+
+
+def test_shipped_weights_load_with_manifest():
+    import hashlib
+    import json
+
+    from stages.reid.stage import DEFAULT_WEIGHTS
+
+    manifest = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    assert hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest() == manifest["sha256"]
+    stage = AppearanceReID()
+    win = window("appearance")
+    stage.process([win])
+    assert win.appearance_embedding.shape == (stage.model.config.embed_dim,)
