@@ -68,7 +68,6 @@ class AttributeTagger:
     weights: checkpoint written by ``stages.attributes.train`` (a relative path is looked up from the
     working directory, then from the project root). The classification baseline's checkpoint loads too.
     batch_size: clips per forward pass, across windows.
-    threads: torch intra-op threads (0 leaves torch's setting alone).
     min_segment_frames: gait segments shorter than this are not tagged.
     """
 
@@ -76,14 +75,11 @@ class AttributeTagger:
         self,
         weights: str = "weights/clip_gar.pt",
         batch_size: int = 16,
-        threads: int = 0,
         min_segment_frames: int = 10,
     ) -> None:
         path = Path(weights)
         if not path.is_absolute() and not path.exists():
             path = PROJECT_ROOT / path
-        if threads > 0:
-            torch.set_num_threads(threads)
         self.model, meta = load_checkpoint(path)
         self.clip_frames = int(meta["clip_frames"])
         self.batch_size = batch_size
