@@ -77,3 +77,27 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path, monkeypatch):
     assert torch.load(ckpt, weights_only=True)["iteration"] == 3
     model, _ = load_gait_model(ckpt)
     assert model.config.ratio_attention and model.config.class_num == 4
+
+
+def test_distillation_run_ships_the_silhouette_branch_only(tmp_path, monkeypatch):
+    from stages.gait.weights import load_gait_model
+    from training import train_gait
+
+    rng = np.random.default_rng(1)
+    n = 8
+    seqs = [(rng.random((6, 64, 44)) > 0.5).astype(np.uint8) * 255 for _ in range(n)]
+    rgb = [rng.integers(0, 256, (6, 128, 64, 3), dtype=np.uint8) for _ in range(n)]
+    ratios = [rng.uniform(1, 2, 6).astype(np.float32) for _ in range(n)]
+    data = SequenceSet(seqs, list("aabbccdd"), ratios=ratios, rgb=rgb)
+    monkeypatch.setattr(train_gait, "build_train_set", lambda _: data)
+    cfg = {
+        "model": {"channels": [2, 4, 4, 4], "strides": [1, 2, 1, 1], "maxpool": True, "embed_dim": 4, "ratio_attention": True},
+        "data": {}, "sampler": {"identities_per_batch": 2, "sequences_per_identity": 2, "frames": 4, "sample_type": "fixed_ordered"},
+        "loss": {"distill": True}, "optim": {"optimizer": "adam", "lr": 0.01, "total_iter": 1}, "train": {"threads": 1, "out_dir": str(tmp_path)},
+    }
+    ckpt = train_gait.train(cfg, tmp_path, resume=False, command="test")
+    state = torch.load(ckpt, weights_only=True)
+    assert any(k.startswith("adapters.") for k in state["train_model"])
+    assert not any(k.startswith(("adapters.", "rgb.")) for k in state["model"])
+    model, _ = load_gait_model(ckpt)
+    assert model.config.in_channels == 1

@@ -29,7 +29,7 @@ import yaml
 from tqdm import tqdm
 
 from stages.gait.model import GaitBase, GaitBaseConfig, GARDistillation
-from training.casia_b import TRAIN_SUBJECTS, CasiaB
+from training.casia_b import DEFAULT_ROOT, TRAIN_SUBJECTS, CasiaB
 from training.losses import cross_entropy_loss, triplet_loss
 from training.sequences import Clip, SequenceSet, TripletSampler
 
@@ -49,7 +49,7 @@ def build_train_set(data: dict) -> SequenceSet:
     """The training SequenceSet described by a recipe's ``data`` section."""
     kind = data.get("dataset", "casia-b")
     if kind == "casia-b":
-        reader = CasiaB(data["root"], min_frames=data.get("min_frames", 10)) if data.get("root") else CasiaB(min_frames=data.get("min_frames", 10))
+        reader = CasiaB(data.get("root") or DEFAULT_ROOT, min_frames=data.get("min_frames", 10))
         return SequenceSet.from_casia(reader, reader.keys(subjects=TRAIN_SUBJECTS))
     if kind == "synthetic":
         from training.synthetic import synthetic_set
@@ -135,7 +135,7 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
     latest = out_dir / "latest.pt"
     if resume and latest.is_file():
         ckpt = torch.load(latest, map_location=device, weights_only=True)
-        (net.load_state_dict(ckpt["train_model"]) if distill else net.load_state_dict(ckpt["model"]))
+        net.load_state_dict(ckpt["train_model"] if distill else ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         iteration, elapsed_before = int(ckpt["iteration"]), float(ckpt["elapsed_s"])
         rng = np.random.default_rng(seed + iteration)
@@ -188,7 +188,7 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
                 l_f, m_f = branch_loss(out_f, labels, loss_cfg)
                 w = loss_cfg.get("weights", [0.425, 0.425, 0.15])  # GADER eq. 6: rgb, silhouette, distill
                 loss = w[0] * l_f + w[1] * l_s + w[2] * l_distill
-                stats = {**m_s, "rgb_acc": m_f["acc"], "distill": float(l_distill)}
+                stats = {**m_s, "rgb_acc": m_f["acc"], "distill": float(l_distill.detach())}
             else:
                 out = net(sils, ratios)
                 loss, stats = branch_loss(out, labels, loss_cfg)
