@@ -11,7 +11,6 @@ import importlib
 import logging
 import os
 import sys
-from pathlib import Path
 
 from pipeline.config import ConfigError
 

@@ -53,7 +53,7 @@ class FrameResult:
     """
 
     frame: Frame
-    detections: "sv.Detections"
+    detections: sv.Detections
     ended_track_ids: tuple[int, ...] = ()
 
 
@@ -91,7 +91,7 @@ class SilhouetteSequence:
     def __len__(self) -> int:
         return len(self.silhouettes)
 
-    def slice(self, start: int, stop: int) -> "SilhouetteSequence":
+    def slice(self, start: int, stop: int) -> SilhouetteSequence:
         """Frames ``[start, stop)`` of this sequence (positions, not source frame indices)."""
         return SilhouetteSequence(
             silhouettes=self.silhouettes[start:stop],

@@ -10,7 +10,6 @@ import sys
 import time
 
 import jsonschema
-import pytest
 
 from pipeline.export import SCHEMA_PATH
 from tests.helpers import PROJECT_ROOT, VIDEOS, require

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import lzma
 import io
+import lzma
 
 import cv2
 import numpy as np
