@@ -19,9 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from evaluation.features import embed_sequences  # noqa: E402
-from stages.gait.model import GaitBase, GaitBaseConfig  # noqa: E402
-from stages.gait.weights import DEFAULT_WEIGHTS, load_gait_model  # noqa: E402
+from evaluation.features import embed_sequences
+from stages.gait.model import GaitBase, GaitBaseConfig
+from stages.gait.weights import DEFAULT_WEIGHTS, load_gait_model
 
 
 def inputs(n: int, frames: int) -> list[tuple[np.ndarray, None]]:
@@ -60,7 +60,10 @@ def main() -> None:
     single = rate(model, seqs, 1)
     full = GaitBase(GaitBaseConfig()).eval()
     full_packed = rate(full, seqs[: max(4, args.sequences // 8)], 1024)
-    print(f"shipped {version}: {packed:.1f} seq/s packed ({packed * args.frames:.0f} frames/s), {single:.1f} seq/s one by one")
+    print(
+        f"shipped {version}: {packed:.1f} seq/s packed ({packed * args.frames:.0f} frames/s), "
+        f"{single:.1f} seq/s one by one"
+    )
     print(f"OpenGait-size GaitBase: {full_packed:.2f} seq/s packed")
     print(f"ratio packed/one-by-one: {packed / single:.2f}x; shipped/OpenGait-size: {packed / full_packed:.1f}x")
 

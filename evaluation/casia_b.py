@@ -32,7 +32,9 @@ from training.casia_b import GALLERY_TYPES, PROBE_TYPES, TEST_SUBJECTS, TRAIN_SU
 FPRS = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
-def evaluate_casia_b(embeddings: np.ndarray, labels: np.ndarray, types: np.ndarray, views: np.ndarray, metric: str = "euc") -> dict:
+def evaluate_casia_b(
+    embeddings: np.ndarray, labels: np.ndarray, types: np.ndarray, views: np.ndarray, metric: str = "euc"
+) -> dict:
     """Metrics per probe condition ({"NM": {...}, "BG": ..., "CL": ...}), percentages.
 
     Each condition has ``rank1`` (mean over probe views, identical views excluded),
@@ -88,7 +90,11 @@ def gei_baseline(reader: CasiaB, max_train: int | None = 3000, dims: int = 128, 
     seqs = list(reader.iter_sequences(test_keys))
     emb = pca.transform(geis_of(s.silhouettes for s in seqs))
     return evaluate_casia_b(
-        emb, np.array([s.key.subject for s in seqs]), np.array([s.key.type for s in seqs]), np.array([s.key.view for s in seqs]), metric
+        emb,
+        np.array([s.key.subject for s in seqs]),
+        np.array([s.key.type for s in seqs]),
+        np.array([s.key.view for s in seqs]),
+        metric,
     )
 
 
@@ -107,7 +113,9 @@ def main() -> None:
     ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     ap.add_argument("--root", default=None, help="CASIA-B compact copy (default ../shared/data/casia-b)")
     ap.add_argument("--split", choices=["train", "test"], default="test")
-    ap.add_argument("--max-frames", type=int, default=None, help="embed at most this many frames per sequence, spread evenly")
+    ap.add_argument(
+        "--max-frames", type=int, default=None, help="embed at most this many frames per sequence, spread evenly"
+    )
     ap.add_argument("--metric", choices=["euc", "cos"], default="euc")
     ap.add_argument("--features", default=None, help="npz to write the embeddings to")
     ap.add_argument("--gei", action="store_true", help="also evaluate the GEI+PCA baseline")
@@ -120,16 +128,26 @@ def main() -> None:
     model, version = load_gait_model(args.weights)
     subjects = TRAIN_SUBJECTS if args.split == "train" else TEST_SUBJECTS
     keys = reader.keys(subjects=subjects)
-    features = Path(args.features).expanduser() if args.features else FEATURES_DIR / f"{Path(args.weights).stem}_{args.split}.npz"
+    features = (
+        Path(args.features).expanduser()
+        if args.features
+        else FEATURES_DIR / f"{Path(args.weights).stem}_{args.split}.npz"
+    )
     t0 = time.time()
     feats = extract_casia_features(model, reader, keys, args.max_frames, features)
     seconds = time.time() - t0
-    print(f"{len(keys)} sequences embedded in {seconds:.0f}s ({len(keys) / seconds:.1f} seq/s) -> {features}", flush=True)
+    print(
+        f"{len(keys)} sequences embedded in {seconds:.0f}s ({len(keys) / seconds:.1f} seq/s) -> {features}", flush=True
+    )
     if args.action == "extract":
         return
     report = {
-        "weights": args.weights, "version": version, "max_frames": args.max_frames, "metric": args.metric,
-        "features": str(features), "gait": evaluate_casia_b(feats["embeddings"], feats["labels"], feats["types"], feats["views"], args.metric),
+        "weights": args.weights,
+        "version": version,
+        "max_frames": args.max_frames,
+        "metric": args.metric,
+        "features": str(features),
+        "gait": evaluate_casia_b(feats["embeddings"], feats["labels"], feats["types"], feats["views"], args.metric),
     }
     print(summary_line("gait", report["gait"]), flush=True)
     if args.gei:

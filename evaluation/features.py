@@ -26,7 +26,9 @@ def spread_positions(length: int, max_frames: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, length - 1, max_frames).round().astype(np.int64))
 
 
-def _packs(items: Iterable[tuple[np.ndarray, np.ndarray | None]], batch_frames: int) -> Iterator[list[tuple[np.ndarray, np.ndarray | None]]]:
+def _packs(
+    items: Iterable[tuple[np.ndarray, np.ndarray | None]], batch_frames: int
+) -> Iterator[list[tuple[np.ndarray, np.ndarray | None]]]:
     pack, frames = [], 0
     for item in items:
         if pack and frames + len(item[0]) > batch_frames:
@@ -77,7 +79,9 @@ def extract_casia_features(
     done: list[SequenceKey] = []
 
     def frames() -> Iterator[tuple[np.ndarray, None]]:
-        for seq in tqdm(reader.iter_sequences(keys), total=len(keys), desc="embed", mininterval=10, disable=not progress):
+        for seq in tqdm(
+            reader.iter_sequences(keys), total=len(keys), desc="embed", mininterval=10, disable=not progress
+        ):
             done.append(seq.key)
             yield seq.silhouettes[spread_positions(len(seq), max_frames)], None
 

@@ -21,7 +21,7 @@ class GEIPCA:
         self.mean: np.ndarray | None = None
         self.components: np.ndarray | None = None  # (d, 64*44)
 
-    def fit(self, geis: np.ndarray) -> "GEIPCA":
+    def fit(self, geis: np.ndarray) -> GEIPCA:
         x = geis.reshape(len(geis), -1).astype(np.float64)
         self.mean = x.mean(0)
         _, _, vt = np.linalg.svd(x - self.mean, full_matrices=False)

@@ -45,7 +45,9 @@ class RankResult:
         return float(self.cmc[min(k, len(self.cmc)) - 1])
 
 
-def rank_metrics(dist: np.ndarray, q_labels: np.ndarray, g_labels: np.ndarray, valid: np.ndarray | None = None) -> RankResult:
+def rank_metrics(
+    dist: np.ndarray, q_labels: np.ndarray, g_labels: np.ndarray, valid: np.ndarray | None = None
+) -> RankResult:
     """CMC, mAP and mINP (OpenGait's ``evaluate_rank``). ``valid`` (n, m) bool masks out gallery
     entries per query (e.g. identical-view cases). Queries without any match are skipped."""
     n, m = dist.shape
@@ -60,7 +62,7 @@ def rank_metrics(dist: np.ndarray, q_labels: np.ndarray, g_labels: np.ndarray, v
             continue
         cmc = np.minimum(matches.cumsum(), 1.0)
         cmc_sum[: len(cmc)] += cmc
-        cmc_sum[len(cmc):] += 1.0
+        cmc_sum[len(cmc) :] += 1.0
         hits = np.flatnonzero(matches)
         inps.append(matches.sum() / (hits[-1] + 1.0))
         precision = matches.cumsum() / np.arange(1, len(matches) + 1)
@@ -71,7 +73,13 @@ def rank_metrics(dist: np.ndarray, q_labels: np.ndarray, g_labels: np.ndarray, v
     return RankResult(cmc_sum / count, float(np.mean(aps)), float(np.mean(inps)))
 
 
-def tpr_at_fpr(dist: np.ndarray, q_labels: np.ndarray, g_labels: np.ndarray, fprs: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1), valid: np.ndarray | None = None) -> dict[float, float]:
+def tpr_at_fpr(
+    dist: np.ndarray,
+    q_labels: np.ndarray,
+    g_labels: np.ndarray,
+    fprs: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1),
+    valid: np.ndarray | None = None,
+) -> dict[float, float]:
     """Verification: over all (query, gallery) pairs, the genuine acceptance rate at the distance
     threshold where the impostor acceptance rate equals each FPR."""
     same = np.asarray(q_labels)[:, None] == np.asarray(g_labels)[None, :]

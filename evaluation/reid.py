@@ -24,7 +24,9 @@ def track_embeddings(model: AppearanceNet, tracklets: list[Tracklet]) -> np.ndar
     return np.stack([pool_track(model.embed_crops(t.crops)) for t in tracklets])
 
 
-def evaluate_mars(model: AppearanceNet, root: Path = DEFAULT_REID_ROOT / "mini_mars", max_frames: int | None = 32) -> dict:
+def evaluate_mars(
+    model: AppearanceNet, root: Path = DEFAULT_REID_ROOT / "mini_mars", max_frames: int | None = 32
+) -> dict:
     """{"rank1", "rank5", "map", "minp"} in percent, and the number of queries."""
     query = load_mars_split(root, "query", max_frames)
     gallery = load_mars_split(root, "gallery", max_frames)
@@ -35,7 +37,13 @@ def evaluate_mars(model: AppearanceNet, root: Path = DEFAULT_REID_ROOT / "mini_m
     valid = ~((q_pid[:, None] == g_pid[None, :]) & (q_cam[:, None] == g_cam[None, :]))
     usable = int(((q_pid[:, None] == g_pid[None, :]) & valid).any(1).sum())
     r = rank_metrics(dist, q_pid, g_pid, valid)
-    return {"rank1": round(100 * r.rank(1), 2), "rank5": round(100 * r.rank(5), 2), "map": round(100 * r.map, 2), "minp": round(100 * r.minp, 2), "queries": usable}
+    return {
+        "rank1": round(100 * r.rank(1), 2),
+        "rank5": round(100 * r.rank(5), 2),
+        "map": round(100 * r.map, 2),
+        "minp": round(100 * r.minp, 2),
+        "queries": usable,
+    }
 
 
 def main() -> None:

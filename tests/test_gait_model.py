@@ -12,7 +12,9 @@ from stages.gait.weights import config_from_state_dict, load_gait_model
 torch.set_num_threads(1)
 
 
-def opengait_gaitbase_shapes(channels=(64, 128, 256, 512), layers=(1, 1, 1, 1), strides=(1, 2, 2, 1), parts=16, embed=256, classes=74):
+def opengait_gaitbase_shapes(
+    channels=(64, 128, 256, 512), layers=(1, 1, 1, 1), strides=(1, 2, 2, 1), parts=16, embed=256, classes=74
+):
     """Parameter names/shapes of OpenGait's Baseline + ResNet9 (configs/gaitbase/gaitbase_da_casiab.yaml),
     derived from OpenGait's construction: BasicConv2d stem at .conv, bn1, torchvision-style
     _make_layer blocks with a 1x1 downsample when stride != 1 or channels change, SeparateFCs
@@ -20,7 +22,15 @@ def opengait_gaitbase_shapes(channels=(64, 128, 256, 512), layers=(1, 1, 1, 1), 
     shapes = {}
 
     def bn(prefix, c):
-        shapes.update({f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,), f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()})
+        shapes.update(
+            {
+                f"{prefix}.weight": (c,),
+                f"{prefix}.bias": (c,),
+                f"{prefix}.running_mean": (c,),
+                f"{prefix}.running_var": (c,),
+                f"{prefix}.num_batches_tracked": (),
+            }
+        )
 
     b = "Backbone.forward_block"
     shapes[f"{b}.conv1.conv.weight"] = (channels[0], 1, 3, 3)
@@ -68,7 +78,15 @@ def test_opengait_checkpoint_loads_strictly(tmp_path):
     state = random_state(opengait_gaitbase_shapes())
     path = tmp_path / "GaitBase_DA-60000.pt"
     # OpenGait's checkpoint layout; MultiStepLR's state holds a Counter of milestones
-    torch.save({"model": state, "optimizer": {"state": {}, "param_groups": []}, "scheduler": {"milestones": collections.Counter({20000: 1})}, "iteration": 60000}, path)
+    torch.save(
+        {
+            "model": state,
+            "optimizer": {"state": {}, "param_groups": []},
+            "scheduler": {"milestones": collections.Counter({20000: 1})},
+            "iteration": 60000,
+        },
+        path,
+    )
     model, version = load_gait_model(path)
     assert version.startswith("GaitBase_DA-60000@")
     assert model.config == GaitBaseConfig()
@@ -81,7 +99,16 @@ def opengait_reference_embedding(state, sils, strides=(1, 2, 2, 1), parts=16):
     horizontal pooling (mean + max) into parts, separate FCs; embeddings [n, c, p]."""
 
     def bn(x, p):
-        return F.batch_norm(x, state[f"{p}.running_mean"], state[f"{p}.running_var"], state[f"{p}.weight"], state[f"{p}.bias"], False, 0.0, 1e-5)
+        return F.batch_norm(
+            x,
+            state[f"{p}.running_mean"],
+            state[f"{p}.running_var"],
+            state[f"{p}.weight"],
+            state[f"{p}.bias"],
+            False,
+            0.0,
+            1e-5,
+        )
 
     n, s, h, w = sils.shape
     x = sils.reshape(n * s, 1, h, w)

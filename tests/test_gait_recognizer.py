@@ -14,7 +14,9 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     torch.manual_seed(0)
-    cfg = GaitBaseConfig(channels=(4, 8, 8, 8), strides=(1, 2, 1, 1), maxpool=True, embed_dim=6, class_num=3, ratio_attention=True)
+    cfg = GaitBaseConfig(
+        channels=(4, 8, 8, 8), strides=(1, 2, 1, 1), maxpool=True, embed_dim=6, class_num=3, ratio_attention=True
+    )
     path = tmp_path_factory.mktemp("w") / "tiny.pt"
     torch.save({"model": GaitBase(cfg).state_dict(), "config": cfg.to_dict()}, path)
     return path

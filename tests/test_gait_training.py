@@ -63,12 +63,28 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path, monkeypatch):
 
     rng = np.random.default_rng(0)
     seqs = [(rng.random((12, 64, 44)) > 0.5).astype(np.uint8) * 255 for _ in range(8)]
-    data = SequenceSet(seqs, ["a", "a", "b", "b", "c", "c", "d", "d"], ratios=[rng.uniform(1, 2, 12).astype(np.float32) for _ in seqs])
+    data = SequenceSet(
+        seqs, ["a", "a", "b", "b", "c", "c", "d", "d"], ratios=[rng.uniform(1, 2, 12).astype(np.float32) for _ in seqs]
+    )
     monkeypatch.setattr(train_gait, "build_train_set", lambda _: data)
     cfg = {
-        "model": {"channels": [2, 4, 4, 4], "strides": [1, 2, 1, 1], "maxpool": True, "embed_dim": 4, "ratio_attention": True},
-        "data": {}, "sampler": {"identities_per_batch": 2, "sequences_per_identity": 2, "frames": 4, "sample_type": "fixed_ordered"},
-        "loss": {}, "optim": {"optimizer": "adam", "lr": 0.01, "total_iter": 2}, "train": {"threads": 1, "log_every": 1, "out_dir": str(tmp_path)},
+        "model": {
+            "channels": [2, 4, 4, 4],
+            "strides": [1, 2, 1, 1],
+            "maxpool": True,
+            "embed_dim": 4,
+            "ratio_attention": True,
+        },
+        "data": {},
+        "sampler": {
+            "identities_per_batch": 2,
+            "sequences_per_identity": 2,
+            "frames": 4,
+            "sample_type": "fixed_ordered",
+        },
+        "loss": {},
+        "optim": {"optimizer": "adam", "lr": 0.01, "total_iter": 2},
+        "train": {"threads": 1, "log_every": 1, "out_dir": str(tmp_path)},
     }
     ckpt = train_gait.train(cfg, tmp_path, resume=False, command="test")
     assert [json.loads(line)["iteration"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
@@ -91,9 +107,23 @@ def test_distillation_run_ships_the_silhouette_branch_only(tmp_path, monkeypatch
     data = SequenceSet(seqs, list("aabbccdd"), ratios=ratios, rgb=rgb)
     monkeypatch.setattr(train_gait, "build_train_set", lambda _: data)
     cfg = {
-        "model": {"channels": [2, 4, 4, 4], "strides": [1, 2, 1, 1], "maxpool": True, "embed_dim": 4, "ratio_attention": True},
-        "data": {}, "sampler": {"identities_per_batch": 2, "sequences_per_identity": 2, "frames": 4, "sample_type": "fixed_ordered"},
-        "loss": {"distill": True}, "optim": {"optimizer": "adam", "lr": 0.01, "total_iter": 1}, "train": {"threads": 1, "out_dir": str(tmp_path)},
+        "model": {
+            "channels": [2, 4, 4, 4],
+            "strides": [1, 2, 1, 1],
+            "maxpool": True,
+            "embed_dim": 4,
+            "ratio_attention": True,
+        },
+        "data": {},
+        "sampler": {
+            "identities_per_batch": 2,
+            "sequences_per_identity": 2,
+            "frames": 4,
+            "sample_type": "fixed_ordered",
+        },
+        "loss": {"distill": True},
+        "optim": {"optimizer": "adam", "lr": 0.01, "total_iter": 1},
+        "train": {"threads": 1, "out_dir": str(tmp_path)},
     }
     ckpt = train_gait.train(cfg, tmp_path, resume=False, command="test")
     state = torch.load(ckpt, weights_only=True)

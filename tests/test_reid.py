@@ -28,8 +28,12 @@ def weights(tmp_path_factory):
 def window(route, crops=True, t=6, seed=0):
     rng = np.random.default_rng(seed)
     seq = SilhouetteSequence(
-        silhouettes=np.zeros((t, 64, 44), np.uint8), ratios=np.ones(t, np.float32), boxes=np.zeros((t, 4), np.float32),
-        frame_indices=np.arange(t), pts_s=np.arange(t) / 10.0, frame_size=(360, 480),
+        silhouettes=np.zeros((t, 64, 44), np.uint8),
+        ratios=np.ones(t, np.float32),
+        boxes=np.zeros((t, 4), np.float32),
+        frame_indices=np.arange(t),
+        pts_s=np.arange(t) / 10.0,
+        frame_size=(360, 480),
         crops=rng.integers(0, 256, (t, 128, 64, 3), dtype=np.uint8) if crops else None,
     )
     return TrackWindow("cam", 1, 0, True, seq, gait=GaitDetection([], 0.0, route))

@@ -31,6 +31,7 @@ import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class SequenceKey:
         return f"{self.subject}/{self.type}/{self.view}"
 
     @classmethod
-    def parse(cls, name: str) -> "SequenceKey":
+    def parse(cls, name: str) -> SequenceKey:
         subject, typ, view = name.split("/")
         return cls(subject, typ, view)
 
@@ -128,7 +129,11 @@ class CasiaB:
             if t < self.min_frames:
                 continue
             k = SequenceKey.parse(name)
-            if (subj is None or k.subject in subj) and (typs is None or k.type in typs) and (vws is None or k.view in vws):
+            if (
+                (subj is None or k.subject in subj)
+                and (typs is None or k.type in typs)
+                and (vws is None or k.view in vws)
+            ):
                 out.append(k)
         return sorted(out)
 
@@ -140,9 +145,8 @@ class CasiaB:
         path = self.root / f"{subject}.npz.xz"
         if not path.is_file():
             raise FileNotFoundError(f"CASIA-B subject file missing: {path}")
-        with lzma.open(path) as f:
-            with np.load(io.BytesIO(f.read()), allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
+        with lzma.open(path) as f, np.load(io.BytesIO(f.read()), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
 
     def load(self, key: SequenceKey) -> CasiaSequence:
         """One sequence (decompresses its whole subject file: use iter_sequences for many)."""
@@ -183,7 +187,7 @@ class CasiaB:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that rebuilds numpy arrays and refuses every other global (pickles can run code)."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
@@ -192,7 +196,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "scalar"),
     }
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle protocol
+    def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only numpy arrays are accepted")
@@ -237,7 +241,9 @@ class OpenGaitPickles:
         return sorted(
             k
             for k in self._paths
-            if (subj is None or k.subject in subj) and (typs is None or k.type in typs) and (vws is None or k.view in vws)
+            if (subj is None or k.subject in subj)
+            and (typs is None or k.type in typs)
+            and (vws is None or k.view in vws)
             and (self.min_frames <= 1 or len(load_numpy_pickle(self._paths[k])) >= self.min_frames)
         )
 

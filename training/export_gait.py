@@ -23,8 +23,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
 def _same_weights(a: dict, b: dict) -> bool:
-    return a.get("config") == b["config"] and a["model"].keys() == b["model"].keys() and all(
-        torch.equal(a["model"][k], b["model"][k]) for k in b["model"]
+    return (
+        a.get("config") == b["config"]
+        and a["model"].keys() == b["model"].keys()
+        and all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
     )
 
 
@@ -41,8 +43,13 @@ def export(checkpoint: Path, name: str, command: str, data: str, evaluation: dic
         "command": command,
         "data": data,
         "metrics": evaluation or {},
-        "config": {"model": ckpt["config"], "recipe": recipe, "iterations": ckpt.get("iteration"), "train_seconds": round(float(ckpt.get("elapsed_s", 0)))},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": {
+            "model": ckpt["config"],
+            "recipe": recipe,
+            "iterations": ckpt.get("iteration"),
+            "train_seconds": round(float(ckpt.get("elapsed_s", 0))),
+        },
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **extra,
     }
     out.with_suffix(".json").write_text(json.dumps(manifest, indent=1))
@@ -54,7 +61,11 @@ def main() -> None:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--name", required=True)
     ap.add_argument("--command", required=True, help="the exact training command")
-    ap.add_argument("--data", default="CASIA-B subjects 001-074 (all 10 conditions x 11 views, sequences >= 10 frames), from ../shared/data/casia-b")
+    ap.add_argument(
+        "--data",
+        default="CASIA-B subjects 001-074 (all 10 conditions x 11 views, sequences >= 10 frames), "
+        "from ../shared/data/casia-b",
+    )
     ap.add_argument("--eval", default=None, help="JSON written by python -m evaluation.casia_b evaluate --out")
     args = ap.parse_args()
     evaluation, extra = None, {}

@@ -38,7 +38,9 @@ def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float =
     return per_part.mean(), frac
 
 
-def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, scale: float = 16.0, label_smoothing: float = 0.1) -> tuple[torch.Tensor, float]:
+def cross_entropy_loss(
+    logits: torch.Tensor, labels: torch.Tensor, scale: float = 16.0, label_smoothing: float = 0.1
+) -> tuple[torch.Tensor, float]:
     """OpenGait's CrossEntropyLoss on cosine logits scaled by ``scale``, per part, with label
     smoothing. logits: [n, p, class_num]. Returns (loss, accuracy of the part-averaged logits)."""
     n, p, k = logits.shape

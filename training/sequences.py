@@ -37,7 +37,9 @@ class Clip:
     label: int
 
 
-def frame_positions(length: int, frames: int, sample_type: SampleType, rng: np.random.Generator, max_frames: int | None = None) -> np.ndarray:
+def frame_positions(
+    length: int, frames: int, sample_type: SampleType, rng: np.random.Generator, max_frames: int | None = None
+) -> np.ndarray:
     """Positions of the frames to take from a sequence of ``length`` frames."""
     if length <= 0:
         raise ValueError("cannot sample from an empty sequence")
@@ -82,7 +84,7 @@ class SequenceSet:
         self.keys = None if keys is None else list(keys)
 
     @classmethod
-    def from_casia(cls, reader: CasiaB, keys: Sequence[SequenceKey]) -> "SequenceSet":
+    def from_casia(cls, reader: CasiaB, keys: Sequence[SequenceKey]) -> SequenceSet:
         packed = reader.load_packed(keys)
         present = [k for k in keys if k in packed]
         return cls([packed[k] for k in present], [k.subject for k in present], packed=True, keys=present)
@@ -97,7 +99,9 @@ class SequenceSet:
     def length(self, i: int) -> int:
         return len(self.silhouettes[i])
 
-    def clip(self, i: int, frames: int, sample_type: SampleType, rng: np.random.Generator, max_frames: int | None = None) -> Clip:
+    def clip(
+        self, i: int, frames: int, sample_type: SampleType, rng: np.random.Generator, max_frames: int | None = None
+    ) -> Clip:
         pos = frame_positions(self.length(i), frames, sample_type, rng, max_frames)
         sil = self.silhouettes[i][pos]
         if self.packed:
@@ -113,7 +117,9 @@ class SequenceSet:
 class TripletSampler:
     """Endless batches of indices: P identities x K sequences each (OpenGait's TripletSampler)."""
 
-    def __init__(self, labels: np.ndarray, identities_per_batch: int, sequences_per_identity: int, seed: int = 0) -> None:
+    def __init__(
+        self, labels: np.ndarray, identities_per_batch: int, sequences_per_identity: int, seed: int = 0
+    ) -> None:
         self.by_label: dict[int, np.ndarray] = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
         if identities_per_batch > len(self.by_label):
             raise ValueError(f"P={identities_per_batch} identities per batch but only {len(self.by_label)} in the set")

@@ -18,11 +18,19 @@ from training.sequences import SequenceSet
 CACHE = Path("~/.cache/gaitscope/synth").expanduser()
 
 
-def synthetic_arrays(n_identities: int, seqs_per_identity: int, frames: int, seed: int, first_identity: int = 0) -> dict[str, np.ndarray]:
+def synthetic_arrays(
+    n_identities: int, seqs_per_identity: int, frames: int, seed: int, first_identity: int = 0
+) -> dict[str, np.ndarray]:
     """Stacked walking sequences: silhouettes (N, T, 64, 44), ratios (N, T), crops (N, T, 128, 64, 3)
     BGR, identity (N,), condition (N,), view_deg (N,). Frames the pretreatment dropped are kept as
     empty silhouettes (the walkers stay in view in 'walk' sequences)."""
-    args = dict(n_identities=n_identities, seqs_per_identity=seqs_per_identity, frames=frames, seed=seed, first_identity=first_identity)
+    args = {
+        "n_identities": n_identities,
+        "seqs_per_identity": seqs_per_identity,
+        "frames": frames,
+        "seed": seed,
+        "first_identity": first_identity,
+    }
     tag = hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
     path = CACHE / f"walkers_{tag}.npz"
     if path.is_file():
@@ -46,7 +54,11 @@ def synthetic_arrays(n_identities: int, seqs_per_identity: int, frames: int, see
     return arrays
 
 
-def synthetic_set(n_identities: int, seqs_per_identity: int, frames: int, seed: int = 0, first_identity: int = 0) -> SequenceSet:
+def synthetic_set(
+    n_identities: int, seqs_per_identity: int, frames: int, seed: int = 0, first_identity: int = 0
+) -> SequenceSet:
     """A SequenceSet of synthetic walkers with ratios and RGB crops."""
     a = synthetic_arrays(n_identities, seqs_per_identity, frames, seed, first_identity)
-    return SequenceSet(list(a["silhouettes"]), [str(i) for i in a["identity"]], ratios=list(a["ratios"]), rgb=list(a["crops"]))
+    return SequenceSet(
+        list(a["silhouettes"]), [str(i) for i in a["identity"]], ratios=list(a["ratios"]), rgb=list(a["crops"])
+    )

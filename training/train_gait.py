@@ -55,8 +55,11 @@ def build_train_set(data: dict) -> SequenceSet:
         from training.synthetic import synthetic_set
 
         return synthetic_set(
-            n_identities=data["identities"], seqs_per_identity=data["sequences_per_identity"],
-            frames=data["frames"], seed=data.get("seed", 0), first_identity=data.get("first_identity", 0),
+            n_identities=data["identities"],
+            seqs_per_identity=data["sequences_per_identity"],
+            frames=data["frames"],
+            seed=data.get("seed", 0),
+            first_identity=data.get("first_identity", 0),
         )
     raise ValueError(f"unknown dataset {kind!r}: use 'casia-b' or 'synthetic'")
 
@@ -85,9 +88,11 @@ def collate(clips: list[Clip], use_ratios: bool, use_rgb: bool) -> Batch:
     return Batch(sils, ratios, rgb, labels)
 
 
-def branch_loss(out, labels: torch.Tensor, loss_cfg: dict) -> tuple[torch.Tensor, dict]:  # noqa: ANN001
+def branch_loss(out, labels: torch.Tensor, loss_cfg: dict) -> tuple[torch.Tensor, dict]:
     tri, frac = triplet_loss(out.embeddings, labels, loss_cfg.get("triplet_margin", 0.2))
-    ce, acc = cross_entropy_loss(out.logits, labels, loss_cfg.get("ce_scale", 16.0), loss_cfg.get("label_smoothing", 0.1))
+    ce, acc = cross_entropy_loss(
+        out.logits, labels, loss_cfg.get("ce_scale", 16.0), loss_cfg.get("label_smoothing", 0.1)
+    )
     total = loss_cfg.get("triplet_weight", 1.0) * tri + loss_cfg.get("ce_weight", 1.0) * ce
     return total, {"triplet": float(tri.detach()), "nonzero": frac, "ce": float(ce.detach()), "acc": acc}
 
@@ -124,7 +129,9 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
     if opt_cfg.get("optimizer", "sgd") == "adam":
         optimizer = torch.optim.Adam(params, lr=opt_cfg["lr"], weight_decay=opt_cfg.get("weight_decay", 0.0))
     else:
-        optimizer = torch.optim.SGD(params, lr=opt_cfg["lr"], momentum=0.9, weight_decay=opt_cfg.get("weight_decay", 5e-4))
+        optimizer = torch.optim.SGD(
+            params, lr=opt_cfg["lr"], momentum=0.9, weight_decay=opt_cfg.get("weight_decay", 5e-4)
+        )
     base_lr = float(opt_cfg["lr"])
     total_iter = int(opt_cfg["total_iter"])
     time_limit_s = 60.0 * float(opt_cfg.get("time_limit_min", 1e9))
@@ -143,20 +150,35 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     sampler_cfg = cfg["sampler"]
-    sampler = iter(TripletSampler(data.labels, sampler_cfg["identities_per_batch"], sampler_cfg["sequences_per_identity"], seed=seed + iteration))
+    sampler = iter(
+        TripletSampler(
+            data.labels,
+            sampler_cfg["identities_per_batch"],
+            sampler_cfg["sequences_per_identity"],
+            seed=seed + iteration,
+        )
+    )
     frames, sample_type = int(sampler_cfg["frames"]), sampler_cfg.get("sample_type", "fixed_unordered")
     loss_cfg = cfg["loss"]
     metrics_path = out_dir / "metrics.jsonl"
     ckpt_every_s = 60.0 * float(tr.get("checkpoint_every_min", 5))
     log_every = int(tr.get("log_every", 10))
-    print(f"data: {len(data)} sequences, {data.num_classes} identities (loaded in {time.time() - t0:.0f}s); model {model_cfg}", flush=True)
+    print(
+        f"data: {len(data)} sequences, {data.num_classes} identities (loaded in {time.time() - t0:.0f}s); "
+        f"model {model_cfg}",
+        flush=True,
+    )
 
     def save(path: Path) -> None:
         sil_net = net.silhouette if distill else net
         state = {
-            "model": sil_net.state_dict(), "config": model_cfg.to_dict(), "iteration": iteration,
-            "elapsed_s": elapsed_before + time.time() - start, "optimizer": optimizer.state_dict(),
-            "recipe": json.dumps(cfg), "command": command,
+            "model": sil_net.state_dict(),
+            "config": model_cfg.to_dict(),
+            "iteration": iteration,
+            "elapsed_s": elapsed_before + time.time() - start,
+            "optimizer": optimizer.state_dict(),
+            "recipe": json.dumps(cfg),
+            "command": command,
         }
         if distill:
             state["train_model"] = net.state_dict()
@@ -199,7 +221,13 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
         iteration += 1
         bar.update(1)
         if iteration % log_every == 0:
-            rec = {"iteration": iteration, "elapsed_s": round(elapsed_before + time.time() - start, 1), "lr": lr, "loss": float(loss.detach()), **stats}
+            rec = {
+                "iteration": iteration,
+                "elapsed_s": round(elapsed_before + time.time() - start, 1),
+                "lr": lr,
+                "loss": float(loss.detach()),
+                **stats,
+            }
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=f"{stats['acc']:.2f}")

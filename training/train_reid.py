@@ -78,12 +78,18 @@ def training_crops(data: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
         from synth.dataset import generate_sequences
 
         seqs = generate_sequences(
-            n_identities=data["synthetic_identities"], seqs_per_identity=data.get("synthetic_sequences", 2),
-            frames=data.get("synthetic_frames", 20), seed=data.get("synthetic_seed", 100), crops=True,
+            n_identities=data["synthetic_identities"],
+            seqs_per_identity=data.get("synthetic_sequences", 2),
+            frames=data.get("synthetic_frames", 20),
+            seed=data.get("synthetic_seed", 100),
+            crops=True,
         )
         from stages.reid.data import Tracklet
 
-        add([Tracklet(10_000 + s.identity, s.sequence, s.crops[s.visible]) for s in seqs if s.visible.any()], "synthetic walkers")
+        add(
+            [Tracklet(10_000 + s.identity, s.sequence, s.crops[s.visible]) for s in seqs if s.visible.any()],
+            "synthetic walkers",
+        )
     return np.concatenate(crops), np.concatenate(labels), sources
 
 
@@ -103,10 +109,23 @@ def main() -> None:
     crops, labels, sources = training_crops(cfg["data"])
     model_cfg = AppearanceConfig.from_dict({**cfg["model"], "num_classes": int(labels.max()) + 1})
     net = AppearanceNet(model_cfg)
-    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=opt_cfg["lr"], weight_decay=opt_cfg.get("weight_decay", 5e-4))
+    optimizer = torch.optim.Adam(
+        [p for p in net.parameters() if p.requires_grad],
+        lr=opt_cfg["lr"],
+        weight_decay=opt_cfg.get("weight_decay", 5e-4),
+    )
     total = int(opt_cfg["total_iter"])
-    sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(m * total) for m in opt_cfg.get("milestones", [0.7])], 0.1)
-    sampler = iter(TripletSampler(labels, cfg["sampler"]["identities_per_batch"], cfg["sampler"]["images_per_identity"], seed=int(tr.get("seed", 0))))
+    sched = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, [int(m * total) for m in opt_cfg.get("milestones", [0.7])], 0.1
+    )
+    sampler = iter(
+        TripletSampler(
+            labels,
+            cfg["sampler"]["identities_per_batch"],
+            cfg["sampler"]["images_per_identity"],
+            seed=int(tr.get("seed", 0)),
+        )
+    )
     print(f"training crops: {'; '.join(sources)}", flush=True)
     t0 = time.time()
     net.train()
@@ -115,21 +134,36 @@ def main() -> None:
         x = crops_to_tensor(augment(crops[idx], rng))
         y = torch.from_numpy(labels[idx])
         feat, _, logits = net(x)
-        loss = batch_hard_triplet(feat, y, cfg["loss"].get("margin", 0.3)) + F.cross_entropy(logits, y, label_smoothing=0.1)
+        loss = batch_hard_triplet(feat, y, cfg["loss"].get("margin", 0.3)) + F.cross_entropy(
+            logits, y, label_smoothing=0.1
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         sched.step()
         if (it + 1) % 50 == 0:
-            print(json.dumps({"iteration": it + 1, "loss": round(float(loss.detach()), 4), "elapsed_s": round(time.time() - t0, 1)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "iteration": it + 1,
+                        "loss": round(float(loss.detach()), 4),
+                        "elapsed_s": round(time.time() - t0, 1),
+                    }
+                ),
+                flush=True,
+            )
     out = Path(tr["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": net.state_dict(), "config": model_cfg.to_dict()}, out)
     metrics = evaluate_mars(net, max_frames=32)
     manifest = {
-        "file": out.name, "sha256": sha256_of(out), "command": f"python -m training.train_reid --config {args.config}",
-        "data": sources, "metrics": {"mini_mars_query_gallery": metrics, "train_seconds": round(time.time() - t0)},
-        "config": cfg, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "file": out.name,
+        "sha256": sha256_of(out),
+        "command": f"python -m training.train_reid --config {args.config}",
+        "data": sources,
+        "metrics": {"mini_mars_query_gallery": metrics, "train_seconds": round(time.time() - t0)},
+        "config": cfg,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     out.with_suffix(".json").write_text(json.dumps(manifest, indent=1))
     print(json.dumps(metrics), flush=True)

@@ -58,7 +58,7 @@ class GaitBaseConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GaitBaseConfig":
+    def from_dict(cls, d: dict) -> GaitBaseConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -107,7 +107,9 @@ class ResNet9(nn.Module):
     distillation can read every intermediate feature.
     """
 
-    def __init__(self, channels: Sequence[int], layers: Sequence[int], strides: Sequence[int], in_channels: int, maxpool: bool) -> None:
+    def __init__(
+        self, channels: Sequence[int], layers: Sequence[int], strides: Sequence[int], in_channels: int, maxpool: bool
+    ) -> None:
         super().__init__()
         self.maxpool_flag = maxpool
         self.conv1 = BasicConv2d(in_channels, channels[0], 3, 1, 1)
@@ -117,7 +119,9 @@ class ResNet9(nn.Module):
         inplanes = channels[0]
         for i, (planes, blocks, stride) in enumerate(zip(channels, layers, strides), start=1):
             if blocks >= 1:
-                mods = [BasicBlock(inplanes, planes, stride)] + [BasicBlock(planes, planes, 1) for _ in range(blocks - 1)]
+                mods = [BasicBlock(inplanes, planes, stride)] + [
+                    BasicBlock(planes, planes, 1) for _ in range(blocks - 1)
+                ]
                 setattr(self, f"layer{i}", nn.Sequential(*mods))
                 inplanes = planes
             else:
@@ -148,7 +152,7 @@ class SetBlockWrapper(nn.Module):
         self.forward_block = forward_block
 
     @staticmethod
-    def per_frame(module, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 - any callable on [N, c, h, w]
+    def per_frame(module, x: torch.Tensor) -> torch.Tensor:
         n, c, s, h, w = x.shape
         y = module(x.transpose(1, 2).reshape(n * s, c, h, w))
         return y.reshape(n, s, *y.shape[1:]).transpose(1, 2).contiguous()
@@ -166,7 +170,9 @@ def temporal_max_pool(x: torch.Tensor, seq_lengths: Sequence[int] | None) -> tor
     if seq_lengths is None:
         return x.max(dim=2)[0]
     if x.shape[0] != 1 or sum(seq_lengths) != x.shape[2]:
-        raise ValueError(f"packed sequences need n=1 and sum(seq_lengths)={x.shape[2]}, got n={x.shape[0]}, sum={sum(seq_lengths)}")
+        raise ValueError(
+            f"packed sequences need n=1 and sum(seq_lengths)={x.shape[2]}, got n={x.shape[0]}, sum={sum(seq_lengths)}"
+        )
     return torch.cat([part.max(dim=2)[0] for part in torch.split(x, list(seq_lengths), dim=2)])
 
 
@@ -292,7 +298,7 @@ class GARDistillation(nn.Module):
         self.rgb = GaitBase(rgb_cfg)
         self.adapters = nn.ModuleList(nn.Conv2d(c, c, 1) for c in (config.channels[0], *config.channels))
 
-    def forward(self, sils: torch.Tensor, rgb: torch.Tensor, ratios: torch.Tensor | None = None):  # noqa: ANN201
+    def forward(self, sils: torch.Tensor, rgb: torch.Tensor, ratios: torch.Tensor | None = None):
         out_s = self.silhouette(sils, ratios, return_features=True)
         out_f = self.rgb(rgb, ratios, return_features=True)
         losses = [

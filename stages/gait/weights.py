@@ -27,11 +27,16 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def config_from_state_dict(state: dict[str, torch.Tensor], strides: tuple[int, ...] = (1, 2, 2, 1), maxpool: bool = False) -> GaitBaseConfig:
+def config_from_state_dict(
+    state: dict[str, torch.Tensor], strides: tuple[int, ...] = (1, 2, 2, 1), maxpool: bool = False
+) -> GaitBaseConfig:
     """Architecture of an OpenGait Baseline/ResNet9 state_dict, read from its parameter shapes."""
     prefix = "Backbone.forward_block."
     if prefix + "conv1.conv.weight" not in state or "FCs.fc_bin" not in state:
-        raise ValueError("not a GaitBase (OpenGait Baseline + ResNet9) state_dict: Backbone.forward_block.conv1.conv.weight / FCs.fc_bin missing")
+        raise ValueError(
+            "not a GaitBase (OpenGait Baseline + ResNet9) state_dict: "
+            "Backbone.forward_block.conv1.conv.weight / FCs.fc_bin missing"
+        )
     stem = state[prefix + "conv1.conv.weight"]
     channels, layers = [], []
     prev = int(stem.shape[0])
@@ -45,9 +50,16 @@ def config_from_state_dict(state: dict[str, torch.Tensor], strides: tuple[int, .
     class_num = int(state["BNNecks.fc_bin"].shape[2]) if "BNNecks.fc_bin" in state else 1
     ratio = "RatioAttention.conv.weight" in state
     return GaitBaseConfig(
-        channels=tuple(channels), layers=tuple(layers), strides=strides, maxpool=maxpool,
-        in_channels=int(stem.shape[1]), parts=parts, embed_dim=embed_dim, class_num=class_num,
-        ratio_attention=ratio, ratio_kernel=int(state["RatioAttention.conv.weight"].shape[-1]) if ratio else 3,
+        channels=tuple(channels),
+        layers=tuple(layers),
+        strides=strides,
+        maxpool=maxpool,
+        in_channels=int(stem.shape[1]),
+        parts=parts,
+        embed_dim=embed_dim,
+        class_num=class_num,
+        ratio_attention=ratio,
+        ratio_kernel=int(state["RatioAttention.conv.weight"].shape[-1]) if ratio else 3,
     )
 
 
@@ -55,7 +67,10 @@ def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint dict, read with ``weights_only=True`` (OpenGait's scheduler state holds a Counter)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"gait weights not found: {path} (train them with python -m training.train_gait, or pass an OpenGait GaitBase checkpoint)")
+        raise FileNotFoundError(
+            f"gait weights not found: {path} "
+            "(train them with python -m training.train_gait, or pass an OpenGait GaitBase checkpoint)"
+        )
     with torch.serialization.safe_globals([collections.Counter]):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or "model" not in ckpt:

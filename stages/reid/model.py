@@ -7,6 +7,7 @@ uses; L2-normalise them) and class logits at training time.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -32,7 +33,7 @@ class AppearanceConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AppearanceConfig":
+    def from_dict(cls, d: dict) -> AppearanceConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown appearance model keys: {sorted(unknown)}")
@@ -71,7 +72,7 @@ class AppearanceNet(nn.Module):
         self.config = config
         w = config.widths
         self.stem = nn.Sequential(nn.Conv2d(3, w[0], 3, 2, 1, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True))
-        self.stages = nn.Sequential(*[ResidualStage(a, b) for a, b in zip(w[:-1], w[1:])])
+        self.stages = nn.Sequential(*[ResidualStage(a, b) for a, b in itertools.pairwise(w)])
         self.embed = nn.Linear(2 * w[-1], config.embed_dim)
         self.neck = nn.BatchNorm1d(config.embed_dim)
         self.neck.bias.requires_grad_(False)  # BNNeck: no shift before the classifier

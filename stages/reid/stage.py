@@ -20,7 +20,9 @@ def load_appearance_model(path: str | Path = DEFAULT_WEIGHTS) -> tuple[Appearanc
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"appearance ReID weights not found: {path} (train them with python -m training.train_reid)")
+        raise FileNotFoundError(
+            f"appearance ReID weights not found: {path} (train them with python -m training.train_reid)"
+        )
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path} is not an appearance ReID checkpoint: expected {{'model', 'config'}}")
@@ -42,7 +44,9 @@ class AppearanceReID:
     per window, spread evenly. batch: crops per forward pass.
     """
 
-    def __init__(self, weights: str = str(DEFAULT_WEIGHTS), routes: str = "appearance", max_frames: int = 16, batch: int = 128) -> None:
+    def __init__(
+        self, weights: str = str(DEFAULT_WEIGHTS), routes: str = "appearance", max_frames: int = 16, batch: int = 128
+    ) -> None:
         if routes not in ("appearance", "all"):
             raise ValueError(f"routes must be 'appearance' or 'all', got {routes!r}")
         self.model, self.version = load_appearance_model(weights)
