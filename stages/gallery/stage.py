@@ -109,7 +109,8 @@ class GalleryMatcher:
             self._missing_notice.add("rerank")
         return self.plain_searcher
 
-    def decision(self, modality: str, searcher: GallerySearcher | None = None) -> tuple[Calibration | None, float | None]:
+    def decision(self, modality: str, searcher: GallerySearcher | None = None,
+                 model_version: str = "") -> tuple[Calibration | None, float | None]:
         """(calibration, threshold) for ``modality``; threshold None when none is known.
 
         Order: an explicit threshold, the gallery's calibration for the distance in use, then the
@@ -120,7 +121,9 @@ class GalleryMatcher:
         calibration = self.gallery.calibration(modality, scorer)
         if calibration is None and modality == "gait" and self.reranker is not None:
             shipped = self.reranker.calibrations.get(scorer)
-            if shipped is not None and shipped.model_version == self.gallery.model_version("gait"):
+            # An empty gallery has no model yet: the embeddings about to enter it decide.
+            gallery_model = self.gallery.model_version("gait") or model_version
+            if shipped is not None and shipped.model_version == gallery_model:
                 calibration = shipped
         if self.explicit[modality] > 0:
             return calibration, self.explicit[modality]
@@ -132,7 +135,7 @@ class GalleryMatcher:
         """Open-set matches of embeddings of one modality (no enrolment)."""
         self.gallery.check_model(modality, model_version)
         searcher = self.searcher_for(modality, model_version)
-        calibration, threshold = self.decision(modality, searcher)
+        calibration, threshold = self.decision(modality, searcher, model_version)
         ranked = searcher.rank(modality, embeddings)
         limit = -np.inf if threshold is None else threshold  # uncalibrated: nothing can match
         return [searcher.identify(r, modality, calibration, limit) for r in ranked]
@@ -157,7 +160,7 @@ class GalleryMatcher:
         embeddings = [np.asarray(getattr(w, key), np.float32) for w in windows]
         self.gallery.check_model(modality, version)
         searcher = self.searcher_for(modality, version)
-        calibrated = self.decision(modality, searcher)[1] is not None
+        calibrated = self.decision(modality, searcher, version)[1] is not None
         if not calibrated:
             message = (f"gallery: no {modality} calibration for {searcher.scorer(modality)!r}; "
                        f"run `gallery calibrate` or set {modality}_threshold")
