@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.messages import GaitDetection, GaitSegment, SilhouetteSequence, TrackWindow
-from stages.attributes.checkpoint import load_checkpoint, save_checkpoint, sha256_of
+from stages.attributes.checkpoint import load_checkpoint, save_checkpoint
 from stages.attributes.data import segment_clips
 from stages.attributes.metrics import compute_scores, evaluate
 from stages.attributes.model import (
@@ -30,6 +30,7 @@ from stages.attributes.table import (
     attribute,
     one_hot,
 )
+from stages.checkpoints import sha256_of
 
 torch.set_num_threads(1)
 SMALL = {"channels": (4, 4, 8, 8), "parts": 8, "embed_dim": 16, "frame_stride": 2}

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from stages.gait.weights import load_checkpoint, sha256_of
+from stages.checkpoints import sha256_of
+from stages.gait.weights import load_checkpoint
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 

@@ -95,7 +95,7 @@ def training_crops(data: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 def main() -> None:
     from evaluation.reid import evaluate_mars
-    from stages.gait.weights import sha256_of
+    from stages.checkpoints import sha256_of
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)

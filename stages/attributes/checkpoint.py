@@ -8,7 +8,6 @@ checkpoint can never silently map logits onto the wrong classes.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -16,17 +15,10 @@ from torch import nn
 
 from stages.attributes.model import ClassifierBaseline, ClipGar
 from stages.attributes.table import NUM_CLASSES_ALL, table_signature
+from stages.checkpoints import sha256_of
 
 FORMAT = "gaitscope.attributes.v1"
 KINDS = ("clip_gar", "baseline")
-
-
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_checkpoint(

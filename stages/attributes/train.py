@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from stages.attributes.checkpoint import save_checkpoint, sha256_of
+from stages.attributes.checkpoint import save_checkpoint
 from stages.attributes.data import ClipSet, SynthSpec, load_clip_set, sample_windows, synth_fingerprint
 from stages.attributes.model import ClassifierBaseline, ClipGar, align_loss
 from stages.attributes.table import all_sentences, one_hot
 from stages.attributes.text import encode_sentences
+from stages.checkpoints import sha256_of
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

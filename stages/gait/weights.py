@@ -9,22 +9,14 @@ trace in the weights: they default to GaitBase's 1/2/2/1 without max-pool).
 from __future__ import annotations
 
 import collections
-import hashlib
 from pathlib import Path
 
 import torch
 
+from stages.checkpoints import sha256_of
 from stages.gait.model import GaitBase, GaitBaseConfig
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "gar_casiab.pt"
-
-
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def config_from_state_dict(

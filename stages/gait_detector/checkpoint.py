@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
+from stages.checkpoints import sha256_of
 from stages.gait_detector.dhs import DHSConfig
 from stages.gait_detector.model import ClassifierConfig, DHSClassifier
 
@@ -27,10 +27,6 @@ def save_checkpoint(path: str | Path, model: DHSClassifier, dhs: DHSConfig) -> s
         path,
     )
     return sha256_of(path)
-
-
-def sha256_of(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> tuple[DHSClassifier, DHSConfig, str]:

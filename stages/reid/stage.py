@@ -16,7 +16,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "reid_mars.p
 
 def load_appearance_model(path: str | Path = DEFAULT_WEIGHTS) -> tuple[AppearanceNet, str]:
     """(model in eval mode, version "<stem>@<sha256[:12]>") from ``{'model', 'config'}``."""
-    from stages.gait.weights import sha256_of
+    from stages.checkpoints import sha256_of
 
     path = Path(path)
     if not path.is_file():

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import yaml
 
 from evaluation.metrics import part_distance
-from stages.gait.weights import sha256_of
+from stages.checkpoints import sha256_of
 from stages.rerank.evaluate import (
     KReciprocalReranker,
     ShortlistReranker,
