@@ -41,7 +41,9 @@ def main(argv: list[str]) -> int:
     truth_path = write_site(site, scene_dir)
     videos = sorted(str(p) for p in scene_dir.glob("*.mp4"))
 
-    config = app.load(args.config, args.overrides)
+    # A fresh gallery beside the outputs, filled as people are seen: identities link across cameras.
+    demo_gallery = [f"gallery.gallery={out / 'gallery'}", "gallery.auto_enrol=true"]
+    config = app.load(args.config, [*demo_gallery, *args.overrides] if args.config in (None, "default") else args.overrides)
     outputs = app.run(videos, out, config, video_out=out / "video", save_silhouettes=True)
     summary = outputs.summary
     print(f"{summary['frames_total']} frames, {summary['windows']} track windows in {summary['seconds']:.1f} s "
@@ -53,12 +55,15 @@ def main(argv: list[str]) -> int:
         name = camera["name"]
         people = {p["visit"] for frame in truth["frames"][name] for p in frame} if truth["frames"].get(name) else set()
         track_file = next((p for p in outputs.track_files if p.name.startswith(name)), None)
-        tracks = set()
+        tracks, identities = set(), set()
         if track_file is not None:
             for line in track_file.read_text().splitlines():
                 record = json.loads(line)
                 if record["type"] == "track":
                     tracks.add(record["track_id"])
-        print(f"  {name}: {len(people)} walker(s) in the ground truth, {len(tracks)} track(s) found")
+                    if record["final"] and record["identity"] and record["identity"]["id"]:
+                        identities.add(record["identity"]["id"])
+        print(f"  {name}: {len(people)} walker(s) in the ground truth, {len(tracks)} track(s) found, "
+              f"identities: {', '.join(sorted(identities)) or 'none'}")
     print(f"records: {out / 'tracks'}  video: {out / 'video'}  ground truth: {truth_path}")
     return 0
