@@ -285,3 +285,33 @@ def test_unknown_stream_path_is_one_clear_error(server: RtspServer) -> None:
         events = list(source)
     assert [e.kind for e in events] == ["error"]
     assert "404" in events[0].message and "\n" not in events[0].message
+
+
+def test_run_command_on_a_live_stream_masks_credentials(system_python: Path, tmp_path: Path) -> None:
+    """`run_pipeline.py run rtsp://...` end to end on a real clip served live: tracks, masked credentials."""
+    import json
+    import sys
+
+    campus = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "videos" / "campus_road_480x360.mp4"
+    if not campus.exists():
+        pytest.skip(f"shared clip {campus} is absent")
+    srv = RtspServer(system_python, campus, free_port())
+    srv.start()
+    try:
+        out = tmp_path / "out"
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve().parents[1] / "run_pipeline.py"), "run",
+             srv.url("analyst:s3cret@"), "--config", "front_half", "--out", str(out), "--max-frames", "80",
+             "--no-progress"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    finally:
+        srv.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert "s3cret" not in proc.stdout + proc.stderr
+    summary_text = (out / "summary.json").read_text()
+    assert "s3cret" not in summary_text and "analyst:***@" in summary_text
+    assert json.loads(summary_text)["frames_total"] == 80
+    records = [json.loads(line) for path in (out / "tracks").glob("*.jsonl") for line in path.read_text().splitlines()]
+    assert any(r["type"] == "track" for r in records)
+    assert all("s3cret" not in r["source"] for r in records)
