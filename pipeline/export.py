@@ -47,6 +47,11 @@ def source_file_stem(source_id: str) -> str:
     return f"{base}-{digest}"
 
 
+def _distance(value: float) -> float | None:
+    """A distance for JSON: None when there was nothing to compare with (an empty gallery gives inf)."""
+    return round(float(value), 5) if np.isfinite(value) else None
+
+
 def _round(values: np.ndarray, digits: int = 2) -> list:
     return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
 
@@ -88,11 +93,11 @@ def window_record(window: TrackWindow, options: ExportOptions) -> dict[str, Any]
     record["identity"] = None if match is None else {
         "id": match.identity,
         "modality": match.modality,
-        "distance": round(match.distance, 5),
+        "distance": _distance(match.distance),
         "confidence": round(match.confidence, 4),
         "enrolled": match.enrolled,
         "candidates": [
-            {"id": c.identity, "distance": round(c.distance, 5), "initial_rank": c.initial_rank, "entry_id": c.entry_id}
+            {"id": c.identity, "distance": _distance(c.distance), "initial_rank": c.initial_rank, "entry_id": c.entry_id}
             for c in match.candidates
         ],
     }

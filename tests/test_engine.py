@@ -14,7 +14,7 @@ import pytest
 import supervision as sv
 
 from pipeline.export import SCHEMA_PATH, ExportOptions, SilhouetteStripWriter, TrackRecordWriter, window_record
-from pipeline.messages import Frame, FrameResult, GaitDetection, GaitSegment, SourceEvent, TrackWindow
+from pipeline.messages import Frame, FrameResult, GaitDetection, GaitSegment, IdentityMatch, SourceEvent, TrackWindow
 from pipeline.runner import NamedStage, Runner, RunnerOptions
 from stages.tracklets import TrackletAssembler
 
@@ -145,11 +145,16 @@ def test_records_validate_against_the_published_schema(tmp_path):
     writer = TrackRecordWriter(tmp_path, ExportOptions(save_embeddings=True))
     for w in windows:
         w.gait_embedding = np.ones((16, 8), np.float32)
+        w.identity = IdentityMatch(None, "gait", float("inf"), 0.0)  # an empty gallery: nothing to compare with
         writer.write_window(w)
     writer.write_event(SourceEvent("cam", "gap", "no data for 2.0 s", 3.0))
     path = writer.complete("cam")
-    records = [json.loads(line) for line in path.read_text().splitlines()]
+    def strict(token: str):
+        raise ValueError(f"not JSON: {token}")
+
+    records = [json.loads(line, parse_constant=strict) for line in path.read_text().splitlines()]
     assert len(records) == len(windows) + 1
+    assert all(r["identity"]["distance"] is None for r in records if r["type"] == "track")
     for record in records:
         jsonschema.validate(record, schema)
     with_gait = [r for r in records if r.get("gait")]
