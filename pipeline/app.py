@@ -271,13 +271,15 @@ class _AnnotatedVideos:
         self._labels: dict[tuple[str, int], str] = {}
 
     def note_window(self, window: TrackWindow) -> None:
-        parts = []
-        if window.identity is not None:
-            parts.append(window.identity.identity or "unknown")
-        if window.gait is not None:
-            parts.append(window.gait.route)
-        if parts:
-            self._labels[(window.source_id, window.track_id)] = " ".join(parts)
+        # Short captions, so that neighbouring boxes stay readable: the identity when one matched,
+        # else the route ("gait" or "app").
+        if window.identity is not None and window.identity.identity:
+            label = window.identity.identity
+        elif window.gait is not None:
+            label = {"appearance": "app"}.get(window.gait.route, window.gait.route)
+        else:
+            return
+        self._labels[(window.source_id, window.track_id)] = label
 
     def write_frame(self, result: FrameResult) -> None:
         from pipeline.export import source_file_stem
