@@ -1,0 +1,42 @@
+"""Where third-party model files live: one directory laid out like the published model folders.
+
+The directory is ``$GAITSCOPE_MODELS`` when set, else ``~/.cache/gaitscope/models``; a config may
+name another one (``models_dir`` options of the backends that use it). Inside it each model keeps
+its publisher's folder name, for example::
+
+    yolox_nano/yolox_nano.onnx
+    mediapipe_pose/pose_landmark_full.tflite
+    pp_humanseg_v1_lite_192/model.pdmodel
+    osnet_x0_25_msmt17/osnet_x0_25_msmt17.onnx
+
+Nothing here downloads anything: a file is either present or reported missing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "GAITSCOPE_MODELS"
+DEFAULT_MODELS_DIR = "~/.cache/gaitscope/models"
+
+
+def models_dir(override: str | Path | None = None) -> Path:
+    """The models directory: ``override`` when given, else ``$GAITSCOPE_MODELS``, else the default."""
+    chosen = override or os.environ.get(ENV_VAR) or DEFAULT_MODELS_DIR
+    return Path(chosen).expanduser()
+
+
+def find_model(relative: str | Path, override: str | Path | None = None) -> Path | None:
+    """``models_dir(override) / relative`` when that file or folder exists, else None."""
+    path = models_dir(override) / relative
+    return path if path.exists() else None
+
+
+def resolve_model_path(path: str | Path, override: str | Path | None = None) -> Path:
+    """A user-given model path: absolute or ``~`` paths as they are, relative ones first against the
+    working directory, then against the models directory (so ``yolox_nano/yolox_nano.onnx`` works)."""
+    given = Path(path).expanduser()
+    if given.is_absolute() or given.exists():
+        return given
+    return models_dir(override) / given
