@@ -96,8 +96,12 @@ def window_record(window: TrackWindow, options: ExportOptions) -> dict[str, Any]
         "distance": _distance(match.distance),
         "confidence": round(match.confidence, 4),
         "enrolled": match.enrolled,
+        "scores": {k: _distance(v) for k, v in match.scores.items()},
+        "windows": match.windows,
+        "merged": list(match.merged),
         "candidates": [
-            {"id": c.identity, "distance": _distance(c.distance), "initial_rank": c.initial_rank, "entry_id": c.entry_id}
+            {"id": c.identity, "distance": _distance(c.distance), "initial_rank": c.initial_rank, "entry_id": c.entry_id,
+             "score": None if c.score is None else _distance(c.score)}
             for c in match.candidates
         ],
     }

@@ -136,31 +136,44 @@ class GaitDetection:
 
 @dataclass(frozen=True)
 class RankedCandidate:
-    """One gallery identity in a shortlist. initial_rank is its rank before re-ranking (0-based)."""
+    """One gallery identity in a shortlist. initial_rank is its rank before re-ranking (0-based).
+
+    distance: of its nearest entry in the primary modality (gait when scored, else appearance).
+    score: fused same-person log-odds (None where the gallery ranks by distance alone).
+    """
 
     identity: str
     distance: float
     initial_rank: int
     entry_id: int
+    score: float | None = None
 
 
 @dataclass
 class IdentityMatch:
-    """Result of searching the gallery for one window.
+    """The track's identity as of this window (track-level: the evidence of all its windows so far).
 
     identity: the matched identity name, or None for "unknown" (open set).
-    modality: "gait" or "appearance": which embedding was searched.
-    confidence: 0..1, derived from the distance and the open-set threshold.
+    modality: "fused", "gait" or "appearance": which evidence decided.
+    distance: of the best candidate's nearest entry in the primary modality (inf: nothing to compare).
+    confidence: 0..1, P(same person) of the best candidate from the calibrated fused score.
     candidates: the shortlist after re-ranking (best first), each with its initial rank.
     enrolled: True when this window created a new identity (auto-enrol mode).
+    scores: the best candidate's per-modality log-likelihood ratios ("gait", "appearance", where
+        present) and their fusion ("fused"); empty when there was no candidate.
+    windows: how many windows of the track the decision rests on.
+    merged: identities merged into ``identity`` because this track linked them.
     """
 
     identity: str | None
-    modality: Literal["gait", "appearance"]
+    modality: Literal["fused", "gait", "appearance"]
     distance: float
     confidence: float
     candidates: list[RankedCandidate] = field(default_factory=list)
     enrolled: bool = False
+    scores: dict[str, float] = field(default_factory=dict)
+    windows: int = 1
+    merged: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

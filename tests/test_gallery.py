@@ -1,4 +1,4 @@
-"""Gallery store, FAISS indexes, calibration, the GalleryMatcher stage and the CLI verbs."""
+"""Gallery store, FAISS indexes, the GalleryMatcher stage (track-level, fused, auto-enrol) and the CLI verbs."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import torch
 
 from evaluation.metrics import part_distance
 from pipeline.messages import SilhouetteSequence, TrackWindow
-from stages.gallery.calibration import calibrate, calibration_distances
 from stages.gallery.commands import enroll_main, gallery_main, search_main
 from stages.gallery.index import IndexSpec, build_index
+from stages.gallery.scoring import Fusion, ModalityScore, ScoreModel
 from stages.gallery.stage import GalleryMatcher
 from stages.gallery.store import EntryMeta, Gallery, GalleryError, GalleryModelMismatch, search_vector
 from stages.rerank.model import CarGait
@@ -40,11 +40,12 @@ def sample(proto: np.ndarray, rng: np.random.Generator, noise: float = 0.15) -> 
 
 
 def window(embedding: np.ndarray | None, track: int = 1, final: bool = True, appearance: np.ndarray | None = None,
-           source: str = "cam1", version: str = "gar@1") -> TrackWindow:
+           source: str = "cam1", version: str = "gar@1", start: int = 0, frames: int = 30) -> TrackWindow:
     t = 3
     seq = SilhouetteSequence(
         silhouettes=np.zeros((t, 64, 44), np.uint8), ratios=np.ones(t, np.float32), boxes=np.zeros((t, 4), np.float32),
-        frame_indices=np.arange(t), pts_s=np.arange(t) / 10.0, frame_size=(240, 320),
+        frame_indices=start + np.linspace(0, frames - 1, t).astype(np.int64), pts_s=(start + np.arange(t)) / 10.0,
+        frame_size=(240, 320),
     )
     w = TrackWindow(source, track, 0, final, seq, gait_embedding=embedding, appearance_embedding=appearance)
     w.model_versions["gait"] = version
@@ -160,115 +161,219 @@ def test_approximate_indexes_recall_against_exact(kind):
     assert recall >= 0.9
 
 
-def test_calibration_threshold_and_confidence():
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+D = 16
+
+
+def appearances(n: int, seed: int = 10) -> np.ndarray:
+    return unit(np.random.default_rng(seed).normal(size=(n, D)))
+
+
+def app_sample(proto: np.ndarray, rng: np.random.Generator, noise: float = 0.15) -> np.ndarray:
+    return unit(proto + rng.normal(scale=noise, size=proto.shape))
+
+
+def fitted_scores(path: Path, outfit_change: float = 0.4, seed: int = 0) -> Path:
+    """Score-fusion parameters fitted, with the shipped fitting functions, on labelled pairs of the
+    synthetic embeddings above: people sometimes change clothes (a new appearance prototype), gait stays."""
+    rng = np.random.default_rng(seed)
+    gait, app = identities(40, seed + 1), appearances(40, seed + 2)
+    d = {"gait": [], "appearance": []}
+    same = []
+    for _ in range(3000):
+        a, b = rng.integers(0, 40, 2)
+        genuine = rng.random() < 0.5
+        b = a if genuine else (b if b != a else (a + 1) % 40)
+        other_outfit = appearances(1, int(rng.integers(1 << 30)))[0] if genuine and rng.random() < outfit_change else app[b]
+        d["gait"].append(part_distance(sample(gait[a], rng)[None], sample(gait[b], rng)[None], "euc")[0, 0])
+        d["appearance"].append(1.0 - float(app_sample(app[a], rng) @ app_sample(other_outfit, rng)))
+        same.append(genuine)
+    same = np.asarray(same)
+    scores, llr = {}, {}
+    for m, scorer in (("gait", "euc"), ("appearance", "cos")):
+        x = np.asarray(d[m])
+        for aggregate in ("best", "mean"):
+            scores[ScoreModel.score_key(m, scorer, aggregate)] = ModalityScore.fit(x[same], x[~same])
+        llr[m] = scores[ScoreModel.score_key(m, scorer, "best")].llr(x)
+    fusion = Fusion.fit(llr, same)
+    thresholds = {ScoreModel.threshold_key(mode, g, a): 2.0 for mode, g in (("fused", "euc"), ("gait", "euc"), ("appearance", "-"))
+                  for a in ("best", "mean")}
+    model = ScoreModel(scores, {"euc/best": fusion, "euc/mean": fusion}, thresholds, 0.01, {"gait": "gar@1", "appearance": "reid@1"},
+                       source_prior=None)
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def scores_file(tmp_path_factory) -> str:
+    return str(fitted_scores(tmp_path_factory.mktemp("scores") / "scores.params.json"))
+
+
+def test_distance_calibration_is_a_log_likelihood_ratio():
     rng = np.random.default_rng(0)
-    cal = calibrate(rng.normal(1.0, 0.2, 2000), rng.normal(2.0, 0.3, 8000), "euc", "gar@1", "synthetic", 0.01)
-    assert abs(cal.far - 0.01) < 0.002
-    assert 0.04 < cal.frr < 0.09  # genuine above 2.0 - 2.33 * 0.3: about 1.5 sigma, 6.7%
-    c = cal.confidence(np.array([0.5, 1.5, 3.0]))
-    assert c[0] > 0.95 and c[2] < 0.05 and np.all(np.diff(c) < 0)
+    score = ModalityScore.fit(rng.normal(1.0, 0.3, 4000), rng.normal(2.0, 0.3, 4000))
+    llr = score.llr(np.array([0.5, 1.5, 2.5]))
+    # equal variances: LLR = (mu1 - mu0)/s^2 * (1.5 - d), zero half-way, slope -1/0.09
+    assert abs(llr[1]) < 0.3 and llr[0] > 4 and llr[2] < -4
+    assert abs(score.slope + 1 / 0.09) < 1.5
 
 
-def _calibrated_matcher(tmp_path: Path, protos: np.ndarray, reranker: str = "none", **kw) -> GalleryMatcher:
+def test_fusion_lets_gait_carry_the_decision_when_clothes_change(tmp_path):
+    model = ScoreModel.load(fitted_scores(tmp_path / "s.params.json", outfit_change=0.4))
+    fusion = model.fusion_for("fused", "euc", "best")
+    # appearance disagreement is learned to be weak evidence (clothes change), agreement strong
+    assert fusion.disagree["appearance"] < 0.5 * fusion.agree["appearance"]
+    g, a = model.modality_score("gait", "euc", "best"), model.modality_score("appearance", "cos", "best")
+    gait_close, gait_far = float(g.llr(0.6)), float(g.llr(4.0))  # typical genuine / impostor distances
+    app_far, app_close = float(a.llr(1.0)), float(a.llr(0.25))
+    assert gait_close > 0 > gait_far and app_close > 0 > app_far
+    # candidate A: same gait, other clothes; candidate B: other gait, similar clothes
+    same_walker_new_clothes = float(fusion.score({"gait": gait_close, "appearance": app_far})[0])
+    other_walker_like_clothes = float(fusion.score({"gait": gait_far, "appearance": 0.5 * app_close})[0])
+    assert same_walker_new_clothes > other_walker_like_clothes
+    assert same_walker_new_clothes > 0  # still more likely the same person than not
+    # a missing modality contributes its fitted constant, not a guess; single modes are the modality alone
+    alone = float(fusion.score({"gait": gait_close, "appearance": None})[0])
+    expected = fusion.bias + fusion.agree["gait"] * gait_close + fusion.missing["appearance"]
+    assert np.isclose(alone, expected)
+    assert np.isclose(float(model.fusion_for("gait", "euc", "best").score({"gait": gait_far, "appearance": app_close})[0]), gait_far)
+
+
+def test_score_model_round_trip_and_bad_file(tmp_path, scores_file):
+    model = ScoreModel.load(scores_file)
+    model.save(tmp_path / "again.json")
+    assert ScoreModel.load(tmp_path / "again.json") == model
+    (tmp_path / "bad.json").write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="not a score-fusion file"):
+        ScoreModel.load(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="training.fusion"):
+        ScoreModel.load(tmp_path / "missing.json")
+
+
+def _gallery(tmp_path: Path, gait: np.ndarray, app: np.ndarray, n: int) -> str:
     rng = np.random.default_rng(5)
     with Gallery(tmp_path / "g") as g:
-        g.add("gait", [sample(p, rng) for p in protos], [EntryMeta(f"id{i}") for i in range(len(protos))], "gar@1")
-        feats = np.concatenate([np.stack([sample(p, rng) for p in protos]) for _ in range(4)])
-        subjects = np.tile(np.arange(len(protos)), 4)
-        genuine, impostor = calibration_distances(feats, subjects, np.arange(len(feats)) < len(protos), "euc")
-        g.set_calibration("gait", calibrate(genuine, impostor, "euc", "gar@1", "synthetic", 0.01))
-    return GalleryMatcher(gallery=str(tmp_path / "g"), reranker=reranker, **kw)
+        g.add("gait", [sample(p, rng) for p in gait[:n]], [EntryMeta(f"id{i}", "enrol") for i in range(n)], "gar@1")
+        g.add("appearance", [app_sample(p, rng) for p in app[:n]], [EntryMeta(f"id{i}", "enrol") for i in range(n)], "reid@1")
+    return str(tmp_path / "g")
 
 
-def test_matcher_identifies_known_and_rejects_unknown(tmp_path):
-    protos = identities(20)
-    matcher = _calibrated_matcher(tmp_path, protos[:15], top_k=5)
+def test_matcher_fuses_track_evidence_and_rejects_unknown(tmp_path, scores_file):
+    gait, app = identities(20), appearances(20)
+    matcher = GalleryMatcher(gallery=_gallery(tmp_path, gait, app, 15), scores=scores_file, reranker="none",
+                             source_centring=False, top_k=5)
     rng = np.random.default_rng(9)
-    windows = [window(sample(protos[2], rng)), window(sample(protos[18], rng), track=2), window(None, track=3)]
-    out = matcher.process(windows)
-    known, unknown, empty = out
-    assert known.identity.identity == "id2" and known.identity.confidence > 0.5 and known.identity.modality == "gait"
-    assert known.identity.candidates[0].identity == "id2" and len(known.identity.candidates) == 5
-    assert [c.initial_rank for c in known.identity.candidates] == list(range(5))  # no re-ranker: order kept
-    assert unknown.identity.identity is None and unknown.identity.distance > known.identity.distance
-    assert empty.identity is None
+    known = [window(sample(gait[2], rng), appearance=app_sample(app[2], rng), final=i == 2, start=30 * i) for i in range(3)]
+    stranger = window(sample(gait[18], rng), appearance=app_sample(app[18], rng), track=2)
+    appearance_only = window(None, appearance=app_sample(app[7], rng), track=3)
+    out = matcher.process([*known, stranger, appearance_only, window(None, track=4)])
+    final = out[2].identity
+    assert [w.identity.identity for w in out[:3]] == ["id2"] * 3  # every window reports the track's decision
+    assert final.modality == "fused" and final.windows == 3 and final.confidence > 0.9
+    assert set(final.scores) == {"gait", "appearance", "fused"} and final.scores["fused"] > 2.0
+    assert final.candidates[0].identity == "id2" and final.candidates[0].score == final.scores["fused"]
+    assert out[3].identity.identity is None and out[3].identity.scores["fused"] < final.scores["fused"]
+    assert out[4].identity.identity == "id7" and set(out[4].identity.scores) == {"appearance", "fused"}
+    assert out[5].identity.identity is None and out[5].identity.candidates == []
     assert all(w.model_versions["gallery"] == matcher.version for w in out)
     matcher.close()
 
 
-def test_auto_enrol_links_a_new_person_across_cameras(tmp_path):
-    protos = identities(12)
-    matcher = _calibrated_matcher(tmp_path, protos[:10], auto_enrol=True)
+def test_gait_only_and_appearance_only_modes(tmp_path, scores_file):
+    gait, app = identities(10), appearances(10)
+    path = _gallery(tmp_path, gait, app, 10)
+    rng = np.random.default_rng(1)
+    # the walker of id4 in the clothes of id6
+    w = window(sample(gait[4], rng), appearance=app_sample(app[6], rng))
+    by_mode = {}
+    for mode in ("gait", "appearance", "fused"):
+        m = GalleryMatcher(gallery=path, scores=scores_file, reranker="none", modalities=mode, source_centring=False)
+        by_mode[mode] = m.process([window(w.gait_embedding, appearance=w.appearance_embedding)])[0].identity
+        m.close()
+    assert by_mode["gait"].candidates[0].identity == "id4" and set(by_mode["gait"].scores) == {"gait", "fused"}
+    assert by_mode["appearance"].candidates[0].identity == "id6"
+    assert by_mode["fused"].candidates[0].identity == "id4"  # gait carries it when clothes disagree
+    with pytest.raises(ValueError, match="modalities must be one of"):
+        GalleryMatcher(gallery=path, scores=scores_file, modalities="both")
+
+
+def test_auto_enrol_links_one_person_over_three_cameras_and_stores_everything(tmp_path, scores_file):
+    gait, app = identities(12), appearances(12)
+    matcher = GalleryMatcher(gallery=_gallery(tmp_path, gait, app, 10), scores=scores_file, reranker="none",
+                             source_centring=False, auto_enrol=True, threshold=2.0)
     rng = np.random.default_rng(3)
-    newcomer = protos[11]
-    first = matcher.process([window(sample(newcomer, rng), track=7, final=False)])[0]
-    assert first.identity.identity is None and not first.identity.enrolled  # not final: no enrolment
-    final = matcher.process([window(sample(newcomer, rng), track=7, final=True)])[0]
-    assert final.identity.enrolled and final.identity.identity.startswith("person-")
-    other_cam = matcher.process([window(sample(newcomer, rng), track=1, source="cam2", final=False)])[0]
-    assert other_cam.identity.identity == final.identity.identity and not other_cam.identity.enrolled
-    entry = matcher.gallery.entries(final.identity.identity)[0]
-    assert (entry.source, entry.track_id) == ("cam1", 7)
-    assert any(i.auto for i in matcher.gallery.identities())
+    newcomer = 11
+
+    def track(source: str, track_id: int) -> list[TrackWindow]:
+        return [window(sample(gait[newcomer], rng), appearance=app_sample(app[newcomer], rng), track=track_id,
+                       source=source, final=i == 1, start=30 * i) for i in range(2)]
+
+    first = matcher.process(track("cam1", 7))
+    assert first[0].identity.identity is None and not first[0].identity.enrolled  # not final: no enrolment
+    assert first[1].identity.enrolled and first[1].identity.identity.startswith("person-")
+    name = first[1].identity.identity
+    entries = matcher.gallery.entries(name)
+    assert sorted(e.modality for e in entries) == ["appearance"] * 2 + ["gait"] * 2  # every window, both modalities
+    assert {(e.source, e.track_id) for e in entries} == {("cam1", 7)}
+    second = matcher.process(track("cam2", 1))
+    third = matcher.process(track("cam3", 4))
+    assert [w.identity.identity for w in second + third] == [name] * 4 and not third[1].identity.enrolled
+    assert len(matcher.gallery.entries(name)) == 12  # later tracks are added to the identity
+    assert sum(i.name.startswith("person-") for i in matcher.gallery.identities()) == 1
     matcher.close()
 
 
-def test_matcher_reranks_with_cargait_and_refuses_other_models(tmp_path):
-    protos = identities(15)
-    torch.manual_seed(0)
-    model = CarGait(P, C, 0, hidden=16, heads=2)
-    torch.nn.init.normal_(model.cross.out.weight, std=0.3)
-    save_reranker(model, tmp_path / "cg.pt", gait_model_version="gar@1", metric="euc", rerank_k=10)
-    matcher = _calibrated_matcher(tmp_path, protos, reranker=str(tmp_path / "cg.pt"), gait_threshold=100.0)
-    rng = np.random.default_rng(2)
-    q = sample(protos[4], rng, noise=0.6)
-    w = matcher.process([window(q)])[0]
-    cands = w.identity.candidates
-    feats = matcher.gallery.features([c.entry_id for c in cands])
-    with torch.no_grad():
-        expected = [float(model(torch.as_tensor(q)[None], torch.as_tensor(feats[c.entry_id])[None])[2]) for c in cands]
-    assert np.allclose([c.distance for c in cands], expected, atol=1e-4)
-    assert [c.distance for c in cands] == sorted(c.distance for c in cands)
-    initial = part_distance(q[None], np.stack([feats[c.entry_id] for c in cands]), "euc")[0]
-    assert [c.initial_rank for c in cands] == list(np.argsort(np.argsort(initial)))
-    with pytest.raises(GalleryModelMismatch):
-        matcher.process([window(q, version="gar@2")])
-    matcher.close()
-    other = GalleryMatcher(gallery=str(tmp_path / "other"), reranker=str(tmp_path / "cg.pt"))
-    with pytest.raises(ValueError, match="trained on gait model 'gar@1'"):
-        other.process([window(q, version="gar@2")])
-    other.close()
-
-
-def test_appearance_path_and_missing_calibration_notice(tmp_path):
-    rng = np.random.default_rng(0)
-    emb = rng.normal(size=(3, 16)).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+def test_a_track_linking_two_identities_merges_them(tmp_path, scores_file):
+    gait, app = identities(3), appearances(3)
     with Gallery(tmp_path / "g") as g:
-        g.add("appearance", list(emb), [EntryMeta(n) for n in "abc"], "reid@1")
-    matcher = GalleryMatcher(gallery=str(tmp_path / "g"), reranker="none")
-    w = matcher.process([window(None, appearance=emb[1])])[0]
-    assert w.identity.modality == "appearance" and w.identity.identity is None  # uncalibrated: no decision
-    assert w.identity.candidates[0].identity == "b" and w.identity.candidates[0].distance < 1e-5
-    assert "no appearance calibration" in w.errors[0]
+        for name in ("a", "b"):  # one person enrolled twice under two names
+            g.add("gait", [sample(gait[0], np.random.default_rng(len(name)))], [EntryMeta(name)], "gar@1")
+            g.add("appearance", [app[0]], [EntryMeta(name)], "reid@1")
+        g.add("gait", [gait[1]], [EntryMeta("c")], "gar@1")
+    matcher = GalleryMatcher(gallery=str(tmp_path / "g"), scores=scores_file, reranker="none", source_centring=False,
+                             auto_enrol=True, threshold=2.0)
+    w = matcher.process([window(sample(gait[0], np.random.default_rng(7)), appearance=app[0])])[0]
+    kept = w.identity.identity
+    assert kept in ("a", "b") and w.identity.merged == [({"a", "b"} - {kept}).pop()]
+    merges = matcher.gallery.merges()
+    assert len(merges) == 1 and merges[0]["kept"] == kept and merges[0]["entries"] == 2
+    assert {i.name for i in matcher.gallery.identities()} == {kept, "c"} and len(matcher.gallery.entries(kept)) == 6
     matcher.close()
-    matcher = GalleryMatcher(gallery=str(tmp_path / "g"), reranker="none", appearance_threshold=0.2)
-    assert matcher.process([window(None, appearance=emb[1])])[0].identity.identity == "b"
-    matcher.close()
+
+
+def test_source_centring_removes_a_camera_cast(tmp_path, scores_file):
+    from stages.gallery.matching import SourceCentring
+
+    rng = np.random.default_rng(0)
+    app = appearances(6, 3)
+    cast = {"north": 1.5 * unit(rng.normal(size=D)), "south": 1.5 * unit(rng.normal(size=D))}
+    seen = {src: unit(app + cast[src] + rng.normal(scale=0.05, size=app.shape)) for src in cast}
+    centring = SourceCentring(prior=0.0)
+    for src, x in seen.items():
+        centring.add(src, x)
+    raw = seen["north"] @ seen["south"].T
+    centred = centring.centre(seen["north"], ["north"] * 6) @ centring.centre(seen["south"], ["south"] * 6).T
+    assert (raw.argmax(1) == np.arange(6)).mean() < 1.0 or raw.max() > 0.9  # the cast dominates raw similarity
+    assert (centred.argmax(1) == np.arange(6)).all()
+    assert np.diag(centred).min() > np.diag(raw).min() - 1.0
 
 
 def _records(path: Path, protos: np.ndarray, rng) -> None:
     lines = []
+    app = appearances(len(protos))
     for track, p in enumerate(protos):
         for final in (False, True):
             lines.append({"type": "track", "source": "clip.mp4", "track_id": track, "final": final,
                           "time_s": {"start": 1.0, "end": 4.0}, "attributes": {"gender": {"label": "male", "probability": 0.9}},
-                          "embeddings": {"gait": sample(p, rng).tolist(), "appearance": None},
-                          "model_versions": {"gait": "gar@1"}})
+                          "embeddings": {"gait": sample(p, rng).tolist(), "appearance": app_sample(app[track], rng).tolist()},
+                          "model_versions": {"gait": "gar@1", "reid": "reid@1"}})
     path.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
 
 
-def test_cli_enroll_list_search_export_remove(tmp_path, capsys):
+def test_cli_enroll_list_search_export_remove(tmp_path, capsys, scores_file):
     protos = identities(6)
     rng = np.random.default_rng(4)
     records = tmp_path / "run.jsonl"
@@ -278,23 +383,20 @@ def test_cli_enroll_list_search_export_remove(tmp_path, capsys):
         enroll_main(["--gallery", gal, "--name", "x", "--jsonl", str(records)])
     for t in range(5):
         assert enroll_main(["--gallery", gal, "--name", f"person{t}", "--jsonl", str(records), "--track", str(t)]) == 0
-    feats = np.concatenate([np.stack([sample(p, rng) for p in protos[:5]]) for _ in range(4)])
-    np.savez(tmp_path / "feat.npz", embeddings=feats, labels=np.tile(np.arange(5), 4).astype(str),
-             types=np.array(["nm-01"] * 5 + ["nm-05"] * 15), views=np.array(["090"] * 20))
-    assert gallery_main(["calibrate", "--gallery", gal, "--features", str(tmp_path / "feat.npz"), "--reranker", "none"]) == 0
     capsys.readouterr()
     assert gallery_main(["list", "--gallery", gal, "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert listing["entries"]["gait"] == 5 and listing["models"]["gait"] == "gar@1" and "gait:euc" in listing["calibrations"]
-    assert search_main(["--gallery", gal, "--jsonl", str(records), "--reranker", "none", "--json"]) == 0
+    # every window of each track, both modalities
+    assert listing["entries"] == {"gait": 10, "appearance": 10} and listing["models"]["gait"] == "gar@1"
+    assert search_main(["--gallery", gal, "--jsonl", str(records), "--reranker", "none", "--scores", scores_file, "--json"]) == 0
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     by_track = {r["track_id"]: r for r in results}
-    assert by_track[2]["identity"] == "person2" and by_track[2]["calibrated"]
+    assert by_track[2]["identity"] == "person2" and by_track[2]["windows"] == 2 and by_track[2]["scores"]["fused"] > 2
     assert by_track[5]["identity"] is None  # never enrolled
     assert gallery_main(["export", "--gallery", gal, str(tmp_path / "out.json"), "--vectors", str(tmp_path / "v.npz")]) == 0
     doc = json.loads((tmp_path / "out.json").read_text())
-    assert len(doc["entries"]) == 5 and doc["entries"][0]["attributes"] == {"gender": "male"}
-    assert len(np.load(tmp_path / "v.npz").files) == 5
+    assert len(doc["entries"]) == 20 and doc["entries"][0]["attributes"] == {"gender": "male"}
+    assert len(np.load(tmp_path / "v.npz").files) == 20
     assert gallery_main(["remove", "--gallery", gal, "person2"]) == 0
     with Gallery(gal, create=False) as g:
-        assert g.count("gait") == 4
+        assert g.count("gait") == 8

@@ -1,9 +1,8 @@
-"""Command-line verbs of the gallery: ``enroll``, ``gallery list|remove|export|calibrate``, ``search``.
+"""Command-line verbs of the gallery: ``enroll``, ``gallery list|remove|export``, ``search``.
 
     python run_pipeline.py enroll --name alice --video clip.mp4 [--track 3]
     python run_pipeline.py enroll --name alice --jsonl out/tracks/clip-1a2b3c4d.jsonl --track 3
     python run_pipeline.py gallery list | remove NAME | export OUT.json [--vectors OUT.npz]
-    python run_pipeline.py gallery calibrate --features ~/.cache/gaitscope/features/gar_casiab_test.npz
     python run_pipeline.py search clip.mp4 | --jsonl FILE
 
 Tracks from a previous run need its records written with ``--save-embeddings`` (each record then
@@ -22,9 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.gallery.calibration import calibrate, calibration_distances
-from stages.gallery.search import Reranker
-from stages.gallery.stage import DEFAULT_RERANKER, GalleryMatcher, window_meta
+from stages.gallery.stage import GalleryMatcher, window_meta
 from stages.gallery.store import MODALITIES, EntryMeta, Gallery, GalleryError
 
 DEFAULT_GALLERY = "~/.cache/gaitscope/gallery"
@@ -51,7 +48,8 @@ def _video_args(p: argparse.ArgumentParser) -> None:
 
 # -- reading tracks ---------------------------------------------------------------------------------
 def tracks_from_records(records: Iterable[dict], name: str) -> dict[tuple[str, int], TrackEmbeddings]:
-    """Group a run's JSONL records (with embeddings) by (source, track id)."""
+    """Group a run's JSONL records (with embeddings) by (source, track id): every window's gait and
+    appearance embeddings, each with its provenance."""
     out: dict[tuple[str, int], TrackEmbeddings] = {}
     for r in records:
         if r.get("type") != "track":
@@ -66,13 +64,13 @@ def tracks_from_records(records: Iterable[dict], name: str) -> dict[tuple[str, i
         meta = EntryMeta(name, key[0], key[1], time_s.get("start"), time_s.get("end"), attrs)
         versions = r.get("model_versions") or {}
         for modality in MODALITIES:
-            if emb.get(modality) is not None and r.get("final", True):
+            if emb.get(modality) is not None:
                 track.items[modality].append((np.asarray(emb[modality], np.float32), meta, versions.get(STAGE_OF[modality], "")))
     return out
 
 
 def tracks_from_windows(windows: Iterable, name: str) -> dict[tuple[str, int], TrackEmbeddings]:
-    """Group final TrackWindows (from ``pipeline.app.collect_windows``) by (source, track id)."""
+    """Group TrackWindows (from ``pipeline.app.collect_windows``) by (source, track id), all modalities."""
     out: dict[tuple[str, int], TrackEmbeddings] = {}
     for w in windows:
         key = (w.source_id, int(w.track_id))
@@ -96,7 +94,7 @@ def _run_pipeline(videos: list[str], config: str | None, overrides: list[str]) -
     from pipeline.app import collect_windows, load
 
     cfg = load(config, [*overrides, "gallery.enabled=false"])
-    return collect_windows(cfg, videos)
+    return collect_windows(cfg, videos, final_only=False)
 
 
 def _pick_track(tracks: dict[tuple[str, int], TrackEmbeddings], track_id: int | None, source: str | None) -> TrackEmbeddings:
@@ -149,9 +147,9 @@ def enroll_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# -- gallery list / remove / export / calibrate -----------------------------------------------------
+# -- gallery list / remove / export -----------------------------------------------------
 def gallery_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="gallery", description="list, remove, export or calibrate gallery identities")
+    p = argparse.ArgumentParser(prog="gallery", description="list, remove or export gallery identities")
     sub = p.add_subparsers(dest="action", required=True)
     ls = sub.add_parser("list", help="identities with their entry counts")
     _gallery_arg(ls)
@@ -164,26 +162,15 @@ def gallery_main(argv: list[str] | None = None) -> int:
     _gallery_arg(ex)
     ex.add_argument("out", help="JSON file")
     ex.add_argument("--vectors", default=None, help="also write the raw embeddings to this .npz")
-    ca = sub.add_parser("calibrate", help="fit the open-set threshold on labelled gait features (e.g. CASIA-B test)")
-    _gallery_arg(ca)
-    ca.add_argument("--features", required=True, help=".npz of labelled features (evaluation.casia_b extract)")
-    ca.add_argument("--model-version", default=None, help="model of the features (default: the gallery's gait model)")
-    ca.add_argument("--reranker", default="", help="CarGait checkpoint ('' shipped, 'none' for the plain metric)")
-    ca.add_argument("--metric", choices=["euc", "cos"], default="euc")
-    ca.add_argument("--far", type=float, default=0.01, help="target false-accept rate of the nearest impostor")
-    ca.add_argument("--top-k", type=int, default=10)
     args = p.parse_args(argv)
-    create = args.action == "calibrate"
-    with Gallery(args.gallery, create=create) as gallery:
+    with Gallery(args.gallery, create=False) as gallery:
         if args.action == "list":
             return _list(gallery, args.entries, args.json)
         if args.action == "remove":
             n = gallery.remove_identity(args.name)
             print(f"removed {args.name!r} ({n} entries)")
             return 0
-        if args.action == "export":
-            return _export(gallery, Path(args.out).expanduser(), args.vectors)
-        return _calibrate(gallery, args)
+        return _export(gallery, Path(args.out).expanduser(), args.vectors)
 
 
 def _list(gallery: Gallery, entries: bool, as_json: bool) -> int:
@@ -224,35 +211,14 @@ def _export(gallery: Gallery, out: Path, vectors: str | None) -> int:
     return 0
 
 
-def _calibrate(gallery: Gallery, args: argparse.Namespace) -> int:
-    from stages.rerank.features import FeatureSet
-
-    version = args.model_version or gallery.model_version("gait") or ""
-    if not version:
-        raise GalleryError("the gallery has no gait model yet: pass --model-version (the gait stage's version string)")
-    fs = FeatureSet.load(args.features, version)
-    reranker = None if args.reranker.lower() == "none" else Reranker.load(Path(args.reranker).expanduser() if args.reranker else DEFAULT_RERANKER)
-    if reranker is not None and reranker.info.gait_model_version != version:
-        raise GalleryError(f"re-ranker trained on {reranker.info.gait_model_version!r}, features/gallery from {version!r}")
-    from training.casia_b import GALLERY_TYPES
-
-    probe_mask = ~np.isin(fs.types, GALLERY_TYPES)
-    pairs = None if reranker is None else reranker.pair_distances
-    genuine, impostor = calibration_distances(fs.features, fs.subjects, probe_mask, args.metric, pairs, args.top_k)
-    scorer = reranker.scorer if reranker is not None else args.metric
-    cal = calibrate(genuine, impostor, scorer, version, f"{Path(args.features).name}: nearest genuine vs nearest impostor per probe", args.far)
-    gallery.set_calibration("gait", cal)
-    print(f"gait calibration for {scorer}: threshold {cal.threshold:.4f} (FAR {cal.far:.3f}, FRR {cal.frr:.3f}, "
-          f"{cal.genuine} genuine / {cal.impostor} impostor)")
-    return 0
-
-
 # -- search ---------------------------------------------------------------------------------------
 def search_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="search", description="rank gallery identities for the people in a clip")
     _gallery_arg(p)
     p.add_argument("videos", nargs="*", help="clip(s) to search with")
     p.add_argument("--jsonl", default=None, help="or: track records of a previous run made with --save-embeddings")
+    p.add_argument("--modalities", choices=["fused", "gait", "appearance"], default="fused", help="evidence that decides")
+    p.add_argument("--scores", default="", help="score-fusion parameters ('' = shipped weights/score_fusion.params.json)")
     p.add_argument("--reranker", default="", help="CarGait checkpoint ('' shipped, 'none' to disable)")
     p.add_argument("--metric", choices=["euc", "cos"], default="euc")
     p.add_argument("--top-k", type=int, default=10)
@@ -266,35 +232,42 @@ def search_main(argv: list[str] | None = None) -> int:
     if not tracks:
         print("no track with an embedding found", file=sys.stderr)
         return 1
-    matcher = GalleryMatcher(gallery=args.gallery, reranker=args.reranker, metric=args.metric, top_k=args.top_k)
+    matcher = GalleryMatcher(gallery=args.gallery, modalities=args.modalities, scores=args.scores, reranker=args.reranker,
+                             metric=args.metric, top_k=args.top_k)
     try:
         for (source, track_id), track in tracks.items():
-            modality = "gait" if track.items["gait"] else "appearance"
-            emb, _, version = track.items[modality][-1]  # the final, longest window of the track
-            result = search_one(matcher, modality, emb, version)
+            result = search_track(matcher, track)
             if args.json:
                 print(json.dumps({"source": source, "track_id": track_id, **result}))
             else:
                 best = result["identity"] or "unknown"
-                print(f"{source}#{track_id} ({modality}): {best}  distance {result['distance']:.4f}  confidence {result['confidence']:.3f}")
+                print(f"{source}#{track_id} ({result['windows']} windows): {best}  confidence {result['confidence']:.3f}  "
+                      f"scores {result['scores']}")
                 for c in result["candidates"]:
-                    print(f"    {c['identity']:<24} {c['distance']:.4f}  (initial rank {c['initial_rank'] + 1})")
+                    print(f"    {c['identity']:<24} score {c['score']:.3f}  (initial rank {c['initial_rank'] + 1})")
     finally:
         matcher.close()
     return 0
 
 
-def search_one(matcher: GalleryMatcher, modality: str, embedding: np.ndarray, version: str) -> dict:
-    """Ranked identities for one embedding, through the matcher's own decision rule."""
-    match = matcher.match(modality, [embedding], version)[0]
+def search_track(matcher: GalleryMatcher, track: TrackEmbeddings) -> dict:
+    """Ranked identities for a track (all its windows' embeddings), through the matcher's own decision rule."""
+    embeddings = {m: [e for e, _, _ in items] for m, items in track.items.items()}
+    versions = {m: items[0][2] for m, items in track.items.items() if items}
+    match = matcher.match_track(embeddings, versions, track.source)
     return {
-        "modality": modality,
+        "modality": match.modality,
         "identity": match.identity,
-        "distance": match.distance,
         "confidence": match.confidence,
-        "calibrated": matcher.decision(modality, matcher.searcher_for(modality, version))[1] is not None,
-        "candidates": [asdict(c) for c in match.candidates],
+        "scores": match.scores,
+        "windows": match.windows,
+        "candidates": [{**asdict(c), "distance": _finite(c.distance)} for c in match.candidates],
     }
+
+
+def _finite(value: float) -> float | None:
+    """A distance for strict JSON: None when there was nothing to compare with."""
+    return float(value) if np.isfinite(value) else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,21 +1,37 @@
-"""Track-level gallery stage: identifies each window against the persistent gallery (open set)."""
+"""Track-level gallery stage: identifies each track against the persistent gallery (open set).
+
+Each window adds its embeddings (gait and appearance) to its track's evidence; the track's pooled
+evidence is scored against every candidate identity through all its entries (stages.gallery.matching),
+the per-modality distances calibrated to log-likelihood ratios and fused (stages.gallery.scoring),
+and the best candidate accepted when its fused log-odds clear the open-set threshold. Every window
+of a track therefore reports the track's decision so far, and the final window the decision on the
+whole track. In auto-enrol mode a finished track adds all its embeddings, with their provenance, to
+the identity it matched, or becomes a new identity when it matched nobody with confidence; a track
+that links two identities strongly merges them (the merge is recorded in the gallery).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.messages import IdentityMatch, TrackWindow
-from stages.gallery.calibration import Calibration
+from pipeline.messages import IdentityMatch, RankedCandidate, TrackWindow
 from stages.gallery.index import IndexSpec
-from stages.gallery.search import GallerySearcher, Reranker
-from stages.gallery.store import FORMAT, EntryMeta, Gallery
+from stages.gallery.matching import CandidateScore, IdentityScorer, SourceCentring, pool
+from stages.gallery.scoring import AGGREGATES, MODES, ScoreModel
+from stages.gallery.search import Reranker
+from stages.gallery.store import FORMAT, MODALITIES, EntryMeta, Gallery
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RERANKER = Path(__file__).resolve().parents[2] / "weights" / "cargait_casiab.pt"
+WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+DEFAULT_RERANKER = WEIGHTS / "cargait_casiab.pt"
+DEFAULT_SCORES = WEIGHTS / "score_fusion.params.json"
+EMBEDDING_FIELD = {"gait": "gait_embedding", "appearance": "appearance_embedding"}
 
 
 def window_meta(window: TrackWindow, identity: str) -> EntryMeta:
@@ -32,17 +48,70 @@ def window_meta(window: TrackWindow, identity: str) -> EntryMeta:
     )
 
 
+@dataclass
+class TrackEvidence:
+    """What one track has shown so far: per modality its windows' embeddings and their provenance
+    (kept without the windows themselves, whose crops are large)."""
+
+    embeddings: dict[str, list[np.ndarray]] = field(default_factory=lambda: {m: [] for m in MODALITIES})
+    metas: dict[str, list[EntryMeta]] = field(default_factory=lambda: {m: [] for m in MODALITIES})
+    versions: dict[str, str] = field(default_factory=dict)
+    windows: int = 0
+    first_frame: int | None = None
+    last_frame: int = 0
+
+    @property
+    def frames(self) -> int:
+        return 0 if self.first_frame is None else self.last_frame - self.first_frame + 1
+
+    def add(self, window: TrackWindow, stages: dict[str, str]) -> None:
+        self.windows += 1
+        indices = window.sequence.frame_indices
+        if len(indices):
+            self.first_frame = int(indices[0]) if self.first_frame is None else min(self.first_frame, int(indices[0]))
+            self.last_frame = max(self.last_frame, int(indices[-1]))
+        for modality in MODALITIES:
+            e = getattr(window, EMBEDDING_FIELD[modality])
+            if e is not None:
+                self.embeddings[modality].append(np.asarray(e, np.float32))
+                self.metas[modality].append(window_meta(window, ""))
+                self.versions.setdefault(modality, window.model_versions.get(stages[modality], ""))
+
+    def query(self, used: tuple[str, ...], centring: SourceCentring | None) -> dict[str, np.ndarray | None]:
+        """The track's pooled embeddings per modality (appearance centred per source when asked)."""
+        out: dict[str, np.ndarray | None] = {}
+        for m in MODALITIES:
+            items = self.embeddings[m]
+            if m not in used or not items:
+                out[m] = None
+            elif m == "appearance" and centring is not None:
+                out[m] = pool(m, list(centring.centre(np.stack(items), [meta.source for meta in self.metas[m]])))
+            else:
+                out[m] = pool(m, items)
+        return out
+
+
 class GalleryMatcher:
-    """Sets ``window.identity`` (IdentityMatch) from ``gait_embedding`` (P, C) when present, else from
-    ``appearance_embedding`` (D,); records ``model_versions["gallery"]``.
+    """Sets ``window.identity`` (IdentityMatch, track-level) and ``model_versions["gallery"]``.
 
     gallery: gallery directory (created empty when absent).
-    reranker: CarGait checkpoint for gait shortlists; "" = shipped weights, "none" = no re-ranking
-        (a checkpoint trained for another gait model is skipped with a notice).
-    metric: exact gait metric ("euc" or "cos"). shortlist: FAISS candidates; top_k: re-ranked/reported.
-    gait_threshold / appearance_threshold: match when distance < threshold; 0 = the calibration stored
-        in the gallery (or shipped with the re-ranker) for the distance in use.
-    auto_enrol: unmatched final windows become new identities named ``<enrol_prefix>-NNNNN``.
+    modalities: "fused" (gait and appearance), "gait" or "appearance": the evidence that decides.
+    scores: score-fusion parameters (distance calibrations, fusion, thresholds); "" = the shipped
+        weights/score_fusion.params.json (fit with ``python -m training.fusion``).
+    aggregate: "best" (an identity scores by its nearest entry) or "mean" (by its pooled entries).
+    threshold: fused log-odds a match must exceed; None = fitted for this mode, gait scorer and
+        aggregate: with auto_enrol the linking threshold (best link F1 on the fitting sites), else
+        the open-set threshold at the target false-accept rate.
+    reranker: CarGait checkpoint re-scoring the gait distances of the top_k identities; "" = shipped
+        weights, "none" = no re-ranking (a checkpoint of another gait model is skipped with a notice).
+    metric: gait metric ("euc" or "cos"). shortlist: FAISS entries per modality per track.
+    source_centring: remove each camera's mean appearance (shrunk by ``source_prior`` windows) before
+        comparing appearance; the per-source statistics are kept in the gallery.
+    auto_enrol: a finished track that matched joins its identity; one that matched nobody with
+        fused log-odds at most ``enrol_below`` (a confident unknown; None = the threshold) and
+        spanning at least ``min_enrol_frames`` frames becomes a new identity ``<enrol_prefix>-NNNNN``.
+    merge: in auto-enrol mode, merge the runner-up identity into the matched one when the finished
+        track's fused log-odds for it also exceed ``merge_above`` (None: the match threshold).
     index: "flat" (exact), "ivf" or "hnsw"; nlist/nprobe/hnsw_m/ef_search tune the approximate ones.
     gait_stage / appearance_stage: names under which those stages record their model versions.
     """
@@ -52,13 +121,21 @@ class GalleryMatcher:
     def __init__(
         self,
         gallery: str = "~/.cache/gaitscope/gallery",
+        modalities: str = "fused",
+        scores: str = "",
+        aggregate: str = "best",
+        threshold: float | None = None,
         reranker: str = "",
         metric: str = "euc",
-        shortlist: int = 50,
+        shortlist: int = 200,
         top_k: int = 10,
-        gait_threshold: float = 0.0,
-        appearance_threshold: float = 0.0,
+        source_centring: bool = True,
+        source_prior: float = 20.0,
         auto_enrol: bool = False,
+        enrol_below: float | None = None,
+        min_enrol_frames: int = 20,
+        merge: bool = True,
+        merge_above: float | None = None,
         enrol_prefix: str = "person",
         index: str = "flat",
         nlist: int = 1024,
@@ -68,18 +145,46 @@ class GalleryMatcher:
         gait_stage: str = "gait",
         appearance_stage: str = "reid",
     ) -> None:
+        if modalities not in MODES:
+            raise ValueError(f"modalities must be one of {MODES}, got {modalities!r}")
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        if metric not in ("euc", "cos"):
+            raise ValueError(f"unknown metric {metric!r}; use 'euc' or 'cos'")
+        self.score_model = ScoreModel.load(Path(scores).expanduser() if scores else DEFAULT_SCORES)
         self.gallery = Gallery(gallery, IndexSpec(kind=index, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search))
-        self.reranker = self._load_reranker(reranker, metric)
+        self.modalities = modalities
+        self.used = MODALITIES if modalities == "fused" else (modalities,)
         self.reranker_explicit = bool(reranker) and reranker.lower() != "none"
-        self.searcher = GallerySearcher(self.gallery, self.reranker, metric, shortlist, top_k)
-        self.plain_searcher = GallerySearcher(self.gallery, None, metric, shortlist, top_k)
-        self.explicit = {"gait": gait_threshold, "appearance": appearance_threshold}
+        self.reranker = self._load_reranker(reranker, metric) if "gait" in self.used else None
+        if self.reranker is not None and self.score_model.modality_score("gait", self.reranker.scorer, aggregate) is None:
+            problem = f"the score-fusion parameters have no calibration for re-ranker {self.reranker.scorer!r}"
+            if self.reranker_explicit:
+                raise ValueError(f"{problem}: refit them with python -m training.fusion or set gallery.reranker: none")
+            log.warning("gallery: %s; gait distances are not re-ranked", problem)
+            self.reranker = None
+        fitted = self.score_model.source_prior
+        if (fitted is not None) != source_centring or (source_centring and fitted != source_prior):
+            log.warning("gallery: the score-fusion parameters were fitted with source_prior %s, this matcher uses %s: "
+                        "appearance scores are off their calibration", fitted, source_prior if source_centring else None)
+        self.centring = SourceCentring(self.gallery.source_sums("appearance"), source_prior) if source_centring else None
+        self._new_sums = SourceCentring(prior=source_prior)  # seen since the last write to the gallery
+        options = dict(modalities=modalities, aggregate=aggregate, metric=metric, shortlist=shortlist, top_k=top_k,
+                       centring=self.centring)
+        self.scorer = IdentityScorer(self.gallery, self.score_model, reranker=self.reranker, **options)
+        self.plain_scorer = IdentityScorer(self.gallery, self.score_model, reranker=None, **options)
+        self.threshold_override = threshold
         self.auto_enrol = auto_enrol
+        self.enrol_below = enrol_below
+        self.min_enrol_frames = min_enrol_frames
+        self.merge = merge
+        self.merge_above = merge_above
         self.enrol_prefix = enrol_prefix
         self.stages = {"gait": gait_stage, "appearance": appearance_stage}
         rr = "none" if self.reranker is None else self.reranker.scorer
-        self.version = f"{FORMAT}+{metric}+{rr}"
-        self._missing_notice: set[str] = set()
+        self.version = f"{FORMAT}+{modalities}+{aggregate}+{metric}+{rr}" + ("+centred" if source_centring else "")
+        self.tracks: dict[tuple[str, int], TrackEvidence] = {}
+        self._notices: set[str] = set()
 
     @staticmethod
     def _load_reranker(path: str, metric: str) -> Reranker | None:
@@ -94,91 +199,138 @@ class GalleryMatcher:
             raise ValueError(f"re-ranker {weights} works on the {reranker.info.metric!r} metric; set metric: {reranker.info.metric}")
         return reranker
 
-    def searcher_for(self, modality: str, model_version: str) -> GallerySearcher:
-        """The re-ranking searcher, unless the re-ranker belongs to another gait model: then the
-        shipped default is skipped with a notice, and an explicitly configured one is an error."""
+    def _notice(self, key: str, message: str) -> None:
+        if key not in self._notices:
+            log.warning("gallery: %s", message)
+            self._notices.add(key)
+
+    def scorer_for(self, gait_version: str) -> IdentityScorer:
+        """The re-ranking scorer, unless the re-ranker belongs to another gait model:
+        then the shipped default is skipped with a notice, and an explicitly configured one is an error."""
         rr = self.reranker
-        if modality != "gait" or rr is None or not model_version or model_version == rr.info.gait_model_version:
-            return self.searcher
-        message = (f"re-ranker was trained on gait model {rr.info.gait_model_version!r}, embeddings come from "
-                   f"{model_version!r}")
+        if rr is None or not gait_version:
+            return self.scorer
+        if gait_version == rr.info.gait_model_version:
+            return self.scorer
+        problem = f"re-ranker was trained on gait model {rr.info.gait_model_version!r}, embeddings come from {gait_version!r}"
         if self.reranker_explicit:
-            raise ValueError(f"{message}: set gallery.reranker to a matching checkpoint or 'none'")
-        if "rerank" not in self._missing_notice:
-            log.warning("gallery: %s; gait shortlists are not re-ranked", message)
-            self._missing_notice.add("rerank")
-        return self.plain_searcher
+            raise ValueError(f"{problem}: set gallery.reranker to a matching checkpoint or 'none'")
+        self._notice("rerank", f"{problem}; gait distances are not re-ranked")
+        return self.plain_scorer
 
-    def decision(self, modality: str, searcher: GallerySearcher | None = None,
-                 model_version: str = "") -> tuple[Calibration | None, float | None]:
-        """(calibration, threshold) for ``modality``; threshold None when none is known.
+    def threshold(self, scorer: IdentityScorer) -> float | None:
+        """Fused log-odds a match must exceed: the configured one, else (auto-enrol) the fitted linking
+        threshold, else the fitted open-set threshold at the target false-accept rate."""
+        if self.threshold_override is not None:
+            return float(self.threshold_override)
+        key = scorer.threshold_key()
+        if self.auto_enrol and f"link:{key}" in self.score_model.thresholds:
+            return self.score_model.thresholds[f"link:{key}"]
+        return self.score_model.thresholds.get(key)
 
-        Order: an explicit threshold, the gallery's calibration for the distance in use, then the
-        calibration shipped with the re-ranker's manifest when it was fitted on the same gait model.
-        """
-        searcher = searcher or self.searcher
-        scorer = searcher.scorer(modality)
-        calibration = self.gallery.calibration(modality, scorer)
-        if calibration is None and modality == "gait" and self.reranker is not None:
-            shipped = self.reranker.calibrations.get(scorer)
-            # An empty gallery has no model yet: the embeddings about to enter it decide.
-            gallery_model = self.gallery.model_version("gait") or model_version
-            if shipped is not None and shipped.model_version == gallery_model:
-                calibration = shipped
-        if self.explicit[modality] > 0:
-            return calibration, self.explicit[modality]
-        if calibration is not None:
-            return calibration, calibration.threshold
-        return None, None
+    def _check_models(self, versions: dict[str, str]) -> None:
+        for modality, version in versions.items():
+            self.gallery.check_model(modality, version)
+            fitted = self.score_model.models.get(modality, "")
+            if version and fitted and version != fitted and modality in self.used:
+                self._notice(f"model:{modality}", f"the score-fusion parameters were fitted on {modality} model {fitted!r}, "
+                                                  f"embeddings come from {version!r}: refit with python -m training.fusion")
 
-    def match(self, modality: str, embeddings: list[np.ndarray], model_version: str) -> list[IdentityMatch]:
-        """Open-set matches of embeddings of one modality (no enrolment)."""
-        self.gallery.check_model(modality, model_version)
-        searcher = self.searcher_for(modality, model_version)
-        calibration, threshold = self.decision(modality, searcher, model_version)
-        ranked = searcher.rank(modality, embeddings)
-        limit = -np.inf if threshold is None else threshold  # uncalibrated: nothing can match
-        return [searcher.identify(r, modality, calibration, limit) for r in ranked]
+    # -- identification ----------------------------------------------------------------------------
+    def identify(self, evidence: TrackEvidence) -> tuple[IdentityMatch, list[CandidateScore]]:
+        """The decision on a track's evidence so far (no enrolment)."""
+        self._check_models(evidence.versions)
+        scorer = self.scorer_for(evidence.versions.get("gait", ""))
+        query = evidence.query(self.used, self.centring)
+        n_windows = evidence.windows
+        if all(v is None for v in query.values()):
+            return IdentityMatch(None, self.modalities, float("inf"), 0.0, windows=n_windows), []
+        ranked = scorer.score(query)
+        threshold = self.threshold(scorer)
+        if threshold is None:
+            self._notice("threshold", f"no fitted threshold for {scorer.threshold_key()!r}; set gallery.threshold")
+        candidates = [RankedCandidate(c.identity, _primary_distance(c), c.initial_rank, c.entry_id, c.fused) for c in ranked]
+        if not ranked:
+            return IdentityMatch(None, self.modalities, float("inf"), 0.0, candidates, windows=n_windows), ranked
+        best = ranked[0]
+        matched = threshold is not None and best.fused > threshold
+        scores = {**best.llr, "fused": best.fused}
+        return IdentityMatch(best.identity if matched else None, self.modalities, _primary_distance(best), best.confidence,
+                             candidates, scores=scores, windows=n_windows), ranked
 
     def process(self, batch: list[TrackWindow]) -> list[TrackWindow]:
-        groups: dict[str, list[TrackWindow]] = {"gait": [], "appearance": []}
         for w in batch:
-            if w.gait_embedding is not None:
-                groups["gait"].append(w)
-            elif w.appearance_embedding is not None:
-                groups["appearance"].append(w)
-        for modality, windows in groups.items():
-            if windows:
-                self._identify(modality, windows)
-        for w in batch:
+            key = (w.source_id, int(w.track_id))
+            evidence = self.tracks.setdefault(key, TrackEvidence())
+            evidence.add(w, self.stages)
+            if self.centring is not None and w.appearance_embedding is not None:
+                self.centring.add(w.source_id, w.appearance_embedding)
+                self._new_sums.add(w.source_id, w.appearance_embedding)
+            try:
+                w.identity, ranked = self.identify(evidence)
+                if w.is_final and self.auto_enrol:
+                    self._enrol(w, evidence, ranked)
+            finally:
+                if w.is_final:
+                    self.tracks.pop(key, None)
             w.model_versions[self.name] = self.version
+        self._save_source_sums()
         return batch
 
-    def _identify(self, modality: str, windows: list[TrackWindow]) -> None:
-        key = "gait_embedding" if modality == "gait" else "appearance_embedding"
-        version = windows[0].model_versions.get(self.stages[modality], "")
-        embeddings = [np.asarray(getattr(w, key), np.float32) for w in windows]
-        self.gallery.check_model(modality, version)
-        searcher = self.searcher_for(modality, version)
-        calibrated = self.decision(modality, searcher, version)[1] is not None
-        if not calibrated:
-            message = (f"gallery: no {modality} calibration for {searcher.scorer(modality)!r}; "
-                       f"run `gallery calibrate` or set {modality}_threshold")
-            if modality not in self._missing_notice:
-                log.warning(message)
-                self._missing_notice.add(modality)
-            for w in windows:
-                w.errors.append(message)
-        for w, match in zip(windows, self.match(modality, embeddings, version)):
-            w.identity = match
-        if not (self.auto_enrol and calibrated):
+    def _save_source_sums(self) -> None:
+        if self._new_sums.sums:
+            self.gallery.add_to_source_sums("appearance", self._new_sums.sums)
+            self._new_sums.sums = {}
+
+    def match_track(self, embeddings: dict[str, list[np.ndarray]], versions: dict[str, str], source: str = "") -> IdentityMatch:
+        """Open-set decision on a finished track's embeddings (per modality, one per window, seen from
+        ``source``); no enrolment."""
+        evidence = TrackEvidence(embeddings={m: [np.asarray(e, np.float32) for e in embeddings.get(m, [])] for m in MODALITIES},
+                                 versions={m: v for m, v in versions.items() if embeddings.get(m)})
+        evidence.metas = {m: [EntryMeta("", source) for _ in evidence.embeddings[m]] for m in MODALITIES}
+        evidence.windows = max((len(v) for v in evidence.embeddings.values()), default=0)
+        return self.identify(evidence)[0]
+
+    # -- auto-enrolment ----------------------------------------------------------------------------
+    def _enrol(self, window: TrackWindow, evidence: TrackEvidence, ranked: list[CandidateScore]) -> None:
+        match = window.identity
+        if not any(evidence.embeddings[m] for m in MODALITIES):
             return
-        for w, e in zip(windows, embeddings):
-            if w.is_final and w.identity.identity is None:
-                name = self.gallery.new_identity_name(self.enrol_prefix)
-                self.gallery.add(modality, [e], [window_meta(w, name)], version, auto=True)
-                m = w.identity
-                w.identity = IdentityMatch(name, modality, m.distance, m.confidence, m.candidates, enrolled=True)
+        if match.identity is None:
+            scorer = self.scorer_for(evidence.versions.get("gait", ""))
+            below = self.enrol_below if self.enrol_below is not None else self.threshold(scorer)
+            confident_unknown = not ranked or below is None or ranked[0].fused <= below
+            if not confident_unknown or evidence.frames < self.min_enrol_frames:
+                return
+            name = self.gallery.new_identity_name(self.enrol_prefix)
+            self._add(evidence, name, auto=True)
+            window.identity = IdentityMatch(name, match.modality, match.distance, match.confidence, match.candidates,
+                                            enrolled=True, scores=match.scores, windows=match.windows)
+            return
+        self._add(evidence, match.identity, auto=True)
+        if not self.merge or len(ranked) < 2:
+            return
+        limit = self.merge_above if self.merge_above is not None else self.threshold(self.scorer_for(evidence.versions.get("gait", "")))
+        runner_up = ranked[1]
+        if limit is not None and runner_up.fused > limit:
+            moved = self.gallery.merge_identities(match.identity, runner_up.identity, {
+                "source": window.source_id, "track_id": int(window.track_id),
+                "scores": {match.identity: ranked[0].fused, runner_up.identity: runner_up.fused}})
+            log.info("gallery: merged %s into %s (%d entries): track %s#%d matches both", runner_up.identity,
+                     match.identity, moved, window.source_id, window.track_id)
+            match.merged.append(runner_up.identity)
+
+    def _add(self, evidence: TrackEvidence, name: str, auto: bool) -> None:
+        for modality in MODALITIES:
+            items = evidence.embeddings[modality]
+            if items:
+                metas = [dataclasses.replace(m, identity=name) for m in evidence.metas[modality]]
+                self.gallery.add(modality, items, metas, evidence.versions.get(modality, ""), auto=auto)
 
     def close(self) -> None:
+        self._save_source_sums()
         self.gallery.close()
+
+
+def _primary_distance(c: CandidateScore) -> float:
+    return float(c.distances.get("gait", c.distances.get("appearance", float("inf"))))

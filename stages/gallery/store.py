@@ -60,6 +60,14 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_modality ON entries(modality);
 CREATE INDEX IF NOT EXISTS entries_identity ON entries(identity_id);
+CREATE TABLE IF NOT EXISTS merges (
+    id INTEGER PRIMARY KEY,
+    kept TEXT NOT NULL,
+    absorbed TEXT NOT NULL,
+    entries INTEGER NOT NULL,
+    evidence TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL
+);
 """
 
 
@@ -340,6 +348,33 @@ class Gallery:
                 self._dirty.add(modality)
             return int(sum(per_modality.values()))
 
+    def merge_identities(self, kept: str, absorbed: str, evidence: dict | None = None) -> int:
+        """Move every entry of ``absorbed`` to ``kept``, delete ``absorbed`` and record the merge (with the
+        evidence that linked them) in one transaction; returns the number of entries moved. The
+        indexes need no change: entry ids stay the same."""
+        if kept == absorbed:
+            raise GalleryError(f"cannot merge identity {kept!r} into itself")
+        with self._lock:
+            ids = {}
+            for name in (kept, absorbed):
+                row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+                if row is None:
+                    raise GalleryError(f"no identity {name!r} in gallery {self.path}")
+                ids[name] = int(row[0])
+            with self._transaction():
+                moved = self._db.execute("UPDATE entries SET identity_id = ? WHERE identity_id = ?",
+                                         (ids[kept], ids[absorbed])).rowcount
+                self._db.execute("DELETE FROM identities WHERE id = ?", (ids[absorbed],))
+                self._db.execute("INSERT INTO merges(kept, absorbed, entries, evidence, created) VALUES (?, ?, ?, ?, ?)",
+                                 (kept, absorbed, moved, json.dumps(evidence or {}), time.time()))
+            return int(moved)
+
+    def merges(self) -> list[dict]:
+        """Recorded merges, oldest first: kept, absorbed, entries moved, evidence, created."""
+        with self._lock:
+            rows = self._db.execute("SELECT kept, absorbed, entries, evidence, created FROM merges ORDER BY id").fetchall()
+        return [{"kept": k, "absorbed": a, "entries": n, "evidence": json.loads(e), "created": c} for k, a, n, e, c in rows]
+
     def new_identity_name(self, prefix: str = "person") -> str:
         """A fresh name ``<prefix>-<n>`` not used yet (for auto-enrolment)."""
         with self._lock:
@@ -383,6 +418,55 @@ class Gallery:
                 f"WHERE e.id IN ({','.join('?' * len(ids))})", ids
             ).fetchall()
         return {int(a): b for a, b in rows}
+
+    def entry_ids_of(self, names: Sequence[str], modality: str) -> dict[str, list[int]]:
+        """Entry ids of ``modality`` of each named identity (oldest first)."""
+        names = sorted(set(names))
+        if not names:
+            return {}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT i.name, e.id FROM entries e JOIN identities i ON i.id = e.identity_id "
+                f"WHERE e.modality = ? AND i.name IN ({','.join('?' * len(names))}) ORDER BY e.id", (modality, *names)
+            ).fetchall()
+        out: dict[str, list[int]] = {n: [] for n in names}
+        for name, entry in rows:
+            out[name].append(int(entry))
+        return out
+
+    def sources_of(self, entry_ids: Sequence[int]) -> dict[int, str]:
+        """Source of each entry, by id."""
+        ids = sorted({int(i) for i in entry_ids if i >= 0})
+        if not ids:
+            return {}
+        with self._lock:
+            rows = self._db.execute(f"SELECT id, source FROM entries WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall()
+        return {int(a): b for a, b in rows}
+
+    def source_sums(self, modality: str) -> dict[str, tuple[int, np.ndarray]]:
+        """Per source: (count, sum) of the unit embeddings of ``modality`` seen from it (see add_to_source_sums)."""
+        prefix = f"source_sum:{modality}:"
+        with self._lock:
+            rows = self._db.execute("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)).fetchall()
+        out = {}
+        for key, value in rows:
+            if key.startswith(prefix):
+                d = json.loads(value)
+                out[key[len(prefix):]] = (int(d["count"]), np.asarray(d["sum"], np.float64))
+        return out
+
+    def add_to_source_sums(self, modality: str, sums: dict[str, tuple[int, np.ndarray]]) -> None:
+        """Add (count, sum) per source to the stored per-source statistics, in one transaction."""
+        if not sums:
+            return
+        with self._lock, self._transaction():
+            for source, (count, total) in sums.items():
+                key = f"source_sum:{modality}:{source}"
+                old = self._meta(key)
+                if old is not None:
+                    d = json.loads(old)
+                    count, total = count + int(d["count"]), np.asarray(total, np.float64) + np.asarray(d["sum"], np.float64)
+                self._set_meta(key, json.dumps({"count": int(count), "sum": np.round(np.asarray(total, np.float64), 6).tolist()}))
 
     def identities(self) -> list[IdentitySummary]:
         with self._lock:

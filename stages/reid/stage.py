@@ -33,19 +33,20 @@ def load_appearance_model(path: str | Path = DEFAULT_WEIGHTS) -> tuple[Appearanc
 
 
 class AppearanceReID:
-    """Embed ``sequence.crops`` of windows routed to appearance (or of every window).
+    """Embed ``sequence.crops`` of every window (or only of those routed to appearance).
 
     Sets ``window.appearance_embedding`` (D,) float32, L2-normalised (mean of the frames'
     normalised embeddings, renormalised) and ``window.model_versions["reid"]``. Windows without
     crops are skipped.
 
-    weights: checkpoint (default: the shipped weights/reid_mars.pt). routes: "appearance" (only
-    windows the gait detector sent to appearance) or "all". max_frames: at most this many crops
+    weights: checkpoint (default: the shipped weights/reid_mars.pt). routes: "all" (every window:
+    the gallery fuses appearance with gait) or "appearance" (only windows the gait detector sent to
+    appearance). max_frames: at most this many crops
     per window, spread evenly. batch: crops per forward pass.
     """
 
     def __init__(
-        self, weights: str = str(DEFAULT_WEIGHTS), routes: str = "appearance", max_frames: int = 16, batch: int = 128
+        self, weights: str = str(DEFAULT_WEIGHTS), routes: str = "all", max_frames: int = 16, batch: int = 128
     ) -> None:
         if routes not in ("appearance", "all"):
             raise ValueError(f"routes must be 'appearance' or 'all', got {routes!r}")

@@ -1,0 +1,190 @@
+"""Labelled track windows from rendered multi-camera sites: the data the score fusion is fitted on.
+
+A site config (configs/synth/*.yaml) is rendered, every stage before the gallery is run over its
+cameras (appearance embeddings for every window, gait embeddings where the gait detector routes to
+gait), and each track is labelled with the identity and outfit of the walker whose ground-truth
+boxes it overlaps most. The windows are cached as one ``.npz`` per site (no pickles) so that fits
+can be repeated without re-running the pipeline; the cache records the embedding models, and a
+cache made by other models is rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from pipeline.messages import TrackWindow
+
+log = logging.getLogger(__name__)
+
+FRONT_END_OVERRIDES = ["gallery.enabled=false", "attributes.enabled=false", "reid.routes=all"]
+
+
+@dataclass
+class SiteWindows:
+    """All windows of one site in emission order. N windows; P, C gait parts/channels; D appearance dim.
+
+    camera, track_id, window_index, final, t_start, t_end: (N,) provenance.
+    gait: (N, P, C) float32 (zeros where has_gait is False); appearance: (N, D) likewise.
+    identity: (N,) truth identity of the window's track (-1: no walker overlaps it); outfit: (N,).
+    versions: {"gait": ..., "reid": ...} embedding model versions.
+    """
+
+    site: str
+    camera: np.ndarray
+    track_id: np.ndarray
+    window_index: np.ndarray
+    final: np.ndarray
+    t_start: np.ndarray
+    t_end: np.ndarray
+    has_gait: np.ndarray
+    gait: np.ndarray
+    has_appearance: np.ndarray
+    appearance: np.ndarray
+    identity: np.ndarray
+    outfit: np.ndarray
+    versions: dict[str, str]
+
+    def save(self, path: Path) -> None:
+        arrays = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("site", "versions")}
+        np.savez_compressed(path, site=np.asarray(self.site), versions=np.asarray(json.dumps(self.versions)), **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> SiteWindows:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        return cls(**{**data, "site": str(data["site"]), "versions": json.loads(str(data["versions"]))})
+
+    def track_keys(self) -> list[tuple[str, int]]:
+        return list(dict.fromkeys(zip(self.camera.tolist(), self.track_id.tolist())))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes a (4,) against b (M, 4), xyxy."""
+    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
+    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def label_tracks(windows: list[TrackWindow], truth: dict, min_iou: float = 0.5) -> dict[tuple[str, int], int]:
+    """(source, track id) -> visit of the walker whose boxes the track overlaps in most frames (-1: none)."""
+    boxes: dict[tuple[str, int], dict[int, np.ndarray]] = {}
+    for w in windows:
+        per = boxes.setdefault((w.source_id, int(w.track_id)), {})
+        for index, box in zip(w.sequence.frame_indices.tolist(), w.sequence.boxes):
+            per[int(index)] = box
+    out = {}
+    for (source, track), per in boxes.items():
+        frames = truth["frames"][camera_of(source)]
+        votes: Counter[int] = Counter()
+        for index, box in per.items():
+            people = frames[index] if index < len(frames) else []
+            if not people:
+                continue
+            overlap = box_iou(np.asarray(box, np.float64), np.asarray([p["box"] for p in people], np.float64))
+            best = int(np.argmax(overlap))
+            if overlap[best] >= min_iou:
+                votes[people[best]["visit"]] += 1
+        out[(source, track)] = votes.most_common(1)[0][0] if votes else -1
+    return out
+
+
+def camera_of(source: str) -> str:
+    return Path(source).stem
+
+
+def run_front_end(videos: list[str], overrides: list[str]) -> list[TrackWindow]:
+    """Every window (intermediate and final) of the stages before the gallery, crops dropped."""
+    from pipeline.app import build_stages, load, set_compute_threads
+    from pipeline.config import options_from
+    from pipeline.runner import Runner, RunnerOptions
+    from pipeline.sources import SourceOptions, expand_sources, open_source
+
+    config = load(None, [*FRONT_END_OVERRIDES, *overrides])
+    source_options = options_from(SourceOptions, config.source, "source")
+    runner_options = options_from(RunnerOptions, {**config.runner, "progress": False}, "runner")
+    set_compute_threads(runner_options)
+    built = build_stages(config)
+    windows: list[TrackWindow] = []
+
+    def keep(w: TrackWindow) -> None:
+        windows.append(dataclasses.replace(w, sequence=dataclasses.replace(w.sequence, crops=None)))
+
+    def on_event(event) -> None:
+        if event.kind == "error":
+            log.error("%s: %s", event.source_id, event.message)
+
+    runner = Runner(built.frame_stages, built.assembler, built.track_stages, runner_options)
+    try:
+        runner.run((open_source(s, source_options) for s in expand_sources(videos)), on_window=keep, on_event=on_event)
+    finally:
+        built.close()
+    return windows
+
+
+def to_site_windows(site: str, windows: list[TrackWindow], truth: dict) -> SiteWindows:
+    visits = {v["visit"]: v for v in truth["visits"]}
+    labels = label_tracks(windows, truth)
+    g_shape = next((w.gait_embedding.shape for w in windows if w.gait_embedding is not None), (1, 1))
+    a_dim = next((len(w.appearance_embedding) for w in windows if w.appearance_embedding is not None), 1)
+    n = len(windows)
+    gait = np.zeros((n, *g_shape), np.float32)
+    app = np.zeros((n, a_dim), np.float32)
+    for i, w in enumerate(windows):
+        if w.gait_embedding is not None:
+            gait[i] = w.gait_embedding
+        if w.appearance_embedding is not None:
+            app[i] = w.appearance_embedding
+    visit = [labels[(w.source_id, int(w.track_id))] for w in windows]
+    versions = {k: next((w.model_versions[k] for w in windows if k in w.model_versions), "") for k in ("gait", "reid")}
+    return SiteWindows(
+        site=site,
+        camera=np.asarray([camera_of(w.source_id) for w in windows]),
+        track_id=np.asarray([int(w.track_id) for w in windows], np.int64),
+        window_index=np.asarray([w.window_index for w in windows], np.int64),
+        final=np.asarray([w.is_final for w in windows]),
+        t_start=np.asarray([float(w.sequence.pts_s[0]) for w in windows]),
+        t_end=np.asarray([float(w.sequence.pts_s[-1]) for w in windows]),
+        has_gait=np.asarray([w.gait_embedding is not None for w in windows]),
+        gait=gait,
+        has_appearance=np.asarray([w.appearance_embedding is not None for w in windows]),
+        appearance=app,
+        identity=np.asarray([visits[v]["identity"] if v >= 0 else -1 for v in visit], np.int64),
+        outfit=np.asarray([visits[v]["outfit"] if v >= 0 else -1 for v in visit], np.int64),
+        versions=versions,
+    )
+
+
+def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versions: dict[str, str] | None = None,
+                 overrides: list[str] | None = None) -> SiteWindows:
+    """Render (once) and run (once per embedding models) a site; cached under ``cache_dir``."""
+    from synth.scene import SiteConfig, write_site
+
+    site_config = Path(site_config)
+    cache_dir = Path(cache_dir).expanduser() / site_config.stem
+    cache = cache_dir / "windows.npz"
+    if cache.is_file():
+        cached = SiteWindows.load(cache)
+        if expected_versions is None or all(cached.versions.get(k) == v for k, v in expected_versions.items()):
+            return cached
+        log.info("%s: cached windows come from models %s; re-running", site_config.stem, cached.versions)
+    scene = cache_dir / "scene"
+    truth_path = scene / "groundtruth.json"
+    if not truth_path.is_file():
+        log.info("rendering %s -> %s", site_config, scene)
+        write_site(SiteConfig.from_dict(yaml.safe_load(site_config.read_text()) or {}), scene)
+    truth = json.loads(truth_path.read_text())
+    videos = sorted(str(p) for p in scene.glob("*.mp4"))
+    log.info("running the front end over %d camera(s) of %s", len(videos), site_config.stem)
+    result = to_site_windows(site_config.stem, run_front_end(videos, overrides or []), truth)
+    result.save(cache)
+    return result
