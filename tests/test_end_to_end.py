@@ -56,7 +56,9 @@ def test_whole_chain_on_a_rendered_scene(scene, tmp_path):
     for record in tracks:
         if record["gait"]["route"] == "gait":
             assert record["embeddings"]["gait"] is not None
-            assert record["identity"] is not None and record["identity"]["modality"] == "gait"
+            assert record["embeddings"]["appearance"] is not None  # every window gets both modalities
+            assert record["identity"] is not None and record["identity"]["modality"] == "fused"
+            assert record["identity"]["windows"] >= 1 and "fused" in record["identity"]["scores"]
             assert len(record["attributes"]) == N_ATTRIBUTES
             assert {"gait_detector", "gait", "gallery", "attributes"} <= set(record["model_versions"])
     enrolled = {r["identity"]["id"] for r in tracks if r["final"] and r["identity"] and r["identity"]["enrolled"]}

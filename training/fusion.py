@@ -56,6 +56,7 @@ class Track:
     outfit: int
     windows: dict[str, np.ndarray]  # modality -> (W, ...) embeddings (W may be 0)
     n_windows: int
+    start: float  # seconds: first frame of the track
     end: float  # seconds: when the track ended (its final decision)
 
     def query(self, modality: str) -> np.ndarray | None:
@@ -81,7 +82,7 @@ def tracks_of(site: SiteWindows, source_prior: float | None = 20.0, min_windows:
         out.append(Track(
             site=site.site, camera=camera, track_id=track_id, label=(site.site, identity), outfit=int(site.outfit[rows[0]]),
             windows={"gait": site.gait[rows[site.has_gait[rows]]], "appearance": appearance[rows[site.has_appearance[rows]]]},
-            n_windows=len(rows), end=float(site.t_end[rows].max()),
+            n_windows=len(rows), start=float(site.t_start[rows].min()), end=float(site.t_end[rows].max()),
         ))
     return out
 
@@ -167,6 +168,7 @@ class TrackPairs:
     labels: list[tuple[str, int]]
     order: np.ndarray
     distances: dict[str, np.ndarray]
+    conflict: np.ndarray  # (T, T) bool: same camera, overlapping time (cannot be one person)
 
 
 def track_pairs(tracks: list[Track], scorers: dict[str, object], top_k: int) -> TrackPairs:
@@ -194,28 +196,34 @@ def track_pairs(tracks: list[Track], scorers: dict[str, object], top_k: int) -> 
                 for aggregate in AGGREGATES:
                     dist[f"gait/{scorer}/{aggregate}"][i, j] = modality_distance(
                         "gait", q.query("gait"), tracks[j].windows["gait"], "euc", aggregate, reranker)
-    return TrackPairs([tr.label for tr in tracks], np.argsort([tr.end for tr in tracks], kind="stable"), dist)
+    camera = np.asarray([tr.camera for tr in tracks])
+    start, end = np.asarray([tr.start for tr in tracks]), np.asarray([tr.end for tr in tracks])
+    conflict = (camera[:, None] == camera[None, :]) & (start[:, None] <= end[None, :]) & (start[None, :] <= end[:, None])
+    np.fill_diagonal(conflict, False)
+    return TrackPairs([tr.label for tr in tracks], np.argsort(end, kind="stable"), dist, conflict)
 
 
 def simulate_auto_enrol(fused: np.ndarray, order: np.ndarray, threshold: float, enrol_below: float,
-                        merge: bool = True) -> list[int]:
+                        conflict: np.ndarray | None = None, merge_above: float | None = None) -> list[int]:
     """Identity of each track after auto-enrolment in end order (-1: left unnamed): a track joins
-    the identity with the highest score over its member tracks when above ``threshold``, becomes a
-    new identity below ``enrol_below``; a second identity above ``threshold`` is merged in."""
+    the identity with the highest score over its member tracks when above ``threshold`` (never one
+    with a member it conflicts with), becomes a new identity at most ``enrol_below``; a second
+    identity above ``merge_above`` is merged in."""
     identity = [-1] * len(fused)
     members: dict[int, list[int]] = {}
     for i in order:
-        scored = sorted(((max(fused[i, j] for j in m), c) for c, m in members.items()), reverse=True)
+        scored = sorted(((max(fused[i, j] for j in m), c) for c, m in members.items()
+                         if conflict is None or not conflict[i, m].any()), reverse=True)
         if scored and scored[0][0] > threshold:
             c = scored[0][1]
             members[c].append(i)
             identity[i] = c
-            if merge and len(scored) > 1 and scored[1][0] > threshold:
+            if merge_above is not None and len(scored) > 1 and scored[1][0] > merge_above:
                 absorbed = scored[1][1]
                 for j in members.pop(absorbed):
                     identity[j] = c
                     members[c].append(j)
-        elif not scored or scored[0][0] < enrol_below:
+        elif not scored or scored[0][0] <= enrol_below:
             identity[i] = max(members, default=-1) + 1
             members[identity[i]] = [i]
     return identity
@@ -237,12 +245,13 @@ def link_f1(labels: list, identity: list[int]) -> dict:
             "unnamed": int(sum(i < 0 for i in identity))}
 
 
-def fit_link_threshold(fused: list[np.ndarray], pairs: list[TrackPairs], grid: int = 80) -> dict:
-    """The auto-enrol threshold (join above it, new identity below) with the best mean link F1 over sites."""
+def fit_link_threshold(fused: list[np.ndarray], pairs: list[TrackPairs], merge_above: float | None, grid: int = 40) -> dict:
+    """The auto-enrol threshold (join above it, new identity below) with the best mean link F1 over sites
+    (identities linked by a track above ``merge_above`` merged, as the matcher does)."""
     values = np.concatenate([f[np.isfinite(f)] for f in fused])
     best = None
     for t in np.unique(np.quantile(values, np.linspace(0.5, 0.999, grid))):
-        stats = [link_f1(p.labels, simulate_auto_enrol(f, p.order, t, t)) for f, p in zip(fused, pairs)]
+        stats = [link_f1(p.labels, simulate_auto_enrol(f, p.order, t, t, p.conflict, merge_above)) for f, p in zip(fused, pairs)]
         f1 = float(np.mean([x["f1"] for x in stats]))
         if best is None or f1 > best[0]:
             best = (f1, float(t), stats)
@@ -359,11 +368,13 @@ def fit(config: dict, config_path: str) -> dict:
                 thresholds[key] = fitted["threshold"]
                 held = (open_set_stats(eval_sets, [fused_matrix(s, scores, f, scorer, aggregate, mode) for s in eval_sets],
                                        fitted["threshold"], target_far) if eval_sets else None)
-                link = fit_link_threshold([fused_matrix(p, scores, f, scorer, aggregate, mode) for p in fit_pairs], fit_pairs)
+                link = fit_link_threshold([fused_matrix(p, scores, f, scorer, aggregate, mode) for p in fit_pairs], fit_pairs,
+                                          fitted["threshold"])
                 thresholds["link:" + key] = link["threshold"]
                 if eval_pairs:
                     link["held_out_sites"] = [link_f1(p.labels, simulate_auto_enrol(
-                        fused_matrix(p, scores, f, scorer, aggregate, mode), p.order, link["threshold"], link["threshold"]))
+                        fused_matrix(p, scores, f, scorer, aggregate, mode), p.order, link["threshold"], link["threshold"],
+                        p.conflict, fitted["threshold"]))
                         for p in eval_pairs]
                 measured[key] = {"fit_sites": fitted, "held_out_sites": held, "auto_enrol": link}
     model = ScoreModel(
@@ -407,8 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     manifest_path = out.with_name(out.name.replace(".params.json", ".json"))
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
-    key = ScoreModel.threshold_key("fused", "euc", "best")
-    print(json.dumps({"out": str(out), "manifest": str(manifest_path), "fused/euc/best": result["measured"][key]}, indent=1))
+    key = ScoreModel.threshold_key("fused", "euc", "mean")
+    print(json.dumps({"out": str(out), "manifest": str(manifest_path), key: result["measured"][key]}, indent=1))
     return 0
 
 

@@ -190,9 +190,10 @@ class IdentityScorer:
             out[name] = float(d.min())
         return out
 
-    def score(self, queries: dict[str, np.ndarray | None]) -> list[CandidateScore]:
-        """Candidate identities best first (highest fused log-odds)."""
-        names = self.candidates(queries)
+    def score(self, queries: dict[str, np.ndarray | None], exclude: set[str] = frozenset()) -> list[CandidateScore]:
+        """Candidate identities best first (highest fused log-odds); ``exclude``: identities that cannot be
+        the query's (seen by the same camera at the same time)."""
+        names = [n for n in self.candidates(queries) if n not in exclude]
         if not names:
             return []
         distances: dict[str, dict[str, float]] = {}

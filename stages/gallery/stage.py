@@ -59,6 +59,9 @@ class TrackEvidence:
     windows: int = 0
     first_frame: int | None = None
     last_frame: int = 0
+    source: str = ""
+    t_start: float | None = None
+    t_end: float | None = None
 
     @property
     def frames(self) -> int:
@@ -66,6 +69,11 @@ class TrackEvidence:
 
     def add(self, window: TrackWindow, stages: dict[str, str]) -> None:
         self.windows += 1
+        self.source = window.source_id
+        pts = window.sequence.pts_s
+        if len(pts):
+            self.t_start = float(pts[0]) if self.t_start is None else min(self.t_start, float(pts[0]))
+            self.t_end = float(pts[-1]) if self.t_end is None else max(self.t_end, float(pts[-1]))
         indices = window.sequence.frame_indices
         if len(indices):
             self.first_frame = int(indices[0]) if self.first_frame is None else min(self.first_frame, int(indices[0]))
@@ -98,7 +106,7 @@ class GalleryMatcher:
     modalities: "fused" (gait and appearance), "gait" or "appearance": the evidence that decides.
     scores: score-fusion parameters (distance calibrations, fusion, thresholds); "" = the shipped
         weights/score_fusion.params.json (fit with ``python -m training.fusion``).
-    aggregate: "best" (an identity scores by its nearest entry) or "mean" (by its pooled entries).
+    aggregate: "mean" (an identity scores by its pooled entries) or "best" (by its nearest entry).
     threshold: fused log-odds a match must exceed; None = fitted for this mode, gait scorer and
         aggregate: with auto_enrol the linking threshold (best link F1 on the fitting sites), else
         the open-set threshold at the target false-accept rate.
@@ -111,7 +119,8 @@ class GalleryMatcher:
         fused log-odds at most ``enrol_below`` (a confident unknown; None = the threshold) and
         spanning at least ``min_enrol_frames`` frames becomes a new identity ``<enrol_prefix>-NNNNN``.
     merge: in auto-enrol mode, merge the runner-up identity into the matched one when the finished
-        track's fused log-odds for it also exceed ``merge_above`` (None: the match threshold).
+        track's fused log-odds for it also exceed ``merge_above`` (None: the open-set threshold, at
+        the target false-accept rate: stricter than linking).
     index: "flat" (exact), "ivf" or "hnsw"; nlist/nprobe/hnsw_m/ef_search tune the approximate ones.
     gait_stage / appearance_stage: names under which those stages record their model versions.
     """
@@ -123,7 +132,7 @@ class GalleryMatcher:
         gallery: str = "~/.cache/gaitscope/gallery",
         modalities: str = "fused",
         scores: str = "",
-        aggregate: str = "best",
+        aggregate: str = "mean",
         threshold: float | None = None,
         reranker: str = "",
         metric: str = "euc",
@@ -228,6 +237,12 @@ class GalleryMatcher:
             return self.score_model.thresholds[f"link:{key}"]
         return self.score_model.thresholds.get(key)
 
+    def open_set_threshold(self, scorer: IdentityScorer) -> float | None:
+        """The fitted open-set threshold (target false-accept rate), or the configured threshold."""
+        if self.threshold_override is not None:
+            return float(self.threshold_override)
+        return self.score_model.thresholds.get(scorer.threshold_key())
+
     def _check_models(self, versions: dict[str, str]) -> None:
         for modality, version in versions.items():
             self.gallery.check_model(modality, version)
@@ -245,7 +260,10 @@ class GalleryMatcher:
         n_windows = evidence.windows
         if all(v is None for v in query.values()):
             return IdentityMatch(None, self.modalities, float("inf"), 0.0, windows=n_windows), []
-        ranked = scorer.score(query)
+        # one camera shows two different people at the same moment: those identities are not this track's
+        exclude = (self.gallery.identities_seen_with(evidence.source, evidence.t_start, evidence.t_end)
+                   if evidence.source and evidence.t_start is not None else set())
+        ranked = scorer.score(query, exclude)
         threshold = self.threshold(scorer)
         if threshold is None:
             self._notice("threshold", f"no fitted threshold for {scorer.threshold_key()!r}; set gallery.threshold")
@@ -310,7 +328,8 @@ class GalleryMatcher:
         self._add(evidence, match.identity, auto=True)
         if not self.merge or len(ranked) < 2:
             return
-        limit = self.merge_above if self.merge_above is not None else self.threshold(self.scorer_for(evidence.versions.get("gait", "")))
+        limit = self.merge_above if self.merge_above is not None else self.open_set_threshold(
+            self.scorer_for(evidence.versions.get("gait", "")))
         runner_up = ranked[1]
         if limit is not None and runner_up.fused > limit:
             moved = self.gallery.merge_identities(match.identity, runner_up.identity, {

@@ -434,6 +434,15 @@ class Gallery:
             out[name].append(int(entry))
         return out
 
+    def identities_seen_with(self, source: str, t_start: float, t_end: float) -> set[str]:
+        """Identities with an entry from ``source`` whose time span overlaps [t_start, t_end] (seconds)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT i.name FROM entries e JOIN identities i ON i.id = e.identity_id "
+                "WHERE e.source = ? AND e.t_start IS NOT NULL AND e.t_start <= ? AND e.t_end >= ?", (source, t_end, t_start)
+            ).fetchall()
+        return {r[0] for r in rows}
+
     def sources_of(self, entry_ids: Sequence[int]) -> dict[int, str]:
         """Source of each entry, by id."""
         ids = sorted({int(i) for i in entry_ids if i >= 0})
