@@ -32,7 +32,7 @@ from stages.attributes.model import ClassifierBaseline, ClipGar, align_loss
 from stages.attributes.table import all_sentences, one_hot
 from stages.checkpoints import sha256_of
 from training.attributes_data import ClipSet, load_clip_set, sample_windows, synth_fingerprint
-from training.attributes_recipe import PROJECT_ROOT, TrainConfig, load_config, project_path
+from training.attributes_recipe import PROJECT_ROOT, OptimConfig, TrainConfig, load_config, project_path
 from training.attributes_text import encode_sentences
 
 
