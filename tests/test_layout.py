@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from cli.learned import LEARNED_STAGES
 from tests.helpers import PROJECT_ROOT
 
@@ -94,3 +96,19 @@ def test_one_training_and_one_evaluation_entry_point_per_learned_stage():
     leftovers = sorted(str(p.relative_to(PROJECT_ROOT)) for name in ("train.py", "evaluate.py")
                        for p in (PROJECT_ROOT / "stages").rglob(name))
     assert not leftovers, leftovers
+
+
+def test_train_and_eval_verbs_reach_every_learned_stage(capsys):
+    from cli.main import main
+
+    for verb, package in (("train", "training"), ("eval", "evaluation")):
+        assert main([verb, "list"]) == 0
+        listed = capsys.readouterr().out
+        assert all(stage in listed for stage in LEARNED_STAGES)
+        for stage in LEARNED_STAGES:
+            with pytest.raises(SystemExit) as stop:  # argparse's --help exits 0 after printing usage
+                main([verb, stage, "--help"])
+            assert stop.value.code == 0
+            assert f"python -m {package}.{stage}" in capsys.readouterr().out
+        assert main([verb, "no_such_stage"]) == 2
+        assert "unknown stage" in capsys.readouterr().err
