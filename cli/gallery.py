@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.gallery.calibration import calibrate, calibration_distances
 from stages.gallery.operations import (
+    calibrate_gait,
     enroll_track,
     export_gallery,
     pick_track,
@@ -137,6 +137,7 @@ def _list(gallery: Gallery, entries: bool, as_json: bool) -> int:
 
 
 def _calibrate(gallery: Gallery, args: argparse.Namespace) -> int:
+    from training.casia_b import GALLERY_TYPES
     from training.gait_features import FeatureSet
 
     version = args.model_version or gallery.model_version("gait") or ""
@@ -144,17 +145,12 @@ def _calibrate(gallery: Gallery, args: argparse.Namespace) -> int:
         raise GalleryError("the gallery has no gait model yet: pass --model-version (the gait stage's version string)")
     fs = FeatureSet.load(args.features, version)
     reranker = None if args.reranker.lower() == "none" else Reranker.load(Path(args.reranker).expanduser() if args.reranker else DEFAULT_RERANKER)
-    if reranker is not None and reranker.info.gait_model_version != version:
-        raise GalleryError(f"re-ranker trained on {reranker.info.gait_model_version!r}, features/gallery from {version!r}")
-    from training.casia_b import GALLERY_TYPES
-
+    source = f"{Path(args.features).name}: nearest genuine vs nearest impostor per probe"
     probe_mask = ~np.isin(fs.types, GALLERY_TYPES)
-    pairs = None if reranker is None else reranker.pair_distances
-    genuine, impostor = calibration_distances(fs.features, fs.subjects, probe_mask, args.metric, pairs, args.top_k)
-    scorer = reranker.scorer if reranker is not None else args.metric
-    cal = calibrate(genuine, impostor, scorer, version, f"{Path(args.features).name}: nearest genuine vs nearest impostor per probe", args.far)
-    gallery.set_calibration("gait", cal)
-    print(f"gait calibration for {scorer}: threshold {cal.threshold:.4f} (FAR {cal.far:.3f}, FRR {cal.frr:.3f}, "
+    cal = calibrate_gait(
+        gallery, fs.features, fs.subjects, probe_mask, version, source, reranker, args.metric, args.far, args.top_k
+    )
+    print(f"gait calibration for {cal.scorer}: threshold {cal.threshold:.4f} (FAR {cal.far:.3f}, FRR {cal.frr:.3f}, "
           f"{cal.genuine} genuine / {cal.impostor} impostor)")
     return 0
 

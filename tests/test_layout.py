@@ -42,7 +42,8 @@ def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names]
+            names = [f"{node.module}.{a.name}" for a in node.names]
+            names = [n if n in modules else node.module for n in names]
         else:
             continue
         found.update(n for n in names if n.split(".")[0] in PACKAGES)

@@ -1,6 +1,6 @@
-"""Gallery operations a script can call: collect tracks' embeddings from a run's records or windows,
-enrol a track, search with an embedding, export the gallery. The command-line verbs around them are
-in :mod:`cli.gallery`.
+"""Gallery operations a script can call: collect tracks' embeddings from a run's records or
+windows, enrol a track, search with an embedding, export the gallery, calibrate its gait threshold.
+The command-line verbs around them are in :mod:`cli.gallery`.
 
 Tracks from a previous run need its records written with ``--save-embeddings`` (each record then
 carries ``embeddings.gait`` (P x C) and/or ``embeddings.appearance`` (D) and ``model_versions``).
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.gallery.calibration import Calibration, calibrate, calibration_distances
+from stages.gallery.search import Reranker
 from stages.gallery.stage import GalleryMatcher, window_meta
 from stages.gallery.store import MODALITIES, EntryMeta, Gallery, GalleryError
 
@@ -131,3 +133,29 @@ def search_one(matcher: GalleryMatcher, modality: str, embedding: np.ndarray, ve
         "calibrated": matcher.decision(modality, matcher.searcher_for(modality, version))[1] is not None,
         "candidates": [asdict(c) for c in match.candidates],
     }
+
+
+def calibrate_gait(
+    gallery: Gallery,
+    features: np.ndarray,
+    subjects: np.ndarray,
+    probe_mask: np.ndarray,
+    model_version: str,
+    source: str,
+    reranker: Reranker | None = None,
+    metric: str = "euc",
+    far: float = 0.01,
+    top_k: int = 10,
+) -> Calibration:
+    """Fit the gallery's gait threshold on labelled features (N, P, C): the nearest genuine and nearest
+    impostor distance of each probe (``probe_mask``) among the rest, re-ranked when a re-ranker is given."""
+    if reranker is not None and reranker.info.gait_model_version != model_version:
+        raise GalleryError(
+            f"re-ranker trained on {reranker.info.gait_model_version!r}, features/gallery from {model_version!r}"
+        )
+    pairs = None if reranker is None else reranker.pair_distances
+    genuine, impostor = calibration_distances(features, subjects, probe_mask, metric, pairs, top_k)
+    scorer = reranker.scorer if reranker is not None else metric
+    cal = calibrate(genuine, impostor, scorer, model_version, source, far)
+    gallery.set_calibration("gait", cal)
+    return cal
