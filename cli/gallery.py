@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import UserError
 from stages.gallery.operations import (
     calibrate_gait,
     enroll_track,
@@ -123,7 +124,7 @@ def _list(gallery: Gallery, entries: bool, as_json: bool) -> int:
         out = {**info, "identities": [asdict(i) for i in idents]}
         if entries:
             out["entries"] = [asdict(e) for e in gallery.entries()]
-        print(json.dumps(out, indent=1))
+        print(json.dumps(out, indent=1, allow_nan=False))
         return 0
     print(f"{info['path']}: {info['identities']} identities, entries {info['entries']}, models {info['models']}")
     for i in idents:
@@ -174,6 +175,7 @@ def search_main(argv: list[str] | None = None) -> int:
     if not tracks:
         print("no track with an embedding found", file=sys.stderr)
         return 1
+    Gallery(args.gallery, create=False).close()  # searching never creates a gallery
     matcher = GalleryMatcher(gallery=args.gallery, reranker=args.reranker, metric=args.metric, top_k=args.top_k)
     try:
         for (source, track_id), track in tracks.items():
@@ -181,15 +183,20 @@ def search_main(argv: list[str] | None = None) -> int:
             emb, _, version = track.items[modality][-1]  # the final, longest window of the track
             result = search_one(matcher, modality, emb, version)
             if args.json:
-                print(json.dumps({"source": source, "track_id": track_id, **result}))
+                print(json.dumps({"source": source, "track_id": track_id, **result}, allow_nan=False))
             else:
                 best = result["identity"] or "unknown"
-                print(f"{source}#{track_id} ({modality}): {best}  distance {result['distance']:.4f}  confidence {result['confidence']:.3f}")
+                print(f"{source}#{track_id} ({modality}): {best}  distance {_number(result['distance'])}  "
+                      f"confidence {result['confidence']:.3f}")
                 for c in result["candidates"]:
-                    print(f"    {c['identity']:<24} {c['distance']:.4f}  (initial rank {c['initial_rank'] + 1})")
+                    print(f"    {c['identity']:<24} {_number(c['distance'])}  (initial rank {c['initial_rank'] + 1})")
     finally:
         matcher.close()
     return 0
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return verbs[argv[0]](argv[1:])
-    except (GalleryError, FileNotFoundError) as exc:
+    except (UserError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import output_error
 from stages.gallery.calibration import Calibration, calibrate, calibration_distances
 from stages.gallery.search import Reranker
 from stages.gallery.stage import GalleryMatcher, window_meta
@@ -72,7 +73,16 @@ def read_records(path: str) -> list[dict]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise GalleryError(f"no such records file: {p}")
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    records = []
+    try:
+        with open(p, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    records.append(json.loads(line))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" line {number}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise GalleryError(f"{p}{where}: not a JSON Lines file of track records ({type(exc).__name__})") from None
+    return records
 
 
 def pick_track(tracks: dict[tuple[str, int], TrackEmbeddings], track_id: int | None, source: str | None) -> TrackEmbeddings:
@@ -108,17 +118,21 @@ def export_gallery(gallery: Gallery, out: Path, vectors: str | None) -> int:
     """Write identities, entries and calibrations as JSON (and the raw vectors as npz); returns the entry count."""
     entries = gallery.entries()
     doc = {**gallery.info(), "identities": [asdict(i) for i in gallery.identities()], "entries": [asdict(e) for e in entries]}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(out)
-    if vectors:
-        feats = gallery.features([e.entry_id for e in entries])
-        arrays = {f"entry_{e.entry_id}": feats[e.entry_id] for e in entries}
-        vpath = Path(vectors).expanduser()
-        tmpv = vpath.with_name(vpath.name + ".tmp.npz")
-        np.savez(tmpv, **arrays)
-        tmpv.replace(vpath)
+    target = out
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        tmp.replace(out)
+        if vectors:
+            feats = gallery.features([e.entry_id for e in entries])
+            arrays = {f"entry_{e.entry_id}": feats[e.entry_id] for e in entries}
+            target = Path(vectors).expanduser()
+            tmpv = target.with_name(target.name + ".tmp.npz")
+            np.savez(tmpv, **arrays)
+            tmpv.replace(target)
+    except OSError as exc:
+        raise output_error(target, exc) from None
     return len(entries)
 
 
@@ -128,11 +142,16 @@ def search_one(matcher: GalleryMatcher, modality: str, embedding: np.ndarray, ve
     return {
         "modality": modality,
         "identity": match.identity,
-        "distance": match.distance,
+        "distance": _finite(match.distance),
         "confidence": match.confidence,
         "calibrated": matcher.decision(modality, matcher.searcher_for(modality, version))[1] is not None,
-        "candidates": [asdict(c) for c in match.candidates],
+        "candidates": [{**asdict(c), "distance": _finite(c.distance)} for c in match.candidates],
     }
+
+
+def _finite(value: float) -> float | None:
+    """A distance for strict JSON: None when there was nothing to compare with (an empty gallery gives inf)."""
+    return float(value) if np.isfinite(value) else None
 
 
 def calibrate_gait(
