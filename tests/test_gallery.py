@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.metrics import part_distance
+from cli.gallery import enroll_main, gallery_main, search_main
 from pipeline.messages import SilhouetteSequence, TrackWindow
-from stages.gallery.commands import enroll_main, gallery_main, search_main
+from stages.gait.distance import part_distance
 from stages.gallery.index import IndexSpec, build_index
 from stages.gallery.scoring import Fusion, ModalityScore, ScoreModel
 from stages.gallery.stage import GalleryMatcher

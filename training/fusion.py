@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from evaluation.metrics import part_distance
+from stages.gait.distance import part_distance
 from stages.gallery.matching import SourceCentring, pool
 from stages.gallery.scoring import AGGREGATES, MODALITIES, Fusion, ModalityScore, ScoreModel, threshold_at_far
 from training.site_windows import SiteWindows, site_windows

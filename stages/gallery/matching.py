@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stages.gallery.scoring import MODALITIES, Fusion, ScoreModel, sigmoid
-from evaluation.metrics import part_distance
+from stages.gait.distance import part_distance
 from stages.gallery.search import Reranker
 from stages.gallery.store import Gallery, search_vector
 

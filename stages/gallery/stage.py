@@ -320,8 +320,7 @@ class GalleryMatcher:
             confident_unknown = not ranked or below is None or ranked[0].fused <= below
             if not confident_unknown or evidence.frames < self.min_enrol_frames:
                 return
-            name = self.gallery.new_identity_name(self.enrol_prefix)
-            self._add(evidence, name, auto=True)
+            name, _ = self.gallery.enrol_new_identity(self.enrol_prefix, self._batches(evidence, ""))
             window.identity = IdentityMatch(name, match.modality, match.distance, match.confidence, match.candidates,
                                             enrolled=True, scores=match.scores, windows=match.windows)
             return
@@ -339,12 +338,15 @@ class GalleryMatcher:
                      match.identity, moved, window.source_id, window.track_id)
             match.merged.append(runner_up.identity)
 
+    @staticmethod
+    def _batches(evidence: TrackEvidence, name: str) -> dict[str, tuple[list[np.ndarray], list[EntryMeta], str]]:
+        """Every window's embeddings of the track, per modality, with provenance, under ``name``."""
+        return {m: (evidence.embeddings[m], [dataclasses.replace(meta, identity=name) for meta in evidence.metas[m]],
+                    evidence.versions.get(m, "")) for m in MODALITIES if evidence.embeddings[m]}
+
     def _add(self, evidence: TrackEvidence, name: str, auto: bool) -> None:
-        for modality in MODALITIES:
-            items = evidence.embeddings[modality]
-            if items:
-                metas = [dataclasses.replace(m, identity=name) for m in evidence.metas[modality]]
-                self.gallery.add(modality, items, metas, evidence.versions.get(modality, ""), auto=auto)
+        for modality, (items, metas, version) in self._batches(evidence, name).items():
+            self.gallery.add(modality, items, metas, version, auto=auto)
 
     def close(self) -> None:
         self._save_source_sums()

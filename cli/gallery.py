@@ -5,9 +5,8 @@
     python run_pipeline.py gallery list | remove NAME | export OUT.json [--vectors OUT.npz]
     python run_pipeline.py search clip.mp4 | --jsonl FILE
 
-Tracks from a previous run need its records written with ``--save-embeddings`` (each record then
-carries ``embeddings.gait`` (P x C) and/or ``embeddings.appearance`` (D) and ``model_versions``).
-Each verb is also ``python -m stages.gallery.commands VERB ...``.
+Tracks from a previous run need its records written with ``--save-embeddings``. Each verb is a thin
+layer over :mod:`stages.gallery.operations` and is also ``python -m cli.gallery VERB ...``.
 """
 
 from __future__ import annotations
@@ -15,26 +14,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
-from stages.gallery.stage import GalleryMatcher, window_meta
-from stages.gallery.store import MODALITIES, EntryMeta, Gallery, GalleryError
+from pipeline.errors import UserError
+from stages.gallery.operations import (
+    enroll_track,
+    export_gallery,
+    pick_track,
+    read_records,
+    search_track,
+    tracks_from_records,
+    tracks_from_windows,
+)
+from stages.gallery.stage import GalleryMatcher
+from stages.gallery.store import Gallery
 
 DEFAULT_GALLERY = "~/.cache/gaitscope/gallery"
-STAGE_OF = {"gait": "gait", "appearance": "reid"}  # stage names that record each embedding's model
-
-
-@dataclass(frozen=True)
-class TrackEmbeddings:
-    """One track's embeddings from a run: per modality a list of (embedding, metadata, model version)."""
-
-    source: str
-    track_id: int
-    items: dict[str, list[tuple[np.ndarray, EntryMeta, str]]]
 
 
 def _gallery_arg(p: argparse.ArgumentParser) -> None:
@@ -46,86 +42,15 @@ def _video_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
 
 
-# -- reading tracks ---------------------------------------------------------------------------------
-def tracks_from_records(records: Iterable[dict], name: str) -> dict[tuple[str, int], TrackEmbeddings]:
-    """Group a run's JSONL records (with embeddings) by (source, track id): every window's gait and
-    appearance embeddings, each with its provenance."""
-    out: dict[tuple[str, int], TrackEmbeddings] = {}
-    for r in records:
-        if r.get("type") != "track":
-            continue
-        emb = r.get("embeddings")
-        if emb is None:
-            raise GalleryError("records carry no embeddings: re-run with --save-embeddings (export.save_embeddings=true)")
-        key = (str(r["source"]), int(r["track_id"]))
-        track = out.setdefault(key, TrackEmbeddings(key[0], key[1], {m: [] for m in MODALITIES}))
-        attrs = {k: v["label"] for k, v in (r.get("attributes") or {}).items()}
-        time_s = r.get("time_s") or {}
-        meta = EntryMeta(name, key[0], key[1], time_s.get("start"), time_s.get("end"), attrs)
-        versions = r.get("model_versions") or {}
-        for modality in MODALITIES:
-            if emb.get(modality) is not None:
-                track.items[modality].append((np.asarray(emb[modality], np.float32), meta, versions.get(STAGE_OF[modality], "")))
-    return out
-
-
-def tracks_from_windows(windows: Iterable, name: str) -> dict[tuple[str, int], TrackEmbeddings]:
-    """Group TrackWindows (from ``pipeline.app.collect_windows``) by (source, track id), all modalities."""
-    out: dict[tuple[str, int], TrackEmbeddings] = {}
-    for w in windows:
-        key = (w.source_id, int(w.track_id))
-        track = out.setdefault(key, TrackEmbeddings(key[0], key[1], {m: [] for m in MODALITIES}))
-        meta = window_meta(w, name)
-        if w.gait_embedding is not None:
-            track.items["gait"].append((np.asarray(w.gait_embedding, np.float32), meta, w.model_versions.get("gait", "")))
-        if w.appearance_embedding is not None:
-            track.items["appearance"].append((np.asarray(w.appearance_embedding, np.float32), meta, w.model_versions.get("reid", "")))
-    return {k: t for k, t in out.items() if any(t.items.values())}
-
-
-def _read_jsonl(path: str) -> list[dict]:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise GalleryError(f"no such records file: {p}")
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-
-
 def _run_pipeline(videos: list[str], config: str | None, overrides: list[str]) -> list:
+    """Final track windows of the clips, through the pipeline with the gallery off."""
     from pipeline.app import collect_windows, load
 
     cfg = load(config, [*overrides, "gallery.enabled=false"])
-    return collect_windows(cfg, videos, final_only=False)
-
-
-def _pick_track(tracks: dict[tuple[str, int], TrackEmbeddings], track_id: int | None, source: str | None) -> TrackEmbeddings:
-    chosen = [t for k, t in tracks.items() if (track_id is None or k[1] == track_id) and (source is None or k[0] == source)]
-    if not chosen:
-        raise GalleryError(f"no track with embeddings matches (track {track_id}, source {source}); tracks: {_describe(tracks)}")
-    if len(chosen) > 1:
-        raise GalleryError(f"{len(chosen)} tracks match; choose one with --track (and --source): {_describe(tracks)}")
-    return chosen[0]
-
-
-def _describe(tracks: dict[tuple[str, int], TrackEmbeddings]) -> str:
-    return ", ".join(f"{s}#{t} ({sum(len(v) for v in tr.items.values())} windows)" for (s, t), tr in tracks.items()) or "none"
+    return collect_windows(cfg, videos)
 
 
 # -- enroll ---------------------------------------------------------------------------------------
-def enroll_track(gallery: Gallery, track: TrackEmbeddings, name: str) -> dict[str, int]:
-    """Add every embedding of a track under ``name``; returns entries added per modality."""
-    added = {}
-    for modality, items in track.items.items():
-        if not items:
-            continue
-        versions = {v for _, _, v in items}
-        if len(versions) > 1:
-            raise GalleryError(f"{modality} embeddings of one track come from several models: {sorted(versions)}")
-        metas = [EntryMeta(name, m.source, m.track_id, m.t_start, m.t_end, m.attributes) for _, m, _ in items]
-        ids = gallery.add(modality, [e for e, _, _ in items], metas, versions.pop())
-        added[modality] = len(ids)
-    return added
-
-
 def enroll_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="enroll", description="add an identity to the gallery from a clip or a previous run's track")
     _gallery_arg(p)
@@ -137,9 +62,9 @@ def enroll_main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default=None, help="source id of the track (when track ids repeat across sources)")
     _video_args(p)
     args = p.parse_args(argv)
-    tracks = (tracks_from_records(_read_jsonl(args.jsonl), args.name) if args.jsonl
+    tracks = (tracks_from_records(read_records(args.jsonl), args.name) if args.jsonl
               else tracks_from_windows(_run_pipeline(args.video, args.config, args.overrides), args.name))
-    track = _pick_track(tracks, args.track, args.source)
+    track = pick_track(tracks, args.track, args.source)
     with Gallery(args.gallery) as gallery:
         added = enroll_track(gallery, track, args.name)
     print(f"enrolled {args.name!r} from {track.source}#{track.track_id}: "
@@ -170,7 +95,10 @@ def gallery_main(argv: list[str] | None = None) -> int:
             n = gallery.remove_identity(args.name)
             print(f"removed {args.name!r} ({n} entries)")
             return 0
-        return _export(gallery, Path(args.out).expanduser(), args.vectors)
+        out = Path(args.out).expanduser()
+        count = export_gallery(gallery, out, args.vectors)
+        print(f"exported {count} entries -> {out}" + (f" and {args.vectors}" if args.vectors else ""))
+        return 0
 
 
 def _list(gallery: Gallery, entries: bool, as_json: bool) -> int:
@@ -180,7 +108,7 @@ def _list(gallery: Gallery, entries: bool, as_json: bool) -> int:
         out = {**info, "identities": [asdict(i) for i in idents]}
         if entries:
             out["entries"] = [asdict(e) for e in gallery.entries()]
-        print(json.dumps(out, indent=1))
+        print(json.dumps(out, indent=1, allow_nan=False))
         return 0
     print(f"{info['path']}: {info['identities']} identities, entries {info['entries']}, models {info['models']}")
     for i in idents:
@@ -190,24 +118,6 @@ def _list(gallery: Gallery, entries: bool, as_json: bool) -> int:
         for e in gallery.entries():
             span = "" if e.t_start is None else f" {e.t_start:.2f}-{e.t_end:.2f}s"
             print(f"  #{e.entry_id} {e.identity} {e.modality} {list(e.shape)} {e.source}#{e.track_id}{span}")
-    return 0
-
-
-def _export(gallery: Gallery, out: Path, vectors: str | None) -> int:
-    entries = gallery.entries()
-    doc = {**gallery.info(), "identities": [asdict(i) for i in gallery.identities()], "entries": [asdict(e) for e in entries]}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(out)
-    if vectors:
-        feats = gallery.features([e.entry_id for e in entries])
-        arrays = {f"entry_{e.entry_id}": feats[e.entry_id] for e in entries}
-        vpath = Path(vectors).expanduser()
-        tmpv = vpath.with_name(vpath.name + ".tmp.npz")
-        np.savez(tmpv, **arrays)
-        tmpv.replace(vpath)
-    print(f"exported {len(entries)} entries -> {out}" + (f" and {vectors}" if vectors else ""))
     return 0
 
 
@@ -227,18 +137,19 @@ def search_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if bool(args.videos) == bool(args.jsonl):
         p.error("give either clips or --jsonl")
-    tracks = (tracks_from_records(_read_jsonl(args.jsonl), "?") if args.jsonl
+    tracks = (tracks_from_records(read_records(args.jsonl), "?") if args.jsonl
               else tracks_from_windows(_run_pipeline(args.videos, args.config, args.overrides), "?"))
     if not tracks:
         print("no track with an embedding found", file=sys.stderr)
         return 1
+    Gallery(args.gallery, create=False).close()  # searching never creates a gallery
     matcher = GalleryMatcher(gallery=args.gallery, modalities=args.modalities, scores=args.scores, reranker=args.reranker,
                              metric=args.metric, top_k=args.top_k)
     try:
         for (source, track_id), track in tracks.items():
             result = search_track(matcher, track)
             if args.json:
-                print(json.dumps({"source": source, "track_id": track_id, **result}))
+                print(json.dumps({"source": source, "track_id": track_id, **result}, allow_nan=False))
             else:
                 best = result["identity"] or "unknown"
                 print(f"{source}#{track_id} ({result['windows']} windows): {best}  confidence {result['confidence']:.3f}  "
@@ -250,37 +161,17 @@ def search_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def search_track(matcher: GalleryMatcher, track: TrackEmbeddings) -> dict:
-    """Ranked identities for a track (all its windows' embeddings), through the matcher's own decision rule."""
-    embeddings = {m: [e for e, _, _ in items] for m, items in track.items.items()}
-    versions = {m: items[0][2] for m, items in track.items.items() if items}
-    match = matcher.match_track(embeddings, versions, track.source)
-    return {
-        "modality": match.modality,
-        "identity": match.identity,
-        "confidence": match.confidence,
-        "scores": match.scores,
-        "windows": match.windows,
-        "candidates": [{**asdict(c), "distance": _finite(c.distance)} for c in match.candidates],
-    }
-
-
-def _finite(value: float) -> float | None:
-    """A distance for strict JSON: None when there was nothing to compare with."""
-    return float(value) if np.isfinite(value) else None
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbs = {"enroll": enroll_main, "gallery": gallery_main, "search": search_main}
     if not argv or argv[0] not in verbs:
-        print(f"usage: python -m stages.gallery.commands {{{','.join(verbs)}}} ...", file=sys.stderr)
+        print(f"usage: python -m cli.gallery {{{','.join(verbs)}}} ...", file=sys.stderr)
         return 2
     try:
         return verbs[argv[0]](argv[1:])
-    except (GalleryError, FileNotFoundError) as exc:
+    except (UserError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
 
 
 if __name__ == "__main__":
