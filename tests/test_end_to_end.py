@@ -58,7 +58,9 @@ def test_whole_chain_on_a_rendered_scene(scene, tmp_path):
             assert record["embeddings"]["gait"] is not None
             assert record["embeddings"]["appearance"] is not None  # every window gets both modalities
             assert record["identity"] is not None and record["identity"]["modality"] == "fused"
-            assert record["identity"]["windows"] >= 1 and "fused" in record["identity"]["scores"]
+            assert record["identity"]["windows"] >= 1
+            if record["identity"]["candidates"]:  # an empty gallery gives no candidate and no scores
+                assert "fused" in record["identity"]["scores"]
             assert len(record["attributes"]) == N_ATTRIBUTES
             assert {"gait_detector", "gait", "gallery", "attributes"} <= set(record["model_versions"])
     enrolled = {r["identity"]["id"] for r in tracks if r["final"] and r["identity"] and r["identity"]["enrolled"]}

@@ -45,7 +45,7 @@ def test_pool_track_is_normalised_mean():
 
 
 def test_stage_routes_and_normalises(weights):
-    stage = AppearanceReID(weights=str(weights))
+    stage = AppearanceReID(weights=str(weights), routes="appearance")
     wins = [window("appearance"), window("gait"), window("appearance", crops=False)]
     stage.process(wins)
     emb = wins[0].appearance_embedding
@@ -53,7 +53,7 @@ def test_stage_routes_and_normalises(weights):
     assert np.linalg.norm(emb) == pytest.approx(1.0, abs=1e-5)
     assert wins[0].model_versions["reid"].startswith("reid_tiny@")
     assert wins[1].appearance_embedding is None and wins[2].appearance_embedding is None
-    every = AppearanceReID(weights=str(weights), routes="all")
+    every = AppearanceReID(weights=str(weights))  # default: every window, gait-routed ones too
     gait_win = window("gait")
     every.process([gait_win])
     assert gait_win.appearance_embedding is not None

@@ -60,6 +60,7 @@ class TrackEvidence:
     first_frame: int | None = None
     last_frame: int = 0
     source: str = ""
+    track_id: int = -1
     t_start: float | None = None
     t_end: float | None = None
 
@@ -69,7 +70,7 @@ class TrackEvidence:
 
     def add(self, window: TrackWindow, stages: dict[str, str]) -> None:
         self.windows += 1
-        self.source = window.source_id
+        self.source, self.track_id = window.source_id, int(window.track_id)
         pts = window.sequence.pts_s
         if len(pts):
             self.t_start = float(pts[0]) if self.t_start is None else min(self.t_start, float(pts[0]))
@@ -261,7 +262,7 @@ class GalleryMatcher:
         if all(v is None for v in query.values()):
             return IdentityMatch(None, self.modalities, float("inf"), 0.0, windows=n_windows), []
         # one camera shows two different people at the same moment: those identities are not this track's
-        exclude = (self.gallery.identities_seen_with(evidence.source, evidence.t_start, evidence.t_end)
+        exclude = (self.gallery.identities_seen_with(evidence.source, evidence.track_id, evidence.t_start, evidence.t_end)
                    if evidence.source and evidence.t_start is not None else set())
         ranked = scorer.score(query, exclude)
         threshold = self.threshold(scorer)

@@ -725,12 +725,14 @@ class Gallery:
             out[name].append(int(entry))
         return out
 
-    def identities_seen_with(self, source: str, t_start: float, t_end: float) -> set[str]:
-        """Identities with an entry from ``source`` whose time span overlaps [t_start, t_end] (seconds)."""
+    def identities_seen_with(self, source: str, track_id: int, t_start: float, t_end: float) -> set[str]:
+        """Identities with an entry of another track of ``source`` whose time span overlaps [t_start, t_end]
+        (seconds): people that source showed at the same time as this track."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT DISTINCT i.name FROM entries e JOIN identities i ON i.id = e.identity_id "
-                "WHERE e.source = ? AND e.t_start IS NOT NULL AND e.t_start <= ? AND e.t_end >= ?", (source, t_end, t_start)
+                "WHERE e.source = ? AND e.track_id IS NOT ? AND e.t_start IS NOT NULL AND e.t_start <= ? AND e.t_end >= ?",
+                (source, track_id, t_end, t_start)
             ).fetchall()
         return {r[0] for r in rows}
 
