@@ -76,7 +76,9 @@ def build_stages(config: PipelineConfig) -> BuiltPipeline:
         if kind == "detect" and backend == "auto":
             backend, params = _resolve_auto_detector(params, registry)
         elif backend == "auto":
-            raise ConfigError(f"{kind}.backend: 'auto' is only available for detect")
+            backend, built[kind] = _build_auto(kind, params, registry)
+            descriptions[kind] = backend
+            continue
         cls = registry.load(backend)
         built[kind] = build(cls, params, kind)
         descriptions[kind] = backend
@@ -110,6 +112,47 @@ def _resolve_auto_detector(params: dict[str, Any], registry) -> tuple[str, dict[
         check_arguments(registry.load(name), {**options, **({"weights": weights} if name == "yolo" and weights else {})}, f"detect.{name}")
     choice = choose_detector(weights)
     return choice.backend, {**branches[choice.backend], **choice.options}
+
+
+def _build_auto(kind: str, params: dict[str, Any], registry) -> tuple[str, Any]:
+    """``KIND: {backend: auto, models_dir: DIR, <backend>: {...}, ...}`` -> the best backend that builds.
+
+    The stage's candidate function lists the backends whose model files are there, best first;
+    each is built in turn, and one that cannot be used here (corrupt file, wrong input shape,
+    missing runtime) is reported in one line before the next is tried. Logs once which backend
+    was chosen and why. Options of branches not taken are still validated.
+    """
+    import importlib
+
+    from stages.catalog import AUTO_CANDIDATES
+    from stages.runtimes import ModelUnavailableError
+
+    if kind not in AUTO_CANDIDATES:
+        raise ConfigError(f"{kind}.backend: 'auto' is available for detect, {', '.join(AUTO_CANDIDATES)}")
+    module_name, _, function_name = AUTO_CANDIDATES[kind].partition(":")
+    candidates_of = getattr(importlib.import_module(module_name), function_name)
+    params = dict(params)
+    branches = {name: params.pop(name) for name in list(params) if name in registry}
+    for name, options in branches.items():
+        if not isinstance(options, dict):
+            raise ConfigError(f"{kind}.{name}: expected a mapping of {name} options")
+        check_arguments(registry.load(name), options, f"{kind}.{name}")
+    models_dir = params.pop("models_dir", None)
+    if models_dir is not None and not isinstance(models_dir, str):
+        raise ConfigError(f"{kind}.models_dir: expected a path, got {models_dir!r}")
+    check_arguments(candidates_of, {"models_dir_override": models_dir, "branches": branches, **params}, kind)
+    found = candidates_of(models_dir, branches, **params)
+    for candidate in found.candidates:
+        try:
+            stage = build(registry.load(candidate.backend), candidate.options, f"{kind}.{candidate.backend}")
+        except (ModelUnavailableError, FileNotFoundError, ImportError) as error:
+            log.warning("%s: %s; trying the next choice", kind, error)
+            found.notes.append(f"{candidate.backend} unusable")
+            continue
+        notes = f"; {'; '.join(found.notes)}" if found.notes else ""
+        log.info("%s: %s (%s%s)", kind, candidate.backend, candidate.reason, notes)
+        return candidate.backend, stage
+    raise ConfigError(f"{kind}: no backend could be built ({'; '.join(found.notes)})")
 
 
 @dataclass

@@ -22,14 +22,21 @@ SEGMENTERS = Registry(
         "detector": "stages.segment.detector:DetectorMasks",
         "foreground": "stages.segment.foreground:ForegroundSegmenter",
         "paddleseg": "stages.segment.paddleseg:PaddleSegSegmenter",
+        "pose_crop": "stages.segment.pose_crop:PoseCropSegmenter",
     },
 )
 TRACKLETS = Registry("tracklets", {"window": "stages.tracklets:TrackletAssembler"})
 GAIT_DETECTORS = Registry("gait_detector", {"gader": "stages.gait_detector.stage:GaitDetectorStage"})
 GAIT_RECOGNIZERS = Registry("gait", {"gar": "stages.gait.recognizer:GaitRecognizer"})
-REID = Registry("reid", {"appearance": "stages.reid.stage:AppearanceReID"})
+REID = Registry("reid", {"appearance": "stages.reid.stage:AppearanceReID", "onnx": "stages.reid.onnx:OnnxReID"})
 GALLERIES = Registry("gallery", {"faiss": "stages.gallery.stage:GalleryMatcher"})
 ATTRIBUTES = Registry("attributes", {"clip_gar": "stages.attributes.stage:AttributeTagger"})
+
+# ``backend: auto`` for these kinds: a function listing the candidates, best first (module:function).
+AUTO_CANDIDATES = {
+    "segment": "stages.segment:segmenter_candidates",
+    "reid": "stages.reid:reid_candidates",
+}
 
 FRAME_STAGE_KINDS: dict[str, Registry] = {
     "detect": DETECTORS,

@@ -15,7 +15,9 @@ Nothing here downloads anything: a file is either present or reported missing.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ENV_VAR = "GAITSCOPE_MODELS"
 DEFAULT_MODELS_DIR = "~/.cache/gaitscope/models"
@@ -40,3 +42,23 @@ def resolve_model_path(path: str | Path, override: str | Path | None = None) -> 
     if given.is_absolute() or given.exists():
         return given
     return models_dir(override) / given
+
+
+@dataclass(frozen=True)
+class BackendCandidate:
+    """One backend an ``auto`` stage may build: its name, the options to build it with, and why.
+
+    reason: a short phrase for the log line that says which backend was chosen.
+    """
+
+    backend: str
+    options: dict[str, Any]
+    reason: str
+
+
+@dataclass
+class AutoCandidates:
+    """The candidates of an ``auto`` stage, best first, and notes on the ones left out (missing files)."""
+
+    candidates: list[BackendCandidate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)

@@ -22,6 +22,9 @@ import yaml
 
 from pipeline.messages import FrameResult
 from stages.detect.background import box_pixels
+from stages.model_files import resolve_model_path
+from stages.runtimes import ModelUnavailableError
+from stages.segment import PADDLESEG_MODEL
 from stages.segment.masks import with_masks
 
 _INSTALL_HINT = "pip install 'gaitscope[paddle]' (paddlepaddle; paddleseg itself is only needed to export models)"
@@ -71,7 +74,9 @@ class ExportedModel:
 class PaddleSegSegmenter:
     """Person masks from a PaddleSeg exported model, one crop per detection.
 
-    model_dir: directory of the exported inference model.
+    model_dir: directory of the exported inference model; a relative path is looked up in the
+    working directory, then in the models directory (``models_dir``, else ``$GAITSCOPE_MODELS``,
+    else ``~/.cache/gaitscope/models``).
     input_height / input_width: model input size (pixels) when deploy.yaml does not give one.
     person_class: class index of "person" in the model's output (1 for PP-HumanSeg).
     threshold: least person probability for a mask pixel.
@@ -83,7 +88,8 @@ class PaddleSegSegmenter:
     def __init__(
         self,
         *,
-        model_dir: str = "weights/pp_humanseg",
+        model_dir: str = PADDLESEG_MODEL,
+        models_dir: str | None = None,
         input_height: int = 192,
         input_width: int = 192,
         person_class: int = 1,
@@ -92,7 +98,7 @@ class PaddleSegSegmenter:
         max_batch: int = 16,
         cpu_threads: int = 1,
     ) -> None:
-        self.model = ExportedModel.find(Path(model_dir).expanduser(), (input_height, input_width))
+        self.model = ExportedModel.find(resolve_model_path(model_dir, models_dir), (input_height, input_width))
         try:
             from paddle import inference
         except ImportError as error:
@@ -102,7 +108,14 @@ class PaddleSegSegmenter:
         config.disable_mkldnn()
         config.disable_glog_info()
         config.set_cpu_math_library_num_threads(cpu_threads)
-        self._predictor = inference.create_predictor(config)
+        try:
+            self._predictor = inference.create_predictor(config)
+        except Exception as error:  # paddle raises its own exception types for unreadable programs
+            message = [line for line in str(error).splitlines() if line.strip()]
+            raise ModelUnavailableError(
+                f"PaddleSeg model {self.model.program} cannot be loaded ({message[-1].strip()[:160] if message else error!r}): "
+                "export it again with PaddleSeg's tools/export.py"
+            ) from None
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output_name = self._predictor.get_output_names()[0]
         self.person_class = person_class

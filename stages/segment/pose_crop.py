@@ -1,0 +1,161 @@
+"""Pose-crop segmenter: MediaPipe BlazePose run on a square crop around each tracked person.
+
+BlazePose GHUM (``pose_landmark_full.tflite``) takes a 256x256 RGB crop in [0, 1] centred on one
+person, about 1.3 times the person's box, and besides the landmarks gives a 256x256 map of
+segmentation logits for that person (output ``Identity_2``; person where > 0). The crop is cut with
+one affine warp (parts outside the frame are black), and the logits are warped back onto the box
+pixels only, so a mask never leaves its box. Only tracked people at least ``min_height`` pixels tall
+are segmented (smaller ones make no usable 64x44 silhouette); the others keep the detector's mask,
+cut to their box, or none. Crops of all frames in a batch go through the model together.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pipeline.messages import FrameResult
+from stages.detect.background import box_pixels
+from stages.model_files import resolve_model_path
+from stages.runtimes import TFLiteModel
+from stages.segment import POSE_MODEL
+from stages.segment.masks import clear_outside_boxes, with_masks
+
+INPUT_SIZE = 256  # BlazePose landmark models take 256x256 crops
+SEGMENTATION_OUTPUT = "Identity_2"
+
+
+class PoseCropSegmenter:
+    """Person masks from BlazePose's segmentation output on square crops around tracked boxes.
+
+    model: the ``pose_landmark_full.tflite`` file; relative paths are looked up in the models
+    directory (``models_dir``, else ``$GAITSCOPE_MODELS``, else ``~/.cache/gaitscope/models``).
+    runtime: "auto" (LiteRT when ``ai-edge-litert`` is installed, else OpenCV's dnn), "litert", "opencv".
+    threads: CPU threads of the runtime.
+    crop_scale: side of the square crop as a multiple of the box's longer side.
+    min_height: least box height in pixels for a person to be segmented.
+    tracked_only: segment only detections that carry a tracker id (the ones that become silhouettes).
+    max_batch: most crops per model call.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = POSE_MODEL,
+        models_dir: str | None = None,
+        runtime: str = "auto",
+        threads: int = 1,
+        crop_scale: float = 1.3,
+        min_height: int = 40,
+        tracked_only: bool = True,
+        max_batch: int = 8,
+    ) -> None:
+        if crop_scale < 1.0:
+            raise ValueError(f"crop_scale must be at least 1 (the crop holds the whole box), got {crop_scale}")
+        self.model = TFLiteModel(
+            resolve_model_path(model, models_dir),
+            what="BlazePose",
+            input_shape=(INPUT_SIZE, INPUT_SIZE, 3),
+            output=SEGMENTATION_OUTPUT,
+            runtime=runtime,
+            threads=threads,
+        )
+        self.crop_scale = float(crop_scale)
+        self.min_height = int(min_height)
+        self.tracked_only = tracked_only
+        self.max_batch = max(1, int(max_batch))
+
+    def process(self, batch: list[FrameResult]) -> list[FrameResult]:
+        masks, crops, places = [], [], []
+        for item_index, item in enumerate(batch):
+            detections = item.detections
+            if detections.mask is None:
+                item_masks = np.zeros((len(detections), *item.frame.size), dtype=bool)
+            else:
+                item_masks = clear_outside_boxes(np.array(detections.mask, dtype=bool), detections.xyxy)
+            masks.append(item_masks)
+            for row in self._wanted(item):
+                square = crop_square(detections.xyxy[row], self.crop_scale)
+                crops.append(cut_crop(item.frame.image, square))
+                places.append((item_index, row, square))
+        for (item_index, row, square), logits in zip(places, self.logits(crops)):
+            x1, y1, x2, y2 = box_pixels(batch[item_index].detections.xyxy[row], batch[item_index].frame.size)
+            mask = masks[item_index][row]
+            mask[:] = False
+            mask[y1:y2, x1:x2] = box_logits(logits, square, (x1, y1, x2, y2)) > 0.0
+        return [
+            FrameResult(item.frame, with_masks(item.detections, item_masks), item.ended_track_ids)
+            for item, item_masks in zip(batch, masks)
+        ]
+
+    def _wanted(self, item: FrameResult) -> list[int]:
+        """Rows of the detections to segment: tracked (when asked), tall enough, inside the frame."""
+        detections = item.detections
+        rows = []
+        for row, box in enumerate(detections.xyxy):
+            if self.tracked_only and (detections.tracker_id is None or detections.tracker_id[row] < 0):
+                continue
+            x1, y1, x2, y2 = box_pixels(box, item.frame.size)
+            if y2 - y1 < self.min_height or x2 <= x1:
+                continue
+            rows.append(row)
+        return rows
+
+    def logits(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """Crops (256, 256, 3) uint8 BGR -> segmentation logits (256, 256) float32, batched."""
+        out: list[np.ndarray] = []
+        for start in range(0, len(crops), self.max_batch):
+            chunk = np.stack(crops[start : start + self.max_batch])
+            rgb = chunk[..., ::-1].astype(np.float32) / np.float32(255.0)
+            out.extend(self.model.run(rgb)[..., 0])
+        return out
+
+
+def crop_square(box_xyxy: np.ndarray, scale: float) -> tuple[float, float, float]:
+    """(x1, y1, side) of the square, ``scale`` times the box's longer side, centred on the box."""
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    side = scale * max(x2 - x1, y2 - y1, 1.0)
+    return (x1 + x2 - side) / 2.0, (y1 + y2 - side) / 2.0, side
+
+
+def cut_crop(image: np.ndarray, square: tuple[float, float, float]) -> np.ndarray:
+    """The square region of a frame resampled to (256, 256, 3); outside the frame is black."""
+    x1, y1, side = square
+    k = side / INPUT_SIZE  # frame pixels per crop pixel
+    if k > 1.0:  # warpAffine has no area filter: shrinking goes through a copy and an area resize
+        return _shrink_then_cut(image, square)
+    # Pixel centres: crop pixel u sits at frame x = x1 + (u + 0.5) * k - 0.5.
+    to_frame = np.array([[k, 0.0, x1 + 0.5 * k - 0.5], [0.0, k, y1 + 0.5 * k - 0.5]], dtype=np.float64)
+    return cv2.warpAffine(
+        image, to_frame, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+    )
+
+
+def _shrink_then_cut(image: np.ndarray, square: tuple[float, float, float]) -> np.ndarray:
+    """Large crops: copy the square (black outside the frame) and area-resize it to 256x256."""
+    x1, y1, side = square
+    left, top, size = int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(side))
+    height, width = image.shape[:2]
+    canvas = np.zeros((size, size, 3), dtype=image.dtype)
+    fx1, fy1 = max(left, 0), max(top, 0)
+    fx2, fy2 = min(left + size, width), min(top + size, height)
+    if fx2 > fx1 and fy2 > fy1:
+        canvas[fy1 - top : fy2 - top, fx1 - left : fx2 - left] = image[fy1:fy2, fx1:fx2]
+    return cv2.resize(canvas, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def box_logits(logits: np.ndarray, square: tuple[float, float, float], box_px: tuple[int, int, int, int]) -> np.ndarray:
+    """Crop logits (256, 256) resampled onto the box's frame pixels: (y2 - y1, x2 - x1) float32.
+
+    box_px: integer (x1, y1, x2, y2) of the box in the frame (x2, y2 exclusive), not empty.
+    """
+    bx1, by1, bx2, by2 = box_px
+    x1, y1, side = square
+    k = INPUT_SIZE / side  # crop pixels per frame pixel
+    # Frame pixel x sits at crop u = (x + 0.5 - x1) * k - 0.5.
+    to_crop = np.array([[k, 0.0, (bx1 + 0.5 - x1) * k - 0.5], [0.0, k, (by1 + 0.5 - y1) * k - 0.5]], dtype=np.float64)
+    return cv2.warpAffine(
+        np.ascontiguousarray(logits, dtype=np.float32), to_crop, (bx2 - bx1, by2 - by1),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
+    )
