@@ -38,14 +38,22 @@ class OnnxModel:
     """One ONNX model with one input, run with onnxruntime (batched) or OpenCV's dnn (one item a call).
 
     input_shape: the expected (C, H, W) of one item; a model with another input is refused.
+    missing_hint: what to do when the file is not there (where the official file comes from).
     runtime: "auto" (onnxruntime when installed), "onnxruntime" or "opencv".
     """
 
     def __init__(
-        self, path: str | Path, *, what: str, input_shape: tuple[int, int, int], runtime: str = "auto", threads: int = 1
+        self,
+        path: str | Path,
+        *,
+        what: str,
+        input_shape: tuple[int, int, int],
+        missing_hint: str,
+        runtime: str = "auto",
+        threads: int = 1,
     ) -> None:
         self.path = Path(path)
-        _check_file(self.path, what, "see ../shared/models/README.md for where the official file comes from")
+        _check_file(self.path, what, missing_hint)
         if runtime not in ("auto", "onnxruntime", "opencv"):
             raise ValueError(f"ONNX runtime must be auto, onnxruntime or opencv, got {runtime!r}")
         self.what = what
@@ -108,6 +116,7 @@ class TFLiteModel:
     """One TFLite model with one NHWC input, run with LiteRT (``ai-edge-litert``, batched) or OpenCV's dnn.
 
     input_shape: the expected (H, W, C) of one item. output: name of the output tensor to return.
+    missing_hint: what to do when the file is not there.
     runtime: "auto" (LiteRT when installed), "litert" or "opencv".
     """
 
@@ -118,11 +127,12 @@ class TFLiteModel:
         what: str,
         input_shape: tuple[int, int, int],
         output: str,
+        missing_hint: str,
         runtime: str = "auto",
         threads: int = 1,
     ) -> None:
         self.path = Path(path)
-        _check_file(self.path, what, "scripts/install.sh puts the MediaPipe files into the models directory")
+        _check_file(self.path, what, missing_hint)
         if runtime not in ("auto", "litert", "opencv"):
             raise ValueError(f"TFLite runtime must be auto, litert or opencv, got {runtime!r}")
         self.what = what

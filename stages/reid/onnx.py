@@ -17,7 +17,9 @@ from stages.model_files import resolve_model_path
 from stages.reid import OSNET_MODEL
 from stages.reid.model import MEAN, STD
 from stages.reid.stage import check_routes, embed_windows
-from stages.runtimes import OnnxModel
+from stages.runtimes import ModelUnavailableError, OnnxModel
+
+MISSING_HINT = "export a torchreid OSNet model to ONNX (torchreid's model zoo), or set reid.model"
 
 class OnnxReID:
     """Appearance embeddings from an ONNX person-ReID model.
@@ -45,7 +47,15 @@ class OnnxReID:
     ) -> None:
         check_routes(routes)
         path = resolve_model_path(model, models_dir)
-        self.model = OnnxModel(path, what="ReID", input_shape=(3, input_height, input_width), runtime=runtime, threads=threads)
+        self.model = OnnxModel(
+            path, what="ReID", input_shape=(3, input_height, input_width), missing_hint=MISSING_HINT, runtime=runtime,
+            threads=threads,
+        )
+        probe = self.model.run(np.zeros((1, 3, input_height, input_width), dtype=np.float32))
+        if probe.ndim != 2 or probe.shape[0] != 1:
+            raise ModelUnavailableError(
+                f"ReID model {path} gives output {list(probe.shape)} for one crop, expected one feature vector (1, D)"
+            )
         self.version = f"{path.stem}@{sha256_of(path)[:12]}"
         self.input_size = (input_height, input_width)
         self.routes = routes

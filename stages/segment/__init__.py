@@ -17,7 +17,7 @@ from stages.model_files import AutoCandidates, BackendCandidate, models_dir, res
 
 POSE_MODEL = "mediapipe_pose/pose_landmark_full.tflite"
 PADDLESEG_MODEL = "pp_humanseg_v1_lite_192"
-INSTALL_HINT = "scripts/install.sh puts the MediaPipe files there"
+INSTALL_HINT = "scripts/install.sh puts the MediaPipe files into the models directory"
 
 
 def segmenter_candidates(

@@ -18,7 +18,7 @@ from pipeline.messages import FrameResult
 from stages.detect.background import box_pixels
 from stages.model_files import resolve_model_path
 from stages.runtimes import TFLiteModel
-from stages.segment import POSE_MODEL
+from stages.segment import INSTALL_HINT, POSE_MODEL
 from stages.segment.masks import clear_outside_boxes, with_masks
 
 INPUT_SIZE = 256  # BlazePose landmark models take 256x256 crops
@@ -57,6 +57,7 @@ class PoseCropSegmenter:
             what="BlazePose",
             input_shape=(INPUT_SIZE, INPUT_SIZE, 3),
             output=SEGMENTATION_OUTPUT,
+            missing_hint=INSTALL_HINT,
             runtime=runtime,
             threads=threads,
         )
