@@ -15,7 +15,8 @@ the pipeline) and then segmented by every segmenter, so all pairs see identical 
 ``--detector gt`` uses the ground-truth boxes with one id per visit: the segmenters' own accuracy.
 
     python -m evaluation.front_end --scene configs/synth/demo_site.yaml --out out/front_end \\
-        --detector classic --detector gt --segmenter detector --segmenter pose_crop --segmenter paddleseg
+        --detector classic --detector gt --segmenter detector --segmenter pose_crop --segmenter paddleseg \\
+        --mask-every 5
 """
 
 from __future__ import annotations
@@ -154,8 +155,13 @@ def evaluate_camera(
     min_height: float,
     mask_min_height: float,
     results: dict[str, Any],
+    mask_every: int = 1,
 ) -> None:
-    """Run one camera through one detector and all segmenters, adding to ``results``' counters."""
+    """Run one camera through one detector and all segmenters, adding to ``results``' counters.
+
+    Masks are scored on every ``mask_every``-th frame; segmenters with per-source state (those with
+    ``end_source``, e.g. background models) still see every frame, the others only scored ones.
+    """
     from synth.video import iter_video
 
     detect = None if detector == "gt" else _stage(DETECTORS, detector, {}, "detect")
@@ -182,9 +188,14 @@ def evaluate_camera(
         detections_counts.add(gt_boxes, counted, raw_boxes)
         pairs = match(gt_boxes, tracked.detections.xyxy)
         track_counts.add(camera, keys, pairs, tracked.detections.tracker_id if tracked.detections.tracker_id is not None else np.zeros(0, int))
-        gt_masks = {g: decode_mask(gt_records[g]["mask"], frame_size) for g, _ in pairs}
+        scored = index % mask_every == 0
+        gt_masks = {g: decode_mask(gt_records[g]["mask"], frame_size) for g, _ in pairs} if scored else {}
         for name, segmenter in segmenters.items():
+            if not scored and not hasattr(segmenter, "end_source"):
+                continue
             (segmented,) = segmenter.process([_copy(tracked)])
+            if not scored:
+                continue
             scores: MaskScores = results["masks"][name]
             masks = segmented.detections.mask
             for g, d in pairs:
@@ -197,7 +208,12 @@ def evaluate_camera(
 
 
 def evaluate_site(
-    scene_dir: Path, detectors: list[str], segmenter_specs: list[str], min_height: float, mask_min_height: float
+    scene_dir: Path,
+    detectors: list[str],
+    segmenter_specs: list[str],
+    min_height: float,
+    mask_min_height: float,
+    mask_every: int = 1,
 ) -> list[dict[str, Any]]:
     """One row per detector x segmenter pair."""
     gt = load_groundtruth(scene_dir / "groundtruth.json")
@@ -211,7 +227,7 @@ def evaluate_site(
             name = camera["name"]
             log.info("%s: camera %s", detector, name)
             evaluate_camera(scene_dir / f"{name}.mp4", name, gt["frames"][name], frame_size, detector, segmenters,
-                            min_height, mask_min_height, results)
+                            min_height, mask_min_height, results, mask_every)
             for segmenter in segmenters.values():
                 end = getattr(segmenter, "end_source", None)
                 if end is not None:
@@ -242,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector", action="append", default=None, help="detect backend, or 'gt' (repeatable)")
     parser.add_argument("--segmenter", action="append", default=None, help="segment backend (repeatable)")
     parser.add_argument("--min-height", type=float, default=20.0, help="least GT box height counted for detection")
+    parser.add_argument("--mask-every", type=int, default=1, help="score masks on every N-th frame")
     parser.add_argument("--mask-min-height", type=float, default=40.0, help="least GT box height for 'mask IoU (tall)'")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -258,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         scene_dir = args.out / "site"
         write_site(SiteConfig.from_dict(data), scene_dir)
     rows = evaluate_site(scene_dir, args.detector or ["classic"], args.segmenter or ["detector", "pose_crop"],
-                         args.min_height, args.mask_min_height)
+                         args.min_height, args.mask_min_height, args.mask_every)
     (args.out / "front_end.json").write_text(json.dumps(rows, indent=1))
     print(format_table(rows))
     return 0

@@ -123,6 +123,7 @@ def _build_auto(kind: str, params: dict[str, Any], registry) -> tuple[str, Any]:
     was chosen and why. Options of branches not taken are still validated.
     """
     import importlib
+    import inspect
 
     from stages.catalog import AUTO_CANDIDATES
     from stages.runtimes import ModelUnavailableError
@@ -140,6 +141,11 @@ def _build_auto(kind: str, params: dict[str, Any], registry) -> tuple[str, Any]:
     models_dir = params.pop("models_dir", None)
     if models_dir is not None and not isinstance(models_dir, str):
         raise ConfigError(f"{kind}.models_dir: expected a path, got {models_dir!r}")
+    extra = [name for name in inspect.signature(candidates_of).parameters if name not in ("models_dir_override", "branches")]
+    unknown = next((key for key in params if key not in extra), None)
+    if unknown is not None:
+        accepted = ", ".join(["models_dir", *extra, *(f"{name} (its options)" for name in registry.names())])
+        raise ConfigError(f"{kind}: unknown key {unknown!r} for backend auto (accepted: {accepted})")
     check_arguments(candidates_of, {"models_dir_override": models_dir, "branches": branches, **params}, kind)
     found = candidates_of(models_dir, branches, **params)
     for candidate in found.candidates:
