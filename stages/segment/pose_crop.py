@@ -11,7 +11,6 @@ cut to their box, or none. Crops of all frames in a batch go through the model t
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from pipeline.messages import FrameResult
@@ -19,9 +18,10 @@ from stages.detect.background import box_pixels
 from stages.model_files import resolve_model_path
 from stages.runtimes import TFLiteModel
 from stages.segment import INSTALL_HINT, POSE_MODEL
+from stages.segment.crops import cut_region, region_around, region_map_in_box
 from stages.segment.masks import clear_outside_boxes, with_masks
 
-INPUT_SIZE = 256  # BlazePose landmark models take 256x256 crops
+INPUT_SIZE = (256, 256)  # (height, width): BlazePose landmark models take 256x256 crops
 SEGMENTATION_OUTPUT = "Identity_2"
 
 
@@ -55,7 +55,7 @@ class PoseCropSegmenter:
         self.model = TFLiteModel(
             resolve_model_path(model, models_dir),
             what="BlazePose",
-            input_shape=(INPUT_SIZE, INPUT_SIZE, 3),
+            input_shape=(*INPUT_SIZE, 3),
             output=SEGMENTATION_OUTPUT,
             missing_hint=INSTALL_HINT,
             runtime=runtime,
@@ -76,14 +76,14 @@ class PoseCropSegmenter:
                 item_masks = clear_outside_boxes(np.array(detections.mask, dtype=bool), detections.xyxy)
             masks.append(item_masks)
             for row in self._wanted(item):
-                square = crop_square(detections.xyxy[row], self.crop_scale)
-                crops.append(cut_crop(item.frame.image, square))
-                places.append((item_index, row, square))
-        for (item_index, row, square), logits in zip(places, self.logits(crops)):
+                region = region_around(detections.xyxy[row], self.crop_scale, INPUT_SIZE)
+                crops.append(cut_region(item.frame.image, region, INPUT_SIZE))
+                places.append((item_index, row, region))
+        for (item_index, row, region), logits in zip(places, self.logits(crops)):
             x1, y1, x2, y2 = box_pixels(batch[item_index].detections.xyxy[row], batch[item_index].frame.size)
             mask = masks[item_index][row]
             mask[:] = False
-            mask[y1:y2, x1:x2] = box_logits(logits, square, (x1, y1, x2, y2)) > 0.0
+            mask[y1:y2, x1:x2] = region_map_in_box(logits, region, (x1, y1, x2, y2)) > 0.0
         return [
             FrameResult(item.frame, with_masks(item.detections, item_masks), item.ended_track_ids)
             for item, item_masks in zip(batch, masks)
@@ -110,53 +110,3 @@ class PoseCropSegmenter:
             rgb = chunk[..., ::-1].astype(np.float32) / np.float32(255.0)
             out.extend(self.model.run(rgb)[..., 0])
         return out
-
-
-def crop_square(box_xyxy: np.ndarray, scale: float) -> tuple[float, float, float]:
-    """(x1, y1, side) of the square, ``scale`` times the box's longer side, centred on the box."""
-    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
-    side = scale * max(x2 - x1, y2 - y1, 1.0)
-    return (x1 + x2 - side) / 2.0, (y1 + y2 - side) / 2.0, side
-
-
-def cut_crop(image: np.ndarray, square: tuple[float, float, float]) -> np.ndarray:
-    """The square region of a frame resampled to (256, 256, 3); outside the frame is black."""
-    x1, y1, side = square
-    k = side / INPUT_SIZE  # frame pixels per crop pixel
-    if k > 1.0:  # warpAffine has no area filter: shrinking goes through a copy and an area resize
-        return _shrink_then_cut(image, square)
-    # Pixel centres: crop pixel u sits at frame x = x1 + (u + 0.5) * k - 0.5.
-    to_frame = np.array([[k, 0.0, x1 + 0.5 * k - 0.5], [0.0, k, y1 + 0.5 * k - 0.5]], dtype=np.float64)
-    return cv2.warpAffine(
-        image, to_frame, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
-    )
-
-
-def _shrink_then_cut(image: np.ndarray, square: tuple[float, float, float]) -> np.ndarray:
-    """Large crops: copy the square (black outside the frame) and area-resize it to 256x256."""
-    x1, y1, side = square
-    left, top, size = int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(side))
-    height, width = image.shape[:2]
-    canvas = np.zeros((size, size, 3), dtype=image.dtype)
-    fx1, fy1 = max(left, 0), max(top, 0)
-    fx2, fy2 = min(left + size, width), min(top + size, height)
-    if fx2 > fx1 and fy2 > fy1:
-        canvas[fy1 - top : fy2 - top, fx1 - left : fx2 - left] = image[fy1:fy2, fx1:fx2]
-    return cv2.resize(canvas, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA)
-
-
-def box_logits(logits: np.ndarray, square: tuple[float, float, float], box_px: tuple[int, int, int, int]) -> np.ndarray:
-    """Crop logits (256, 256) resampled onto the box's frame pixels: (y2 - y1, x2 - x1) float32.
-
-    box_px: integer (x1, y1, x2, y2) of the box in the frame (x2, y2 exclusive), not empty.
-    """
-    bx1, by1, bx2, by2 = box_px
-    x1, y1, side = square
-    k = INPUT_SIZE / side  # crop pixels per frame pixel
-    # Frame pixel x sits at crop u = (x + 0.5 - x1) * k - 0.5.
-    to_crop = np.array([[k, 0.0, (bx1 + 0.5 - x1) * k - 0.5], [0.0, k, (by1 + 0.5 - y1) * k - 0.5]], dtype=np.float64)
-    return cv2.warpAffine(
-        np.ascontiguousarray(logits, dtype=np.float32), to_crop, (bx2 - bx1, by2 - by1),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
-    )
