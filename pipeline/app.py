@@ -148,17 +148,19 @@ def _build_auto(kind: str, params: dict[str, Any], registry) -> tuple[str, Any]:
         raise ConfigError(f"{kind}: unknown key {unknown!r} for backend auto (accepted: {accepted})")
     check_arguments(candidates_of, {"models_dir_override": models_dir, "branches": branches, **params}, kind)
     found = candidates_of(models_dir, branches, **params)
-    for candidate in found.candidates:
+    unusable = []
+    for index, candidate in enumerate(found.candidates):
         try:
             stage = build(registry.load(candidate.backend), candidate.options, f"{kind}.{candidate.backend}")
         except (ModelUnavailableError, FileNotFoundError, ImportError) as error:
             log.warning("%s: %s; trying the next choice", kind, error)
-            found.notes.append(f"{candidate.backend} unusable")
+            unusable.append(f"{candidate.backend} unusable")
             continue
-        notes = f"; {'; '.join(found.notes)}" if found.notes else ""
-        log.info("%s: %s (%s%s)", kind, candidate.backend, candidate.reason, notes)
+        notes = [*found.notes_before(index), *unusable]
+        log.info("%s: %s (%s%s)", kind, candidate.backend, candidate.reason, f"; {'; '.join(notes)}" if notes else "")
         return candidate.backend, stage
-    raise ConfigError(f"{kind}: no backend could be built ({'; '.join(found.notes)})")
+    notes = [*found.notes_before(len(found.candidates)), *unusable]
+    raise ConfigError(f"{kind}: no backend could be built ({'; '.join(notes)})")
 
 
 @dataclass

@@ -58,7 +58,22 @@ class BackendCandidate:
 
 @dataclass
 class AutoCandidates:
-    """The candidates of an ``auto`` stage, best first, and notes on the ones left out (missing files)."""
+    """The candidates of an ``auto`` stage, best first, and notes on the ones left out (missing files).
+
+    Each note remembers how many candidates came before it, so the log line of a choice mentions
+    only what was better than the choice and why it was not taken.
+    """
 
     candidates: list[BackendCandidate] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, candidate: BackendCandidate) -> None:
+        self.candidates.append(candidate)
+
+    def skip(self, note: str) -> None:
+        """A better option than the next candidate that cannot be used (a missing file, no opt-in)."""
+        self.notes.append((len(self.candidates), note))
+
+    def notes_before(self, index: int) -> list[str]:
+        """The notes on options better than candidate ``index``."""
+        return [note for position, note in self.notes if position <= index]

@@ -26,14 +26,14 @@ def reid_candidates(
     options = {"model": OSNET_MODEL, **branches.get("onnx", {})}
     path = resolve_model_path(options["model"], models_dir_override)
     if not path.is_file():
-        found.notes.append(f"no ONNX ReID model {path}")
+        found.skip(f"no ONNX ReID model {path}")
     elif not allow_research_weights:
-        found.notes.append(
+        found.skip(
             f"{path} found but its weights are for research use only; set reid.allow_research_weights=true to use it"
         )
     else:
-        found.candidates.append(BackendCandidate("onnx", {**options, "model": str(path)}, f"OSNet ONNX {path}"))
-    found.candidates.append(
+        found.add(BackendCandidate("onnx", {**options, "model": str(path)}, f"OSNet ONNX {path}"))
+    found.add(
         BackendCandidate("appearance", dict(branches.get("appearance", {})), "the project's own appearance model")
     )
     return found

@@ -39,12 +39,10 @@ def segmenter_candidates(
         options = {key: default, **branches.get(backend, {})}
         path = resolve_model_path(options[key], models_dir_override)
         if path.exists():
-            found.candidates.append(BackendCandidate(backend, {**options, key: str(path)}, f"{what}, {path}"))
+            found.add(BackendCandidate(backend, {**options, key: str(path)}, f"{what}, {path}"))
         else:
-            found.notes.append(f"no {path.relative_to(where) if path.is_relative_to(where) else path} in {where}")
-    found.candidates.append(
-        BackendCandidate("detector", dict(branches.get("detector", {})), "the detector's own masks, no learned segmenter")
-    )
+            found.skip(f"no {path.relative_to(where) if path.is_relative_to(where) else path} in {where}")
     if not any(c.backend == "pose_crop" for c in found.candidates):
-        found.notes.append(INSTALL_HINT)
+        found.skip(INSTALL_HINT)
+    found.add(BackendCandidate("detector", dict(branches.get("detector", {})), "the detector's own masks"))
     return found
