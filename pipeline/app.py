@@ -66,7 +66,7 @@ class BuiltPipeline:
 
 def build_stages(config: PipelineConfig) -> BuiltPipeline:
     """Construct every configured stage (validating its section against its constructor)."""
-    from stages.catalog import FRAME_STAGE_KINDS, STAGE_KINDS, TRACK_STAGE_KINDS
+    from stages.catalog import AUTO_BUILDERS, FRAME_STAGE_KINDS, STAGE_KINDS, TRACK_STAGE_KINDS
 
     built: dict[str, Any] = {}
     descriptions: dict[str, str] = {}
@@ -76,7 +76,9 @@ def build_stages(config: PipelineConfig) -> BuiltPipeline:
         if kind == "detect" and backend == "auto":
             backend, params = _resolve_auto_detector(params, registry)
         elif backend == "auto":
-            backend, built[kind] = _build_auto(kind, params, registry)
+            if kind not in AUTO_BUILDERS:
+                raise ConfigError(f"{kind}.backend: 'auto' is only available for detect, {', '.join(AUTO_BUILDERS.names())}")
+            backend, built[kind] = AUTO_BUILDERS.load(kind)(params)
             descriptions[kind] = backend
             continue
         cls = registry.load(backend)
@@ -112,55 +114,6 @@ def _resolve_auto_detector(params: dict[str, Any], registry) -> tuple[str, dict[
         check_arguments(registry.load(name), {**options, **({"weights": weights} if name == "yolo" and weights else {})}, f"detect.{name}")
     choice = choose_detector(weights)
     return choice.backend, {**branches[choice.backend], **choice.options}
-
-
-def _build_auto(kind: str, params: dict[str, Any], registry) -> tuple[str, Any]:
-    """``KIND: {backend: auto, models_dir: DIR, <backend>: {...}, ...}`` -> the best backend that builds.
-
-    The stage's candidate function lists the backends whose model files are there, best first;
-    each is built in turn, and one that cannot be used here (corrupt file, wrong input shape,
-    missing runtime) is reported in one line before the next is tried. Logs once which backend
-    was chosen and why. Options of branches not taken are still validated.
-    """
-    import importlib
-    import inspect
-
-    from stages.catalog import AUTO_CANDIDATES
-    from stages.runtimes import ModelUnavailableError
-
-    if kind not in AUTO_CANDIDATES:
-        raise ConfigError(f"{kind}.backend: 'auto' is available for detect, {', '.join(AUTO_CANDIDATES)}")
-    module_name, _, function_name = AUTO_CANDIDATES[kind].partition(":")
-    candidates_of = getattr(importlib.import_module(module_name), function_name)
-    params = dict(params)
-    branches = {name: params.pop(name) for name in list(params) if name in registry}
-    for name, options in branches.items():
-        if not isinstance(options, dict):
-            raise ConfigError(f"{kind}.{name}: expected a mapping of {name} options")
-        check_arguments(registry.load(name), options, f"{kind}.{name}")
-    models_dir = params.pop("models_dir", None)
-    if models_dir is not None and not isinstance(models_dir, str):
-        raise ConfigError(f"{kind}.models_dir: expected a path, got {models_dir!r}")
-    extra = [name for name in inspect.signature(candidates_of).parameters if name not in ("models_dir_override", "branches")]
-    unknown = next((key for key in params if key not in extra), None)
-    if unknown is not None:
-        accepted = ", ".join(["models_dir", *extra, *(f"{name} (its options)" for name in registry.names())])
-        raise ConfigError(f"{kind}: unknown key {unknown!r} for backend auto (accepted: {accepted})")
-    check_arguments(candidates_of, {"models_dir_override": models_dir, "branches": branches, **params}, kind)
-    found = candidates_of(models_dir, branches, **params)
-    unusable = []
-    for index, candidate in enumerate(found.candidates):
-        try:
-            stage = build(registry.load(candidate.backend), candidate.options, f"{kind}.{candidate.backend}")
-        except (ModelUnavailableError, FileNotFoundError, ImportError) as error:
-            log.warning("%s: %s; trying the next choice", kind, error)
-            unusable.append(f"{candidate.backend} unusable")
-            continue
-        notes = [*found.notes_before(index), *unusable]
-        log.info("%s: %s (%s%s)", kind, candidate.backend, candidate.reason, f"; {'; '.join(notes)}" if notes else "")
-        return candidate.backend, stage
-    notes = [*found.notes_before(len(found.candidates)), *unusable]
-    raise ConfigError(f"{kind}: no backend could be built ({'; '.join(notes)})")
 
 
 @dataclass

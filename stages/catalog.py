@@ -32,11 +32,15 @@ REID = Registry("reid", {"appearance": "stages.reid.stage:AppearanceReID", "onnx
 GALLERIES = Registry("gallery", {"faiss": "stages.gallery.stage:GalleryMatcher"})
 ATTRIBUTES = Registry("attributes", {"clip_gar": "stages.attributes.stage:AttributeTagger"})
 
-# ``backend: auto`` for these kinds: a function listing the candidates, best first (module:function).
-AUTO_CANDIDATES = {
-    "segment": "stages.segment:segmenter_candidates",
-    "reid": "stages.reid:reid_candidates",
-}
+# ``backend: auto``: per stage kind, the function that picks and builds the best backend available,
+# ``(section options) -> (backend name, built stage)``.
+AUTO_BUILDERS = Registry(
+    "auto",
+    {
+        "segment": "stages.segment:build_auto_segmenter",
+        "reid": "stages.reid:build_auto_reid",
+    },
+)
 
 FRAME_STAGE_KINDS: dict[str, Registry] = {
     "detect": DETECTORS,

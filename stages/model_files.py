@@ -15,9 +15,7 @@ Nothing here downloads anything: a file is either present or reported missing.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 ENV_VAR = "GAITSCOPE_MODELS"
 DEFAULT_MODELS_DIR = "~/.cache/gaitscope/models"
@@ -43,37 +41,3 @@ def resolve_model_path(path: str | Path, override: str | Path | None = None) -> 
         return given
     return models_dir(override) / given
 
-
-@dataclass(frozen=True)
-class BackendCandidate:
-    """One backend an ``auto`` stage may build: its name, the options to build it with, and why.
-
-    reason: a short phrase for the log line that says which backend was chosen.
-    """
-
-    backend: str
-    options: dict[str, Any]
-    reason: str
-
-
-@dataclass
-class AutoCandidates:
-    """The candidates of an ``auto`` stage, best first, and notes on the ones left out (missing files).
-
-    Each note remembers how many candidates came before it, so the log line of a choice mentions
-    only what was better than the choice and why it was not taken.
-    """
-
-    candidates: list[BackendCandidate] = field(default_factory=list)
-    notes: list[tuple[int, str]] = field(default_factory=list)
-
-    def add(self, candidate: BackendCandidate) -> None:
-        self.candidates.append(candidate)
-
-    def skip(self, note: str) -> None:
-        """A better option than the next candidate that cannot be used (a missing file, no opt-in)."""
-        self.notes.append((len(self.candidates), note))
-
-    def notes_before(self, index: int) -> list[str]:
-        """The notes on options better than candidate ``index``."""
-        return [note for position, note in self.notes if position <= index]

@@ -1,16 +1,31 @@
 """Appearance ReID: an embedding of RGB person crops, pooled over a track's frames.
 
 Backends: ``appearance`` (the project's own CNN, shipped weights) and ``onnx`` (OSNet-style ONNX
-exports from the models directory). `reid_candidates` lists what ``auto`` may use, best first.
+exports from the models directory). `build_auto_reid` is ``backend: auto``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from stages.model_files import AutoCandidates, BackendCandidate, resolve_model_path
+from stages.auto_choice import AutoCandidates, BackendCandidate, build_first_usable, split_options
+from stages.model_files import resolve_model_path
 
 OSNET_MODEL = "osnet_x0_25_msmt17/osnet_x0_25_msmt17.onnx"
+
+
+def build_auto_reid(params: Mapping[str, Any]) -> tuple[str, Any]:
+    """``reid: {backend: auto, models_dir, allow_research_weights, onnx: {...}, appearance: {...}}``
+    -> (backend name, built ReID stage): the first of `reid_candidates` that works here."""
+    from pipeline.config import ConfigError
+    from stages.catalog import REID
+
+    own, branches = split_options("reid", REID, params, ("models_dir", "allow_research_weights"))
+    allow = own.get("allow_research_weights", False)
+    if not isinstance(allow, bool):
+        raise ConfigError(f"reid.allow_research_weights: expected true or false, got {allow!r}")
+    return build_first_usable("reid", REID, reid_candidates(own.get("models_dir"), branches, allow))
 
 
 def reid_candidates(

@@ -5,19 +5,30 @@ tracked box), ``paddleseg`` (a PP-HumanSeg / PP-LiteSeg exported inference model
 crop), ``detector`` (the detector's own masks, e.g. YOLO-seg or the classic detector, with a
 fallback for detections that have none) and ``foreground`` (background subtraction inside each box,
 for detectors without masks on static cameras). After this stage ``detections.mask`` is
-(N, H, W) bool and False outside each detection's box. `segmenter_candidates` lists what ``auto``
-may use, best first.
+(N, H, W) bool and False outside each detection's box. `build_auto_segmenter` is ``backend: auto``:
+the best learned segmenter whose model file is found, else the detector's masks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from stages.model_files import AutoCandidates, BackendCandidate, models_dir, resolve_model_path
+from stages.auto_choice import AutoCandidates, BackendCandidate, build_first_usable, split_options
+from stages.model_files import models_dir, resolve_model_path
 
 POSE_MODEL = "mediapipe_pose/pose_landmark_full.tflite"
 PADDLESEG_MODEL = "pp_humanseg_v1_lite_192"
 INSTALL_HINT = "scripts/install.sh puts the MediaPipe files into the models directory"
+
+
+def build_auto_segmenter(params: Mapping[str, Any]) -> tuple[str, Any]:
+    """``segment: {backend: auto, models_dir, pose_crop: {...}, paddleseg: {...}, detector: {...}}``
+    -> (backend name, built segmenter): the first of `segmenter_candidates` that works here."""
+    from stages.catalog import SEGMENTERS
+
+    own, branches = split_options("segment", SEGMENTERS, params, ("models_dir",))
+    return build_first_usable("segment", SEGMENTERS, segmenter_candidates(own.get("models_dir"), branches))
 
 
 def segmenter_candidates(models_dir_override: str | None, branches: dict[str, dict[str, Any]]) -> AutoCandidates:
@@ -25,7 +36,7 @@ def segmenter_candidates(models_dir_override: str | None, branches: dict[str, di
 
     A learned segmenter is a candidate when its model file is in the models directory (or where
     its branch options put it); the detector's masks (boxes-only detectors: the moving foreground
-    inside each box) are always last. Measured on rendered sites (evaluation/front_end.py),
+    inside each box) are always last. Measured on a rendered site (``python -m evaluation.front_end``),
     BlazePose crops give the best masks.
     """
     found = AutoCandidates()
