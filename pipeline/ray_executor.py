@@ -96,6 +96,7 @@ class SourceOutcome:
     events: list[SourceEvent]
     complete: bool
     stage_stats: list[dict[str, Any]]
+    seconds: float
     backends: dict[str, str] = field(default_factory=dict)
 
 
@@ -252,6 +253,7 @@ class _SourceWorker:
         from pipeline.runner import Runner
         from pipeline.sources import open_source
 
+        started = time.perf_counter()
         source = open_source(spec, self.source_options)
         records = _CollectedRecords(self.export_options)
         files = CollectedFiles()
@@ -272,6 +274,7 @@ class _SourceWorker:
             events=result.events,
             complete=source.source_id in records.completed,
             stage_stats=result.stage_stats,
+            seconds=time.perf_counter() - started,
             backends=p.descriptions,
         )
 
@@ -333,6 +336,9 @@ def run_on_ray(
     done: list[str] = []
     interrupted = False
     descriptions: dict[str, str] = {}
+    source_seconds: dict[str, float] = {}
+    dispatch_seconds: dict[str, float] = {}
+    startup: float | None = None
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         count = options.workers or max(1, int(cpus))
@@ -353,13 +359,17 @@ def run_on_ray(
             descriptions["gallery"] = ray.get(owner.describe.remote())
         log.info("ray: %d worker(s) x %.2f CPU for %d source(s)", count, per_worker, len(todo))
         idle = [new_worker() for _ in range(min(count, len(todo)))]
+        ray.get([worker.pid.remote() for worker in idle])  # every worker has built its stages
+        startup = time.perf_counter() - started
         pending = deque(todo)
         in_flight: dict[Any, tuple[Any, str]] = {}
+        handed_out: dict[str, float] = {}
         try:
             while pending or in_flight:
                 while idle and pending:
                     worker, spec = idle.pop(), pending.popleft()
                     in_flight[worker.process.remote(spec)] = (worker, spec)
+                    handed_out[spec] = time.perf_counter()
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=PROGRESS_INTERVAL_S)
                 snapshot = ray.get(board.snapshot.remote())
                 for source_id, p in snapshot.items():
@@ -381,6 +391,8 @@ def run_on_ray(
                         idle.append(new_worker())
                         continue
                     _write_outcome(outcome, writer, files, track_files)
+                    source_seconds[outcome.source_id] = outcome.seconds
+                    dispatch_seconds[outcome.source_id] = time.perf_counter() - handed_out[spec]
                     if owner is not None:
                         owner.forget.remote(outcome.source_id)
                     outcomes.append(outcome)
@@ -416,6 +428,9 @@ def run_on_ray(
         seconds=time.perf_counter() - started,
         interrupted=interrupted,
         sources_done=done,
+        source_seconds=source_seconds,
+        dispatch_seconds=dispatch_seconds,
+        startup_seconds=startup,
     )
     return result, track_files, descriptions
 

@@ -194,6 +194,11 @@ class RunResult:
     seconds: float
     interrupted: bool
     sources_done: list[str] = field(default_factory=list)
+    # Distributed runs only: a worker's seconds on each source, seconds from handing each source out
+    # to having written its outputs, and seconds until every worker had built its stages.
+    source_seconds: dict[str, float] = field(default_factory=dict)
+    dispatch_seconds: dict[str, float] = field(default_factory=dict)
+    startup_seconds: float | None = None
 
 
 class Runner:
