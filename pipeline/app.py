@@ -199,9 +199,10 @@ def _batch_progress(todo: list[str], options: RunnerOptions) -> BatchProgress:
     from pipeline.progress import probe_duration
     from pipeline.sources import mask_credentials
 
-    shown = BatchProgress({}, options.progress)
-    durations = {mask_credentials(s): probe_duration(s) for s in todo} if shown.enabled else {}
-    return BatchProgress(durations, options.progress)
+    progress = BatchProgress({}, options.progress)
+    if progress.enabled:
+        progress.durations = {mask_credentials(s): probe_duration(s) for s in todo}
+    return progress
 
 
 def _run_here(

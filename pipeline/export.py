@@ -380,7 +380,8 @@ class TrackMediaWriter:
             frames = seq.silhouettes[longest.start : longest.stop : 2][: self.silhouettes_per_track]
             state.silhouettes, state.walking_frames = frames.copy(), longest.stop - longest.start
         elif state.walking_frames == 0 and window.is_final and len(seq):
-            picks = np.unique(np.linspace(0, len(seq) - 1, min(len(seq), self.silhouettes_per_track)).round().astype(int))
+            count = min(len(seq), self.silhouettes_per_track)
+            picks = np.unique(np.linspace(0, len(seq) - 1, count).round().astype(int))
             state.silhouettes = seq.silhouettes[picks].copy()
 
     def _write(self, window: TrackWindow, state: _TrackMedia) -> dict[str, Any]:

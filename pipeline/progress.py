@@ -48,7 +48,9 @@ def format_progress(snapshot: ProgressSnapshot, width: int = 20) -> str:
     """One line, e.g. ``[#####-----] 2/4 sources  1.50 h of 3.00 h video, 1.50 h left  6.0 video-h/h  eta 15m00s``."""
     s = snapshot
     total = s.video_s_total
-    fraction = min(1.0, s.video_s_done / total) if total else (s.sources_done / s.sources_total if s.sources_total else 0.0)
+    fraction = (
+        min(1.0, s.video_s_done / total) if total else (s.sources_done / s.sources_total if s.sources_total else 0.0)
+    )
     filled = round(fraction * width)
     parts = [f"[{'#' * filled}{'-' * (width - filled)}] {s.sources_done}/{s.sources_total} sources"]
     if total:
@@ -87,8 +89,14 @@ class BatchProgress:
     durations: source -> length in seconds (None: unknown). enabled: None = only on a terminal.
     """
 
-    def __init__(self, durations: dict[str, float | None], enabled: bool | None = None, stream: TextIO | None = None,
-                 interval_s: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        durations: dict[str, float | None],
+        enabled: bool | None = None,
+        stream: TextIO | None = None,
+        interval_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.durations = dict(durations)
@@ -107,10 +115,18 @@ class BatchProgress:
             seconds += (duration if duration is not None else at) if source in done else min(at, duration or at)
         known = list(self.durations.values())
         total = sum(known) if known and all(d is not None for d in known) else None
-        return ProgressSnapshot(len(self.durations) or len(set(video_s) | done), len(done), sum(frames.values()),
-                                seconds, total, self.clock() - self.started)
+        return ProgressSnapshot(
+            len(self.durations) or len(set(video_s) | done),
+            len(done),
+            sum(frames.values()),
+            seconds,
+            total,
+            self.clock() - self.started,
+        )
 
-    def update(self, frames: dict[str, int], video_s: dict[str, float], done: Iterable[str], force: bool = False) -> None:
+    def update(
+        self, frames: dict[str, int], video_s: dict[str, float], done: Iterable[str], force: bool = False
+    ) -> None:
         if not self.enabled:
             return
         now = self.clock()

@@ -132,8 +132,13 @@ def _without_images(window: TrackWindow) -> TrackWindow:
     seq = window.sequence
     ends = np.array([0, len(seq) - 1]) if len(seq) > 1 else np.array([0])
     light = SilhouetteSequence(
-        silhouettes=seq.silhouettes[ends], ratios=seq.ratios[ends], boxes=seq.boxes[ends],
-        frame_indices=seq.frame_indices[ends], pts_s=seq.pts_s[ends], frame_size=seq.frame_size, crops=None,
+        silhouettes=seq.silhouettes[ends],
+        ratios=seq.ratios[ends],
+        boxes=seq.boxes[ends],
+        frame_indices=seq.frame_indices[ends],
+        pts_s=seq.pts_s[ends],
+        frame_size=seq.frame_size,
+        crops=None,
     )
     return dataclasses.replace(window, sequence=light)
 
@@ -163,7 +168,9 @@ class _GalleryOwner:
         todo = [w for w in windows if (w.track_id, w.window_index) not in self._decided.get(w.source_id, {})]
         if todo:
             for window in self.stage.process(todo):
-                self._decided.setdefault(window.source_id, {})[(window.track_id, window.window_index)] = _decision(window)
+                self._decided.setdefault(window.source_id, {})[(window.track_id, window.window_index)] = _decision(
+                    window
+                )
         return [self._decided[w.source_id][(w.track_id, w.window_index)] for w in windows]
 
     def forget(self, source_id: str) -> None:
@@ -230,8 +237,9 @@ class _ReportingProgress:
 class _SourceWorker:
     """Ray actor: builds the stages once, then runs whole sources through them, one at a time."""
 
-    def __init__(self, config: PipelineConfig, gallery: Any, board: Any, video_out: str | None,
-                 save_silhouettes: bool) -> None:
+    def __init__(
+        self, config: PipelineConfig, gallery: Any, board: Any, video_out: str | None, save_silhouettes: bool
+    ) -> None:
         from pipeline.app import build_stages, set_compute_threads
         from pipeline.sources import SourceOptions
 
@@ -261,8 +269,14 @@ class _SourceWorker:
         p = self.pipeline
         runner = Runner(p.frame_stages, p.assembler, p.track_stages, self.runner_options, close_stages=False)
         try:
-            result = runner.run([source], on_window=sink.on_window, on_event=sink.on_event, on_frame=sink.on_frame,
-                                on_source_end=sink.on_source_end, progress=_ReportingProgress(self.board))
+            result = runner.run(
+                [source],
+                on_window=sink.on_window,
+                on_event=sink.on_event,
+                on_frame=sink.on_frame,
+                on_source_end=sink.on_source_end,
+                progress=_ReportingProgress(self.board),
+            )
         finally:
             sink.close()
         return SourceOutcome(
@@ -290,8 +304,9 @@ def _start_ray(ray: Any, address: str | None) -> bool:
     # Workers import this checkout (as the driver does), not some other installed copy.
     path = os.pathsep.join(p for p in (project_root, os.environ.get("PYTHONPATH", "")) if p)
     runtime_env = None if address else {"env_vars": {"PYTHONPATH": path}}
-    ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=True,
-             runtime_env=runtime_env)
+    ray.init(
+        address=address, include_dashboard=False, configure_logging=False, log_to_driver=True, runtime_env=runtime_env
+    )
     return True
 
 
@@ -325,8 +340,8 @@ def run_on_ray(
     ray = import_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    started_here = _start_ray(ray, options.address)
     started = time.perf_counter()
+    started_here = _start_ray(ray, options.address)
     files = OutputFiles(out_dir)
     outcomes: list[SourceOutcome] = []
     events: list[SourceEvent] = []
@@ -345,15 +360,22 @@ def run_on_ray(
         # Ask for no more CPU than there is: over-asking leaves actors waiting for ever.
         per_worker = max(0.01, math.floor(min(1.0, cpus / count) * 100) / 100)
         here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-        owner = (ray.remote(_GalleryOwner).options(num_cpus=0, scheduling_strategy=here).remote(config)
-                 if "gallery" in config.stages else None)
+        owner = (
+            ray.remote(_GalleryOwner).options(num_cpus=0, scheduling_strategy=here).remote(config)
+            if "gallery" in config.stages
+            else None
+        )
         board = ray.remote(_ProgressBoard).options(num_cpus=0, scheduling_strategy=here).remote()
         worker_class = ray.remote(_SourceWorker).options(
-            num_cpus=per_worker, max_restarts=options.max_retries, max_task_retries=options.max_retries)
+            num_cpus=per_worker, max_restarts=options.max_retries, max_task_retries=options.max_retries
+        )
+
+        config_ref = ray.put(config)  # held until the end: a restarted worker needs its arguments again
 
         def new_worker() -> Any:
-            return worker_class.remote(config, owner, board, None if video_out is None else str(video_out),
-                                       save_silhouettes)
+            return worker_class.remote(
+                config_ref, owner, board, None if video_out is None else str(video_out), save_silhouettes
+            )
 
         if owner is not None:
             descriptions["gallery"] = ray.get(owner.describe.remote())
@@ -388,6 +410,8 @@ def run_on_ray(
                         log.error("%s: %s", mask_credentials(spec), message)
                         events.append(SourceEvent(mask_credentials(spec), "error", message))
                         ray.kill(worker, no_restart=True)
+                        if owner is not None:
+                            owner.forget.remote(mask_credentials(spec))
                         idle.append(new_worker())
                         continue
                     _write_outcome(outcome, writer, files, track_files)
@@ -435,7 +459,9 @@ def run_on_ray(
     return result, track_files, descriptions
 
 
-def _write_outcome(outcome: SourceOutcome, writer: TrackRecordWriter, files: OutputFiles, track_files: list[Path]) -> None:
+def _write_outcome(
+    outcome: SourceOutcome, writer: TrackRecordWriter, files: OutputFiles, track_files: list[Path]
+) -> None:
     """Write a source's files and records, then complete its record file (the last, atomic step)."""
     for relative, data in outcome.files.items():
         files.write(relative, data)

@@ -153,15 +153,17 @@ def load_report_data(out_dir: str | Path) -> ReportData:
         status = entry.get("status") or ("incomplete (.partial)" if source in partial_sources else "done")
         source_events = events.get(source, [])
         errors = list(entry.get("errors") or [e.get("message", "") for e in source_events if e.get("kind") == "error"])
-        statuses.append(SourceStatus(
-            source=source,
-            camera=camera_name(source),
-            status=status,
-            frames=entry.get("frames"),
-            tracks=sum(1 for s in sightings if s.source == source),
-            gaps=[e.get("message", "") for e in source_events if e.get("kind") in ("gap", "reconnected")],
-            errors=errors,
-        ))
+        statuses.append(
+            SourceStatus(
+                source=source,
+                camera=camera_name(source),
+                status=status,
+                frames=entry.get("frames"),
+                tracks=sum(1 for s in sightings if s.source == source),
+                gaps=[e.get("message", "") for e in source_events if e.get("kind") in ("gap", "reconnected")],
+                errors=errors,
+            )
+        )
     return ReportData(sightings, statuses, summary)
 
 
@@ -171,8 +173,9 @@ def _sighting(source: str, track_id: int, records: list[dict[str, Any]]) -> Sigh
     starts = [t["start"] for r in records if isinstance(t := r.get("time_s"), dict) and "start" in t]
     ends = [t["end"] for r in records if isinstance(t := r.get("time_s"), dict) and "end" in t]
     match = deciding.get("identity") if isinstance(deciding.get("identity"), dict) else None
-    window_ids = Counter((r["identity"] or {}).get("id") if isinstance(r.get("identity"), dict) else None
-                         for r in records)
+    window_ids = Counter(
+        (r["identity"] or {}).get("id") if isinstance(r.get("identity"), dict) else None for r in records
+    )
     gait = deciding.get("gait") if isinstance(deciding.get("gait"), dict) else {}
     media = next((r["media"] for r in reversed(records) if isinstance(r.get("media"), dict)), {})
     attributes = deciding.get("attributes") if isinstance(deciding.get("attributes"), dict) else {}
@@ -311,15 +314,19 @@ def _timeline(sightings: list[Sighting], cameras: list[str], horizon_s: float, c
         y = cameras.index(s.camera) * row + 2
         x = label_w + s.start_s * scale
         w = max(2.0, (s.end_s - s.start_s) * scale)
-        parts.append(f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="10" rx="2" fill="{color}" '
-                     f'stroke="#333" stroke-width="0.5"><title>{_esc(s.camera)} #{s.track_id} '
-                     f'{_fmt_time(s.start_s)}-{_fmt_time(s.end_s)}</title></rect>')
+        parts.append(
+            f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="10" rx="2" fill="{color}" '
+            f'stroke="#333" stroke-width="0.5"><title>{_esc(s.camera)} #{s.track_id} '
+            f"{_fmt_time(s.start_s)}-{_fmt_time(s.end_s)}</title></rect>"
+        )
     axis_y = len(cameras) * row + 12
     for k in range(5):
         t = horizon_s * k / 4
         anchor = ("start", "middle", "middle", "middle", "end")[k]
-        parts.append(f'<text x="{label_w + t * scale:.1f}" y="{axis_y}" font-size="10" fill="#888" '
-                     f'text-anchor="{anchor}">{_fmt_time(t)}</text>')
+        parts.append(
+            f'<text x="{label_w + t * scale:.1f}" y="{axis_y}" font-size="10" fill="#888" '
+            f'text-anchor="{anchor}">{_fmt_time(t)}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -345,12 +352,16 @@ def _extras(match: dict[str, Any] | None) -> str:
     extra = {k: v for k, v in match.items() if k not in _KNOWN_IDENTITY_FIELDS}
     if not extra:
         return ""
-    return "<br>".join(f"{_esc(k)}: {_esc(json.dumps(v, separators=(',', ':')))[:200]}" for k, v in sorted(extra.items()))
+    return "<br>".join(
+        f"{_esc(k)}: {_esc(json.dumps(v, separators=(',', ':')))[:200]}" for k, v in sorted(extra.items())
+    )
 
 
 def _sighting_rows(sightings: list[Sighting], limits: ReportLimits) -> str:
-    rows = ["<table><tr><th>camera</th><th>start</th><th>end</th><th>track</th><th>matched by</th><th>confidence</th>"
-            "<th>shortlist (re-ranked)</th><th>windows</th><th>route</th><th>more</th></tr>"]
+    rows = [
+        "<table><tr><th>camera</th><th>start</th><th>end</th><th>track</th><th>matched by</th><th>confidence</th>"
+        "<th>shortlist (re-ranked)</th><th>windows</th><th>route</th><th>more</th></tr>"
+    ]
     for s in sightings:
         m = s.match or {}
         confidence = _float(m.get("confidence"))
@@ -362,15 +373,24 @@ def _sighting_rows(sightings: list[Sighting], limits: ReportLimits) -> str:
             f'data-identity="{_esc(s.identity or "")}" data-start="{s.start_s}" data-end="{s.end_s}">'
             f"<td>{_esc(s.camera)}</td><td>{_fmt_time(s.start_s)}</td><td>{_fmt_time(s.end_s)}</td>"
             f"<td>#{s.track_id}{'' if s.final else ' <span class=muted>(open)</span>'}</td><td>{how}</td>"
-            f"<td>{'-' if confidence is None else f'{confidence:.2f}'}</td><td>{_shortlist(s.match, limits.shortlist)}</td>"
+            f"<td>{'-' if confidence is None else f'{confidence:.2f}'}</td>"
+            f"<td>{_shortlist(s.match, limits.shortlist)}</td>"
             f"<td>{s.windows}: {decisions}</td><td>{route}</td><td>{_extras(s.match)}</td></tr>"
         )
     rows.append("</table>")
     return "".join(rows)
 
 
-def _card(title: str, identity: str | None, sightings: list[Sighting], cameras: list[str], horizon_s: float,
-          images: _Images, limits: ReportLimits, pictures: bool) -> str:
+def _card(
+    title: str,
+    identity: str | None,
+    sightings: list[Sighting],
+    cameras: list[str],
+    horizon_s: float,
+    images: _Images,
+    limits: ReportLimits,
+    pictures: bool,
+) -> str:
     color = _color(identity)
     attributes = mean_attributes(sightings)
     pics: list[str] = []
@@ -379,11 +399,15 @@ def _card(title: str, identity: str | None, sightings: list[Sighting], cameras: 
         crops = [(c, s) for s in by_size for c in s.crops][: limits.crops_per_identity]
         pics += [images.tag(c, "crop", f"{s.camera} #{s.track_id}") for c, s in crops]
         walkers = sorted((s for s in sightings if s.silhouettes), key=lambda s: -(s.walking_fraction or 0.0))
-        pics += [images.tag(s.silhouettes, "sil", f"silhouettes {s.camera} #{s.track_id}")
-                 for s in walkers[: limits.strips_per_identity]]
+        pics += [
+            images.tag(s.silhouettes, "sil", f"silhouettes {s.camera} #{s.track_id}")
+            for s in walkers[: limits.strips_per_identity]
+        ]
     chips = "".join(f"<span>{_esc(name)}: {_esc(label)} {p:.2f}</span>" for name, (label, p) in attributes.items())
     seen_on = sorted({s.camera for s in sightings})
-    filter_text = " ".join([identity or "unknown", *seen_on, *(f"{n}:{lab} {n}={lab} {lab}" for n, (lab, _) in attributes.items())])
+    filter_text = " ".join(
+        [identity or "unknown", *seen_on, *(f"{n}:{lab} {n}={lab} {lab}" for n, (lab, _) in attributes.items())]
+    )
     kind = "identity" if identity else "unknown"
     first, last = min(s.start_s for s in sightings), max(s.end_s for s in sightings)
     return (
@@ -418,18 +442,35 @@ def render_report(data: ReportData, out_dir: Path, limits: ReportLimits | None =
     cameras = sorted({s.camera for s in data.sightings} | {s.camera for s in data.sources})
     horizon = max((s.end_s for s in data.sightings), default=1.0)
     identities = data.identities()
-    cards = [_card(name, name, sightings, cameras, horizon, images, limits, True) for name, sightings in identities.items()]
+    cards = [
+        _card(name, name, sightings, cameras, horizon, images, limits, True) for name, sightings in identities.items()
+    ]
     unknown = sorted(data.unknown(), key=lambda s: -(s.end_s - s.start_s))
     for i, s in enumerate(unknown):
-        cards.append(_card(f"unknown track: {s.camera} #{s.track_id}", None, [s], cameras, horizon, images, limits,
-                           i < limits.unknown_cards_with_pictures))
+        cards.append(
+            _card(
+                f"unknown track: {s.camera} #{s.track_id}",
+                None,
+                [s],
+                cameras,
+                horizon,
+                images,
+                limits,
+                i < limits.unknown_cards_with_pictures,
+            )
+        )
     summary = data.summary
-    run_line = (f"{len(identities)} identities, {len(unknown)} unknown track(s), {len(data.sightings)} sighting(s), "
-                f"{len(data.sources)} source(s)")
+    run_line = (
+        f"{len(identities)} identities, {len(unknown)} unknown track(s), {len(data.sightings)} sighting(s), "
+        f"{len(data.sources)} source(s)"
+    )
     if summary.get("frames_total") is not None:
         run_line += f"; {summary['frames_total']} frames in {summary.get('seconds', 0):.0f} s"
-    note = (f'<p class="muted">{images.missing} picture(s) named in the records were not found.</p>'
-            if images.missing else "")
+    note = (
+        f'<p class="muted">{images.missing} picture(s) named in the records were not found.</p>'
+        if images.missing
+        else ""
+    )
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -463,8 +504,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--output", default=None, help="where to write the page (default: OUT/report.html)")
     parser.add_argument("--crops-per-identity", type=int, default=ReportLimits.crops_per_identity)
     parser.add_argument("--strips-per-identity", type=int, default=ReportLimits.strips_per_identity)
-    parser.add_argument("--unknown-with-pictures", type=int, default=ReportLimits.unknown_cards_with_pictures,
-                        help="unknown tracks whose cards carry pictures (the longest first)")
+    parser.add_argument(
+        "--unknown-with-pictures",
+        type=int,
+        default=ReportLimits.unknown_cards_with_pictures,
+        help="unknown tracks whose cards carry pictures (the longest first)",
+    )
     args = parser.parse_args(argv)
     limits = ReportLimits(args.crops_per_identity, args.strips_per_identity, args.unknown_with_pictures)
     path = write_report(args.out, args.output, limits)

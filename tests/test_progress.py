@@ -8,8 +8,17 @@ from pipeline.progress import BatchProgress, ProgressSnapshot, format_progress
 
 
 def test_format_shows_sources_hours_done_and_left_and_speed():
-    line = format_progress(ProgressSnapshot(sources_total=4, sources_done=2, frames=270_000, video_s_done=3 * 3600,
-                                            video_s_total=6 * 3600, elapsed_s=1800), width=10)
+    line = format_progress(
+        ProgressSnapshot(
+            sources_total=4,
+            sources_done=2,
+            frames=270_000,
+            video_s_done=3 * 3600,
+            video_s_total=6 * 3600,
+            elapsed_s=1800,
+        ),
+        width=10,
+    )
     assert line.startswith("[#####-----] 2/4 sources")
     assert "3.00 h of 6.00 h video, 3.00 h left" in line
     assert "270000 frames" in line
@@ -30,8 +39,9 @@ def test_short_runs_are_counted_in_minutes():
 
 def test_snapshot_counts_finished_sources_whole_and_open_ones_so_far():
     now = [100.0]
-    progress = BatchProgress({"a.mp4": 60.0, "b.mp4": 120.0, "c.mp4": 30.0}, enabled=True, stream=io.StringIO(),
-                             clock=lambda: now[0])
+    progress = BatchProgress(
+        {"a.mp4": 60.0, "b.mp4": 120.0, "c.mp4": 30.0}, enabled=True, stream=io.StringIO(), clock=lambda: now[0]
+    )
     now[0] = 130.0
     snap = progress.snapshot({"a.mp4": 1400, "b.mp4": 250}, {"a.mp4": 59.96, "b.mp4": 10.0}, ["a.mp4"])
     assert snap == ProgressSnapshot(3, 1, 1650, 70.0, 210.0, 30.0)

@@ -38,8 +38,10 @@ def clips(tmp_path_factory):
 
 
 def run(clips: Path, out: Path, gallery: Path, auto_enrol: bool, executor=None):
-    config = app.load("default", [f"gallery.gallery={gallery}", f"gallery.auto_enrol={str(auto_enrol).lower()}",
-                                  "runner.progress=false"])
+    config = app.load(
+        "default",
+        [f"gallery.gallery={gallery}", f"gallery.auto_enrol={str(auto_enrol).lower()}", "runner.progress=false"],
+    )
     return app.run([str(clips)], out, config, executor=executor)
 
 
@@ -70,8 +72,10 @@ def ray_options(monkeypatch):
 
 
 def records_of(out: Path) -> dict[str, list[dict]]:
-    return {p.name: [json.loads(line) for line in p.read_text().splitlines()]
-            for p in sorted((out / "run" / "tracks").glob("*.jsonl"))}
+    return {
+        p.name: [json.loads(line) for line in p.read_text().splitlines()]
+        for p in sorted((out / "run" / "tracks").glob("*.jsonl"))
+    }
 
 
 def gallery_identities(out: Path) -> dict[str, str]:
@@ -92,8 +96,9 @@ def test_two_ray_workers_write_the_records_of_a_local_run(clips, local_fixed, tm
     summary = json.loads((local_fixed / "run" / "summary.json").read_text())
     for key in ("frames_total", "windows", "backends"):
         assert outputs.summary[key] == summary[key]
-    assert sorted(Path(p).relative_to(tmp_path) for p in outputs.summary["track_files"]) == \
-        sorted(Path(p).relative_to(local_fixed) for p in summary["track_files"])
+    assert sorted(Path(p).relative_to(tmp_path) for p in outputs.summary["track_files"]) == sorted(
+        Path(p).relative_to(local_fixed) for p in summary["track_files"]
+    )
     assert records_of(tmp_path) == records_of(local_fixed)  # byte for byte the same decisions and shortlists
     media = sorted(p.relative_to(tmp_path) for p in (tmp_path / "run" / "media").rglob("*.*"))
     assert media == sorted(p.relative_to(local_fixed) for p in (local_fixed / "run" / "media").rglob("*.*"))
@@ -112,8 +117,9 @@ def test_auto_enrol_with_a_worker_killed_mid_source(clips, local_auto, tmp_path,
                 os.kill(progress.pid, signal.SIGKILL)
                 killed.update(source=source, pid=progress.pid)
 
-    outputs = run(clips, tmp_path / "run", tmp_path / "gallery", auto_enrol=True,
-                  executor=ray_options(workers=2, watch=kill_one))
+    outputs = run(
+        clips, tmp_path / "run", tmp_path / "gallery", auto_enrol=True, executor=ray_options(workers=2, watch=kill_one)
+    )
     assert killed, "no worker was caught mid-source"
     # Ray restarted the worker and ran the source again, in another process.
     assert any(source == killed["source"] and pid != killed["pid"] for source, pid in seen)
@@ -121,11 +127,13 @@ def test_auto_enrol_with_a_worker_killed_mid_source(clips, local_auto, tmp_path,
     assert not list((tmp_path / "run" / "tracks").glob("*.partial"))
 
     records, local = records_of(tmp_path), records_of(local_auto)
-    keys = Counter((r["source"], r["track_id"], r["window_index"]) for rs in records.values() for r in rs
-                   if r["type"] == "track")
+    keys = Counter(
+        (r["source"], r["track_id"], r["window_index"]) for rs in records.values() for r in rs if r["type"] == "track"
+    )
     assert keys and max(keys.values()) == 1  # no window twice
-    assert keys == Counter((r["source"], r["track_id"], r["window_index"]) for rs in local.values() for r in rs
-                           if r["type"] == "track")  # none missing
+    assert keys == Counter(
+        (r["source"], r["track_id"], r["window_index"]) for rs in local.values() for r in rs if r["type"] == "track"
+    )  # none missing
 
     # One consistent gallery: the same people, each made of the same tracks, and every track given the
     # same identity. (Shortlists and distances of a window depend on what other sources had enrolled
@@ -134,8 +142,12 @@ def test_auto_enrol_with_a_worker_killed_mid_source(clips, local_auto, tmp_path,
     assert sorted(names.values()) == sorted(local_names.values()) and names
 
     def decisions(found, canonical):
-        return {(r["source"], r["track_id"]): canonical.get((r["identity"] or {}).get("id"))
-                for rs in found.values() for r in rs if r["type"] == "track" and r["final"]}
+        return {
+            (r["source"], r["track_id"]): canonical.get((r["identity"] or {}).get("id"))
+            for rs in found.values()
+            for r in rs
+            if r["type"] == "track" and r["final"]
+        }
 
     assert decisions(records, names) == decisions(local, local_names)
 

@@ -65,18 +65,25 @@ def site_run(tmp_path_factory):
     from synth.scene import SiteConfig, write_site
 
     folder = tmp_path_factory.mktemp("site")
-    site = SiteConfig.from_dict(yaml.safe_load((PROJECT_ROOT / "configs" / "synth" / "two_camera_site.yaml").read_text()))
+    site = SiteConfig.from_dict(
+        yaml.safe_load((PROJECT_ROOT / "configs" / "synth" / "two_camera_site.yaml").read_text())
+    )
     write_site(site, folder / "scene")
     out = folder / "out"
-    config = app.load("default", [f"gallery.gallery={folder / 'gallery'}", "gallery.auto_enrol=true",
-                                  "runner.progress=false"])
+    config = app.load(
+        "default", [f"gallery.gallery={folder / 'gallery'}", "gallery.auto_enrol=true", "runner.progress=false"]
+    )
     app.run([str(folder / "scene")], out, config, report=True)
     return out
 
 
 def track_records(out):
-    return [json.loads(line) for path in sorted((out / "tracks").glob("*.jsonl"))
-            for line in path.read_text().splitlines() if '"type":"track"' in line]
+    return [
+        json.loads(line)
+        for path in sorted((out / "tracks").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+        if '"type":"track"' in line
+    ]
 
 
 def test_report_shows_every_track_of_the_records_with_decodable_pictures(site_run):
@@ -113,7 +120,9 @@ def test_report_shows_every_track_of_the_records_with_decodable_pictures(site_ru
     assert named, "auto-enrol named nobody"
     cards = [c.get("data-identity", "") for c in page.cards]
     assert sorted(c for c in cards if c) == named
-    unknown_tracks = sum(1 for recs in by_track.values() if not (next(r for r in recs if r["final"])["identity"] or {}).get("id"))
+    unknown_tracks = sum(
+        1 for recs in by_track.values() if not (next(r for r in recs if r["final"])["identity"] or {}).get("id")
+    )
     assert cards.count("") == unknown_tracks
 
     # Every identity card carries crops and a silhouette strip, all decodable images.
@@ -132,8 +141,23 @@ def test_report_shows_every_track_of_the_records_with_decodable_pictures(site_ru
 
 def test_report_verb_rebuilds_the_page_and_limits_pictures(site_run, tmp_path, capsys):
     target = tmp_path / "small.html"
-    assert cli.main(["report", str(site_run), "--output", str(target), "--crops-per-identity", "1",
-                     "--strips-per-identity", "0", "--unknown-with-pictures", "0"]) == 0
+    assert (
+        cli.main(
+            [
+                "report",
+                str(site_run),
+                "--output",
+                str(target),
+                "--crops-per-identity",
+                "1",
+                "--strips-per-identity",
+                "0",
+                "--unknown-with-pictures",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert "report:" in capsys.readouterr().out
     page = ReportPage()
     page.feed(target.read_text(encoding="utf-8"))
@@ -149,12 +173,34 @@ def test_report_reads_identity_fields_it_does_not_know(tmp_path):
     """Records with extra identity fields (per-modality scores) or no identity at all still report."""
     tracks = tmp_path / "tracks"
     tracks.mkdir()
-    base = {"type": "track", "schema_version": "1.0", "source": "/v/cam1.mp4", "window_index": 0, "final": True,
-            "frames": {"first": 0, "last": 9, "count": 10}, "frame_size": [240, 320], "ratio_mean": 1.5,
-            "gait": None, "attributes": None, "model_versions": {}, "errors": []}
-    fused = dict(base, track_id=1, time_s={"start": 0.0, "end": 2.0},
-                 identity={"id": "ann", "modality": "fused", "confidence": 0.9, "distance": 0.2, "enrolled": False,
-                           "candidates": [], "scores": {"gait": 0.7, "appearance": 0.4}})
+    base = {
+        "type": "track",
+        "schema_version": "1.0",
+        "source": "/v/cam1.mp4",
+        "window_index": 0,
+        "final": True,
+        "frames": {"first": 0, "last": 9, "count": 10},
+        "frame_size": [240, 320],
+        "ratio_mean": 1.5,
+        "gait": None,
+        "attributes": None,
+        "model_versions": {},
+        "errors": [],
+    }
+    fused = dict(
+        base,
+        track_id=1,
+        time_s={"start": 0.0, "end": 2.0},
+        identity={
+            "id": "ann",
+            "modality": "fused",
+            "confidence": 0.9,
+            "distance": 0.2,
+            "enrolled": False,
+            "candidates": [],
+            "scores": {"gait": 0.7, "appearance": 0.4},
+        },
+    )
     unknown = dict(base, track_id=2, time_s={"start": 1.0, "end": 3.0}, identity=None)
     (tracks / "cam1-0000.jsonl").write_text("\n".join(json.dumps(r) for r in (fused, unknown)) + "\n")
     page_text = write_report(tmp_path).read_text()
@@ -169,9 +215,21 @@ def test_headless_chromium_renders_a_real_page(site_run, tmp_path):
     if chromium is None:
         pytest.skip("Chromium is not installed (apt-get install -y chromium)")
     shot = tmp_path / "report.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=1280,1600", f"--screenshot={shot}", (site_run / "report.html").as_uri()],
-                   capture_output=True, timeout=120, check=False)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1280,1600",
+            f"--screenshot={shot}",
+            (site_run / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     image = cv2.imread(str(shot))
     assert image is not None, "Chromium wrote no screenshot"
     assert image.shape[:2] == (1600, 1280)

@@ -98,8 +98,9 @@ def test_draw_annotations_captions_tracks_and_leaves_the_input_alone() -> None:
 def test_identity_colours_follow_the_name_not_the_track() -> None:
     """The same person has the same colour in every source, whatever its track id there."""
     boxes = np.array([[20, 30, 60, 90]], np.float32)
-    a = draw_annotations(np.zeros((120, 200, 3), np.uint8), boxes, np.array([3]), {3: TrackCaption("ann", "walking")})
-    b = draw_annotations(np.zeros((120, 200, 3), np.uint8), boxes, np.array([41]), {41: TrackCaption("ann", "standing")})
+    blank = np.zeros((120, 200, 3), np.uint8)
+    a = draw_annotations(blank, boxes, np.array([3]), {3: TrackCaption("ann", "walking")})
+    b = draw_annotations(blank, boxes, np.array([41]), {41: TrackCaption("ann", "standing")})
     assert tuple(a[60, 20]) == tuple(b[60, 20]) == identity_color("ann")  # left edge of the box
     names = [f"person-{i:05d}" for i in range(1, 13)]
     colours = {identity_color(n) for n in names}
@@ -130,7 +131,8 @@ def test_captions_are_readable_at_480p_and_1080p(height: int) -> None:
 
 def test_caption_near_the_frame_edge_stays_inside() -> None:
     boxes = np.array([[290, 0, 319, 60]], np.float32)  # touches the top and right edges
-    drawn = draw_annotations(np.zeros((240, 320, 3), np.uint8), boxes, np.array([1]), {1: TrackCaption("zed", "walking")})
+    blank = np.zeros((240, 320, 3), np.uint8)
+    drawn = draw_annotations(blank, boxes, np.array([1]), {1: TrackCaption("zed", "walking")})
     tag = np.all(drawn == identity_color("zed"), axis=2)
     assert tag[:, :290].any()  # shifted left into the frame
     assert tag[:60].any()  # drawn inside the box when there is no room above
