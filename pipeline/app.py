@@ -7,12 +7,16 @@ function calls that a script or a notebook can use as well as the CLI.
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.config import ConfigError, PipelineConfig, build, check_arguments, load_config, options_from
+from pipeline.errors import UserError
 from pipeline.export import (
     ExportOptions,
     FileSink,
@@ -88,7 +92,16 @@ def build_stage(config: PipelineConfig, kind: str) -> tuple[Any, str]:
         backend, params = _resolve_auto_detector(params, registry)
     elif backend == "auto":
         raise ConfigError(f"{kind}.backend: 'auto' is only available for detect")
-    return build(registry.load(backend), params, kind), backend
+    cls = registry.load(backend)
+    try:
+        return build(cls, params, kind), backend
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{kind}: weights refused: {_unpickling_reason(exc)}") from exc
+    except RuntimeError as exc:
+        if "PytorchStreamReader" not in str(exc) and "zip archive" not in str(exc):
+            raise
+        raise UserError(f"{kind}: weights unreadable: not a complete torch checkpoint ({str(exc).splitlines()[0]})"
+                        ) from exc
 
 
 def build_stages(config: PipelineConfig, prebuilt: dict[str, tuple[Any, str]] | None = None) -> BuiltPipeline:
@@ -109,6 +122,15 @@ def build_stages(config: PipelineConfig, prebuilt: dict[str, tuple[Any, str]] | 
         track_stages=[NamedStage(k, built[k], TrackWindow) for k in TRACK_STAGE_KINDS if k in built],
         descriptions=descriptions,
     )
+
+
+def _unpickling_reason(exc: BaseException) -> str:
+    """torch's forty-line weights-only advice, or pickle's message, as one clause."""
+    text = str(exc)
+    found = re.search(r"unsupported GLOBAL ([\w.]+)", text, re.IGNORECASE) or re.search(r"global '?([\w.]+)'? was not", text)
+    if found:
+        return f"the file references {found.group(1)}, which a weights file never needs (unpickling it could run code)"
+    return f"not a loadable weights file ({type(exc).__name__}: {text.strip().splitlines()[-1] if text.strip() else 'truncated'})"
 
 
 def _resolve_auto_detector(params: dict[str, Any], registry) -> tuple[str, dict[str, Any]]:

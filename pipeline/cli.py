@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from pipeline.config import ConfigError
+from pipeline.errors import UserError
 
 log = logging.getLogger("gaitscope")
 
@@ -76,7 +76,7 @@ def run_main(args: argparse.Namespace) -> int:
         import_ray()  # before any work: a missing Ray is one line, not a traceback
         executor = RayOptions(address=args.ray_address, workers=args.ray_workers)
     elif args.ray_address is not None or args.ray_workers is not None:
-        raise ConfigError("--ray-address and --ray-workers need --executor ray")
+        raise UserError("--ray-address and --ray-workers need --executor ray")
     config = app.load(args.config, overrides)
     outputs = app.run(
         args.sources,
@@ -135,7 +135,7 @@ def _guarded(call) -> int:
     """Run a command; user-fixable problems become one line on stderr and exit code 2."""
     try:
         return int(call() or 0)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (UserError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
