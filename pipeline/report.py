@@ -258,6 +258,7 @@ function apply(){
   }
   document.getElementById('shown').textContent=shown;
 }
+if(location.hash.length>1) box.value=decodeURIComponent(location.hash.slice(1));  // report.html#female links a filter
 box.addEventListener('input',apply); unk.addEventListener('change',apply); apply();
 """
 

@@ -236,3 +236,21 @@ def test_headless_chromium_renders_a_real_page(site_run, tmp_path):
     assert image.std() > 20  # not a blank page
     colours = np.unique(image.reshape(-1, 3) // 16, axis=0)
     assert len(colours) > 100  # text, pictures and coloured bars, not a flat error page
+
+
+def test_filter_box_narrows_the_cards_in_chromium(site_run):
+    """The inline script hides the cards that do not match (the filter can come from the URL's #fragment)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+    page = ReportPage()
+    page.feed((site_run / "report.html").read_text(encoding="utf-8"))
+    name = next(c["data-identity"] for c in page.cards if c.get("data-identity"))
+    uri = (site_run / "report.html").as_uri() + "#" + name
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", uri],
+                         capture_output=True, text=True, timeout=120, check=False).stdout
+    rendered = ReportPage()
+    rendered.feed(dom)
+    visible = [c.get("data-identity") for c in rendered.cards if "hidden" not in c.get("class", "").split()]
+    assert visible == [name]
+    assert len(rendered.cards) == len(page.cards)
