@@ -421,6 +421,9 @@ def run_on_ray(
                         owner.forget.remote(outcome.source_id)
                     outcomes.append(outcome)
                     events.extend(outcome.events)
+                    for event in outcome.events:  # as a local run logs them
+                        level = logging.ERROR if event.kind == "error" else logging.INFO
+                        log.log(level, "%s: %s", event.source_id, event.message)
                     descriptions.update({k: v for k, v in outcome.backends.items() if k not in descriptions})
                     frames[outcome.source_id] = outcome.frames
                     if outcome.complete:
