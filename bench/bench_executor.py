@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="Ray workers")
     args = parser.parse_args(argv)
 
-    from pipeline.ray_executor import RayOptions, import_ray
+    from pipeline.ray_executor import RayExecutor, import_ray
 
     import_ray()
     with tempfile.TemporaryDirectory(prefix="bench-executor-") as tmp:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         stage_build_seconds(tmp_path / "warm-up")  # imports and first loads, which the local run then skips
         build_s = stage_build_seconds(tmp_path / "build")
         local_s, local = timed_run(clips, tmp_path / "local")
-        ray_s, ray_out = timed_run(clips, tmp_path / "ray", RayOptions(workers=args.workers))
+        ray_s, ray_out = timed_run(clips, tmp_path / "ray", RayExecutor(workers=args.workers))
         result = ray_out.result
         sources = len(ray_out.summary["sources"])
 

@@ -13,7 +13,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pipeline.config import ConfigError, PipelineConfig, build, check_arguments, load_config, options_from
 from pipeline.errors import UserError
@@ -30,9 +30,6 @@ from pipeline.messages import FrameResult, SourceEvent, TrackWindow
 from pipeline.progress import BatchProgress
 from pipeline.runner import NamedStage, Runner, RunnerOptions, RunResult
 from pipeline.video_writer import AnnotatedVideoWriter, TrackCaption, track_state
-
-if TYPE_CHECKING:
-    from pipeline.ray_executor import RayOptions
 
 log = logging.getLogger("gaitscope")
 
@@ -173,14 +170,15 @@ def run(
     save_silhouettes: bool = False,
     resume: bool = False,
     report: bool = False,
-    executor: RayOptions | None = None,
+    executor: Executor | None = None,
 ) -> RunOutputs:
     """Run the configured pipeline over sources and write JSON Lines, summary and extras.
 
     sources: file paths, folders (expanded recursively) or rtsp:// URLs.
     resume: skip sources whose output file is complete from an earlier run of the same out_dir.
     report: write ``out_dir/report.html`` at the end.
-    executor: None runs here; `RayOptions` spreads the sources over Ray workers (same outputs).
+    executor: None runs here; e.g. `pipeline.ray_executor.RayExecutor` spreads the sources over Ray
+        workers (same outputs).
     """
     from pipeline.sources import SourceOptions, expand_sources, mask_credentials
 
@@ -198,10 +196,8 @@ def run(
     progress = _batch_progress(todo, runner_options)
     started = time.time()
     if executor is not None:
-        from pipeline.ray_executor import run_on_ray
-
-        result, track_files, descriptions = run_on_ray(todo, out_dir, config, writer, executor, progress,
-                                                       video_out=video_out, save_silhouettes=save_silhouettes)
+        result, track_files, descriptions = executor.run(todo, out_dir, config, writer, progress, video_out,
+                                                         save_silhouettes)
     else:
         result, track_files, descriptions = _run_here(todo, out_dir, config, writer, source_options, runner_options,
                                                       progress, video_out, save_silhouettes)
@@ -257,6 +253,16 @@ def _run_here(
     finally:
         sink.close()
     return result, sink.track_files, pipeline.descriptions
+
+
+class Executor(Protocol):
+    """Runs the sources of a batch somewhere else and writes their outputs through ``writer`` into
+    ``out_dir`` exactly as a local run does; returns the statistics, the completed track files and
+    the backends of the stages."""
+
+    def run(self, todo: list[str], out_dir: Path, config: PipelineConfig, writer: TrackRecordWriter,
+            progress: BatchProgress, video_out: str | Path | None,
+            save_silhouettes: bool) -> tuple[RunResult, list[Path], dict[str, str]]: ...
 
 
 class RecordSink(Protocol):

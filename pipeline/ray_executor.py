@@ -54,8 +54,8 @@ class SourceProgress:
 
 
 @dataclass
-class RayOptions:
-    """How to run a batch on Ray.
+class RayExecutor:
+    """Runs a batch on Ray (pass it as ``executor`` to `pipeline.app.run`).
 
     address: an existing cluster ("auto", "ray://head:10001", ...); None starts Ray on this machine.
     workers: worker actors (default: one per CPU of the cluster).
@@ -73,6 +73,11 @@ class RayOptions:
             raise ConfigError(f"--ray-workers must be >= 1, got {self.workers}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+
+    def run(self, todo: list[str], out_dir: Path, config: PipelineConfig, writer: TrackRecordWriter,
+            progress: BatchProgress, video_out: str | Path | None,
+            save_silhouettes: bool) -> tuple[RunResult, list[Path], dict[str, str]]:
+        return run_on_ray(todo, out_dir, config, writer, self, progress, video_out, save_silhouettes)
 
 
 def import_ray():
@@ -328,7 +333,7 @@ def run_on_ray(
     out_dir: Path,
     config: PipelineConfig,
     writer: TrackRecordWriter,
-    options: RayOptions,
+    options: RayExecutor,
     progress: BatchProgress,
     video_out: str | Path | None = None,
     save_silhouettes: bool = False,

@@ -17,7 +17,6 @@ Limits that keep the page small on long runs (pictures only; every sighting is a
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -496,23 +495,3 @@ def write_report(out_dir: str | Path, path: str | Path | None = None, limits: Re
     tmp.write_text(render_report(data, out_dir, limits), encoding="utf-8")
     tmp.replace(target)
     return target
-
-
-def main(argv: list[str]) -> int:
-    """``run_pipeline.py report OUT``: the HTML report of an existing output folder."""
-    parser = argparse.ArgumentParser(prog="run_pipeline.py report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", help="a run's output folder (holds tracks/ and summary.json)")
-    parser.add_argument("--output", default=None, help="where to write the page (default: OUT/report.html)")
-    parser.add_argument("--crops-per-identity", type=int, default=ReportLimits.crops_per_identity)
-    parser.add_argument("--strips-per-identity", type=int, default=ReportLimits.strips_per_identity)
-    parser.add_argument(
-        "--unknown-with-pictures",
-        type=int,
-        default=ReportLimits.unknown_cards_with_pictures,
-        help="unknown tracks whose cards carry pictures (the longest first)",
-    )
-    args = parser.parse_args(argv)
-    limits = ReportLimits(args.crops_per_identity, args.strips_per_identity, args.unknown_with_pictures)
-    path = write_report(args.out, args.output, limits)
-    print(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)")
-    return 0

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import app, cli
+from cli.main import main as cli_main
+from pipeline import app
 from pipeline.export import source_file_stem
 from tests.helpers import PROJECT_ROOT
 
@@ -63,12 +64,12 @@ def local_fixed(clips, local_auto, tmp_path_factory):
 
 
 @pytest.fixture
-def ray_options(monkeypatch):
+def ray_executor(monkeypatch):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'gaitscope[ray]'")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    from pipeline.ray_executor import RayOptions
+    from pipeline.ray_executor import RayExecutor
 
-    return RayOptions
+    return RayExecutor
 
 
 def records_of(out: Path) -> dict[str, list[dict]]:
@@ -89,9 +90,9 @@ def gallery_identities(out: Path) -> dict[str, str]:
     return {name: f"{min(m)[0]}#{min(m)[1]}" for name, m in members.items()}
 
 
-def test_two_ray_workers_write_the_records_of_a_local_run(clips, local_fixed, tmp_path, ray_options):
+def test_two_ray_workers_write_the_records_of_a_local_run(clips, local_fixed, tmp_path, ray_executor):
     shutil.copytree(local_fixed / "gallery", tmp_path / "gallery", ignore=shutil.ignore_patterns("*-wal", "*-shm"))
-    outputs = run(clips, tmp_path / "run", tmp_path / "gallery", auto_enrol=False, executor=ray_options(workers=2))
+    outputs = run(clips, tmp_path / "run", tmp_path / "gallery", auto_enrol=False, executor=ray_executor(workers=2))
     assert [s["status"] for s in outputs.summary["sources"]] == ["done"] * 4
     summary = json.loads((local_fixed / "run" / "summary.json").read_text())
     for key in ("frames_total", "windows", "backends"):
@@ -104,7 +105,7 @@ def test_two_ray_workers_write_the_records_of_a_local_run(clips, local_fixed, tm
     assert media == sorted(p.relative_to(local_fixed) for p in (local_fixed / "run" / "media").rglob("*.*"))
 
 
-def test_auto_enrol_with_a_worker_killed_mid_source(clips, local_auto, tmp_path, ray_options):
+def test_auto_enrol_with_a_worker_killed_mid_source(clips, local_auto, tmp_path, ray_executor):
     """Many workers enrol into one gallery; one is SIGKILLed mid-source and Ray retries its source."""
     killed: dict[str, object] = {}
     seen: list[tuple[str, int]] = []
@@ -118,7 +119,7 @@ def test_auto_enrol_with_a_worker_killed_mid_source(clips, local_auto, tmp_path,
                 killed.update(source=source, pid=progress.pid)
 
     outputs = run(
-        clips, tmp_path / "run", tmp_path / "gallery", auto_enrol=True, executor=ray_options(workers=2, watch=kill_one)
+        clips, tmp_path / "run", tmp_path / "gallery", auto_enrol=True, executor=ray_executor(workers=2, watch=kill_one)
     )
     assert killed, "no worker was caught mid-source"
     # Ray restarted the worker and ran the source again, in another process.
@@ -159,12 +160,12 @@ def test_auto_enrol_with_a_worker_killed_mid_source(clips, local_auto, tmp_path,
 
 def test_without_ray_the_flag_is_a_one_line_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
-    code = cli.main(["run", str(tmp_path), "--executor", "ray", "--out", str(tmp_path / "out")])
+    code = cli_main(["run", str(tmp_path), "--executor", "ray", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and "pip install" in err and "ray" in err
 
 
 def test_ray_flags_need_the_ray_executor(tmp_path, capsys):
-    assert cli.main(["run", str(tmp_path), "--ray-workers", "2", "--out", str(tmp_path / "out")]) == 2
+    assert cli_main(["run", str(tmp_path), "--ray-workers", "2", "--out", str(tmp_path / "out")]) == 2
     assert "--executor ray" in capsys.readouterr().err

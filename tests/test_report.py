@@ -19,7 +19,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from pipeline import app, cli
+from cli.main import main as cli_main
+from pipeline import app
 from pipeline.export import SCHEMA_PATH
 from pipeline.report import ReportLimits, load_report_data, write_report
 from tests.helpers import PROJECT_ROOT
@@ -142,7 +143,7 @@ def test_report_shows_every_track_of_the_records_with_decodable_pictures(site_ru
 def test_report_verb_rebuilds_the_page_and_limits_pictures(site_run, tmp_path, capsys):
     target = tmp_path / "small.html"
     assert (
-        cli.main(
+        cli_main(
             [
                 "report",
                 str(site_run),
@@ -166,7 +167,7 @@ def test_report_verb_rebuilds_the_page_and_limits_pictures(site_run, tmp_path, c
     assert len(page.images) == len(named)
     data = load_report_data(site_run)
     assert len(page.sightings) == len(data.sightings)
-    assert cli.main(["report", str(tmp_path / "nothing-here")]) == 2
+    assert cli_main(["report", str(tmp_path / "nothing-here")]) == 2
 
 
 def test_report_reads_identity_fields_it_does_not_know(tmp_path):

@@ -1,7 +1,7 @@
 """Command line: ``python run_pipeline.py VERB ...``.
 
-``run`` is implemented here; the other verbs belong to the part of the project that owns them and
-are imported only when used (``module:function`` taking the remaining arguments).
+``run`` is implemented here; every other verb is a ``module:function`` taking the remaining arguments
+(``cli/<verb>.py``, or the synthetic-data package's own command line), imported only when used.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ log = logging.getLogger("gaitscope")
 
 # verb -> (module:function taking argv, one-line help)
 DELEGATED_VERBS: dict[str, tuple[str, str]] = {
-    "demo": ("pipeline.demo:main", "render a synthetic scene, run the pipeline on it, compare with its ground truth"),
-    "enroll": ("stages.gallery.commands:enroll_main", "add an identity to the gallery from a clip or a previous run's track"),
-    "gallery": ("stages.gallery.commands:gallery_main", "list, remove or export gallery identities"),
-    "search": ("stages.gallery.commands:search_main", "rank gallery identities for the people in a clip"),
-    "query": ("stages.attributes.query:main", "filter exported track records by attributes"),
-    "report": ("pipeline.report:main", "write OUT/report.html (identities, sightings, sources) for a run's output folder"),
+    "demo": ("cli.demo:main", "render a synthetic scene, run the pipeline on it, compare with its ground truth"),
+    "enroll": ("cli.gallery:enroll_main", "add an identity to the gallery from a clip or a previous run's track"),
+    "gallery": ("cli.gallery:gallery_main", "list, remove or export gallery identities"),
+    "search": ("cli.gallery:search_main", "rank gallery identities for the people in a clip"),
+    "query": ("cli.query:main", "filter exported track records by attributes"),
+    "report": ("cli.report:main", "write OUT/report.html (identities, sightings, sources) for a run's output folder"),
     "synth": ("synth.cli:main", "render synthetic walkers: videos, ground truth, datasets"),
-    "train": ("training.cli:main", "train a model from a config in configs/train/"),
-    "eval": ("evaluation.cli:main", "evaluate a model on a benchmark protocol"),
-    "bench": ("bench.cli:main", "run a benchmark (prints ratios against an in-process baseline)"),
+    "train": ("cli.learned:train_main", "train a learned stage: train STAGE --config configs/train/... (train list)"),
+    "eval": ("cli.learned:eval_main", "evaluate a learned stage on its benchmark protocol (eval list)"),
+    "bench": ("cli.bench:main", "run a benchmark (prints ratios against an in-process baseline)"),
 }
 
 
@@ -51,7 +51,8 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                    help="local: this process; ray: spread the sources over Ray workers (pip install 'gaitscope[ray]')")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="Ray cluster to use (e.g. auto or ray://head:10001); default: start Ray on this machine")
-    p.add_argument("--ray-workers", type=int, default=None, metavar="N", help="Ray worker actors (default: one per CPU)")
+    p.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="Ray worker actors (default: one per CPU)")
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -71,10 +72,10 @@ def run_main(args: argparse.Namespace) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     executor = None
     if args.executor == "ray":
-        from pipeline.ray_executor import RayOptions, import_ray
+        from pipeline.ray_executor import RayExecutor, import_ray
 
         import_ray()  # before any work: a missing Ray is one line, not a traceback
-        executor = RayOptions(address=args.ray_address, workers=args.ray_workers)
+        executor = RayExecutor(address=args.ray_address, workers=args.ray_workers)
     elif args.ray_address is not None or args.ray_workers is not None:
         raise UserError("--ray-address and --ray-workers need --executor ray")
     config = app.load(args.config, overrides)
