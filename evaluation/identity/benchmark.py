@@ -26,7 +26,7 @@ from evaluation.identity.protocol import (
     probe_rankings,
     track_decision,
 )
-from evaluation.identity.runs import FrontEndRun, replay_gallery, run_front_end, split_overrides
+from evaluation.identity.runs import FrontEndRun, replay_gallery, run_front_end_isolated, split_overrides
 from evaluation.identity.sites import DEFAULT_CACHE, load_site, render_site
 from evaluation.identity.truth import TrackKey, TrackTruth, match_tracks, people_seen
 from pipeline.messages import TrackWindow
@@ -211,7 +211,7 @@ def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = D
             front_key = tuple(split_overrides([*bench.overrides, *variant.overrides])[0])
             if front_key not in fronts:
                 log.info("site %s: front end %s", name, list(front_key) or "(defaults)")
-                run = run_front_end(config, [str(v) for v in rendered.videos])
+                run = run_front_end_isolated(config, [str(v) for v in rendered.videos])
                 tracks = match_tracks(run.windows, truth, bench.min_iou, bench.min_share)
                 fronts[front_key] = (run, tracks)
                 row["front_end"].append({"overrides": list(front_key), "seconds": round(run.seconds, 1),

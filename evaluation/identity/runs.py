@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import numpy as np
 
 from pipeline.app import build_stages, set_compute_threads
 from pipeline.config import PipelineConfig, build, options_from
-from pipeline.messages import TrackWindow
+from pipeline.messages import SilhouetteSequence, TrackWindow
 from pipeline.runner import Runner, RunnerOptions
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,33 @@ def run_front_end(config: PipelineConfig, sources: list[str]) -> FrontEndRun:
     for message in errors:
         log.error(message)
     return FrontEndRun(windows, result.seconds, sum(result.frames.values()), errors, runner_options.batch_size)
+
+
+def _pack(window: TrackWindow) -> dict:
+    """What scoring needs of a light window, as plain fields (a broadcast view would be pickled whole)."""
+    seq = window.sequence
+    return {"window": dataclasses.replace(window, sequence=None), "ratios": seq.ratios, "boxes": seq.boxes,
+            "frame_indices": seq.frame_indices, "pts_s": seq.pts_s, "frame_size": seq.frame_size}
+
+
+def _unpack(packed: dict) -> TrackWindow:
+    seq = SilhouetteSequence(empty_silhouettes(len(packed["boxes"])), packed["ratios"], packed["boxes"],
+                             packed["frame_indices"], packed["pts_s"], tuple(packed["frame_size"]))
+    return dataclasses.replace(packed["window"], sequence=seq)
+
+
+def _front_end_packed(config: PipelineConfig, sources: list[str]) -> tuple[list[dict], float, int, list[str], int]:
+    run = run_front_end(config, sources)
+    return [_pack(w) for w in run.windows], run.seconds, run.frames, run.errors, run.batch_size
+
+
+def run_front_end_isolated(config: PipelineConfig, sources: list[str]) -> FrontEndRun:
+    """``run_front_end`` in a child process: the models' memory goes back to the system when it ends,
+    so that a benchmark of many runs stays within one run's memory."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        packed, seconds, frames, errors, batch_size = pool.submit(_front_end_packed, config, sources).result()
+    return FrontEndRun([_unpack(p) for p in packed], seconds, frames, errors, batch_size)
 
 
 def build_gallery_stage(config: PipelineConfig, gallery_dir: str | Path, **params):
