@@ -15,9 +15,11 @@ tracks of the other cameras probe that gallery. Scorers:
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +88,7 @@ def closed_set_probes(config: PipelineConfig, run_windows: Sequence[TrackWindow]
     names = {f"track-{i:04d}": k for i, k in enumerate(gallery_keys)}
     entries = sum(len(windows[k]) for k in gallery_keys) + 1  # every entry in the shortlist: full rankings
     out: dict[str, list[Probe]] = {}
-    with tempfile.TemporaryDirectory(prefix="gaitscope-bench-closed-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gaitscope-bench-closed-") as tmp, _quiet_calibration_notices():
         stage = build_gallery_stage(config, Path(tmp) / "gallery", auto_enrol=False, top_k=entries, shortlist=entries)
         try:
             for name, key in names.items():
@@ -101,6 +103,18 @@ def closed_set_probes(config: PipelineConfig, run_windows: Sequence[TrackWindow]
         finally:
             stage.close()
     return out
+
+
+@contextmanager
+def _quiet_calibration_notices():
+    """Closed-set galleries rank and never threshold: their "no calibration" notices are noise."""
+    logger = logging.getLogger("stages.gallery.stage")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _probe_system(stage, windows, probe_keys, matched, names, batch_size: int) -> list[Probe]:
