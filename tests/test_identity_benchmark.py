@@ -188,3 +188,31 @@ def test_tiny_site_end_to_end(tmp_path):
     assert "| default | system |" in markdown_table(result)
     # The render is cached: a second load reuses the folder.
     assert (tmp_path / "cache").is_dir() and len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_records_round_trip_to_windows(tmp_path):
+    from evaluation.identity.records import windows_from_records
+    from pipeline.export import ExportOptions, window_record
+    from pipeline.messages import RankedCandidate
+
+    seq = SilhouetteSequence(np.zeros((3, 64, 44), np.uint8), np.ones(3, np.float32),
+                             np.array([[1, 2, 11, 32], [2, 2, 12, 32], [3, 2, 13, 32]], np.float32),
+                             np.array([10, 11, 12]), np.array([0.4, 0.44, 0.48]), (240, 320))
+    match = IdentityMatch("person-00001", "gait", 0.25, 0.9, [RankedCandidate("person-00001", 0.25, 0, 7)])
+    window = TrackWindow("cam.mp4", 4, 2, True, seq, gait_embedding=np.full((2, 3), 0.5, np.float32),
+                         appearance_embedding=np.array([0.6, 0.8], np.float32), identity=match,
+                         model_versions={"gait": "g1", "reid": "r1"})
+    path = tmp_path / "cam.jsonl"
+    path.write_text(json.dumps(window_record(window, ExportOptions(save_embeddings=True))) + "\n"
+                    + json.dumps({"type": "event", "kind": "ended"}) + "\n")
+    (back,) = windows_from_records([path])
+    assert (back.source_id, back.track_id, back.window_index, back.is_final) == ("cam.mp4", 4, 2, True)
+    np.testing.assert_allclose(back.sequence.boxes, seq.boxes)
+    assert back.sequence.frame_indices.tolist() == [10, 11, 12] and back.sequence.silhouettes.shape == (3, 64, 44)
+    np.testing.assert_allclose(back.gait_embedding, window.gait_embedding)
+    np.testing.assert_allclose(back.appearance_embedding, window.appearance_embedding)
+    assert back.identity.identity == "person-00001" and back.identity.candidates[0].entry_id == 7
+    assert track_decision([back]) == "person-00001"
+    path.write_text(json.dumps(window_record(window, ExportOptions(save_embeddings=False))) + "\n")
+    with pytest.raises(ValueError, match="save_embeddings"):
+        windows_from_records([path])
