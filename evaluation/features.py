@@ -6,6 +6,7 @@ one forward pass serves many short sequences without padding.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -26,6 +27,11 @@ def spread_positions(length: int, max_frames: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, length - 1, max_frames).round().astype(np.int64))
 
 
+def sequence_seed(name: str) -> int:
+    """A stable per-sequence seed (the corruption protocol draws the same noise for every model)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+
+
 def _packs(
     items: Iterable[tuple[np.ndarray, np.ndarray | None]], batch_frames: int
 ) -> Iterator[list[tuple[np.ndarray, np.ndarray | None]]]:
@@ -40,14 +46,25 @@ def _packs(
         yield pack
 
 
+FLIP_COMBINE = ("mean", "max")
+
+
 @torch.inference_mode()
 def embed_sequences(
     model: GaitBase,
     sequences: Iterable[tuple[np.ndarray, np.ndarray | None]],
     batch_frames: int = 1024,
+    flip_test: str | None = None,
 ) -> np.ndarray:
     """Per-part embeddings (N, P, C) float32 for (silhouettes (T, 64, 44) uint8 0..255, ratios (T,)
-    or None) pairs. A pack uses ratios only when every sequence in it has them."""
+    or None) pairs. A pack uses ratios only when every sequence in it has them.
+
+    flip_test: also embed every sequence mirrored left-right (the same walk in the other
+    direction) and combine the two embeddings element-wise by ``"mean"`` or ``"max"``, so that
+    the embedding does not depend on the walking direction (twice the compute). None: no mirror.
+    """
+    if flip_test is not None and flip_test not in FLIP_COMBINE:
+        raise ValueError(f"flip_test must be one of {FLIP_COMBINE} or None, got {flip_test!r}")
     model.eval()
     device = next(model.parameters()).device
     out = []
@@ -57,7 +74,11 @@ def embed_sequences(
         if all(r is not None for _, r in pack):
             ratios = torch.from_numpy(np.concatenate([r for _, r in pack]).astype(np.float32)).to(device).unsqueeze(0)
         lengths = [len(s) for s, _ in pack]
-        out.append(model(sils, ratios, seq_lengths=lengths).embeddings.float().cpu().numpy())
+        emb = model(sils, ratios, seq_lengths=lengths).embeddings.float()
+        if flip_test is not None:
+            mirrored = model(sils.flip(-1), ratios, seq_lengths=lengths).embeddings.float()
+            emb = (emb + mirrored) / 2 if flip_test == "mean" else torch.maximum(emb, mirrored)
+        out.append(emb.cpu().numpy())
     if not out:
         return np.zeros((0, model.config.parts, model.config.embed_dim), np.float32)
     return np.concatenate(out).astype(np.float32)
@@ -71,9 +92,16 @@ def extract_casia_features(
     out_path: Path | None = None,
     batch_frames: int = 1024,
     progress: bool = True,
+    corruption: str | None = None,
+    flip_test: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Embeddings of CASIA-B sequences: {"embeddings" (N, P, C), "labels", "types", "views"}
-    (string arrays), saved as npz at ``out_path`` when given."""
+    (string arrays), saved as npz at ``out_path`` when given.
+
+    corruption: a level of ``training.augment.CORRUPTION_LEVELS`` applied to the frames that are
+    embedded, seeded per sequence (the same noise for every model). flip_test: see embed_sequences.
+    """
+    from training.augment import corrupt_fixed
     from tqdm import tqdm
 
     done: list[SequenceKey] = []
@@ -83,9 +111,12 @@ def extract_casia_features(
             reader.iter_sequences(keys), total=len(keys), desc="embed", mininterval=10, disable=not progress
         ):
             done.append(seq.key)
-            yield seq.silhouettes[spread_positions(len(seq), max_frames)], None
+            sils = seq.silhouettes[spread_positions(len(seq), max_frames)]
+            if corruption is not None:
+                sils = corrupt_fixed(sils, corruption, seed=sequence_seed(seq.key.name))
+            yield sils, None
 
-    emb = embed_sequences(model, frames(), batch_frames)
+    emb = embed_sequences(model, frames(), batch_frames, flip_test)
     result = {
         "embeddings": emb,
         "labels": np.array([k.subject for k in done]),
