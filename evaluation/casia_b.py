@@ -116,12 +116,11 @@ def brief(result: dict) -> dict:
     return {c: {"rank1": r["rank1"], "map": r["map"]} for c, r in result.items()}
 
 
-def sequence_speed(model, reader: CasiaB, frames: tuple[int, ...] = (30, 90), repeats: int = 20, flip_test=None) -> dict:
-    """Milliseconds to embed one sequence of ``frames`` frames on its own (one forward pass each),
-    median over ``repeats`` runs, at the current torch thread count."""
+def sequence_speed(model, seq, frames: tuple[int, ...] = (30, 90), repeats: int = 20, flip_test=None) -> dict:
+    """Milliseconds to embed one sequence (a CasiaSequence) cut or looped to ``frames`` frames on its
+    own (one forward pass each), median over ``repeats`` runs, at the current torch thread count."""
     from evaluation.features import embed_sequences
 
-    seq = next(reader.iter_sequences(reader.keys(subjects=TEST_SUBJECTS[:1], types=("nm-01",))))
     out = {}
     for f in frames:
         clip = seq.silhouettes[np.arange(f) % len(seq)]
@@ -134,7 +133,22 @@ def sequence_speed(model, reader: CasiaB, frames: tuple[int, ...] = (30, 90), re
     return out
 
 
-def report(
+class InMemoryCasiaB:
+    """The bit-packed sequences of ``keys`` read once (each subject file is xz-compressed: seconds
+    to open), with the ``iter_sequences`` of :class:`CasiaB`, for evaluating several settings."""
+
+    def __init__(self, reader: CasiaB, keys: list) -> None:
+        self.packed = reader.load_packed(keys)
+
+    def iter_sequences(self, keys):
+        from training.casia_b import CasiaSequence, unpack_sequence
+
+        for k in sorted(keys):
+            if k in self.packed:
+                yield CasiaSequence(k, unpack_sequence(self.packed[k]))
+
+
+def report_card(
     weights: str,
     reader: CasiaB,
     frame_settings: tuple[int | None, ...] = (None, 10),
@@ -152,13 +166,14 @@ def report(
     cache_dir = cache_dir or FEATURES_DIR / "report"
     out: dict = {"weights": weights, "version": version, "flip_test": flip_test, "casia_b": {}}
     keys = reader.keys(subjects=TEST_SUBJECTS)
+    test_set = InMemoryCasiaB(reader, keys)
     for frames in frame_settings:
         for corruption in (None, *corruptions):
             name = f"{'all' if frames is None else frames}_frames/{corruption or 'clean'}"
             path = cache_dir / f"{version}_{'flip-' + flip_test if flip_test else 'plain'}_{name.replace('/', '_')}.npz"
             t0 = time.time()
             feats = extract_casia_features(
-                model, reader, keys, frames, path, progress=False, corruption=corruption, flip_test=flip_test
+                model, test_set, keys, frames, path, progress=False, corruption=corruption, flip_test=flip_test
             )
             res = brief(evaluate_casia_b(feats["embeddings"], feats["labels"], feats["types"], feats["views"]))
             out["casia_b"][name] = res
@@ -169,7 +184,7 @@ def report(
         emb = embed_sequences(model, list(zip(walks.silhouettes, walks.ratios)), flip_test=flip_test)
         out["cross_camera_synthetic"] = cross_camera_rank1(emb, walks)
         print(f"cross-camera (rendered walkers): {out['cross_camera_synthetic']}", flush=True)
-    out["speed_per_sequence"] = {"threads": torch_threads(), **sequence_speed(model, reader, flip_test=flip_test)}
+    out["speed_per_sequence"] = {"threads": torch_threads(), **sequence_speed(model, next(test_set.iter_sequences(keys[:1])), flip_test=flip_test)}
     print(f"speed per sequence: {out['speed_per_sequence']}", flush=True)
     return out
 
@@ -214,7 +229,7 @@ def main() -> None:
     if args.action == "report":
         frames = tuple(None if f == "all" else int(f) for f in args.frames.split(",") if f)
         corruptions = tuple(c for c in args.corruptions.split(",") if c)
-        result = report(args.weights, reader, frames, corruptions, args.flip_test, args.site_identities)
+        result = report_card(args.weights, reader, frames, corruptions, args.flip_test, args.site_identities)
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))
         return

@@ -4,8 +4,9 @@
         --name gar_casiab --eval /tmp/casia_eval.json --command "python -m training.train_gait ..."
 
 The manifest (weights/<name>.json) records file, sha256, the training command, the data, the
-metrics from the evaluation JSON (``python -m evaluation.casia_b evaluate --out``), the model and
-training config, the cached feature files, and the creation time.
+metrics from the evaluation JSON (``python -m evaluation.casia_b evaluate --out``), the report
+cards (``python -m evaluation.casia_b report --out``), the model and training config, the cached
+feature files, and the creation time.
 """
 
 from __future__ import annotations
@@ -68,11 +69,19 @@ def main() -> None:
         "from ../shared/data/casia-b",
     )
     ap.add_argument("--eval", default=None, help="JSON written by python -m evaluation.casia_b evaluate --out")
+    ap.add_argument(
+        "--report",
+        action="append",
+        default=[],
+        help="JSON written by python -m evaluation.casia_b report --out (repeatable; kept under 'report')",
+    )
     args = ap.parse_args()
     evaluation, extra = None, {}
     if args.eval:
         evaluation = json.loads(Path(args.eval).read_text())
         extra["features"] = {"test": evaluation.pop("features", None)}
+    if args.report:
+        extra["report"] = [json.loads(Path(p).read_text()) for p in args.report]
     print(export(Path(args.checkpoint).expanduser(), args.name, args.command, args.data, evaluation, extra))
 
 
