@@ -197,3 +197,17 @@ def test_training_run_with_augmentation_and_init_weights(tmp_path, monkeypatch):
     assert b.config.class_num == 5
     torch.testing.assert_close(b.BNNecks.fc_bin[:, :, :4], a.BNNecks.fc_bin)
     torch.testing.assert_close(b.FCs.fc_bin, a.FCs.fc_bin)
+
+
+def test_interpolation_of_checkpoints():
+    from training.export_gait import interpolate
+
+    a = {"model": {"w": torch.ones(2, 3), "BNNecks.fc_bin": torch.ones(1, 2, 5), "n": torch.tensor(7)}, "config": {}}
+    b = {"model": {"w": torch.zeros(2, 3), "BNNecks.fc_bin": torch.zeros(1, 2, 3), "n": torch.tensor(1)}}
+    mixed = interpolate(a, b, 0.25)["model"]
+    torch.testing.assert_close(mixed["w"], torch.full((2, 3), 0.25))
+    torch.testing.assert_close(mixed["BNNecks.fc_bin"][:, :, :3], torch.full((1, 2, 3), 0.25))
+    torch.testing.assert_close(mixed["BNNecks.fc_bin"][:, :, 3:], torch.ones(1, 2, 2))  # extra classes kept
+    assert int(mixed["n"]) == 7
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate(a, b, 1.5)
