@@ -152,7 +152,7 @@ def test_mixed_sampler_takes_the_configured_share_of_identities():
 
 
 def test_flip_test_combines_a_sequence_and_its_mirror():
-    from evaluation.features import embed_sequences
+    from stages.gait.embedding import embed_sequences
     from stages.gait.model import GaitBase, GaitBaseConfig
 
     torch.manual_seed(0)
@@ -171,7 +171,7 @@ def test_flip_test_combines_a_sequence_and_its_mirror():
 
 def test_training_run_with_augmentation_and_init_weights(tmp_path, monkeypatch):
     from stages.gait.weights import load_gait_model
-    from training import train_gait
+    from training import gait as train_gait
     from training.sequences import SequenceSet
 
     data = SequenceSet([walker(12) for _ in range(8)], ["001", "001", "002", "002", "s00000", "s00000", "s00001", "s00001"])

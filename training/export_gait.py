@@ -1,11 +1,11 @@
 """Ship a trained gait checkpoint: strip training state, write weights/<name>.pt and its manifest.
 
     python -m training.export_gait --checkpoint ~/.cache/gaitscope/runs/gar_casiab_cpu/latest.pt \
-        --name gar_casiab --eval /tmp/casia_eval.json --command "python -m training.train_gait ..."
+        --name gar_casiab --eval /tmp/casia_eval.json --command "python -m training.gait ..."
 
 The manifest (weights/<name>.json) records file, sha256, the training command, the data, the
-metrics from the evaluation JSON (``python -m evaluation.casia_b evaluate --out``), the report
-cards (``python -m evaluation.casia_b report --out``), the model and training config, the cached
+metrics from the evaluation JSON (``python -m evaluation.gait evaluate --out``), the report
+cards (``python -m evaluation.gait report --out``), the model and training config, the cached
 feature files, and the creation time.
 """
 
@@ -105,12 +105,12 @@ def main() -> None:
         default="CASIA-B subjects 001-074 (all 10 conditions x 11 views, sequences >= 10 frames), "
         "from ../shared/data/casia-b",
     )
-    ap.add_argument("--eval", default=None, help="JSON written by python -m evaluation.casia_b evaluate --out")
+    ap.add_argument("--eval", default=None, help="JSON written by python -m evaluation.gait evaluate --out")
     ap.add_argument(
         "--report",
         action="append",
         default=[],
-        help="JSON written by python -m evaluation.casia_b report --out (repeatable; kept under 'report')",
+        help="JSON written by python -m evaluation.gait report --out (repeatable; kept under 'report')",
     )
     ap.add_argument("--interpolate-with", default=None, help="checkpoint to interpolate with (e.g. the starting point)")
     ap.add_argument("--alpha", type=float, default=1.0, help="weight of --checkpoint in the interpolation")

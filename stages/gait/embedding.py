@@ -1,4 +1,4 @@
-"""Embedding extraction: many sequences through a gait model, packed along time.
+"""Sequence embedding: many silhouette sequences through a gait model, packed along time.
 
 Sequences are concatenated frame-wise into n=1 batches with their lengths (OpenGait's seqL), so
 one forward pass serves many short sequences without padding.
@@ -6,17 +6,12 @@ one forward pass serves many short sequences without padding.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from stages.gait.model import GaitBase
-from training.casia_b import CasiaB, SequenceKey
-
-FEATURES_DIR = Path("~/.cache/gaitscope/features").expanduser()
 
 
 def spread_positions(length: int, max_frames: int | None) -> np.ndarray:
@@ -25,11 +20,6 @@ def spread_positions(length: int, max_frames: int | None) -> np.ndarray:
     if max_frames is None or length <= max_frames:
         return np.arange(length)
     return np.unique(np.linspace(0, length - 1, max_frames).round().astype(np.int64))
-
-
-def sequence_seed(name: str) -> int:
-    """A stable per-sequence seed (the corruption protocol draws the same noise for every model)."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
 
 
 def _packs(
@@ -82,50 +72,3 @@ def embed_sequences(
     if not out:
         return np.zeros((0, model.config.parts, model.config.embed_dim), np.float32)
     return np.concatenate(out).astype(np.float32)
-
-
-def extract_casia_features(
-    model: GaitBase,
-    reader: CasiaB,
-    keys: list[SequenceKey],
-    max_frames: int | None,
-    out_path: Path | None = None,
-    batch_frames: int = 1024,
-    progress: bool = True,
-    corruption: str | None = None,
-    flip_test: str | None = None,
-) -> dict[str, np.ndarray]:
-    """Embeddings of CASIA-B sequences: {"embeddings" (N, P, C), "labels", "types", "views"}
-    (string arrays), saved as npz at ``out_path`` when given.
-
-    corruption: a level of ``training.augment.CORRUPTION_LEVELS`` applied to the frames that are
-    embedded, seeded per sequence (the same noise for every model). flip_test: see embed_sequences.
-    """
-    from training.augment import corrupt_fixed
-    from tqdm import tqdm
-
-    done: list[SequenceKey] = []
-
-    def frames() -> Iterator[tuple[np.ndarray, None]]:
-        for seq in tqdm(
-            reader.iter_sequences(keys), total=len(keys), desc="embed", mininterval=10, disable=not progress
-        ):
-            done.append(seq.key)
-            sils = seq.silhouettes[spread_positions(len(seq), max_frames)]
-            if corruption is not None:
-                sils = corrupt_fixed(sils, corruption, seed=sequence_seed(seq.key.name))
-            yield sils, None
-
-    emb = embed_sequences(model, frames(), batch_frames, flip_test)
-    result = {
-        "embeddings": emb,
-        "labels": np.array([k.subject for k in done]),
-        "types": np.array([k.type for k in done]),
-        "views": np.array([k.view for k in done]),
-    }
-    if out_path is not None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(out_path.name + ".tmp.npz")
-        np.savez(tmp, **result)
-        tmp.replace(out_path)
-    return result
