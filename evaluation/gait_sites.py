@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.metrics import part_distance
+from stages.gait.distance import part_distance
 
 CACHE = Path("~/.cache/gaitscope/synth").expanduser()
 SITE_SEED = 2026
