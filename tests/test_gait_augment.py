@@ -211,3 +211,21 @@ def test_interpolation_of_checkpoints():
     assert int(mixed["n"]) == 7
     with pytest.raises(ValueError, match="alpha"):
         interpolate(a, b, 1.5)
+
+
+def test_robust_weights_match_their_manifest_and_load_in_the_stage():
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from stages.gait.recognizer import GaitRecognizer
+    from stages.gait.weights import DEFAULT_WEIGHTS
+
+    path = Path(DEFAULT_WEIGHTS).with_name("gar_robust.pt")
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == manifest["sha256"]
+    assert manifest["interpolation"]["alpha"] == 0.5
+    stage = GaitRecognizer(weights=str(path), flip_test="mean")
+    assert stage.model.config.embed_dim == 128 and stage.model.config.ratio_attention is False
+    with pytest.raises(ValueError, match="flip_test"):
+        GaitRecognizer(weights=str(path), flip_test="both")
