@@ -106,7 +106,8 @@ def report_card(
         emb = embed_sequences(model, list(zip(walks.silhouettes, walks.ratios)), flip_test=flip_test)
         out["cross_camera_synthetic"] = cross_camera_rank1(emb, walks)
         print(f"cross-camera (rendered walkers): {out['cross_camera_synthetic']}", flush=True)
-    out["speed_per_sequence"] = {"threads": torch_threads(), **sequence_speed(model, next(test_set.iter_sequences(keys[:1])), flip_test=flip_test)}
+    one = next(test_set.iter_sequences(keys[:1]))
+    out["speed_per_sequence"] = {"threads": torch_threads(), **sequence_speed(model, one, flip_test=flip_test)}
     print(f"speed per sequence: {out['speed_per_sequence']}", flush=True)
     return out
 

@@ -46,7 +46,9 @@ class SiteWalks:
     gallery: np.ndarray
 
 
-def render_site_walks(identities: int = 100, frames: int = 40, seed: int = SITE_SEED, mask_noise: float = 1.0) -> SiteWalks:
+def render_site_walks(
+    identities: int = 100, frames: int = 40, seed: int = SITE_SEED, mask_noise: float = 1.0
+) -> SiteWalks:
     """Render (or read from the cache) the benchmark's walks."""
     key = {"identities": identities, "frames": frames, "seed": seed, "mask_noise": mask_noise, "plan": SEQUENCE_PLAN}
     tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]

@@ -174,7 +174,8 @@ def test_training_run_with_augmentation_and_init_weights(tmp_path, monkeypatch):
     from training import gait as train_gait
     from training.sequences import SequenceSet
 
-    data = SequenceSet([walker(12) for _ in range(8)], ["001", "001", "002", "002", "s00000", "s00000", "s00001", "s00001"])
+    names = ["001", "001", "002", "002", "s00000", "s00000", "s00001", "s00001"]
+    data = SequenceSet([walker(12) for _ in range(8)], names)
     monkeypatch.setattr(train_gait, "build_train_set", lambda _: data)
     cfg = {
         "model": {"channels": [2, 4, 4, 4], "strides": [1, 2, 1, 1], "maxpool": True, "embed_dim": 4},
