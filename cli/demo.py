@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
     if gallery_dir.is_dir():
         shutil.rmtree(gallery_dir)  # the previous demo's identities would make this run look better
     demo_gallery = [f"gallery.gallery={gallery_dir}", "gallery.auto_enrol=true"]
-    scoring = ["export.save_embeddings=true", "reid.routes=all"]
+    scoring = ["export.save_embeddings=true"]  # appearance comes on every window by default
     demo_overrides = [*demo_gallery, *scoring] if args.config in (None, "default") else scoring
     config = app.load(args.config, [*demo_overrides, *args.overrides])
     outputs = app.run(videos, out, config, video_out=out / "video", save_silhouettes=True)

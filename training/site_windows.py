@@ -24,7 +24,7 @@ from pipeline.messages import TrackWindow
 
 log = logging.getLogger(__name__)
 
-FRONT_END_OVERRIDES = ["gallery.enabled=false", "attributes.enabled=false", "reid.routes=all"]
+FRONT_END_OVERRIDES = ["gallery.enabled=false", "attributes.enabled=false"]  # reid embeds every window by default
 
 
 @dataclass

@@ -127,7 +127,9 @@ def _probe_system(stage, windows, probe_keys, matched, names, batch_size: int) -
         ws = result[key]
         final = ([w for w in ws if w.is_final] or ws[-1:])[-1]
         match = final.identity
-        cands = [] if match is None else [(c.identity, c.distance) for c in match.candidates if c.identity in names]
+        # the stage ranks by fused score (higher is better) when it has one, else by distance
+        cands = [] if match is None else [(c.identity, -c.score if c.score is not None else c.distance)
+                                          for c in match.candidates if c.identity in names]
         probes.append(Probe(matched[key], _ranking(cands, names)))
     return probes
 

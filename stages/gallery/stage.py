@@ -194,6 +194,7 @@ class GalleryMatcher:
         rr = "none" if self.reranker is None else self.reranker.scorer
         self.version = f"{FORMAT}+{modalities}+{aggregate}+{metric}+{rr}" + ("+centred" if source_centring else "")
         self.tracks: dict[tuple[str, int], TrackEvidence] = {}
+        self._single: dict[str, IdentityScorer] = {}  # one-modality scorers of ``match``
         self._notices: set[str] = set()
 
     @staticmethod
@@ -309,6 +310,34 @@ class GalleryMatcher:
         evidence.metas = {m: [EntryMeta("", source) for _ in evidence.embeddings[m]] for m in MODALITIES}
         evidence.windows = max((len(v) for v in evidence.embeddings.values()), default=0)
         return self.identify(evidence)[0]
+
+    def match(self, modality: str, embeddings: list[np.ndarray], model_version: str) -> list[IdentityMatch]:
+        """Each embedding of ``modality`` alone (one window, its own calibrated score) against the gallery;
+        no enrolment. Candidates carry that modality's distance and score."""
+        self.gallery.check_model(modality, model_version)
+        scorer = self._single.get(modality)
+        if scorer is None:
+            reranker = self.scorer_for(model_version).reranker if modality == "gait" else None
+            scorer = IdentityScorer(self.gallery, self.score_model, modalities=modality, aggregate=self.scorer.aggregate,
+                                    metric=self.scorer.metric, shortlist=self.scorer.shortlist, top_k=self.scorer.top_k,
+                                    reranker=reranker, centring=self.centring)
+            self._single[modality] = scorer
+        threshold = self.threshold(scorer)
+        out = []
+        for e in embeddings:
+            query = {m: None for m in MODALITIES}
+            query[modality] = pool(modality, [np.asarray(e, np.float32)])
+            ranked = scorer.score(query)
+            candidates = [RankedCandidate(c.identity, float(c.distances.get(modality, float("inf"))), c.initial_rank,
+                                          c.entry_id, c.fused) for c in ranked]
+            if not ranked:
+                out.append(IdentityMatch(None, modality, float("inf"), 0.0, candidates))
+                continue
+            best = ranked[0]
+            matched = threshold is not None and best.fused > threshold
+            out.append(IdentityMatch(best.identity if matched else None, modality, candidates[0].distance, best.confidence,
+                                     candidates, scores={**best.llr, "fused": best.fused}))
+        return out
 
     # -- auto-enrolment ----------------------------------------------------------------------------
     def _enrol(self, window: TrackWindow, evidence: TrackEvidence, ranked: list[CandidateScore]) -> None:

@@ -29,7 +29,8 @@ class OnnxReID:
     else ``$GAITSCOPE_MODELS``, else ``~/.cache/gaitscope/models``).
     input_height / input_width: the model's input size in pixels (crops are resized to it).
     runtime: "auto" (onnxruntime when installed, else OpenCV's dnn), "onnxruntime" or "opencv".
-    routes: "appearance" (windows the gait detector sent to appearance) or "all".
+    routes: "all" (every window, so the gallery can fuse appearance with gait) or "appearance" (windows the
+        gait detector sent to appearance).
     max_frames: at most this many crops per window, spread evenly. batch: crops per model call.
     """
 
@@ -42,7 +43,7 @@ class OnnxReID:
         input_width: int = 128,
         runtime: str = "auto",
         threads: int = 1,
-        routes: str = "appearance",
+        routes: str = "all",
         max_frames: int = 16,
         batch: int = 32,
     ) -> None:
