@@ -66,19 +66,18 @@ class BuiltPipeline:
 
 def build_stages(config: PipelineConfig) -> BuiltPipeline:
     """Construct every configured stage (validating its section against its constructor)."""
-    from stages.catalog import FRAME_STAGE_KINDS, STAGE_KINDS, TRACK_STAGE_KINDS
+    from stages.catalog import AUTO_BUILDERS, FRAME_STAGE_KINDS, STAGE_KINDS, TRACK_STAGE_KINDS
 
     built: dict[str, Any] = {}
     descriptions: dict[str, str] = {}
     for kind, spec in config.stages.items():
-        registry = STAGE_KINDS[kind]
         backend, params = spec.backend, dict(spec.params)
-        if kind == "detect" and backend == "auto":
-            backend, params = _resolve_auto_detector(params, registry)
-        elif backend == "auto":
-            raise ConfigError(f"{kind}.backend: 'auto' is only available for detect")
-        cls = registry.load(backend)
-        built[kind] = build(cls, params, kind)
+        if backend == "auto":
+            if kind not in AUTO_BUILDERS:
+                raise ConfigError(f"{kind}.backend: 'auto' is only available for {', '.join(AUTO_BUILDERS.names())}")
+            backend, built[kind] = AUTO_BUILDERS.load(kind)(params)
+        else:
+            built[kind] = build(STAGE_KINDS[kind].load(backend), params, kind)
         descriptions[kind] = backend
     for required in ("detect", "track", "segment", "tracklets"):
         if required not in built:
@@ -89,27 +88,6 @@ def build_stages(config: PipelineConfig) -> BuiltPipeline:
         track_stages=[NamedStage(k, built[k], TrackWindow) for k in TRACK_STAGE_KINDS if k in built],
         descriptions=descriptions,
     )
-
-
-def _resolve_auto_detector(params: dict[str, Any], registry) -> tuple[str, dict[str, Any]]:
-    """``detect: {backend: auto, weights: PATH, yolo: {...}, classic: {...}}`` -> one backend.
-
-    YOLO when its weights file exists, the classic detector otherwise (logged once); the options of
-    both are validated so a typo in the branch not taken is still reported.
-    """
-    from stages.detect import choose_detector
-
-    params = dict(params)
-    weights = params.pop("weights", None)
-    branches = {name: params.pop(name, None) or {} for name in ("yolo", "classic")}
-    if params:
-        raise ConfigError(f"detect: unknown key {next(iter(params))!r} for backend auto (accepted: weights, yolo, classic)")
-    for name, options in branches.items():
-        if not isinstance(options, dict):
-            raise ConfigError(f"detect.{name}: expected a mapping of {name} options")
-        check_arguments(registry.load(name), {**options, **({"weights": weights} if name == "yolo" and weights else {})}, f"detect.{name}")
-    choice = choose_detector(weights)
-    return choice.backend, {**branches[choice.backend], **choice.options}
 
 
 @dataclass

@@ -50,11 +50,14 @@ class FrameResult:
     detections: ``sv.Detections`` with ``xyxy`` (N, 4) float32, ``confidence`` (N,), ``class_id``
     (N,), ``mask`` (N, H, W) bool or None, and ``tracker_id`` (N,) int once tracked.
     ended_track_ids: tracks the tracker dropped at this frame (their tracklets are closed).
+    detected: False when the detector skipped this frame (detection every N-th frame): the tracker
+    then gives the boxes its tracks predict.
     """
 
     frame: Frame
     detections: sv.Detections
     ended_track_ids: tuple[int, ...] = ()
+    detected: bool = True
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ DETECTORS = Registry(
     {
         "classic": "stages.detect.classic:ClassicDetector",
         "yolo": "stages.detect.yolo:YoloDetector",
+        "yolox": "stages.detect.yolox:YoloxDetector",
+        "openvino": "stages.detect.openvino_ssd:OpenVinoSsdDetector",
     },
 )
 TRACKERS = Registry("track", {"bytetrack": "stages.track:ByteTrackStage"})
@@ -30,6 +32,10 @@ GAIT_RECOGNIZERS = Registry("gait", {"gar": "stages.gait.recognizer:GaitRecogniz
 REID = Registry("reid", {"appearance": "stages.reid.stage:AppearanceReID"})
 GALLERIES = Registry("gallery", {"faiss": "stages.gallery.stage:GalleryMatcher"})
 ATTRIBUTES = Registry("attributes", {"clip_gar": "stages.attributes.stage:AttributeTagger"})
+
+# ``backend: auto``: per stage kind, the function that picks and builds the best backend available,
+# ``(section options) -> (backend name, built stage)``.
+AUTO_BUILDERS = Registry("auto", {"detect": "stages.detect:build_auto_detector"})
 
 FRAME_STAGE_KINDS: dict[str, Registry] = {
     "detect": DETECTORS,
