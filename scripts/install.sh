@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Install gaitscope into ./.venv from the package registry (CPU FAISS; pass --gpu for faiss-gpu).
 # --with-rtsp-server also installs Debian's GStreamer RTSP server used by the stream tests.
-# --full adds the optional backends: PaddleSeg's runtime and the sentence encoder for attribute training.
+# --full adds the optional backends: PaddleSeg's runtime, the sentence encoder for attribute training,
+# onnxruntime and OpenVINO for the learned detectors on exported models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="cpu,dev"
 for arg in "$@"; do
   case "$arg" in
     --gpu) extras="${extras/cpu/gpu}" ;;
-    --full) extras="$extras,paddle,text" ;;
+    --full) extras="$extras,paddle,text,onnx,openvino" ;;
     --with-rtsp-server)
       export DEBIAN_FRONTEND=noninteractive
       apt-get update -qq
