@@ -18,6 +18,10 @@ import numpy as np
 if TYPE_CHECKING:  # supervision is imported by the stages that build detections
     import supervision as sv
 
+# ``FrameResult.detections.data[STARTS_TRACK]``: (N,) bool, set by detectors whose weak boxes should only
+# continue a track, never start one (a learned detector's low scores); absent means every box may.
+STARTS_TRACK = "starts_track"
+
 SILHOUETTE_HEIGHT = 64
 SILHOUETTE_WIDTH = 44
 CROP_SIZE = (128, 64)  # (height, width) of the RGB appearance crops kept per frame

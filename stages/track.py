@@ -18,7 +18,7 @@ import numpy as np
 import supervision as sv
 from trackers import ByteTrackTracker
 
-from pipeline.messages import FrameResult
+from pipeline.messages import STARTS_TRACK, FrameResult
 
 # trackers expresses the lost-track buffer in 30 FPS frames and scales it by the frame rate it is
 # given; passing 30 makes the buffer a plain frame count, whatever the source's rate.
@@ -30,7 +30,8 @@ class ByteTrackStage:
     """Assigns stable per-source track ids to detections.
 
     lost_track_buffer: frames a track may go unmatched before it ends.
-    track_activation_threshold: least detection confidence that may start a new track.
+    track_activation_threshold: least detection confidence that may start a new track (detections
+    marked ``data[STARTS_TRACK] == False`` by their detector never start one, whatever their confidence).
     high_confidence_threshold: detections at or above this are matched first (ByteTrack's first
     stage); lower ones can only continue existing tracks.
     minimum_matching_iou: least box IoU between a track's prediction and a detection to match.
@@ -82,7 +83,7 @@ class ByteTrackStage:
         # The tracker sees boxes only; masks (N, H, W) are sliced once, below, by row number.
         boxes = sv.Detections(
             xyxy=detections.xyxy,
-            confidence=detections.confidence,
+            confidence=self._tracker_confidence(detections),
             data={_ROW: np.arange(len(detections))},
         )
         tracked = tracker.update(boxes)
@@ -102,6 +103,15 @@ class ByteTrackStage:
         if kept.confidence is not None:
             self._confidence.update({(source_id, int(t)): float(c) for t, c in zip(ids, kept.confidence)})
         return FrameResult(item.frame, kept, item.ended_track_ids + ended)
+
+    def _tracker_confidence(self, detections: sv.Detections) -> np.ndarray | None:
+        """Confidences as the tracker sees them: boxes that may not start a track stay below activation."""
+        confidence = detections.confidence
+        starts = detections.data.get(STARTS_TRACK)
+        if confidence is None or starts is None:
+            return confidence
+        below = np.nextafter(np.float32(self._options["track_activation_threshold"]), np.float32(0))
+        return np.where(np.asarray(starts, dtype=bool), confidence, np.minimum(confidence, below)).astype(np.float32)
 
     def _predict(self, item: FrameResult, tracker: ByteTrackTracker) -> FrameResult:
         """A frame without detector pass: the confirmed tracks matched last time, where their motion puts them.

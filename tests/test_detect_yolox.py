@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from pipeline.messages import Frame, FrameResult
+from pipeline.messages import STARTS_TRACK, Frame, FrameResult
 from stages.detect.yolox import YoloxDetector, decode_yolox, letterbox, person_detections
 from stages.model_files import ModelFileError
 from stages.track import ByteTrackStage
@@ -56,12 +56,15 @@ def test_finds_the_walkers_in_a_campus_frame() -> None:
     image = _frames(CAMPUS, [200])[200]
     detector = YoloxDetector(model=str(_model()))
     (found,) = detector.detect([image])
-    assert 7 <= len(found) <= 9
     assert found.xyxy.dtype == np.float32 and np.all(found.class_id == 0) and found.mask is None
-    heights = found.xyxy[:, 3] - found.xyxy[:, 1]
-    widths = found.xyxy[:, 2] - found.xyxy[:, 0]
+    assert np.all(found.confidence >= 0.3)
+    starts = found.data[STARTS_TRACK]
+    np.testing.assert_array_equal(starts, found.confidence >= 0.6)
+    strong = found[starts]
+    assert 7 <= len(strong) <= 9, "the confident boxes are the walkers"
+    heights = strong.xyxy[:, 3] - strong.xyxy[:, 1]
+    widths = strong.xyxy[:, 2] - strong.xyxy[:, 0]
     assert np.all(heights > 1.5 * widths) and np.all(heights < 6 * widths), "boxes are upright people"
-    assert np.all(found.confidence >= 0.5)
     assert np.all(found.xyxy[:, 3] < 0.68 * image.shape[0]), "nobody stands on the lower lawn"
 
 

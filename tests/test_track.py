@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import supervision as sv
 
-from pipeline.messages import Frame, FrameResult
+from pipeline.messages import STARTS_TRACK, Frame, FrameResult
 from stages.track import ByteTrackStage
 
 SIZE = (120, 200)  # (height, width) of the made-up frames
@@ -148,3 +148,19 @@ def test_skipped_frames_keep_the_lost_track_buffer_in_video_frames() -> None:
             ended_at = index
             break
     assert ended_at is not None and 14 <= ended_at <= 20
+
+
+def test_boxes_marked_weak_by_their_detector_continue_tracks_but_never_start_one() -> None:
+    # A steady, confident "person-like sign" marked weak never becomes a track; a walker whose boxes turn
+    # weak (half hidden) after its track started stays tracked.
+    tracker = ByteTrackStage(minimum_consecutive_frames=2)
+    seen = set()
+    for index in range(12):
+        result = _frame("cam", index, [_walker(index, 10), (150, 20, 170, 80)])
+        result.detections.confidence[:] = 0.95
+        result.detections.data[STARTS_TRACK] = np.array([index < 4, False])
+        tracked = tracker.track(result)
+        seen.update(zip(tracked.detections.tracker_id.tolist(), tracked.detections.xyxy[:, 0].tolist()))
+    assert {track_id for track_id, _ in seen} == {0}
+    assert all(x1 < 150 for _, x1 in seen), "only the walker is tracked"
+    assert len(tracked.detections) == 1 and tracked.detections.confidence[0] == np.float32(0.95)

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import supervision as sv
 
-from pipeline.messages import FrameResult
+from pipeline.messages import STARTS_TRACK, FrameResult
 from stages.detect.schedule import DetectionSchedule
 from stages.model_files import ModelFileError, resolve_model_path
 
@@ -71,9 +71,18 @@ def decode_yolox(raw: np.ndarray, size: int, class_index: int = 0) -> tuple[np.n
 
 
 def person_detections(
-    raw: np.ndarray, size: int, scale: float, frame_size: tuple[int, int], score_threshold: float, nms_iou: float
+    raw: np.ndarray,
+    size: int,
+    scale: float,
+    frame_size: tuple[int, int],
+    score_threshold: float,
+    nms_iou: float,
+    start_threshold: float | None = None,
 ) -> sv.Detections:
-    """One image's raw output -> person detections in frame pixels (xyxy float32, class 0)."""
+    """One image's raw output -> person detections in frame pixels (xyxy float32, class 0).
+
+    With ``start_threshold``, ``data[STARTS_TRACK]`` marks the boxes scoring at least that much.
+    """
     boxes, scores = decode_yolox(raw, size)
     keep = scores >= score_threshold
     boxes, scores = boxes[keep] / scale, scores[keep]
@@ -89,6 +98,7 @@ def person_detections(
         xyxy=boxes.astype(np.float32).reshape(-1, 4),
         confidence=scores.astype(np.float32),
         class_id=np.zeros(len(scores), dtype=int),
+        data={} if start_threshold is None else {STARTS_TRACK: scores >= start_threshold},
     )
 
 
@@ -172,6 +182,9 @@ class YoloxDetector:
     models_dir: the models directory (default ``$GAITSCOPE_MODELS`` or ``~/.cache/gaitscope/models``).
     input_size: the export's square input side in pixels (416 for Nano and Tiny, 640 for S and up).
     score_threshold: least objectness x P(person) to keep a box.
+    start_threshold: least score for a box to start a new track; the weaker boxes kept only continue
+    tracks (ByteTrack's low-score association), so a person half hidden stays tracked while a
+    person-like sign that scores 0.4-0.56 all day never becomes one.
     nms_iou: boxes overlapping a higher-scoring one by more than this IoU are dropped.
     runtime: "auto" (onnxruntime when installed, else OpenCV), "onnxruntime" or "opencv".
     threads: onnxruntime intra-op threads (0: its default, one per core).
@@ -187,7 +200,8 @@ class YoloxDetector:
         model: str = DEFAULT_MODEL,
         models_dir: str | None = None,
         input_size: int = 416,
-        score_threshold: float = 0.5,
+        score_threshold: float = 0.3,
+        start_threshold: float = 0.6,
         nms_iou: float = 0.45,
         runtime: str = "auto",
         threads: int = 1,
@@ -195,8 +209,8 @@ class YoloxDetector:
     ) -> None:
         if input_size <= 0 or input_size % max(STRIDES):
             raise ValueError(f"input_size must be a positive multiple of {max(STRIDES)}, got {input_size}")
-        if not 0 < score_threshold < 1:
-            raise ValueError(f"score_threshold must be in (0, 1), got {score_threshold}")
+        if not 0 < score_threshold <= start_threshold < 1:
+            raise ValueError(f"need 0 < score_threshold <= start_threshold < 1, got {score_threshold}, {start_threshold}")
         path = resolve_model_path(model, models_dir)
         if not path.is_file():
             raise ModelFileError(
@@ -205,6 +219,7 @@ class YoloxDetector:
         self.path = path
         self.input_size = int(input_size)
         self.score_threshold = float(score_threshold)
+        self.start_threshold = float(start_threshold)
         self.nms_iou = float(nms_iou)
         self.schedule = DetectionSchedule(detect_every)
         self._net = open_onnx(path, runtime, threads)
@@ -240,7 +255,9 @@ class YoloxDetector:
         prepared = [letterbox(image, self.input_size) for image in images]
         raw = self._net.forward(np.stack([tensor for tensor, _ in prepared]))
         return [
-            person_detections(out, self.input_size, scale, image.shape[:2], self.score_threshold, self.nms_iou)
+            person_detections(
+                out, self.input_size, scale, image.shape[:2], self.score_threshold, self.nms_iou, self.start_threshold
+            )
             for out, (_, scale), image in zip(raw, prepared, images)
         ]
 
