@@ -99,8 +99,12 @@ def build_front_half(detector: Any) -> tuple[list[NamedStage], NamedStage]:
     )
 
 
-def _run(chain: tuple[list[NamedStage], NamedStage, list[NamedStage]], path: str, frames: int,
-         rss_samples: list | None = None) -> tuple[float, dict[str, float]]:
+def _run(
+    chain: tuple[list[NamedStage], NamedStage, list[NamedStage]],
+    path: str,
+    frames: int,
+    rss_samples: list | None = None,
+) -> tuple[float, dict[str, float]]:
     frame_stages, assembler, track_stages = chain
     runner = Runner(frame_stages, assembler, track_stages, RunnerOptions(progress=False))
 
@@ -126,7 +130,10 @@ def detector_ms(path: str, detector: Any, frames: int, batch_size: int = 8) -> f
     import supervision as sv
 
     batches = [
-        [FrameResult(Frame("bench", f.index, f.pts_s, f.image), sv.Detections.empty()) for f in images[i : i + batch_size]]
+        [
+            FrameResult(Frame("bench", f.index, f.pts_s, f.image), sv.Detections.empty())
+            for f in images[i : i + batch_size]
+        ]
         for i in range(0, len(images), batch_size)
     ]
     detector.process(batches[0])  # warm-up: lazy initialisation, first-call compilation
@@ -138,7 +145,9 @@ def detector_ms(path: str, detector: Any, frames: int, batch_size: int = 8) -> f
     return 1000 * (time.perf_counter() - start) / max(count, 1)
 
 
-def whole_chain_fps(path: str, backend: str, options: dict[str, Any], config_name: str | None, frames: int) -> tuple[float, dict]:
+def whole_chain_fps(
+    path: str, backend: str, options: dict[str, Any], config_name: str | None, frames: int
+) -> tuple[float, dict]:
     """The configured chain with its detect section replaced by ``backend`` + ``options``."""
     from pipeline import app
     from pipeline.config import StageSpec, options_from
@@ -167,8 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("clips", nargs="+")
     parser.add_argument("--backend", choices=[*DETECTORS.names(), "auto"], default="classic")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="detector option, repeatable (e.g. --option detect_every=2, --option models_dir=DIR)")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="detector option, repeatable (e.g. --option detect_every=2, --option models_dir=DIR)",
+    )
     parser.add_argument("--frames", type=int, default=300, help="frames for each speed measurement")
     parser.add_argument("--whole-chain", action="store_true", help="also time the whole configured chain")
     parser.add_argument("--config", default=None, help="pipeline config for --whole-chain (default: default)")
@@ -188,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clip: {clip} ({rate:g} fps)  backend: {backend} {options or ''}")
         print(f"  decode-only      : {decode_fps:8.1f} frames/s")
         print(f"  detector alone   : {ms:8.1f} ms/frame")
-        print(f"  front half       : {fps:8.1f} frames/s   ratio to decode-only: {fps / decode_fps:.3f}   "
-              f"x real time: {fps / rate:.2f}")
+        print(
+            f"  front half       : {fps:8.1f} frames/s   ratio to decode-only: {fps / decode_fps:.3f}   "
+            f"x real time: {fps / rate:.2f}"
+        )
         print("  per stage (ms/frame): " + ", ".join(f"{k} {v:.1f}" for k, v in per_stage.items()))
         if args.whole_chain:
             whole, stages = whole_chain_fps(clip, backend, options, args.config, args.frames)
@@ -201,9 +217,13 @@ def main(argv: list[str] | None = None) -> int:
             samples: list[tuple[float, float]] = []
             soak_fps, _ = front_half_fps(clip, build_detector(args.backend, options)[1], frames, samples)
             warm = [mb for _, mb in samples[len(samples) // 5 :]] or [rss_mb()]
-            print(f"  soak             : {frames} frames ({args.soak_minutes:g} min of video) at {soak_fps:.1f} frames/s")
-            print(f"  RSS after warm-up: start {warm[0]:.1f} MB, end {warm[-1]:.1f} MB, max {max(warm):.1f} MB, "
-                  f"growth {warm[-1] - warm[0]:+.1f} MB (target < 50 MB)")
+            print(
+                f"  soak             : {frames} frames ({args.soak_minutes:g} min of video) at {soak_fps:.1f} frames/s"
+            )
+            print(
+                f"  RSS after warm-up: start {warm[0]:.1f} MB, end {warm[-1]:.1f} MB, max {max(warm):.1f} MB, "
+                f"growth {warm[-1] - warm[0]:+.1f} MB (target < 50 MB)"
+            )
     return 0
 
 

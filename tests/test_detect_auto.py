@@ -51,7 +51,9 @@ def test_auto_picks_yolox_from_the_models_directory(monkeypatch, caplog) -> None
         built = app.build_stages(config)
     assert built.descriptions["detect"] == "yolox"
     lines = [r.getMessage() for r in caplog.records if r.name == "stages.detect"]
-    assert lines == [f"detector: yolox (YOLOX-Nano ONNX, Apache-2.0, found at {SHARED_MODELS / 'yolox_nano' / 'yolox_nano.onnx'})"]
+    assert lines == [
+        f"detector: yolox (YOLOX-Nano ONNX, Apache-2.0, found at {SHARED_MODELS / 'yolox_nano' / 'yolox_nano.onnx'})"
+    ]
     built.close()
 
 
@@ -111,7 +113,9 @@ def test_openvino_ssd_without_its_runtime_says_what_to_install(monkeypatch) -> N
 
     ssd = _shared(SSD)
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
-    with pytest.raises(ModelFileError, match=f"^{ssd}: needs the openvino package, which is not installed; pip install openvino$"):
+    with pytest.raises(
+        ModelFileError, match=f"^{ssd}: needs the openvino package, which is not installed; pip install openvino$"
+    ):
         OpenVinoSsdDetector(model=str(ssd))
 
 

@@ -149,7 +149,9 @@ def test_corrupt_or_missing_model_is_one_line_naming_the_file(tmp_path: Path, ru
 def test_wrong_input_size_says_which_size_the_model_takes() -> None:
     if not _has_onnxruntime():
         pytest.skip("onnxruntime not installed")
-    with pytest.raises(ModelFileError, match=r"input shape \[1, 3, 416, 416\] is not \(1, 3, 320, 320\); set input_size: 416"):
+    with pytest.raises(
+        ModelFileError, match=r"input shape \[1, 3, 416, 416\] is not \(1, 3, 320, 320\); set input_size: 416"
+    ):
         YoloxDetector(model=str(_model()), input_size=320, runtime="onnxruntime")
 
 

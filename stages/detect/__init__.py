@@ -26,8 +26,12 @@ _LOG = logging.getLogger(__name__)
 LEARNED_MODELS: tuple[tuple[str, str, str, str], ...] = (
     ("yolox", "model", "yolox_nano/yolox_nano.onnx", "YOLOX-Nano ONNX, Apache-2.0"),
     ("yolo", "weights", "yolov8n_int8_openvino", "Ultralytics YOLOv8n OpenVINO export, AGPL-3.0"),
-    ("openvino", "model", "pedestrian_detection_adas_0002/pedestrian-detection-adas-0002.xml",
-     "Intel pedestrian-detection-adas-0002, Apache-2.0"),
+    (
+        "openvino",
+        "model",
+        "pedestrian_detection_adas_0002/pedestrian-detection-adas-0002.xml",
+        "Intel pedestrian-detection-adas-0002, Apache-2.0",
+    ),
 )
 AUTO_BRANCHES = ("yolox", "yolo", "openvino", "classic")
 
@@ -58,8 +62,12 @@ def detector_candidates(weights: str | None, models_dir: str | None) -> list[Det
             if backend != "yolo" and models_dir is not None:
                 options["models_dir"] = models_dir
             candidates.append(DetectorChoice(backend, f"{what}, found at {found}", options))
-    candidates.append(DetectorChoice("classic", "no learned detector model found" if len(candidates) == 0
-                                     else "every learned detector failed to load"))
+    candidates.append(
+        DetectorChoice(
+            "classic",
+            "no learned detector model found" if len(candidates) == 0 else "every learned detector failed to load",
+        )
+    )
     return candidates
 
 
@@ -88,11 +96,14 @@ def build_auto_detector(params: Mapping[str, Any]) -> tuple[str, Any]:
     *learned, classic = detector_candidates(weights, models_dir)
     for choice in learned:
         try:
-            detector = build(DETECTORS.load(choice.backend), {**branches[choice.backend], **choice.options},
-                             f"detect.{choice.backend}")
+            detector = build(
+                DETECTORS.load(choice.backend),
+                {**branches[choice.backend], **choice.options},
+                f"detect.{choice.backend}",
+            )
         except ConfigError:
             raise
-        except Exception as exc:  # a broken model or missing runtime: say so and try the next candidate
+        except Exception as exc:  # noqa: BLE001 - a broken model or missing runtime: say so, try the next one
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
             _LOG.warning("detector: cannot use %s: %s", choice.backend, lines[0])
             continue

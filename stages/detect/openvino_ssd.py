@@ -21,8 +21,9 @@ from stages.model_files import ModelFileError, resolve_model_path
 DEFAULT_MODEL = "pedestrian_detection_adas_0002/pedestrian-detection-adas-0002.xml"
 
 
-def ssd_detections(rows: np.ndarray, frame_size: tuple[int, int], score_threshold: float,
-                   label: int | None) -> sv.Detections:
+def ssd_detections(
+    rows: np.ndarray, frame_size: tuple[int, int], score_threshold: float, label: int | None
+) -> sv.Detections:
     """SSD output rows (N, 7) -> detections in frame pixels (class 0 = person)."""
     rows = rows.reshape(-1, 7)
     ended = np.flatnonzero(rows[:, 0] < 0)
@@ -68,13 +69,17 @@ class OpenVinoSsdDetector:
             raise ValueError(f"score_threshold must be in (0, 1), got {score_threshold}")
         path = resolve_model_path(model, models_dir)
         if not path.is_file() or not path.with_suffix(".bin").is_file():
-            raise ModelFileError(path, "not found (or its .bin is missing)",
-                                 "put the OpenVINO IR pair there or set GAITSCOPE_MODELS / detect.models_dir")
+            raise ModelFileError(
+                path,
+                "not found (or its .bin is missing)",
+                "put the OpenVINO IR pair there or set GAITSCOPE_MODELS / detect.models_dir",
+            )
         try:
             import openvino
         except ImportError:
-            raise ModelFileError(path, "needs the openvino package, which is not installed",
-                                 "pip install openvino") from None
+            raise ModelFileError(
+                path, "needs the openvino package, which is not installed", "pip install openvino"
+            ) from None
         core = openvino.Core()
         try:
             network = core.read_model(str(path))
@@ -82,8 +87,11 @@ class OpenVinoSsdDetector:
             self._compiled = core.compile_model(network, "CPU", config)
         except Exception as exc:  # openvino raises RuntimeError subclasses of its own for bad IR
             text = str(exc).strip().splitlines()
-            raise ModelFileError(path, f"OpenVINO cannot load it ({text[0][:160] if text else type(exc).__name__})",
-                                 "replace the .xml/.bin pair with the publisher's files") from exc
+            raise ModelFileError(
+                path,
+                f"OpenVINO cannot load it ({text[0][:160] if text else type(exc).__name__})",
+                "replace the .xml/.bin pair with the publisher's files",
+            ) from exc
         shape = network.inputs[0].get_partial_shape()
         output = network.outputs[0].get_partial_shape()
         if shape.rank.get_length() != 4 or shape.is_dynamic or shape[1].get_length() != 3:

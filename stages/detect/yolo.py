@@ -92,8 +92,11 @@ class YoloDetector:
         """
         metadata = folder / "metadata.yaml"
         if not metadata.is_file() or not any(folder.glob("*.xml")):
-            raise ModelFileError(folder, "not an ultralytics OpenVINO export (no metadata.yaml and .xml)",
-                                 "export with YOLO(...).export(format='openvino')")
+            raise ModelFileError(
+                folder,
+                "not an ultralytics OpenVINO export (no metadata.yaml and .xml)",
+                "export with YOLO(...).export(format='openvino')",
+            )
         _require_package("openvino", folder)
         try:
             self._task = yaml.safe_load(metadata.read_text()).get("task")

@@ -168,8 +168,9 @@ def open_onnx(path: Path, runtime: str, threads: int) -> OnnxRuntimeNet | OpenCv
             import onnxruntime  # noqa: F401
         except ImportError:
             if runtime == "onnxruntime":
-                raise ModelFileError(path, "the onnxruntime package is not installed", "pip install onnxruntime, "
-                                     "or set runtime: opencv") from None
+                raise ModelFileError(
+                    path, "the onnxruntime package is not installed", "pip install onnxruntime, or set runtime: opencv"
+                ) from None
         else:
             return OnnxRuntimeNet(path, threads)
     return OpenCvNet(path)
@@ -210,7 +211,9 @@ class YoloxDetector:
         if input_size <= 0 or input_size % max(STRIDES):
             raise ValueError(f"input_size must be a positive multiple of {max(STRIDES)}, got {input_size}")
         if not 0 < score_threshold <= start_threshold < 1:
-            raise ValueError(f"need 0 < score_threshold <= start_threshold < 1, got {score_threshold}, {start_threshold}")
+            raise ValueError(
+                f"need 0 < score_threshold <= start_threshold < 1, got {score_threshold}, {start_threshold}"
+            )
         path = resolve_model_path(model, models_dir)
         if not path.is_file():
             raise ModelFileError(
@@ -234,19 +237,26 @@ class YoloxDetector:
                 fix = f"set input_size: {shape[2]}"
             else:
                 fix = "give a YOLOX ONNX export (input (1, 3, S, S))"
-            raise ModelFileError(self.path, f"input shape {list(shape)} is not (1, 3, {self.input_size}, "
-                                 f"{self.input_size})", fix)
+            raise ModelFileError(
+                self.path, f"input shape {list(shape)} is not (1, 3, {self.input_size}, {self.input_size})", fix
+            )
         probe = np.full((1, 3, self.input_size, self.input_size), PAD_VALUE, dtype=np.float32)
         try:
             output = self._net.forward(probe)
         except Exception as exc:
-            raise ModelFileError(self.path, f"does not run at input {self.input_size}x{self.input_size} "
-                                 f"({_first_line(exc)})", "check input_size against the export") from exc
+            raise ModelFileError(
+                self.path,
+                f"does not run at input {self.input_size}x{self.input_size} ({_first_line(exc)})",
+                "check input_size against the export",
+            ) from exc
         expected = len(grid_cells(self.input_size)[0])
         if output.ndim != 3 or output.shape[1] != expected or output.shape[2] < 6:
-            raise ModelFileError(self.path, f"output shape {list(output.shape)} is not a YOLOX head at "
-                                 f"{self.input_size}x{self.input_size} ([1, {expected}, 5 + classes])",
-                                 "give a YOLOX ONNX export without its decoder, or fix input_size")
+            raise ModelFileError(
+                self.path,
+                f"output shape {list(output.shape)} is not a YOLOX head at "
+                f"{self.input_size}x{self.input_size} ([1, {expected}, 5 + classes])",
+                "give a YOLOX ONNX export without its decoder, or fix input_size",
+            )
 
     def detect(self, images: Sequence[np.ndarray]) -> list[sv.Detections]:
         """Person detections for each (H, W, 3) uint8 BGR image, in frame pixels."""
