@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from pipeline.config import ConfigError
+from pipeline.errors import UserError
 
 log = logging.getLogger("gaitscope")
 
@@ -118,7 +118,7 @@ def _guarded(call) -> int:
     """Run a command; user-fixable problems become one line on stderr and exit code 2."""
     try:
         return int(call() or 0)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (UserError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import UserError, output_error
 from stages.gallery.calibration import calibrate, calibration_distances
 from stages.gallery.search import Reranker
 from stages.gallery.stage import DEFAULT_RERANKER, GalleryMatcher, window_meta
@@ -89,7 +90,16 @@ def _read_jsonl(path: str) -> list[dict]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise GalleryError(f"no such records file: {p}")
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    records = []
+    try:
+        with open(p, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    records.append(json.loads(line))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" line {number}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise GalleryError(f"{p}{where}: not a JSON Lines file of track records ({type(exc).__name__})") from None
+    return records
 
 
 def _run_pipeline(videos: list[str], config: str | None, overrides: list[str]) -> list:
@@ -193,7 +203,7 @@ def _list(gallery: Gallery, entries: bool, as_json: bool) -> int:
         out = {**info, "identities": [asdict(i) for i in idents]}
         if entries:
             out["entries"] = [asdict(e) for e in gallery.entries()]
-        print(json.dumps(out, indent=1))
+        print(json.dumps(out, indent=1, allow_nan=False))
         return 0
     print(f"{info['path']}: {info['identities']} identities, entries {info['entries']}, models {info['models']}")
     for i in idents:
@@ -209,17 +219,21 @@ def _list(gallery: Gallery, entries: bool, as_json: bool) -> int:
 def _export(gallery: Gallery, out: Path, vectors: str | None) -> int:
     entries = gallery.entries()
     doc = {**gallery.info(), "identities": [asdict(i) for i in gallery.identities()], "entries": [asdict(e) for e in entries]}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(out)
-    if vectors:
-        feats = gallery.features([e.entry_id for e in entries])
-        arrays = {f"entry_{e.entry_id}": feats[e.entry_id] for e in entries}
-        vpath = Path(vectors).expanduser()
-        tmpv = vpath.with_name(vpath.name + ".tmp.npz")
-        np.savez(tmpv, **arrays)
-        tmpv.replace(vpath)
+    target = out
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        tmp.replace(out)
+        if vectors:
+            feats = gallery.features([e.entry_id for e in entries])
+            arrays = {f"entry_{e.entry_id}": feats[e.entry_id] for e in entries}
+            target = Path(vectors).expanduser()
+            tmpv = target.with_name(target.name + ".tmp.npz")
+            np.savez(tmpv, **arrays)
+            tmpv.replace(target)
+    except OSError as exc:
+        raise output_error(target, exc) from None
     print(f"exported {len(entries)} entries -> {out}" + (f" and {vectors}" if vectors else ""))
     return 0
 
@@ -266,6 +280,7 @@ def search_main(argv: list[str] | None = None) -> int:
     if not tracks:
         print("no track with an embedding found", file=sys.stderr)
         return 1
+    Gallery(args.gallery, create=False).close()  # searching never creates a gallery
     matcher = GalleryMatcher(gallery=args.gallery, reranker=args.reranker, metric=args.metric, top_k=args.top_k)
     try:
         for (source, track_id), track in tracks.items():
@@ -273,12 +288,13 @@ def search_main(argv: list[str] | None = None) -> int:
             emb, _, version = track.items[modality][-1]  # the final, longest window of the track
             result = search_one(matcher, modality, emb, version)
             if args.json:
-                print(json.dumps({"source": source, "track_id": track_id, **result}))
+                print(json.dumps({"source": source, "track_id": track_id, **result}, allow_nan=False))
             else:
                 best = result["identity"] or "unknown"
-                print(f"{source}#{track_id} ({modality}): {best}  distance {result['distance']:.4f}  confidence {result['confidence']:.3f}")
+                print(f"{source}#{track_id} ({modality}): {best}  distance {_number(result['distance'])}  "
+                      f"confidence {result['confidence']:.3f}")
                 for c in result["candidates"]:
-                    print(f"    {c['identity']:<24} {c['distance']:.4f}  (initial rank {c['initial_rank'] + 1})")
+                    print(f"    {c['identity']:<24} {_number(c['distance'])}  (initial rank {c['initial_rank'] + 1})")
     finally:
         matcher.close()
     return 0
@@ -290,11 +306,20 @@ def search_one(matcher: GalleryMatcher, modality: str, embedding: np.ndarray, ve
     return {
         "modality": modality,
         "identity": match.identity,
-        "distance": match.distance,
+        "distance": _finite(match.distance),
         "confidence": match.confidence,
         "calibrated": matcher.decision(modality, matcher.searcher_for(modality, version))[1] is not None,
-        "candidates": [asdict(c) for c in match.candidates],
+        "candidates": [{**asdict(c), "distance": _finite(c.distance)} for c in match.candidates],
     }
+
+
+def _finite(value: float) -> float | None:
+    """A distance for strict JSON: None when there was nothing to compare with (an empty gallery gives inf)."""
+    return float(value) if np.isfinite(value) else None
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,9 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return verbs[argv[0]](argv[1:])
-    except (GalleryError, FileNotFoundError) as exc:
+    except (UserError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
 
 
 if __name__ == "__main__":
