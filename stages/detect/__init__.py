@@ -20,9 +20,9 @@ from stages.model_files import find_model
 _LOG = logging.getLogger(__name__)
 
 # Learned detectors ``auto`` looks for in the models directory, best first: YOLOX-Nano (Apache-2.0,
-# 44 of ~46 campus people, no false hits at its threshold), the Ultralytics YOLOv8n OpenVINO export
-# (as good, AGPL-3.0, needs openvino + ultralytics), Intel's SSD pedestrian detector (Apache-2.0,
-# misses small people: 36 of 46).
+# 44 of ~46 campus people at score 0.3, fast on onnxruntime or cv2.dnn), the Ultralytics YOLOv8n
+# OpenVINO export (as good, but AGPL-3.0 and needs openvino + ultralytics), Intel's SSD pedestrian
+# detector (Apache-2.0, misses small people: 36 of 46, false hits indoors).
 LEARNED_MODELS: tuple[tuple[str, str, str, str], ...] = (
     ("yolox", "model", "yolox_nano/yolox_nano.onnx", "YOLOX-Nano ONNX, Apache-2.0"),
     ("yolo", "weights", "yolov8n_int8_openvino", "Ultralytics YOLOv8n OpenVINO export, AGPL-3.0"),
