@@ -5,6 +5,9 @@ detector alone in milliseconds per frame (frames held in memory, one warm-up bat
 half (decode -> detect -> track -> segment -> silhouettes) in frames per second and as a ratio to
 decode-only, and with ``--whole-chain`` the full configured chain (gait, ReID, gallery, attributes)
 in frames per second and as a ratio to the clip's own frame rate (>= 1 keeps up with real time).
+Every speed is also given as CPU milliseconds per frame (all threads of the process): on a shared,
+loaded machine wall-clock speeds swing with the other jobs while CPU time barely moves, and
+``2000 / CPU ms`` is what two free cores could sustain when the stage threads keep both busy.
 Peak RSS is the process's; run one backend per process for a clean figure. With ``--soak-minutes``
 it loops the clip for that many minutes of video and reports the RSS growth after warm-up (target:
 flat, < 50 MB).
@@ -99,12 +102,33 @@ def build_front_half(detector: Any) -> tuple[list[NamedStage], NamedStage]:
     )
 
 
+class Speed:
+    """Frames over the wall-clock and CPU seconds (all threads of the process) one measurement took."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def stop(self, frames: int) -> Speed:
+        self.frames = frames
+        self.wall_s, self.cpu_s = time.perf_counter() - self._wall, time.process_time() - self._cpu
+        return self
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.wall_s, 1e-9)
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu_s / max(self.frames, 1)
+
+
 def _run(
     chain: tuple[list[NamedStage], NamedStage, list[NamedStage]],
     path: str,
     frames: int,
     rss_samples: list | None = None,
-) -> tuple[float, dict[str, float]]:
+) -> tuple[Speed, dict[str, float]]:
     frame_stages, assembler, track_stages = chain
     runner = Runner(frame_stages, assembler, track_stages, RunnerOptions(progress=False))
 
@@ -112,18 +136,27 @@ def _run(
         if rss_samples is not None:
             rss_samples.append((time.perf_counter(), rss_mb()))
 
-    start = time.perf_counter()
+    speed = Speed()
     result = runner.run([LoopedSource(path, frames)], on_window=on_window)
-    elapsed = time.perf_counter() - start
-    return sum(result.frames.values()) / elapsed, {s["stage"]: s["ms_per_item"] for s in result.stage_stats}
+    return speed.stop(sum(result.frames.values())), {s["stage"]: s["ms_per_item"] for s in result.stage_stats}
 
 
-def front_half_fps(path: str, detector: Any, frames: int, rss_samples: list | None = None) -> tuple[float, dict]:
+def decode_only(path: str, frames: int) -> Speed:
+    from bench.decode_baseline import decode_only_fps
+
+    speed = Speed()
+    fps = decode_only_fps(path, max_frames=frames)
+    speed.stop(0)
+    speed.frames = round(fps * speed.wall_s)  # the clip may be shorter than ``frames``
+    return speed
+
+
+def front_half_fps(path: str, detector: Any, frames: int, rss_samples: list | None = None) -> tuple[Speed, dict]:
     return _run((*build_front_half(detector), []), path, frames, rss_samples)
 
 
-def detector_ms(path: str, detector: Any, frames: int, batch_size: int = 8) -> float:
-    """Milliseconds per frame of ``detector.process`` alone, over runner-sized batches of decoded frames."""
+def detector_ms(path: str, detector: Any, frames: int, batch_size: int = 8) -> Speed:
+    """``detector.process`` alone over runner-sized batches of decoded frames (after a warm-up batch)."""
     images = []
     with open_source(path, SourceOptions(max_frames=frames + batch_size)) as source:
         images = [item for item in source if isinstance(item, Frame)]
@@ -137,17 +170,15 @@ def detector_ms(path: str, detector: Any, frames: int, batch_size: int = 8) -> f
         for i in range(0, len(images), batch_size)
     ]
     detector.process(batches[0])  # warm-up: lazy initialisation, first-call compilation
-    start = time.perf_counter()
-    count = 0
+    speed = Speed()
     for batch in batches[1:]:
         detector.process(batch)
-        count += len(batch)
-    return 1000 * (time.perf_counter() - start) / max(count, 1)
+    return speed.stop(sum(len(batch) for batch in batches[1:]))
 
 
 def whole_chain_fps(
     path: str, backend: str, options: dict[str, Any], config_name: str | None, frames: int
-) -> tuple[float, dict]:
+) -> tuple[Speed, dict]:
     """The configured chain with its detect section replaced by ``backend`` + ``options``."""
     from pipeline import app
     from pipeline.config import StageSpec, options_from
@@ -170,7 +201,6 @@ def clip_fps(path: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.decode_baseline import decode_only_fps
     from stages.catalog import DETECTORS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -195,30 +225,34 @@ def main(argv: list[str] | None = None) -> int:
 
     for clip in args.clips:
         backend, detector = build_detector(args.backend, options)
-        decode_fps = decode_only_fps(clip, max_frames=args.frames)
-        ms = detector_ms(clip, build_detector(args.backend, options)[1], min(args.frames, 120))
-        fps, per_stage = front_half_fps(clip, detector, args.frames)
+        decode = decode_only(clip, args.frames)
+        alone = detector_ms(clip, build_detector(args.backend, options)[1], min(args.frames, 120))
+        front, per_stage = front_half_fps(clip, detector, args.frames)
         rate = clip_fps(clip)
         print(f"clip: {clip} ({rate:g} fps)  backend: {backend} {options or ''}")
-        print(f"  decode-only      : {decode_fps:8.1f} frames/s")
-        print(f"  detector alone   : {ms:8.1f} ms/frame")
+        print(f"  decode-only      : {decode.fps:8.1f} frames/s   CPU {decode.cpu_ms:7.1f} ms/frame")
+        print(f"  detector alone   : {1000 / alone.fps:8.1f} ms/frame   CPU {alone.cpu_ms:7.1f} ms/frame")
         print(
-            f"  front half       : {fps:8.1f} frames/s   ratio to decode-only: {fps / decode_fps:.3f}   "
-            f"x real time: {fps / rate:.2f}"
+            f"  front half       : {front.fps:8.1f} frames/s   CPU {front.cpu_ms:7.1f} ms/frame   "
+            f"ratio to decode-only: {front.fps / decode.fps:.3f} (CPU {decode.cpu_ms / front.cpu_ms:.3f})   "
+            f"x real time: {front.fps / rate:.2f} (2 free cores: {2000 / front.cpu_ms / rate:.2f})"
         )
         print("  per stage (ms/frame): " + ", ".join(f"{k} {v:.1f}" for k, v in per_stage.items()))
         if args.whole_chain:
             whole, stages = whole_chain_fps(clip, backend, options, args.config, args.frames)
-            print(f"  whole chain      : {whole:8.1f} frames/s   x real time: {whole / rate:.2f}")
+            print(
+                f"  whole chain      : {whole.fps:8.1f} frames/s   CPU {whole.cpu_ms:7.1f} ms/frame   "
+                f"x real time: {whole.fps / rate:.2f} (2 free cores: {2000 / whole.cpu_ms / rate:.2f})"
+            )
             print("  per stage (ms/item): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
         print(f"  peak RSS so far  : {peak_rss_mb():8.1f} MB")
         if args.soak_minutes > 0:
             frames = int(args.soak_minutes * 60 * rate)
             samples: list[tuple[float, float]] = []
-            soak_fps, _ = front_half_fps(clip, build_detector(args.backend, options)[1], frames, samples)
+            soak, _ = front_half_fps(clip, build_detector(args.backend, options)[1], frames, samples)
             warm = [mb for _, mb in samples[len(samples) // 5 :]] or [rss_mb()]
             print(
-                f"  soak             : {frames} frames ({args.soak_minutes:g} min of video) at {soak_fps:.1f} frames/s"
+                f"  soak             : {frames} frames ({args.soak_minutes:g} min of video) at {soak.fps:.1f} frames/s"
             )
             print(
                 f"  RSS after warm-up: start {warm[0]:.1f} MB, end {warm[-1]:.1f} MB, max {max(warm):.1f} MB, "
