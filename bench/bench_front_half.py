@@ -16,7 +16,7 @@ flat, < 50 MB).
     GAITSCOPE_MODELS=../shared/models python -m bench.bench_front_half ../shared/data/videos/*.mp4 \\
         --backend yolox --whole-chain
     python -m bench.bench_front_half CLIP --backend yolox --option detect_every=2
-    python -m bench.bench_front_half CLIP --backend yolo --option weights=yolo11n-seg.yaml --option image_size=640
+    python -m bench.bench_front_half CLIP --backend yolo --model yolo11n-seg.yaml --option image_size=640
     python -m bench.bench_front_half CLIP --backend classic --soak-minutes 10
 """
 
@@ -213,12 +213,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="detector option, repeatable (e.g. --option detect_every=2, --option models_dir=DIR)",
     )
+    parser.add_argument(
+        "--model", default=None, help="the backend's model file (yolo: weights; yolox, openvino: model)"
+    )
     parser.add_argument("--frames", type=int, default=300, help="frames for each speed measurement")
     parser.add_argument("--whole-chain", action="store_true", help="also time the whole configured chain")
     parser.add_argument("--config", default=None, help="pipeline config for --whole-chain (default: default)")
     parser.add_argument("--soak-minutes", type=float, default=0.0, help="loop this many minutes of video for RSS")
     args = parser.parse_args(argv)
     options = {key: yaml.safe_load(value) for key, _, value in (o.partition("=") for o in args.option)}
+    if args.model is not None:
+        options["weights" if args.backend == "yolo" else "model"] = args.model
     for clip in args.clips:
         if not Path(clip).is_file():
             parser.error(f"clip not found: {clip}")

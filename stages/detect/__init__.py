@@ -76,11 +76,13 @@ def build_auto_detector(params: Mapping[str, Any]) -> tuple[str, Any]:
     classic: {...}}`` -> (backend name, built detector).
 
     Tries `detector_candidates` in order; a candidate whose model is corrupt, of the wrong shape or
-    lacks its runtime is one warning line and the next is tried. Logs once which detector was chosen
+    lacks its runtime is one warning line and the next is tried; configured weights refused as unsafe
+    stop the run (one line), so a hostile file is never quietly replaced by another detector. Logs once which detector was chosen
     and why. Every branch's options are validated first, so a typo in a branch not taken is reported.
     """
     from pipeline.config import ConfigError, build, check_arguments
     from stages.catalog import DETECTORS
+    from stages.checkpoints import UnsafeCheckpointError
 
     params = dict(params)
     weights = params.pop("weights", None)
@@ -101,7 +103,7 @@ def build_auto_detector(params: Mapping[str, Any]) -> tuple[str, Any]:
                 {**branches[choice.backend], **choice.options},
                 f"detect.{choice.backend}",
             )
-        except ConfigError:
+        except (ConfigError, UnsafeCheckpointError):  # a hostile weights file is refused, never passed over
             raise
         except Exception as exc:  # noqa: BLE001 - a broken model or missing runtime: say so, try the next one
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
