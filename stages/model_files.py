@@ -53,3 +53,4 @@ def resolve_model_path(path: str | Path, override: str | Path | None = None) -> 
     if given.is_absolute() or given.exists():
         return given
     return models_dir(override) / given
+
