@@ -23,11 +23,12 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.errors import UserError
 from pipeline.registry import Registry, UnknownBackendError
 
 
-class ConfigError(ValueError):
-    """A configuration problem the user can fix; the message names the offending key."""
+class ConfigError(UserError, ValueError):
+    """A configuration problem the user can fix; the message names the offending key (one bounded line)."""
 
 
 @dataclass(frozen=True)

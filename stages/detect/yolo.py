@@ -1,6 +1,7 @@
 """YOLO person detector (ultralytics): boxes, and masks from -seg models.
 
-Weights are a local ``.pt`` file, or a model YAML such as ``yolo11n-seg.yaml`` (built with random
+Weights are a local ``.pt`` file (vetted first: only the classes an ultralytics checkpoint needs, see
+``ULTRALYTICS_CHECKPOINT``), or a model YAML such as ``yolo11n-seg.yaml`` (built with random
 weights: for plumbing tests only). Nothing is downloaded unless ``allow_download`` is set:
 ultralytics runs with ``YOLO_OFFLINE=1`` and a missing ``.pt`` file is an error at construction.
 ultralytics is imported here, lazily, so other backends never need it.
@@ -16,12 +17,23 @@ import numpy as np
 import supervision as sv
 
 from pipeline.messages import FrameResult
+from stages.checkpoints import TORCH_TENSORS, PickleAllowlist, vet_torch_pickle
 
 PERSON_CLASS = 0  # COCO "person", the class every ultralytics COCO model uses
 
 
 class MissingWeightsError(FileNotFoundError):
     """The configured YOLO weights are not on disk and downloading is not allowed."""
+
+
+# What an ultralytics checkpoint pickles: its model classes (restored, never called), torch modules,
+# tensors, and plain containers for its training arguments and metrics.
+ULTRALYTICS_CHECKPOINT = PickleAllowlist(
+    callables=TORCH_TENSORS.callables | {"types.SimpleNamespace", "ultralytics.utils.IterableSimpleNamespace",
+                                         "pathlib.PosixPath", "pathlib.WindowsPath"},
+    data=TORCH_TENSORS.data,
+    module_packages=("torch.nn.modules", "ultralytics.nn"),
+)
 
 
 class YoloDetector:
@@ -51,6 +63,9 @@ class YoloDetector:
                 f"YOLO weights {weights} not found; give a local .pt path, set allow_download, "
                 "or use the classic detector"
             )
+        if path.is_file() and path.suffix.lower() in (".pt", ".pth"):
+            # ultralytics unpickles checkpoints with arbitrary globals: refuse anything else first
+            vet_torch_pickle(path, ULTRALYTICS_CHECKPOINT, "YOLO weights")
         if not allow_download:
             os.environ["YOLO_OFFLINE"] = "1"  # before ultralytics is imported: no network look-ups
         from ultralytics import YOLO

@@ -175,8 +175,7 @@ class GalleryMatcher:
             return
         for w, e in zip(windows, embeddings):
             if w.is_final and w.identity.identity is None:
-                name = self.gallery.new_identity_name(self.enrol_prefix)
-                self.gallery.add(modality, [e], [window_meta(w, name)], version, auto=True)
+                name, _ = self.gallery.enrol_new_identity(self.enrol_prefix, {modality: ([e], [window_meta(w, "")], version)})
                 m = w.identity
                 w.identity = IdentityMatch(name, modality, m.distance, m.confidence, m.candidates, enrolled=True)
 

@@ -8,8 +8,17 @@ Layout of a gallery directory::
 
 Crash safety: SQLite is the source of truth and every write is one transaction (all or nothing),
 which also bumps the modality's generation. Index files are written to a temporary name and renamed
-into place, named by generation; an index whose generation is not the database's is ignored and
-rebuilt from SQLite at open. So a kill at any moment leaves either the previous or the new gallery.
+into place, named by generation, and their generation, entry count and sha256 are recorded in the
+database (``index:<modality>``); an index file that is missing, damaged or out of step with the
+database (another generation, count or checksum) is ignored and rebuilt from SQLite. So a kill at any
+moment leaves either the previous or the new gallery, and a damaged index is never carried forward.
+A new auto-enrolled identity gets its name and its entries in one write transaction, so concurrent
+processes never give one name to two people.
+
+A database that is not a readable gallery (truncated, zeroed, emptied, garbled) is refused with one
+line and left untouched; a deleted one is never silently replaced by an empty gallery while its
+index files remain. A gallery on a read-only file system or without write permission opens read-only:
+listing and searching work, writes are refused.
 
 Each gallery is bound to the models that made its embeddings (``model:gait``, ``model:appearance``);
 adding or searching with another model's embeddings is refused.
@@ -18,20 +27,27 @@ adding or searching with another model's embeddings is refused.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
+from urllib.parse import quote
 
 import faiss
 import numpy as np
 
+from pipeline.errors import UserError
+from stages.checkpoints import sha256_of
 from stages.gallery.calibration import Calibration
 from stages.gallery.index import IndexSpec, SearchIndex, build_index
+
+log = logging.getLogger(__name__)
 
 FORMAT = "gaitscope-gallery-1"
 MODALITIES = ("gait", "appearance")
@@ -63,8 +79,8 @@ CREATE INDEX IF NOT EXISTS entries_identity ON entries(identity_id);
 """
 
 
-class GalleryError(ValueError):
-    """A gallery that cannot be used as asked (wrong format, unknown identity, ...)."""
+class GalleryError(UserError, ValueError):
+    """A gallery that cannot be used as asked (wrong format, unknown identity, damaged, read-only, ...)."""
 
 
 class GalleryModelMismatch(GalleryError):
@@ -82,6 +98,152 @@ def search_vector(embedding: np.ndarray) -> np.ndarray:
         e = e[None, :]
     norms = np.linalg.norm(e, axis=-1, keepdims=True)
     return (e / np.maximum(norms, 1e-12) / np.sqrt(e.shape[0])).reshape(-1)
+
+
+_HEADER = b"SQLite format 3\x00"
+
+
+class _Rows:
+    """The fetched result of one statement (fetched at once, so a damaged page fails inside ``execute``)."""
+
+    def __init__(self, rows: list, lastrowid: int | None) -> None:
+        self._rows = rows
+        self.lastrowid = lastrowid
+
+    def fetchone(self):
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list:
+        return self._rows
+
+
+class _Database:
+    """The gallery's SQLite connection; every SQLite error becomes a one-line GalleryError naming the file."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._connection = connection
+        self.path = path
+
+    def execute(self, sql: str, args: Sequence = ()) -> _Rows:
+        try:
+            cursor = self._connection.execute(sql, args)
+            return _Rows(cursor.fetchall(), cursor.lastrowid)
+        except sqlite3.Error as exc:
+            raise _database_error(self.path, exc) from None
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def _database_error(db: Path, exc: sqlite3.Error) -> GalleryError:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "locked" in text or "busy" in text:
+        return GalleryError(f"{db}: busy ({text}): another process held it for longer than {_BUSY_TIMEOUT_S:g} s")
+    if "readonly" in text or "read-only" in text:
+        return GalleryError(f"{db} is read-only: cannot write to it")
+    if "full" in text:
+        return GalleryError(f"{db}: cannot write ({text}): free some space and retry; the gallery is unchanged")
+    if "unable to open" in text:
+        return GalleryError(f"{db}: cannot open ({text})")
+    if isinstance(exc, sqlite3.OperationalError) and "no such table" not in text:
+        return GalleryError(f"{db}: {text}")
+    return GalleryError(f"{db}: damaged gallery database ({text}); it is left untouched: restore it from a "
+                        "backup, or move it away to start a new gallery")
+
+
+_BUSY_TIMEOUT_S = 30.0
+
+
+def _create_database(db: Path) -> None:
+    """A new empty gallery database, put in place atomically (a half-made file is never ``gallery.sqlite``)."""
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".gallery.", suffix=".sqlite.new", dir=db.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise GalleryError(f"cannot create a gallery at {db.parent}: {exc.strerror or exc}") from None
+    tmp = Path(name)
+    try:
+        connection = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(_SCHEMA)
+            connection.execute("INSERT INTO meta(key, value) VALUES ('format', ?)", (FORMAT,))
+        finally:
+            connection.close()
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, db)  # never replaces: when another process created one first, theirs is used
+        except FileExistsError:
+            pass
+    except sqlite3.Error as exc:
+        raise _database_error(db, exc) from None
+    except OSError as exc:
+        raise GalleryError(f"cannot create a gallery at {db.parent}: {exc.strerror or exc}") from None
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+
+
+def _check_header(db: Path) -> None:
+    """Refuse files that cannot be a gallery database: empty, not SQLite, or shorter than their header says."""
+    try:
+        size = db.stat().st_size
+        with open(db, "rb") as f:
+            header = f.read(100)
+    except OSError as exc:
+        raise GalleryError(f"{db}: cannot read ({exc.strerror or exc})") from None
+    problem = None
+    if size == 0:
+        problem = "empty file"
+    elif len(header) < 100 or not header.startswith(_HEADER):
+        problem = "not an SQLite database (zeroed or overwritten?)"
+    else:
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(header[28:32], "big")
+        if header[24:28] == header[92:96] and pages and size < pages * page_size:
+            problem = f"truncated ({size} of {pages * page_size} bytes)"
+    if problem:
+        raise GalleryError(f"{db}: damaged gallery database ({problem}); it is left untouched: restore it from "
+                           "a backup, or move it away to start a new gallery")
+
+
+def _writable(db: Path) -> bool:
+    """Whether the database and its folder (for SQLite's -wal and -shm files) accept writes."""
+    try:
+        fd = os.open(db, os.O_RDWR)
+        os.close(fd)
+        with tempfile.TemporaryFile(dir=db.parent):
+            pass
+    except OSError:
+        return False
+    return True
+
+
+def _connect(db: Path) -> tuple[_Database, bool]:
+    """(connection, read_only) for an existing gallery database."""
+    _check_header(db)
+    uri = "file:" + quote(str(db.resolve()))
+    try:
+        if _writable(db):
+            connection = sqlite3.connect(db, check_same_thread=False, isolation_level=None, timeout=_BUSY_TIMEOUT_S)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            return _Database(connection, db), False
+        connection = sqlite3.connect(uri + "?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()
+        except sqlite3.OperationalError:
+            connection.close()
+            # WAL needs a -shm file it cannot create in a read-only folder: nobody can write there either
+            connection = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, check_same_thread=False,
+                                         isolation_level=None)
+        return _Database(connection, db), True
+    except sqlite3.Error as exc:
+        raise _database_error(db, exc) from None
 
 
 @dataclass(frozen=True)
@@ -120,29 +282,41 @@ class IdentitySummary:
 
 
 class Gallery:
-    """A gallery directory opened for reading and writing. Thread-safe (one lock)."""
+    """A gallery directory opened for reading and writing (or reading only). Thread-safe (one lock).
+
+    read_only: set when the directory or database cannot be written (read-only file system, no
+    permission); writes then raise GalleryError and indexes are rebuilt in memory only.
+    """
 
     def __init__(self, path: str | Path, index_spec: IndexSpec | None = None, create: bool = True) -> None:
         self.path = Path(path).expanduser()
         db = self.path / "gallery.sqlite"
+        if self.path.exists() and not self.path.is_dir():
+            raise GalleryError(f"{self.path} is not a gallery directory (a file is in the way)")
         if not db.exists():
+            leftovers = sorted(p.name for p in self.path.glob("*.faiss")) if self.path.is_dir() else []
+            if leftovers:
+                raise GalleryError(
+                    f"{db} is missing but its index files remain ({leftovers[0]}, ...): the database was deleted; "
+                    "restore it from a backup (an empty gallery is never started over it)"
+                )
             if not create:
                 raise GalleryError(f"no gallery at {self.path} (create one with `enroll`)")
-            self.path.mkdir(parents=True, exist_ok=True)
+            _create_database(db)
         self.spec = index_spec or IndexSpec()
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
-        with self._transaction():
+        self._db, self.read_only = _connect(db)
+        try:
             fmt = self._meta("format")
-            if fmt is None:
-                self._set_meta("format", FORMAT)
-            elif fmt != FORMAT:
-                raise GalleryError(f"{self.path}: gallery format {fmt!r}, this version reads {FORMAT!r}")
+        except GalleryError:
+            self._db.close()
+            raise
+        if fmt != FORMAT:
+            self._db.close()
+            found = "no gallery format" if fmt is None else f"gallery format {fmt!r}"
+            raise GalleryError(f"{db}: {found}, this version reads {FORMAT!r}; the file is left untouched")
         self._indexes: dict[str, SearchIndex] = {}
+        self._index_generation: dict[str, int] = {}  # the database generation each in-memory index reflects
         self._dirty: set[str] = set()
         for modality in MODALITIES:
             self._open_index(modality)
@@ -150,6 +324,8 @@ class Gallery:
     # -- SQLite helpers -------------------------------------------------------------------------
     def _transaction(self):
         db = self._db
+        if self.read_only:
+            raise GalleryError(f"gallery {self.path} is read-only (file system or permissions): cannot write to it")
 
         class _Tx:
             def __enter__(self_inner):
@@ -185,48 +361,110 @@ class Gallery:
         vecs = np.stack([search_vector(np.frombuffer(r[1], np.float32).reshape(json.loads(r[2]))) for r in rows])
         return vecs, ids
 
+    def _stored_index(self, modality: str, generation: int, count: int) -> tuple[object | None, str]:
+        """The index file of ``generation`` when its recorded count and checksum hold, else (None, why)."""
+        file = self._index_file(modality, generation)
+        if not file.exists():
+            return None, "missing"
+        record = json.loads(self._meta(f"index:{modality}") or "{}")
+        if record.get("generation") != generation or record.get("entries") != count:
+            return None, "not recorded for this database state"
+        try:
+            if sha256_of(file) != record.get("sha256"):
+                return None, "damaged (checksum mismatch)"
+            cpu = faiss.read_index(str(file))
+        except (OSError, RuntimeError) as exc:
+            return None, f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        if cpu.ntotal != count:
+            return None, f"holds {cpu.ntotal} vectors for {count} entries"
+        return cpu, ""
+
     def _open_index(self, modality: str) -> None:
+        """Load the recorded index of the database's generation, or rebuild it from SQLite."""
         generation = self._generation(modality)
         count = self.count(modality)
-        file = self._index_file(modality, generation)
-        cpu = None
-        if file.exists():
-            cpu = faiss.read_index(str(file))
-            if cpu.ntotal != count:  # not the index of this database state: rebuild
-                cpu = None
+        cpu, why = self._stored_index(modality, generation, count) if count else (None, "")
         if cpu is None:
-            vecs, ids = self._load_vectors(modality)
-            dim = vecs.shape[1] if len(vecs) else int(self._meta(f"dim:{modality}") or 1)
-            cpu = build_index(vecs.reshape(len(vecs), dim), ids, self.spec)
+            if count:
+                level = logging.DEBUG if why == "missing" else logging.WARNING  # missing: killed before flush
+                log.log(level, "gallery %s: %s index %s; rebuilt from gallery.sqlite (%d entries)",
+                        self.path, modality, why, count)
+            self._indexes[modality] = SearchIndex(self._build_from_database(modality), self.spec)
             if count:
                 self._dirty.add(modality)
-        self._indexes[modality] = SearchIndex(cpu, self.spec)
+        else:
+            self._indexes[modality] = SearchIndex(cpu, self.spec)
+        self._index_generation[modality] = generation
+
+    def _build_from_database(self, modality: str):
+        vecs, ids = self._load_vectors(modality)
+        dim = vecs.shape[1] if len(vecs) else int(self._meta(f"dim:{modality}") or 1)
+        return build_index(vecs.reshape(len(vecs), dim), ids, self.spec)
+
+    def _in_step(self, modality: str) -> SearchIndex:
+        """The modality's index, rebuilt first when another process changed the database since."""
+        generation = self._generation(modality)
+        if generation != self._index_generation[modality]:
+            self._indexes[modality] = SearchIndex(self._build_from_database(modality), self.spec)
+            self._index_generation[modality] = generation
+            self._dirty.add(modality)
+        return self._indexes[modality]
 
     def flush(self) -> None:
-        """Write changed indexes (temporary file, fsync, rename) and drop stale generations."""
+        """Write changed indexes (temporary file, fsync, rename), record their checksums, drop stale files.
+
+        Runs inside a write transaction, so concurrent writers never interleave index files; an index
+        another process has since superseded is not written. A failed write leaves the database as it
+        is (the index is rebuilt from it at the next open).
+        """
         with self._lock:
-            for modality in sorted(self._dirty):
-                generation = self._generation(modality)
-                final = self._index_file(modality, generation)
-                tmp = final.with_suffix(".faiss.tmp")
-                faiss.write_index(self._indexes[modality].cpu, str(tmp))
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
-                os.replace(tmp, final)
-                for old in self.path.glob(f"{modality}-g*.faiss*"):
-                    if old != final:
-                        old.unlink(missing_ok=True)
-                dir_fd = os.open(self.path, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+            if self.read_only or not self._dirty:
+                self._dirty.clear()
+                return
+            try:
+                with self._transaction():
+                    for modality in sorted(self._dirty):
+                        self._write_index(modality)
+            except OSError as exc:
+                log.warning("gallery %s: could not write its index (%s); it is rebuilt from gallery.sqlite at "
+                            "the next open", self.path, exc.strerror or exc)
             self._dirty.clear()
+
+    def _write_index(self, modality: str) -> None:
+        generation = self._generation(modality)
+        if generation != self._index_generation[modality]:
+            return  # superseded by another process's write
+        final = self._index_file(modality, generation)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{modality}-g{generation}.", suffix=".faiss.tmp", dir=self.path)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            index = self._indexes[modality].cpu
+            faiss.write_index(index, str(tmp))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            record = {"generation": generation, "entries": int(index.ntotal), "sha256": sha256_of(tmp)}
+            os.replace(tmp, final)
+        except RuntimeError as exc:  # faiss reports write errors (disk full) as RuntimeError
+            raise OSError(str(exc).splitlines()[0] if str(exc) else "faiss write failed") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._set_meta(f"index:{modality}", json.dumps(record))
+        for old in [*self.path.glob(f"{modality}-g*.faiss*"), *self.path.glob(f".{modality}-g*.faiss.tmp")]:
+            if old != final:
+                old.unlink(missing_ok=True)
+        dir_fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def close(self) -> None:
         with self._lock:
-            self.flush()
-            self._db.close()
+            try:
+                self.flush()
+            finally:
+                self._db.close()
 
     def __enter__(self) -> Self:
         return self
@@ -271,44 +509,99 @@ class Gallery:
 
         Identities are created when new (``auto`` marks those created by auto-enrolment).
         """
-        if len(embeddings) != len(metas):
-            raise ValueError(f"{len(embeddings)} embeddings for {len(metas)} metadata records")
-        if not embeddings:
-            return []
-        arrays = [np.ascontiguousarray(e, dtype=np.float32) for e in embeddings]
-        shapes = {a.shape for a in arrays}
-        if len(shapes) != 1:
-            raise GalleryError(f"embeddings of different shapes in one batch: {sorted(shapes)}")
-        shape = arrays[0].shape
+        return self._write({modality: (embeddings, metas, model_version)}, auto)[1].get(modality, [])
+
+    def enrol_new_identity(
+        self, prefix: str, batches: Mapping[str, tuple[Sequence[np.ndarray], Sequence[EntryMeta], str]]
+    ) -> tuple[str, dict[str, list[int]]]:
+        """A new auto-enrolled identity ``<prefix>-NNNNN`` with its entries: (name, entry ids per modality).
+
+        batches: per modality (embeddings, metadata, model version); the metadata's identity is
+        replaced by the new name. The name is chosen and the entries added in one write transaction,
+        so two processes enrolling into one gallery never share a name.
+        """
+        if not any(len(b[0]) for b in batches.values()):
+            raise GalleryError("a new identity needs at least one embedding")
+        return self._write(batches, True, prefix)
+
+    def _write(
+        self,
+        batches: Mapping[str, tuple[Sequence[np.ndarray], Sequence[EntryMeta], str]],
+        auto: bool,
+        new_prefix: str | None = None,
+    ) -> tuple[str | None, dict[str, list[int]]]:
+        prepared: dict[str, tuple[list[np.ndarray], Sequence[EntryMeta], str]] = {}
+        for modality, (embeddings, metas, model_version) in batches.items():
+            if len(embeddings) != len(metas):
+                raise ValueError(f"{len(embeddings)} embeddings for {len(metas)} metadata records")
+            if modality not in MODALITIES:
+                raise GalleryError(f"unknown modality {modality!r}; use one of {MODALITIES}")
+            if not embeddings:
+                continue
+            arrays = [np.ascontiguousarray(e, dtype=np.float32) for e in embeddings]
+            shapes = {a.shape for a in arrays}
+            if len(shapes) != 1:
+                raise GalleryError(f"embeddings of different shapes in one batch: {sorted(shapes)}")
+            prepared[modality] = (arrays, metas, model_version)
+        if not prepared:
+            return None, {}
         with self._lock:
-            self.check_model(modality, model_version)
-            index = self._indexes[modality]
-            dim = int(np.prod(shape))
-            if index.ntotal and index.cpu.d != dim:
-                raise GalleryError(f"{modality} embeddings of shape {shape} do not fit this gallery's dimension {index.cpu.d}")
             now = time.time()
-            ids: list[int] = []
+            ids: dict[str, list[int]] = {}
+            name = None
+            rebuild: set[str] = set()
+            generations: dict[str, int] = {}
             with self._transaction():
-                if self.model_version(modality) is None and model_version:
-                    self._set_meta(f"model:{modality}", model_version)
-                self._set_meta(f"dim:{modality}", str(dim))
-                for a, m in zip(arrays, metas):
-                    identity_id = self._identity_id(m.identity, auto, now)
-                    cur = self._db.execute(
-                        "INSERT INTO entries(identity_id, modality, features, shape, source, track_id, t_start, t_end, attributes, created)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (identity_id, modality, a.tobytes(), json.dumps(list(shape)), m.source, m.track_id,
-                         m.t_start, m.t_end, json.dumps(m.attributes), now),
-                    )
-                    ids.append(int(cur.lastrowid))
-                self._set_meta(f"generation:{modality}", str(self._generation(modality) + 1))
-            vectors = np.stack([search_vector(a) for a in arrays])
-            if index.ntotal == 0 and index.cpu.d != dim:
-                self._indexes[modality] = SearchIndex(build_index(vectors, np.asarray(ids), self.spec), self.spec)
-            else:
-                index.add(vectors, np.asarray(ids, dtype=np.int64))
-            self._dirty.add(modality)
-            return ids
+                if new_prefix is not None:
+                    name = self._allocate_name(new_prefix)
+                for modality, (arrays, metas, model_version) in prepared.items():
+                    self.check_model(modality, model_version)
+                    dim = int(np.prod(arrays[0].shape))
+                    stored_dim = self._meta(f"dim:{modality}")
+                    if self.count(modality) and stored_dim is not None and int(stored_dim) != dim:
+                        raise GalleryError(f"{modality} embeddings of shape {arrays[0].shape} do not fit this "
+                                           f"gallery's dimension {stored_dim}")
+                    if self.model_version(modality) is None and model_version:
+                        self._set_meta(f"model:{modality}", model_version)
+                    self._set_meta(f"dim:{modality}", str(dim))
+                    shape = json.dumps(list(arrays[0].shape))
+                    ids[modality] = []
+                    for a, m in zip(arrays, metas):
+                        identity_id = self._identity_id(m.identity if name is None else name, auto, now)
+                        cur = self._db.execute(
+                            "INSERT INTO entries(identity_id, modality, features, shape, source, track_id, t_start, "
+                            "t_end, attributes, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (identity_id, modality, a.tobytes(), shape, m.source, m.track_id,
+                             m.t_start, m.t_end, json.dumps(m.attributes), now),
+                        )
+                        ids[modality].append(int(cur.lastrowid))
+                    generation = self._generation(modality)
+                    if generation != self._index_generation[modality]:
+                        rebuild.add(modality)  # another process wrote since: this index no longer fits
+                    self._set_meta(f"generation:{modality}", str(generation + 1))
+                    generations[modality] = generation + 1
+                built = {m: self._build_from_database(m) for m in rebuild}  # inside: no other writer
+            self._index_generation.update(generations)
+            for modality, (arrays, _, _) in prepared.items():
+                index = self._indexes[modality]
+                if modality in built:
+                    self._indexes[modality] = SearchIndex(built[modality], self.spec)
+                elif index.ntotal == 0 and index.cpu.d != arrays[0].size:
+                    vectors = np.stack([search_vector(a) for a in arrays])
+                    self._indexes[modality] = SearchIndex(
+                        build_index(vectors, np.asarray(ids[modality]), self.spec), self.spec)
+                else:
+                    vectors = np.stack([search_vector(a) for a in arrays])
+                    index.add(vectors, np.asarray(ids[modality], dtype=np.int64))
+                self._dirty.add(modality)
+            return name, ids
+
+    def _allocate_name(self, prefix: str) -> str:
+        """A fresh ``<prefix>-<n>``; call inside the write transaction that adds its entries."""
+        n = self._db.execute("SELECT COUNT(*) FROM identities").fetchone()[0] + 1
+        while self._db.execute("SELECT 1 FROM identities WHERE name = ?", (f"{prefix}-{n:05d}",)).fetchone():
+            n += 1
+        return f"{prefix}-{n:05d}"
 
     def _identity_id(self, name: str, auto: bool, now: float) -> int:
         if not name:
@@ -322,31 +615,24 @@ class Gallery:
     def remove_identity(self, name: str) -> int:
         """Delete an identity and all its entries; returns the number of entries removed."""
         with self._lock:
-            row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise GalleryError(f"no identity {name!r} in gallery {self.path}")
-            per_modality = dict(self._db.execute(
-                "SELECT modality, COUNT(*) FROM entries WHERE identity_id = ? GROUP BY modality", (row[0],)
-            ).fetchall())
             with self._transaction():
+                row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+                if row is None:
+                    raise GalleryError(f"no identity {name!r} in gallery {self.path}")
+                per_modality = dict(self._db.execute(
+                    "SELECT modality, COUNT(*) FROM entries WHERE identity_id = ? GROUP BY modality", (row[0],)
+                ).fetchall())
                 self._db.execute("DELETE FROM identities WHERE id = ?", (row[0],))
+                built, generations = {}, {}
                 for modality in per_modality:
-                    self._set_meta(f"generation:{modality}", str(self._generation(modality) + 1))
-            for modality in per_modality:
-                vecs, ids = self._load_vectors(modality)
-                cpu = build_index(vecs, ids, self.spec) if len(ids) else build_index(
-                    np.zeros((0, self._indexes[modality].cpu.d), np.float32), ids, self.spec)
+                    generations[modality] = self._generation(modality) + 1
+                    self._set_meta(f"generation:{modality}", str(generations[modality]))
+                    built[modality] = self._build_from_database(modality)
+            self._index_generation.update(generations)
+            for modality, cpu in built.items():
                 self._indexes[modality] = SearchIndex(cpu, self.spec)
                 self._dirty.add(modality)
             return int(sum(per_modality.values()))
-
-    def new_identity_name(self, prefix: str = "person") -> str:
-        """A fresh name ``<prefix>-<n>`` not used yet (for auto-enrolment)."""
-        with self._lock:
-            n = self._db.execute("SELECT COUNT(*) FROM identities").fetchone()[0] + 1
-            while self._db.execute("SELECT 1 FROM identities WHERE name = ?", (f"{prefix}-{n:05d}",)).fetchone():
-                n += 1
-            return f"{prefix}-{n:05d}"
 
     # -- reads ----------------------------------------------------------------------------------
     def count(self, modality: str | None = None) -> int:
@@ -355,12 +641,13 @@ class Gallery:
         return int(self._db.execute("SELECT COUNT(*) FROM entries WHERE modality = ?", (modality,)).fetchone()[0])
 
     def index_size(self, modality: str) -> int:
-        return self._indexes[modality].ntotal
+        with self._lock:
+            return self._in_step(modality).ntotal
 
     def search(self, modality: str, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Nearest entries by inner product of search vectors (Q, D): (similarities (Q, k), entry ids (Q, k))."""
         with self._lock:
-            return self._indexes[modality].search(vectors, k)
+            return self._in_step(modality).search(vectors, k)
 
     def features(self, entry_ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Raw embeddings of entries, by id."""
