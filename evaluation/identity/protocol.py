@@ -3,7 +3,7 @@ auto-enrol links. Everything goes through the gallery stage's own code (enrolmen
 re-ranking, decisions); this module only arranges who is enrolled and who probes.
 
 Closed set: for each camera in turn, its truth-matched tracks are enrolled, one gallery identity per
-track with all its windows' embeddings (``stages.gallery.commands.enroll_track``); the truth-matched
+track with all its windows' embeddings (``stages.gallery.operations.enroll_track``); the truth-matched
 tracks of the other cameras probe that gallery. Scorers:
 
 - ``system``: the probe's windows go through the gallery stage (``process``) as in a run; the
@@ -76,7 +76,7 @@ def _ranking(candidates: list[tuple[str, float]], names: dict[str, TrackKey]) ->
 def closed_set_probes(config: PipelineConfig, run_windows: Sequence[TrackWindow], tracks: dict[TrackKey, TrackTruth],
                       enrol_camera: str, scorers: Sequence[str], batch_size: int = 8) -> dict[str, list[Probe]]:
     """Enrol ``enrol_camera``'s truth-matched tracks, probe with every other camera's ones."""
-    from stages.gallery.commands import enroll_track, tracks_from_windows
+    from stages.gallery.operations import enroll_track, tracks_from_windows
 
     unknown = sorted(set(scorers) - set(SCORERS))
     if unknown:
