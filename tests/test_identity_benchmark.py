@@ -171,7 +171,7 @@ def test_tiny_site_end_to_end(tmp_path):
     """Render two cameras, run the chain, score it: every number is present, bounded and valid JSON."""
     (tmp_path / "tiny.yaml").write_text(TINY_SITE)
     (tmp_path / "bench.yaml").write_text(
-        "overrides: [reid.routes=all, runner.batch_size=4]\nsites: [tiny.yaml]\n"
+        "overrides: [reid.routes=all, runner.batch_size=4, gait.batch_frames=120]\nsites: [tiny.yaml]\n"
         "variants: [{name: default, closed_set: [system, gait, appearance]},\n"
         "           {name: every, overrides: [gait_detector.every_window=true], closed_set: [gait]}]\n")
     result = run_benchmark(BenchConfig.load(tmp_path / "bench.yaml"), cache=tmp_path / "cache")

@@ -14,7 +14,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
 import tempfile
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,11 +108,22 @@ def _front_end(config: PipelineConfig, sources: list[str]) -> FrontEndRun:
     return run_front_end(config, sources)
 
 
+def _exit_with(parent: int) -> None:
+    """Child initializer: end this process as soon as the benchmark that started it is gone."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _in_child(function, *args):
     """``function(*args)`` in a child process: the models' memory goes back to the system when it
     ends, so that a benchmark of many runs stays within one run's memory."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)) as pool:
         return pool.submit(function, *args).result()
 
 
@@ -121,6 +135,7 @@ def run_front_end_isolated(config: PipelineConfig, sources: list[str]) -> FrontE
 def _gait_stages(config: PipelineConfig, run: FrontEndRun) -> FrontEndRun:
     from stages.catalog import STAGE_KINDS
 
+    set_compute_threads(options_from(RunnerOptions, config.runner, "runner"))
     stages = [build(STAGE_KINDS[k].load(config.stages[k].backend), config.stages[k].params, k)
               for k in GAIT_SECTIONS if k in config.stages]
     windows = [dataclasses.replace(w, gait=None, gait_embedding=None, identity=None, errors=list(w.errors),
