@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Install gaitscope into ./.venv from the package registry (CPU FAISS; pass --gpu for faiss-gpu).
 # --with-rtsp-server also installs Debian's GStreamer RTSP server used by the stream tests.
-# --full adds the optional backends: PaddleSeg's runtime and the sentence encoder for attribute training.
+# --full adds the optional backends: PaddleSeg's runtime, the sentence encoder for attribute training and
+# Ray (the distributed executor), and Debian's Chromium for the report's rendering test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="cpu,dev"
 for arg in "$@"; do
   case "$arg" in
     --gpu) extras="${extras/cpu/gpu}" ;;
-    --full) extras="$extras,paddle,text" ;;
+    --full)
+      extras="$extras,paddle,text,ray"
+      if command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >/dev/null \
+          || echo "chromium not installed: the report's screenshot test will skip" >&2
+      fi ;;
     --with-rtsp-server)
       export DEBIAN_FRONTEND=noninteractive
       apt-get update -qq
