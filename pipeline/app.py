@@ -160,10 +160,10 @@ def run(
     from pipeline.sources import SourceOptions, expand_sources, mask_credentials, open_source
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     source_options = options_from(SourceOptions, config.source, "source")
     runner_options = options_from(RunnerOptions, config.runner, "runner")
     export_options = options_from(ExportOptions, config.export, "export")
+    out_dir.mkdir(parents=True, exist_ok=True)
     writer = TrackRecordWriter(out_dir, export_options)
     specs = expand_sources(sources)
     skipped = [s for s in specs if resume and writer.is_complete(s)]

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.config import check_fields
+from pipeline.domains import PositiveInt
 from pipeline.messages import FrameResult, SourceEvent, TrackWindow
 
 log = logging.getLogger("gaitscope")
@@ -40,11 +42,14 @@ class RunnerOptions:
         single-threaded than with threads that stall each other.
     """
 
-    queue_size: int = 16
-    batch_size: int = 8
-    max_open_sources: int = 4
+    queue_size: PositiveInt = 16
+    batch_size: PositiveInt = 8
+    max_open_sources: PositiveInt = 4
     progress: bool | None = None
-    torch_threads: int | None = 1
+    torch_threads: PositiveInt | None = 1
+
+    def __post_init__(self) -> None:
+        check_fields(self, "runner")
 
 
 @dataclass(frozen=True)

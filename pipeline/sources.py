@@ -33,12 +33,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 import av
 import av.error
 
+from pipeline.config import check_fields
+from pipeline.domains import NonNegativeInt, PositiveFloat, PositiveInt
 from pipeline.messages import Frame, SourceEvent
 
 log = logging.getLogger(__name__)
@@ -79,35 +81,20 @@ class SourceOptions:
     decode_threads: decoder threads (FFmpeg frame/slice threading); 0 = FFmpeg chooses.
     """
 
-    frame_stride: int = 1
-    max_frames: int | None = None
-    rtsp_transport: str = "tcp"
-    open_timeout_s: float = 5.0
-    read_timeout_s: float = 5.0
-    reconnect_initial_s: float = 1.0
-    reconnect_max_s: float = 30.0
-    max_reconnect_attempts: int | None = None
-    live_analyze_s: float = 0.5
-    queue_size: int = 16
-    decode_threads: int = 0
+    frame_stride: PositiveInt = 1
+    max_frames: NonNegativeInt | None = None
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: PositiveFloat = 5.0
+    read_timeout_s: PositiveFloat = 5.0
+    reconnect_initial_s: PositiveFloat = 1.0
+    reconnect_max_s: PositiveFloat = 30.0
+    max_reconnect_attempts: NonNegativeInt | None = None
+    live_analyze_s: PositiveFloat = 0.5
+    queue_size: PositiveInt = 16
+    decode_threads: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
-        if self.frame_stride < 1:
-            raise ValueError(f"source.frame_stride must be >= 1, got {self.frame_stride}")
-        if self.max_frames is not None and self.max_frames < 0:
-            raise ValueError(f"source.max_frames must be >= 0 or null, got {self.max_frames}")
-        if self.rtsp_transport not in ("tcp", "udp"):
-            raise ValueError(f"source.rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")
-        for name in ("open_timeout_s", "read_timeout_s", "reconnect_initial_s", "reconnect_max_s",
-                     "live_analyze_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"source.{name} must be > 0, got {getattr(self, name)}")
-        if self.max_reconnect_attempts is not None and self.max_reconnect_attempts < 0:
-            raise ValueError(f"source.max_reconnect_attempts must be >= 0 or null, got {self.max_reconnect_attempts}")
-        if self.queue_size < 1:
-            raise ValueError(f"source.queue_size must be >= 1, got {self.queue_size}")
-        if self.decode_threads < 0:
-            raise ValueError(f"source.decode_threads must be >= 0, got {self.decode_threads}")
+        check_fields(self, "source")
 
 
 def is_live(spec: str) -> bool:
