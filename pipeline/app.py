@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ConfigError, PipelineConfig, build, check_arguments, load_config, options_from
-from pipeline.errors import UserError
+from pipeline.errors import OutputError, UserError, one_line, output_error
 from pipeline.export import ExportOptions, SilhouetteStripWriter, TrackRecordWriter, write_json_atomic
 from pipeline.messages import FrameResult, SourceEvent, TrackWindow
 from pipeline.runner import NamedStage, Runner, RunnerOptions, RunResult
@@ -135,13 +136,19 @@ def _resolve_auto_detector(params: dict[str, Any], registry) -> tuple[str, dict[
 
 @dataclass
 class RunOutputs:
-    """Where a run wrote its results, and its statistics."""
+    """Where a run wrote its results, and its statistics.
+
+    summary_path: None when the summary could not be written (then ``summary`` is all there is).
+    output_error: why writing the outputs failed (disk full, ...): the run stopped early, its
+        incomplete sources stay ``.partial`` for ``--resume``; None when every output was written.
+    """
 
     out_dir: Path
-    summary_path: Path
+    summary_path: Path | None
     track_files: list[Path]
     result: RunResult
     summary: dict[str, Any]
+    output_error: str | None = None
 
 
 def run(
@@ -156,18 +163,27 @@ def run(
 
     sources: file paths, folders (expanded recursively) or rtsp:// URLs.
     resume: skip sources whose output file is complete from an earlier run of the same out_dir.
+
+    Unusable output folders are an OutputError before any model is built. An output that fails
+    during the run (disk full) stops the sources; what is in flight is drained without writing,
+    the summary says why, and ``output_error`` is set. Silhouette strips that cannot be written are
+    counted in the summary (``silhouettes``), never dropped silently.
     """
-    from pipeline.sources import SourceOptions, expand_sources, mask_credentials, open_source
+    from pipeline.sources import SourceOptions, expand_sources, open_source, source_id_of
 
     out_dir = Path(out_dir)
     source_options = options_from(SourceOptions, config.source, "source")
     runner_options = options_from(RunnerOptions, config.runner, "runner")
     export_options = options_from(ExportOptions, config.export, "export")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_stage_params(config)
+    prepare_output_dir(out_dir / "tracks")
+    if video_out is not None:
+        prepare_output_dir(Path(video_out))
     writer = TrackRecordWriter(out_dir, export_options)
     specs = expand_sources(sources)
-    skipped = [s for s in specs if resume and writer.is_complete(s)]
-    todo = [s for s in specs if s not in skipped]
+    ids = [source_id_of(s) for s in specs]
+    skipped = [i for i in ids if resume and writer.is_complete(i)]
+    todo = [spec for spec, i in zip(specs, ids) if i not in skipped]
     if skipped:
         log.info("resume: %d source(s) already complete, %d to do", len(skipped), len(todo))
 
@@ -176,7 +192,22 @@ def run(
     strips = SilhouetteStripWriter(out_dir) if save_silhouettes else None
     videos = _AnnotatedVideos(Path(video_out)) if video_out is not None else None
     track_files: list[Path] = []
+    runner = Runner(pipeline.frame_stages, pipeline.assembler, pipeline.track_stages, runner_options)
+    failure: list[str] = []  # the first output error; then nothing more is written
 
+    def guarded(write):
+        def call(*args: Any) -> None:
+            if failure:
+                return
+            try:
+                write(*args)
+            except OSError as exc:
+                failure.append(str(output_error(getattr(exc, "filename", None) or out_dir, exc)))
+                log.error("%s; stopping the sources", failure[0])
+                runner.stop()
+        return call
+
+    @guarded
     def on_window(window: TrackWindow) -> None:
         writer.write_window(window)
         if strips is not None:
@@ -184,20 +215,20 @@ def run(
         if videos is not None:
             videos.note_window(window)
 
+    @guarded
     def on_event(event: SourceEvent) -> None:
         level = logging.ERROR if event.kind == "error" else logging.INFO
-        log.log(level, "%s: %s", event.source_id, event.message)
+        log.log(level, "%s", one_line(f"{event.source_id or '(empty argument)'}: {event.message}"))
         writer.write_event(event)
 
     def on_source_end(source_id: str, complete: bool) -> None:
-        if complete:
-            track_files.append(writer.complete(source_id))
-        else:
+        if complete and not failure:
+            guarded(lambda: track_files.append(writer.complete(source_id)))()
+        if not complete or failure:
             writer.close_source(source_id)
         if videos is not None:
-            videos.close(source_id)
+            guarded(videos.close)(source_id)
 
-    runner = Runner(pipeline.frame_stages, pipeline.assembler, pipeline.track_stages, runner_options)
     opened = (open_source(spec, source_options) for spec in todo)
     started = time.time()
     try:
@@ -205,18 +236,42 @@ def run(
             opened,
             on_window=on_window,
             on_event=on_event,
-            on_frame=videos.write_frame if videos is not None else None,
+            on_frame=guarded(videos.write_frame) if videos is not None else None,
             on_source_end=on_source_end,
         )
     finally:
         writer.close()
         if videos is not None:
-            videos.close_all()
-    summary = _summary(config, pipeline, result, [mask_credentials(s) for s in specs],
-                       [mask_credentials(s) for s in skipped], track_files, started)
-    summary_path = out_dir / "summary.json"
-    write_json_atomic(summary_path, summary)
-    return RunOutputs(out_dir, summary_path, track_files, result, summary)
+            try:
+                videos.close_all()
+            except OSError as exc:
+                failure.append(str(output_error(video_out, exc)))
+    summary = _summary(config, pipeline, result, ids, skipped, track_files, started)
+    summary["output_error"] = failure[0] if failure else None
+    if strips is not None:
+        summary["silhouettes"] = strips.report()
+    summary_path: Path | None = out_dir / "summary.json"
+    try:
+        write_json_atomic(summary_path, summary)
+    except OSError as exc:
+        log.error("%s", output_error(summary_path, exc))
+        summary_path = None
+    return RunOutputs(out_dir, summary_path, track_files, result, summary, failure[0] if failure else None)
+
+
+def prepare_output_dir(folder: Path) -> None:
+    """Create an output folder and prove it takes a file; OutputError (one line) when it cannot."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except FileExistsError as exc:
+        raise OutputError(f"cannot use {folder} as an output folder: {exc.filename or folder} is a file in the way"
+                          ) from None
+    except NotADirectoryError:
+        raise OutputError(f"cannot use {folder} as an output folder: a part of the path is a file") from None
+    except OSError as exc:
+        raise output_error(folder, exc) from None
 
 
 def collect_windows(config: PipelineConfig, sources: list[str], final_only: bool = True) -> list[TrackWindow]:

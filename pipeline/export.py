@@ -8,6 +8,7 @@ redoes the partial ones. The record layout is published as ``pipeline/schemas/tr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -188,12 +189,12 @@ class TrackRecordWriter:
         """Flush and close a source's file without publishing it (it stays ``.partial``)."""
         handle = self._files.pop(source_id, None)
         if handle is not None:
-            handle.close()
+            _close_partial(handle)
 
     def close(self) -> None:
         """Flush files of sources that did not complete (they stay ``.partial``)."""
         for handle in self._files.values():
-            handle.close()
+            _close_partial(handle)
         self._files.clear()
 
     def _handle(self, source_id: str):
@@ -211,17 +212,32 @@ class TrackRecordWriter:
         self.records_written += 1
 
 
+def _close_partial(handle: Any) -> None:
+    """Close a file that stays ``.partial``; a failing flush (disk full) loses nothing a resume keeps."""
+    try:
+        handle.close()
+    except OSError:
+        pass
+
+
 class SilhouetteStripWriter:
     """Saves each window's new silhouettes as a PNG strip (``OUT/silhouettes/<source>/``).
 
     Frames already saved for a track (windows overlap) are not saved again; ``per_row`` frames per
-    row of the strip.
+    row of the strip. A strip that cannot be written is counted (``failed``, ``first_error``), never
+    dropped silently; the run reports it.
     """
 
     def __init__(self, out_dir: str | Path, per_row: int = 20) -> None:
         self.out_dir = Path(out_dir) / "silhouettes"
         self.per_row = per_row
         self._last_saved: dict[tuple[str, int], int] = {}
+        self.written = 0
+        self.failed = 0
+        self.first_error: str | None = None
+
+    def report(self) -> dict[str, Any]:
+        return {"written": self.written, "failed": self.failed, "first_error": self.first_error}
 
     def write(self, window: TrackWindow) -> Path | None:
         seq = window.sequence
@@ -236,9 +252,22 @@ class SilhouetteStripWriter:
             self._last_saved[key] = int(seq.frame_indices[-1])
         strip = tile(seq.silhouettes[new], self.per_row)
         folder = self.out_dir / source_file_stem(window.source_id)
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"track{window.track_id:05d}_w{window.window_index:03d}_f{int(seq.frame_indices[new[0]])}.png"
-        cv2.imwrite(str(path), strip)
+        try:
+            ok, png = cv2.imencode(".png", strip)
+            if not ok:
+                raise OSError(f"PNG encoding failed for a {strip.shape} strip")
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as f:  # Python I/O: a failure is an OSError with its reason (cv2.imwrite says nothing)
+                f.write(png.tobytes())
+        except OSError as exc:
+            self.failed += 1
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)  # no half-written PNG left behind
+            if self.first_error is None:
+                self.first_error = f"{exc.filename or path}: {exc.strerror or exc}"
+            return None
+        self.written += 1
         return path
 
 
