@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""gaitscope command line: ``python run_pipeline.py {run,enroll,gallery,search,query,synth,train,eval,bench} ...``."""
+"""gaitscope command line: ``python run_pipeline.py {run,demo,enroll,gallery,search,query,synth,train,eval,bench} ...``."""
 
 import sys
 
-from pipeline.cli import main
+from cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from stages.attributes.checkpoint import load_checkpoint
-from stages.attributes.data import segment_clips
 from stages.attributes.model import ClassifierBaseline
-from stages.attributes.stage import segment_scores
+from stages.attributes.stage import segment_clips, segment_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from evaluation.features import embed_sequences
+from stages.gait.embedding import embed_sequences
 from stages.gait.model import GaitBase, GaitBaseConfig
 from stages.gait.weights import DEFAULT_WEIGHTS, load_gait_model
 

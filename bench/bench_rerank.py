@@ -26,12 +26,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from evaluation.metrics import part_distance
-from stages.rerank.features import FeatureSet
-from stages.rerank.kreciprocal import k_reciprocal_distances
+from evaluation.kreciprocal import k_reciprocal_distances
+from stages.gait.distance import part_distance
 from stages.rerank.model import CarGait
 from stages.rerank.weights import load_reranker
 from training.casia_b import GALLERY_TYPES
+from training.gait_features import FeatureSet
 
 
 def best_of(fn, repeats: int) -> float:

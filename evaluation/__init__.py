@@ -1,1 +1,2 @@
-"""Evaluation: retrieval metrics, the CASIA-B protocol, embedding extraction and baselines."""
+"""Evaluation: shared metrics and benchmark protocols (CASIA-B, mini-MARS) and one entry point per
+learned stage, ``python -m evaluation.<stage> ...``."""

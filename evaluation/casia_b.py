@@ -1,4 +1,4 @@
-"""CASIA-B evaluation (OpenGait's protocol) and embedding extraction.
+"""CASIA-B evaluation protocol (OpenGait's) and the GEI+PCA baseline.
 
 Protocol: test subjects 075-124; gallery nm-01..04; probes NM (nm-05..06), BG (bg-01..02),
 CL (cl-01..02). Rank-1 is computed per (probe view, gallery view) pair with the gallery restricted
@@ -7,26 +7,15 @@ to that view, identical views excluded, averaged over views (OpenGait's
 same-view entries removed (OpenGait's ``compute_ACC_mAP``); verification pairs are all
 probe x gallery pairs under the same mask.
 
-Commands::
-
-    # metrics of a checkpoint (+ the GEI+PCA baseline in the same run), features cached
-    python -m evaluation.casia_b evaluate --weights weights/gar_casiab.pt --max-frames 30 \
-        --features ~/.cache/gaitscope/features/gar_casiab_test.npz --gei --out /tmp/casia_eval.json
-    # embeddings of the training subjects (e.g. to train a re-ranker on a frozen model)
-    python -m evaluation.casia_b extract --weights weights/gar_casiab.pt --split train \
-        --max-frames 30 --features ~/.cache/gaitscope/features/gar_casiab_train.npz
+The gait model's evaluation command is :mod:`evaluation.gait`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-from pathlib import Path
-
 import numpy as np
 
-from evaluation.metrics import part_distance, rank_metrics, tpr_at_fpr
+from evaluation.metrics import rank_metrics, tpr_at_fpr
+from stages.gait.distance import part_distance
 from training.casia_b import GALLERY_TYPES, PROBE_TYPES, TEST_SUBJECTS, TRAIN_SUBJECTS, CasiaB
 
 FPRS = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -100,62 +89,3 @@ def gei_baseline(reader: CasiaB, max_train: int | None = 3000, dims: int = 128, 
 
 def summary_line(name: str, result: dict) -> str:
     return f"{name}: " + "  ".join(f"{c} R1 {r['rank1']:.2f} mAP {r['map']:.2f}" for c, r in result.items())
-
-
-def main() -> None:
-    import torch
-
-    from evaluation.features import FEATURES_DIR, extract_casia_features
-    from stages.gait.weights import DEFAULT_WEIGHTS, load_gait_model
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["evaluate", "extract"])
-    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
-    ap.add_argument("--root", default=None, help="CASIA-B compact copy (default ../shared/data/casia-b)")
-    ap.add_argument("--split", choices=["train", "test"], default="test")
-    ap.add_argument(
-        "--max-frames", type=int, default=None, help="embed at most this many frames per sequence, spread evenly"
-    )
-    ap.add_argument("--metric", choices=["euc", "cos"], default="euc")
-    ap.add_argument("--features", default=None, help="npz to write the embeddings to")
-    ap.add_argument("--gei", action="store_true", help="also evaluate the GEI+PCA baseline")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=None, help="JSON file for the metrics")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-
-    reader = CasiaB(args.root) if args.root else CasiaB()
-    model, version = load_gait_model(args.weights)
-    subjects = TRAIN_SUBJECTS if args.split == "train" else TEST_SUBJECTS
-    keys = reader.keys(subjects=subjects)
-    features = (
-        Path(args.features).expanduser()
-        if args.features
-        else FEATURES_DIR / f"{Path(args.weights).stem}_{args.split}.npz"
-    )
-    t0 = time.time()
-    feats = extract_casia_features(model, reader, keys, args.max_frames, features)
-    seconds = time.time() - t0
-    print(
-        f"{len(keys)} sequences embedded in {seconds:.0f}s ({len(keys) / seconds:.1f} seq/s) -> {features}", flush=True
-    )
-    if args.action == "extract":
-        return
-    report = {
-        "weights": args.weights,
-        "version": version,
-        "max_frames": args.max_frames,
-        "metric": args.metric,
-        "features": str(features),
-        "gait": evaluate_casia_b(feats["embeddings"], feats["labels"], feats["types"], feats["views"], args.metric),
-    }
-    print(summary_line("gait", report["gait"]), flush=True)
-    if args.gei:
-        report["gei_pca"] = gei_baseline(reader, metric=args.metric)
-        print(summary_line("GEI+PCA", report["gei_pca"]), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.metrics import rank_metrics
-from stages.reid.data import DEFAULT_REID_ROOT, Tracklet, load_mars_split
 from stages.reid.model import AppearanceNet, pool_track
+from training.reid_data import DEFAULT_REID_ROOT, Tracklet, load_mars_split
 
 
 def track_embeddings(model: AppearanceNet, tracklets: list[Tracklet]) -> np.ndarray:
@@ -46,17 +46,19 @@ def evaluate_mars(
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     import torch
 
     from stages.reid.stage import DEFAULT_WEIGHTS, load_appearance_model
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m evaluation.reid", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     ap.add_argument("--root", default=str(DEFAULT_REID_ROOT / "mini_mars"))
     ap.add_argument("--max-frames", type=int, default=32)
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(2)
     model, version = load_appearance_model(args.weights)
     res = {"version": version, **evaluate_mars(model, Path(args.root), args.max_frames)}

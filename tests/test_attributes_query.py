@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+from cli.query import main
 from pipeline.messages import AttributePrediction
-from stages.attributes.query import main, matches, parse_attribute_filter
+from stages.attributes.query import matches, parse_attribute_filter
 
 
 def _pred(label, probs):

@@ -5,7 +5,8 @@ import pytest
 
 from evaluation.casia_b import evaluate_casia_b
 from evaluation.gei import GEIPCA, gait_energy_image
-from evaluation.metrics import part_distance, rank_metrics, tpr_at_fpr
+from evaluation.metrics import rank_metrics, tpr_at_fpr
+from stages.gait.distance import part_distance
 
 
 def test_part_distance_is_mean_of_per_part_euclidean_not_concatenated_l2():

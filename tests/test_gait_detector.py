@@ -8,7 +8,6 @@ import torch
 
 from pipeline.messages import SilhouetteSequence, TrackWindow
 from stages.gait_detector.checkpoint import load_checkpoint, save_checkpoint
-from stages.gait_detector.data import Cut, LabeledDHS, cut_silhouettes, mask_noise, sample_windows, window_label
 from stages.gait_detector.detect import (
     Detection,
     DetectorParams,
@@ -23,6 +22,7 @@ from stages.gait_detector.dhs import DHSConfig, dhs_to_image, extract_dhs
 from stages.gait_detector.model import CLASSES, FULL_WALKING, ClassifierConfig, DHSClassifier, class_index
 from stages.gait_detector.route import RoutingParams, route
 from stages.gait_detector.stage import GaitDetectorStage
+from training.gait_detector_data import Cut, LabeledDHS, cut_silhouettes, mask_noise, sample_windows, window_label
 
 torch.set_num_threads(1)
 
@@ -280,7 +280,7 @@ def test_stage_fills_gait_and_version_from_a_checkpoint(tmp_path: Path):
 
 
 def test_missing_or_foreign_weights_are_one_line_errors(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="stages.gait_detector.train"):
+    with pytest.raises(FileNotFoundError, match="training.gait_detector"):
         GaitDetectorStage(weights=str(tmp_path / "absent.pt"))
     torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a gaitscope GADER"):
@@ -288,7 +288,7 @@ def test_missing_or_foreign_weights_are_one_line_errors(tmp_path: Path):
 
 
 def test_a_short_training_run_separates_walking_from_standing_stick_figures():
-    from stages.gait_detector.train import train
+    from training.gait_detector import train
 
     rng = np.random.default_rng(0)
     walk, stand = extract_dhs(stick_figure(120, True)), extract_dhs(stick_figure(120, False))
@@ -312,7 +312,7 @@ def test_a_short_training_run_separates_walking_from_standing_stick_figures():
 
 
 def test_synthetic_tracks_carry_the_walkers_ground_truth():
-    from stages.gait_detector.synth_data import synthetic_tracks
+    from training.gait_detector_synth import synthetic_tracks
 
     tracks = synthetic_tracks(7, 1, 2, 30, seed=0, dhs_config=DHSConfig(), frame_steps=(1,), behaviours=("walk", "stand"))
     assert len(tracks) == 2

@@ -59,7 +59,7 @@ def test_cross_entropy_loss_accuracy():
 
 def test_tiny_training_run_checkpoints_and_resumes(tmp_path, monkeypatch):
     from stages.gait.weights import load_gait_model
-    from training import train_gait
+    from training import gait as train_gait
 
     rng = np.random.default_rng(0)
     seqs = [(rng.random((12, 64, 44)) > 0.5).astype(np.uint8) * 255 for _ in range(8)]
@@ -97,7 +97,7 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path, monkeypatch):
 
 def test_distillation_run_ships_the_silhouette_branch_only(tmp_path, monkeypatch):
     from stages.gait.weights import load_gait_model
-    from training import train_gait
+    from training import gait as train_gait
 
     rng = np.random.default_rng(1)
     n = 8

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.metrics import part_distance
+from cli.gallery import enroll_main, gallery_main, search_main
 from pipeline.messages import SilhouetteSequence, TrackWindow
+from stages.gait.distance import part_distance
 from stages.gallery.calibration import calibrate, calibration_distances
-from stages.gallery.commands import enroll_main, gallery_main, search_main
 from stages.gallery.index import IndexSpec, build_index
 from stages.gallery.stage import GalleryMatcher
 from stages.gallery.store import EntryMeta, Gallery, GalleryError, GalleryModelMismatch, search_vector

@@ -76,7 +76,7 @@ def test_missing_weights_is_a_clear_error(tmp_path):
 
 @pytest.mark.skipif(not (REID / "mini_mars").is_dir(), reason=f"mini-MARS not present at {REID}")
 def test_mini_mars_reader():
-    from stages.reid.data import load_mars_split
+    from training.reid_data import load_mars_split
 
     query = load_mars_split(REID / "mini_mars", "query", max_frames=2)
     assert len(query) == 32 and query[0].crops.shape == (2, 128, 64, 3) and query[0].crops.dtype == np.uint8

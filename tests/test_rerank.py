@@ -7,18 +7,18 @@ import pytest
 import torch
 
 from evaluation.casia_b import evaluate_casia_b as reference_evaluation
-from stages.rerank.evaluate import (
+from evaluation.kreciprocal import k_reciprocal_distances
+from evaluation.rerank import (
     KReciprocalReranker,
     ShortlistReranker,
     evaluate_casia_b,
     initial_scores,
     rerank_scores,
 )
-from stages.rerank.features import FeatureSet
-from stages.rerank.kreciprocal import k_reciprocal_distances
 from stages.rerank.model import CarGait, PairClassifier, ranking_loss, strip_euclidean
-from stages.rerank.train import TrainConfig, build_shortlists, split_validation, train_cargait
 from stages.rerank.weights import load_reranker, save_reranker
+from training.gait_features import FeatureSet
+from training.rerank import TrainConfig, build_shortlists, split_validation, train_cargait
 
 torch.set_num_threads(1)
 
@@ -197,7 +197,7 @@ def test_checkpoint_round_trip_and_foreign_file(tmp_path):
     torch.save({"model": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a CarGait checkpoint"):
         load_reranker(tmp_path / "other.pt")
-    with pytest.raises(FileNotFoundError, match="stages.rerank.train"):
+    with pytest.raises(FileNotFoundError, match="training.rerank"):
         load_reranker(tmp_path / "missing.pt")
 
 

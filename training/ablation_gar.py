@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 
-from evaluation.features import embed_sequences
-from evaluation.metrics import part_distance, rank_metrics, tpr_at_fpr
+from evaluation.metrics import rank_metrics, tpr_at_fpr
+from stages.gait.distance import part_distance
+from stages.gait.embedding import embed_sequences
 from stages.gait.weights import load_gait_model
+from training.gait import load_recipe, train
 from training.synthetic import synthetic_arrays
-from training.train_gait import load_recipe, train
 
 VARIANTS = {"plain": (False, False), "ratio": (True, False), "distill": (False, True), "ratio+distill": (True, True)}
 

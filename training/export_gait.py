@@ -1,10 +1,10 @@
 """Ship a trained gait checkpoint: strip training state, write weights/<name>.pt and its manifest.
 
     python -m training.export_gait --checkpoint ~/.cache/gaitscope/runs/gar_casiab_cpu/latest.pt \
-        --name gar_casiab --eval /tmp/casia_eval.json --command "python -m training.train_gait ..."
+        --name gar_casiab --eval /tmp/casia_eval.json --command "python -m training.gait ..."
 
 The manifest (weights/<name>.json) records file, sha256, the training command, the data, the
-metrics from the evaluation JSON (``python -m evaluation.casia_b evaluate --out``), the model and
+metrics from the evaluation JSON (``python -m evaluation.gait evaluate --out``), the model and
 training config, the cached feature files, and the creation time.
 """
 
@@ -67,7 +67,7 @@ def main() -> None:
         default="CASIA-B subjects 001-074 (all 10 conditions x 11 views, sequences >= 10 frames), "
         "from ../shared/data/casia-b",
     )
-    ap.add_argument("--eval", default=None, help="JSON written by python -m evaluation.casia_b evaluate --out")
+    ap.add_argument("--eval", default=None, help="JSON written by python -m evaluation.gait evaluate --out")
     args = ap.parse_args()
     evaluation, extra = None, {}
     if args.eval:

@@ -50,7 +50,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     if not path.is_file():
         raise FileNotFoundError(
             f"attribute checkpoint not found: {path} (train one with "
-            "`python -m stages.attributes.train --config configs/train/clip_gar.yaml`)"
+            "`python -m training.attributes --config configs/train/clip_gar.yaml`)"
         )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -12,20 +12,14 @@ A term holds when the predicted label is one of its classes and the probability 
 classes is at least ``min_probability``. Attributes may be :class:`AttributePrediction` objects or
 their exported JSON form (``{"label", "probability", "probabilities"}``).
 
-CLI (filters exported JSON Lines tracks, one record per line, matching lines printed unchanged):
-
-    python -m stages.attributes.query TRACKS.jsonl --where "limping=yes,height=tall" [--min-probability 0.5] [--out FILE]
+The ``query`` command (:mod:`cli.query`) applies a filter to exported JSON Lines tracks.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pipeline.messages import AttributePrediction
@@ -109,36 +103,3 @@ def filter_records(lines: Iterable[str], filt: AttributeFilter, min_probability:
             raise ValueError(f"line {number}: not JSON ({exc.msg})") from None
         if matches(record.get("attributes"), filt, min_probability):
             yield line if line.endswith("\n") else line + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="query", description="Print the exported track records whose gait attributes match a filter."
-    )
-    parser.add_argument("tracks", help="JSON Lines file of exported tracks")
-    parser.add_argument("--where", required=True, help='filter, e.g. "limping=yes,height=tall|very tall"')
-    parser.add_argument("--min-probability", type=float, default=0.0, help="minimum probability per term (0..1)")
-    parser.add_argument("--out", default=None, help="write matches here instead of stdout")
-    args = parser.parse_args(argv)
-    try:
-        filt = parse_attribute_filter(args.where)
-    except ValueError as exc:
-        parser.error(str(exc))
-    path = Path(args.tracks)
-    if not path.is_file():
-        parser.error(f"no such file: {path}")
-    count = 0
-    with open(path) as src, open(args.out, "w") if args.out else contextlib.nullcontext(sys.stdout) as out:
-        try:
-            for line in filter_records(src, filt, args.min_probability):
-                out.write(line)
-                count += 1
-        except ValueError as exc:
-            print(f"query: {path}: {exc}", file=sys.stderr)
-            return 1
-    print(f"{count} record(s) match {filt}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

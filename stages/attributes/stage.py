@@ -19,10 +19,27 @@ import torch
 
 from pipeline.messages import AttributePrediction, TrackWindow
 from stages.attributes.checkpoint import load_checkpoint
-from stages.attributes.data import segment_clips
 from stages.attributes.table import ATTRIBUTES, CLASS_COUNTS, CLASS_OFFSETS, NUM_CLASSES_ALL
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def segment_clips(silhouettes: np.ndarray, clip_frames: int) -> np.ndarray:
+    """Cut a segment (T, 64, 44) into (K, clip_frames, 64, 44) clips for the attribute models.
+
+    Consecutive non-overlapping clips from the start, plus one clip ending at the last frame when
+    frames are left over; a segment shorter than one clip is repeated cyclically to fill it (the
+    encoder max-pools over time, so repeating a walk cycle adds nothing it had not seen).
+    """
+    t = len(silhouettes)
+    if t == 0:
+        raise ValueError("empty segment")
+    if t < clip_frames:
+        return silhouettes[np.arange(clip_frames) % t][None]
+    starts = list(range(0, t - clip_frames + 1, clip_frames))
+    if starts[-1] + clip_frames < t:
+        starts.append(t - clip_frames)
+    return np.stack([silhouettes[s : s + clip_frames] for s in starts])
 
 
 @torch.no_grad()
@@ -65,7 +82,7 @@ def to_predictions(scores: np.ndarray) -> dict[str, AttributePrediction]:
 class AttributeTagger:
     """CLIP-GAR attribute tagging of gait segments.
 
-    weights: checkpoint written by ``stages.attributes.train`` (a relative path is looked up from the
+    weights: checkpoint written by ``training.attributes`` (a relative path is looked up from the
     working directory, then from the project root). The classification baseline's checkpoint loads too.
     batch_size: clips per forward pass, across windows.
     min_segment_frames: gait segments shorter than this are not tagged.

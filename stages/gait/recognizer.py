@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from evaluation.features import embed_sequences, spread_positions
 from pipeline.messages import TrackWindow
+from stages.gait.embedding import embed_sequences, spread_positions
 from stages.gait.weights import DEFAULT_WEIGHTS, load_gait_model
 
 

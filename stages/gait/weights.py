@@ -61,7 +61,7 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(
             f"gait weights not found: {path} "
-            "(train them with python -m training.train_gait, or pass an OpenGait GaitBase checkpoint)"
+            "(train them with python -m training.gait, or pass an OpenGait GaitBase checkpoint)"
         )
     with torch.serialization.safe_globals([collections.Counter]):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

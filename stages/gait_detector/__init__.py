@@ -1,1 +1,2 @@
-"""GADER gait detector: DHS, classifier, window detection, routing, training and evaluation."""
+"""GADER gait detector: DHS, classifier, window detection, routing, stage. Training:
+:mod:`training.gait_detector`; evaluation: :mod:`evaluation.gait_detector`."""

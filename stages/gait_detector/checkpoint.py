@@ -35,7 +35,7 @@ def load_checkpoint(path: str | Path) -> tuple[DHSClassifier, DHSConfig, str]:
     if not path.is_file():
         raise FileNotFoundError(
             f"GADER weights not found at {path}; train them with "
-            "`python -m stages.gait_detector.train --config configs/train/gader.yaml`"
+            "`python -m training.gait_detector --config configs/train/gader.yaml`"
         )
     data = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(data, dict) or data.get("format") != "gaitscope.gader_dhs/1":

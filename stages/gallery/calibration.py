@@ -99,7 +99,7 @@ def calibration_distances(
     (a re-ranker: (M, P, C) x (M, P, C) -> (M,)), each probe's top-K under ``metric`` is re-scored
     first, as the matcher does, and only those K entries count.
     """
-    from evaluation.metrics import part_distance
+    from stages.gait.distance import part_distance
 
     p_idx, g_idx = np.flatnonzero(probe_mask), np.flatnonzero(~probe_mask)
     dist = part_distance(features[p_idx], features[g_idx], metric)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluation.metrics import part_distance
 from pipeline.messages import IdentityMatch, RankedCandidate
+from stages.gait.distance import part_distance
 from stages.gallery.calibration import Calibration
 from stages.gallery.store import Gallery, search_vector
 from stages.rerank.model import CarGait, strip_euclidean

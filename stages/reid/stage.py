@@ -8,10 +8,16 @@ import numpy as np
 import torch
 
 from pipeline.messages import TrackWindow
-from stages.reid.data import spread
 from stages.reid.model import AppearanceConfig, AppearanceNet, pool_track
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "reid_mars.pt"
+
+
+def spread(n: int, cap: int | None) -> np.ndarray:
+    """Positions of all ``n`` items, or of ``cap`` of them spread evenly."""
+    if cap is None or n <= cap:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
 
 
 def load_appearance_model(path: str | Path = DEFAULT_WEIGHTS) -> tuple[AppearanceNet, str]:
@@ -21,7 +27,7 @@ def load_appearance_model(path: str | Path = DEFAULT_WEIGHTS) -> tuple[Appearanc
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"appearance ReID weights not found: {path} (train them with python -m training.train_reid)"
+            f"appearance ReID weights not found: {path} (train them with python -m training.reid)"
         )
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:

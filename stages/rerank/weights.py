@@ -48,7 +48,7 @@ def load_reranker(path: str | Path) -> tuple[CarGait, RerankerInfo]:
     """CarGait in eval mode and its provenance; a clear error when the file is missing or foreign."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"CarGait checkpoint not found: {path} (train one: python -m stages.rerank.train --config configs/train/cargait.yaml)")
+        raise FileNotFoundError(f"CarGait checkpoint not found: {path} (train one: python -m training.rerank --config configs/train/cargait.yaml)")
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a CarGait checkpoint (expected format {FORMAT!r})")

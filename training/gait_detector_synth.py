@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from stages.gait_detector.data import LabeledDHS
 from stages.gait_detector.dhs import DHSConfig, extract_dhs
 from stages.gait_detector.model import class_index
+from training.gait_detector_data import LabeledDHS
 
 ALL_BEHAVIOURS = ("walk", "stand", "walk_stand", "partial_walk", "partial_stand", "mixed")
 MIXED_BEHAVIOURS = ("mixed", "walk_stand", "partial_walk")
@@ -56,3 +56,20 @@ def synthetic_tracks(
             )
         )
     return tracks
+
+
+def synth_tracks(cfg: dict, dhs_config: DHSConfig, held_out: bool, behaviours: tuple[str, ...]) -> list[LabeledDHS]:
+    """Synthetic walker tracks; held-out identities are a disjoint block of generator ids."""
+    s = cfg["data"]["synth"]
+    return synthetic_tracks(
+        s["test_first_identity"] if held_out else 0,
+        s["test_identities"] if held_out else s["train_identities"],
+        seqs_per_identity=s["seqs_per_identity"],
+        frames=cfg["evaluation"]["mixed_track_frames"] if held_out else s["frames"],
+        seed=cfg["evaluation"]["seed"] if held_out else cfg["seed"],
+        dhs_config=dhs_config,
+        fps=float(s["fps"]),
+        frame_steps=tuple(s["frame_steps"]),
+        behaviours=behaviours,
+        frame_size=tuple(s["frame_size"]),
+    )

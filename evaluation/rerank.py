@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from evaluation.metrics import part_distance, rank_metrics
-from stages.rerank.features import FeatureSet
-from stages.rerank.kreciprocal import k_reciprocal_distances
+from evaluation.kreciprocal import k_reciprocal_distances
+from evaluation.metrics import rank_metrics
+from stages.gait.distance import part_distance
 from stages.rerank.model import CarGait, PairClassifier, Projected, strip_euclidean
 from training.casia_b import GALLERY_TYPES, PROBE_TYPES
+from training.gait_features import FeatureSet
 
 # (probe indices (Q,), gallery indices (G,) into the feature set, initial distances (Q, G),
 #  valid (Q, G) bool: entries allowed in the ranking) -> scores (Q, G), lower ranks first
@@ -157,15 +158,17 @@ def as_dict(results: dict[str, dict[str, RankMetrics]]) -> dict[str, dict[str, d
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m stages.rerank.evaluate --features TEST.npz [--weights CARGAIT.pt] [--kreciprocal]``"""
+    """``python -m evaluation.rerank --features TEST.npz [--weights CARGAIT.pt] [--kreciprocal]``"""
     import argparse
     import json
     from pathlib import Path
 
     from stages.rerank.weights import load_reranker
 
-    ap = argparse.ArgumentParser(description="CASIA-B Rank-1/Rank-5/mAP before and after re-ranking")
-    ap.add_argument("--features", required=True, help="test features .npz (evaluation.casia_b extract --split test)")
+    ap = argparse.ArgumentParser(
+        prog="python -m evaluation.rerank", description="CASIA-B Rank-1/Rank-5/mAP before and after re-ranking"
+    )
+    ap.add_argument("--features", required=True, help="test features .npz (evaluation.gait extract --split test)")
     ap.add_argument("--weights", default=None, help="CarGait checkpoint to evaluate")
     ap.add_argument("--kreciprocal", action="store_true", help="also k-reciprocal (k1=20, k2=6, lambda=0.3)")
     ap.add_argument("--k", type=int, default=10, help="re-ranked list length")

@@ -1,6 +1,6 @@
 """Train the appearance ReID network from a YAML recipe.
 
-    python -m training.train_reid --config configs/train/reid_mars_cpu.yaml
+    python -m training.reid --config configs/train/reid_mars_cpu.yaml
 
 Training crops: mini-MARS train tracklets, Market-1501 train images and, when the recipe asks,
 synthetic walkers' crops (each source's identities kept apart). Batches are P identities x K
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from stages.reid.data import DEFAULT_REID_ROOT, load_market_split, load_mars_split
 from stages.reid.model import AppearanceConfig, AppearanceNet, crops_to_tensor
+from training.reid_data import DEFAULT_REID_ROOT, load_market_split, load_mars_split
 from training.sequences import TripletSampler
 
 
@@ -84,7 +84,7 @@ def training_crops(data: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
             seed=data.get("synthetic_seed", 100),
             crops=True,
         )
-        from stages.reid.data import Tracklet
+        from training.reid_data import Tracklet
 
         add(
             [Tracklet(10_000 + s.identity, s.sequence, s.crops[s.visible]) for s in seqs if s.visible.any()],
@@ -93,13 +93,15 @@ def training_crops(data: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return np.concatenate(crops), np.concatenate(labels), sources
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from evaluation.reid import evaluate_mars
     from stages.checkpoints import sha256_of
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m training.reid", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", required=True)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     cfg = yaml.safe_load(Path(args.config).read_text())
     tr, opt_cfg = cfg["train"], cfg["optim"]
     torch.set_num_threads(int(tr.get("threads", 1)))
@@ -159,7 +161,7 @@ def main() -> None:
     manifest = {
         "file": out.name,
         "sha256": sha256_of(out),
-        "command": f"python -m training.train_reid --config {args.config}",
+        "command": f"python -m training.reid --config {args.config}",
         "data": sources,
         "metrics": {"mini_mars_query_gallery": metrics, "train_seconds": round(time.time() - t0)},
         "config": cfg,

@@ -1,6 +1,6 @@
 """Evaluate attribute checkpoints: held-out synthetic identities and CASIA-B consistency.
 
-    python -m stages.attributes.evaluate --config configs/train/clip_gar.yaml \
+    python -m evaluation.attributes --config configs/train/clip_gar.yaml \
         [--weights weights/clip_gar.pt] [--baseline weights/clip_gar_baseline.pt] [--out metrics.json]
 
 Synthetic: mA, instance accuracy / precision / recall / F1 (threshold 0.5) and arg-max label
@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evaluation.attributes_metrics import evaluate
 from stages.attributes.checkpoint import load_checkpoint
-from stages.attributes.data import ClipSet, load_clip_set
-from stages.attributes.metrics import evaluate
 from stages.attributes.model import ClipGar, align_probabilities
 from stages.attributes.stage import clip_scores, segment_scores, to_predictions
 from stages.attributes.table import ATTRIBUTE_NAMES, one_hot
+from training.attributes_data import ClipSet, load_clip_set
+from training.attributes_recipe import TrainConfig, load_config, project_path
 
 
 @torch.no_grad()
@@ -108,7 +109,7 @@ def casia_consistency(weights: Path, subjects: tuple[str, ...], views: tuple[str
     }
 
 
-def evaluate_all(cfg, weights: Path, baseline: Path | None, test: ClipSet | None = None) -> dict:
+def evaluate_all(cfg: TrainConfig, weights: Path, baseline: Path | None, test: ClipSet | None = None) -> dict:
     """Everything the manifest records: synthetic metrics and, when CASIA-B is present, consistency."""
     from training.casia_b import DEFAULT_ROOT
 
@@ -122,9 +123,7 @@ def evaluate_all(cfg, weights: Path, baseline: Path | None, test: ClipSet | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stages.attributes.train import _resolve, load_config
-
-    parser = argparse.ArgumentParser(prog="python -m stages.attributes.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m evaluation.attributes", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="the training recipe (held-out data, CASIA-B subjects)")
     parser.add_argument("--weights", default=None, help="CLIP-GAR checkpoint (default: the recipe's output)")
     parser.add_argument("--baseline", default=None, help="baseline checkpoint (default: the recipe's baseline_output)")
@@ -133,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
     torch.set_num_threads(args.threads)
-    weights = Path(args.weights) if args.weights else _resolve(cfg.output)
-    baseline = Path(args.baseline) if args.baseline else _resolve(cfg.baseline_output)
+    weights = Path(args.weights) if args.weights else project_path(cfg.output)
+    baseline = Path(args.baseline) if args.baseline else project_path(cfg.baseline_output)
     metrics = evaluate_all(cfg, weights, baseline if baseline.is_file() else None)
     text = json.dumps(metrics, indent=1)
     if args.out:

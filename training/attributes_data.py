@@ -144,21 +144,3 @@ def sample_windows(clips: np.ndarray, length: int, rng: np.random.Generator | No
         starts = rng.integers(0, t - length + 1, size=len(clips))
     out = np.stack([c[s : s + length] for c, s in zip(clips, starts)])
     return out.astype(np.float32) / 255.0
-
-
-def segment_clips(silhouettes: np.ndarray, clip_frames: int) -> np.ndarray:
-    """Cut a segment (T, 64, 44) into (K, clip_frames, 64, 44) clips for the attribute models.
-
-    Consecutive non-overlapping clips from the start, plus one clip ending at the last frame when
-    frames are left over; a segment shorter than one clip is repeated cyclically to fill it (the
-    encoder max-pools over time, so repeating a walk cycle adds nothing it had not seen).
-    """
-    t = len(silhouettes)
-    if t == 0:
-        raise ValueError("empty segment")
-    if t < clip_frames:
-        return silhouettes[np.arange(clip_frames) % t][None]
-    starts = list(range(0, t - clip_frames + 1, clip_frames))
-    if starts[-1] + clip_frames < t:
-        starts.append(t - clip_frames)
-    return np.stack([silhouettes[s : s + clip_frames] for s in starts])

@@ -1,6 +1,6 @@
 """Train GAR / GaitBase-style gait models from a YAML recipe.
 
-    python -m training.train_gait --config configs/train/gar_casiab_cpu.yaml [--resume] [--out DIR]
+    python -m training.gait --config configs/train/gar_casiab_cpu.yaml [--resume] [--out DIR]
 
 Recipe sections (see configs/train/gar_*.yaml): ``model`` (GaitBaseConfig keys), ``data``
 (``dataset: casia-b`` or ``synthetic``), ``sampler`` (P x K, frames, sample_type), ``loss``,
@@ -240,15 +240,17 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
     return latest
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m training.gait", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", required=True)
     ap.add_argument("--out", default=None, help="run folder (default: the recipe's train.out_dir)")
     ap.add_argument("--resume", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     cfg = load_recipe(args.config)
     out = Path(os.path.expanduser(args.out or cfg["train"]["out_dir"]))
-    command = f"python -m training.train_gait --config {args.config}" + (f" --out {args.out}" if args.out else "")
+    command = f"python -m training.gait --config {args.config}" + (f" --out {args.out}" if args.out else "")
     train(cfg, out, args.resume, command)
 
 

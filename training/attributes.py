@@ -1,6 +1,6 @@
 """Train CLIP-GAR (Align stage, then Fusion stage) and the classification baseline on synthetic walkers.
 
-    python -m stages.attributes.train --config configs/train/clip_gar.yaml
+    python -m training.attributes --config configs/train/clip_gar.yaml
 
 Steps: render (or load cached) training and held-out clip sets; encode the template sentences once
 with the frozen text encoder; Align stage (visual encoder + theta + tau, eq. 1) in this process
@@ -18,117 +18,22 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
+from evaluation.attributes import evaluate_all
 from stages.attributes.checkpoint import save_checkpoint
-from stages.attributes.data import ClipSet, SynthSpec, load_clip_set, sample_windows, synth_fingerprint
 from stages.attributes.model import ClassifierBaseline, ClipGar, align_loss
 from stages.attributes.table import all_sentences, one_hot
-from stages.attributes.text import encode_sentences
 from stages.checkpoints import sha256_of
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    channels: tuple[int, ...] = (16, 16, 32, 64)
-    parts: int = 8
-    embed_dim: int = 128
-    frame_stride: int = 2
-
-
-@dataclass(frozen=True)
-class FusionModelConfig:
-    heads: int = 4
-    ff_mult: int = 2
-    dropout: float = 0.1
-
-
-@dataclass(frozen=True)
-class TextConfig:
-    backend: str = "minilm"
-    model_name: str = ""
-    checkpoint: str = ""
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """Adam with cosine decay; training stops at ``iterations`` or after ``time_budget_s`` seconds,
-    whichever comes first (the decay follows whichever is nearer its end)."""
-
-    iterations: int = 400
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 2e-5
-    time_budget_s: float = 0.0  # 0: no time limit
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    seed: int = 0
-    threads: int = 1
-    clip_frames: int = 30
-    output: str = "weights/clip_gar.pt"
-    baseline_output: str = "weights/clip_gar_baseline.pt"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    fusion_model: FusionModelConfig = field(default_factory=FusionModelConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-    train_data: SynthSpec = field(default_factory=lambda: SynthSpec(0, 8, 4, 40, ("nm", "bg"), (0.0, 90.0)))
-    test_data: SynthSpec = field(default_factory=lambda: SynthSpec(100000, 4, 3, 40, ("nm", "bg", "cl"), (45.0,)))
-    align: OptimConfig = field(default_factory=OptimConfig)
-    fusion: OptimConfig = field(default_factory=lambda: OptimConfig(iterations=1500, batch_size=64, lr=5e-4))
-    baseline: OptimConfig = field(default_factory=OptimConfig)
-    casia_subjects: tuple[str, ...] = ("075", "076", "077", "078", "079", "080", "081", "082", "083", "084")
-    casia_views: tuple[str, ...] = ("036", "090", "144")
-
-
-_NESTED = {
-    "model": ModelConfig,
-    "fusion_model": FusionModelConfig,
-    "text": TextConfig,
-    "train_data": SynthSpec,
-    "test_data": SynthSpec,
-    "align": OptimConfig,
-    "fusion": OptimConfig,
-    "baseline": OptimConfig,
-}
-
-
-def _build(cls: type, values: dict, where: str):
-    if not isinstance(values, dict):
-        raise TypeError(f"{where}: expected a mapping, got {type(values).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    out = {}
-    for key, value in values.items():
-        if where == "config" and key in _NESTED:
-            out[key] = _build(_NESTED[key], value, f"{where}.{key}")
-        elif isinstance(value, list):
-            out[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        else:
-            out[key] = value
-    return cls(**out)
-
-
-def load_config(path: str | Path) -> TrainConfig:
-    """The YAML recipe as a TrainConfig; unknown keys are a one-line error naming them."""
-    with open(path) as f:
-        return _build(TrainConfig, yaml.safe_load(f) or {}, "config")
-
-
-def _resolve(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else PROJECT_ROOT / p
+from training.attributes_data import ClipSet, load_clip_set, sample_windows, synth_fingerprint
+from training.attributes_recipe import PROJECT_ROOT, OptimConfig, TrainConfig, load_config, project_path
+from training.attributes_text import encode_sentences
 
 
 def _lr_factor(it: int, iterations: int, elapsed: float, budget: float) -> float:
@@ -226,7 +131,7 @@ def _baseline_process(config_path: str) -> dict:
     cfg = load_config(config_path)
     torch.set_num_threads(cfg.threads)
     model, info = train_baseline(cfg, load_clip_set(cfg.train_data))
-    sha = save_checkpoint(_resolve(cfg.baseline_output), model, "baseline", asdict(cfg.model), cfg.clip_frames)
+    sha = save_checkpoint(project_path(cfg.baseline_output), model, "baseline", asdict(cfg.model), cfg.clip_frames)
     return {**info, "sha256": sha}
 
 
@@ -264,7 +169,7 @@ def write_manifest(weights: Path, command: str, data: str, metrics: dict, config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stages.attributes.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m training.attributes", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/train/clip_gar.yaml")
     parser.add_argument("--no-baseline", action="store_true", help="train CLIP-GAR only")
     args = parser.parse_args(argv)
@@ -295,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     model = ClipGar(torch.from_numpy(text_features), **model_kwargs)
     align_info = train_align(model, train, cfg)
     fusion_info = train_fusion(model, train, cfg)
-    weights = _resolve(cfg.output)
+    weights = project_path(cfg.output)
     save_checkpoint(weights, model, "clip_gar", model_kwargs, cfg.clip_frames, text_encoder)
 
     baseline_info = None
@@ -303,10 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         baseline_info = baseline_job.result()
         pool.shutdown()
 
-    from stages.attributes.evaluate import evaluate_all
-
-    metrics = evaluate_all(cfg, weights, _resolve(cfg.baseline_output) if baseline_info else None, test)
-    command = "python -m stages.attributes.train --config " + args.config
+    metrics = evaluate_all(cfg, weights, project_path(cfg.baseline_output) if baseline_info else None, test)
+    command = "python -m training.attributes --config " + args.config
     data = (
         f"synthetic walkers (synth.dataset, seed {cfg.train_data.seed}, synth sources sha256 {provenance['sources_sha256']}): train identities "
         f"{cfg.train_data.first_identity}..{cfg.train_data.first_identity + cfg.train_data.n_identities - 1} "
@@ -326,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if baseline_info:
         write_manifest(
-            _resolve(cfg.baseline_output),
+            project_path(cfg.baseline_output),
             command,
             data,
             {"synthetic_test": metrics["synthetic_test"]["baseline"]},

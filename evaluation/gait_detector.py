@@ -9,7 +9,7 @@ Two measurements (GADER sec. 4.2, "Gait Detector Evaluation"):
 
 Usage::
 
-    python -m stages.gait_detector.evaluate --config configs/train/gader.yaml [--weights PATH] [--out FILE]
+    python -m evaluation.gait_detector --config configs/train/gader.yaml [--weights PATH] [--out FILE]
 """
 
 from __future__ import annotations
@@ -22,10 +22,19 @@ import numpy as np
 import torch
 
 from stages.gait_detector.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
-from stages.gait_detector.data import LabeledDHS, sample_windows
 from stages.gait_detector.detect import DetectorParams, classify_whole, detect_segments
+from stages.gait_detector.dhs import DHSConfig
 from stages.gait_detector.model import CLASSES, FULL_WALKING, DHSClassifier
 from stages.gait_detector.route import RoutingParams, route
+from training.gait_detector_data import (
+    LabeledDHS,
+    cached_tracks,
+    casia_tracks,
+    read_config,
+    sample_windows,
+    subject_range,
+)
+from training.gait_detector_synth import ALL_BEHAVIOURS, MIXED_BEHAVIOURS, synth_tracks
 
 
 @torch.inference_mode()
@@ -113,10 +122,35 @@ def evaluate(model: DHSClassifier, datasets: dict[str, tuple[list[LabeledDHS], l
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
-    from stages.gait_detector.train import build_eval_datasets, read_config
+def build_eval_datasets(cfg: dict, dhs_config: DHSConfig) -> dict[str, tuple[list[LabeledDHS], list[LabeledDHS]]]:
+    """name -> (tracks for window accuracy, mixed tracks for frame-level metrics), all held out."""
+    ev = cfg["evaluation"]
+    c = cfg["data"]["casia"]
+    key = {"purpose": "evaluate", "dhs": cfg["dhs"], "evaluation": ev}
+    casia = cached_tracks(
+        {**key, "casia": c},
+        lambda: casia_tracks(
+            cfg, dhs_config, np.random.default_rng(ev["seed"]), subject_range(c["test_subjects"]),
+            c["test_sequences_per_subject"], ev["mixed_track_frames"],
+        ),
+    )
+    out = {"casia_test_075_124": (casia, casia[: ev["mixed_tracks"]])}
+    if cfg["data"].get("synth"):
+        s = cfg["data"]["synth"]
+        every_kind = cached_tracks(
+            {**key, "synth": s, "behaviours": ALL_BEHAVIOURS},
+            lambda: synth_tracks(cfg, dhs_config, held_out=True, behaviours=ALL_BEHAVIOURS),
+        )
+        mixed = cached_tracks(
+            {**key, "synth": s, "behaviours": MIXED_BEHAVIOURS},
+            lambda: synth_tracks(cfg, dhs_config, held_out=True, behaviours=MIXED_BEHAVIOURS),
+        )
+        out["synth_held_out"] = (every_kind, mixed[: ev["mixed_tracks"]])
+    return out
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.gait_detector", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="training recipe (configs/train/gader.yaml)")
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint to evaluate")
     parser.add_argument("--out", default=None, help="also write the results to this JSON file")

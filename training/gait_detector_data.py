@@ -1,4 +1,5 @@
-"""Training and evaluation data for the DHS classifier: labelled DHS tracks and window sampling.
+"""Training and evaluation data for the GADER DHS classifier: labelled DHS tracks, window sampling,
+recipes and the track cache.
 
 A :class:`LabeledDHS` is a DHS ``(W, T)`` with one class label per frame (see ``model.CLASSES``).
 Two sources produce them:
@@ -18,17 +19,23 @@ every frame of a composed track alike, so it cannot hint at the class.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from pipeline.messages import SILHOUETTE_HEIGHT, SILHOUETTE_WIDTH
+from stages.gait_detector import dhs as dhs_module
 from stages.gait_detector.dhs import DHSConfig, extract_dhs
 from stages.gait_detector.model import CLASSES, FULL_WALKING, class_index
 from stages.silhouette import cut_sides, opengait_pretreat
 
 _PAD = (SILHOUETTE_HEIGHT - SILHOUETTE_WIDTH) // 2  # 64x44 -> 64x64 canvas
+CACHE = Path.home() / ".cache" / "gaitscope" / "gader"
 
 
 @dataclass(frozen=True)
@@ -258,3 +265,58 @@ def sample_windows(
         windows[i] = track.dhs[:, start : start + length]
         labels[i] = window_label(frame_labels, walking_purity)
     return windows, labels
+
+
+# --- recipes -----------------------------------------------------------------------------------------
+
+
+def read_config(path: str | Path) -> dict:
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    if not isinstance(cfg, dict):
+        raise TypeError(f"{path}: expected a mapping at the top level")
+    return cfg
+
+
+def subject_range(bounds: list[int]) -> list[str]:
+    return [f"{i:03d}" for i in range(bounds[0], bounds[1] + 1)]
+
+
+def casia_tracks(
+    cfg: dict, dhs_config: DHSConfig, rng: np.random.Generator, subjects: list[str], per_subject: int, frames: int
+) -> list[LabeledDHS]:
+    c = cfg["data"]["casia"]
+    sources = casia_walking_sources(subjects, per_subject, rng, dhs_config)
+    return [
+        compose_track(s, rng, frames, tuple(c["piece_frames"]), c["class_weights"])
+        for s in sources
+        for _ in range(c["tracks_per_sequence"])
+    ]
+
+
+def cached_tracks(what: dict, build: Callable[[], list[LabeledDHS]]) -> list[LabeledDHS]:
+    """``build()`` once per recipe section and data code version; later runs read ~/.cache/gaitscope/gader."""
+    here = Path(__file__)
+    sources = [p.read_bytes() for p in (here, here.with_name("gait_detector_synth.py"), Path(dhs_module.__file__))]
+    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode() + b"".join(sources)).hexdigest()[:20]
+    path = CACHE / f"{key}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:  # each z[key] reads the array again: read once
+            dhs, labels, lengths, names = z["dhs"], z["labels"], z["lengths"], z["names"]
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        return [
+            LabeledDHS(np.ascontiguousarray(dhs[:, a:b]), labels[a:b], str(name))
+            for a, b, name in zip(bounds[:-1], bounds[1:], names)
+        ]
+    tracks = build()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        dhs=np.concatenate([t.dhs for t in tracks], axis=1),
+        labels=np.concatenate([t.labels for t in tracks]),
+        lengths=np.array([len(t) for t in tracks]),
+        names=np.array([t.name for t in tracks]),
+    )
+    tmp.replace(path)
+    return tracks

@@ -1,6 +1,6 @@
 """Train CarGait on the frozen gait model's CASIA-B train features and evaluate it on the test set.
 
-    python -m stages.rerank.train --config configs/train/cargait.yaml
+    python -m training.rerank --config configs/train/cargait.yaml
 
 Data set D (paper fig. 2): every training sequence with its top-v nearest training sequences under
 the frozen model's metric; triplets (probe, positive, negative) are drawn from those shortlists.
@@ -27,9 +27,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from evaluation.metrics import part_distance
-from stages.checkpoints import sha256_of
-from stages.rerank.evaluate import (
+from evaluation.rerank import (
     KReciprocalReranker,
     ShortlistReranker,
     as_dict,
@@ -37,12 +35,14 @@ from stages.rerank.evaluate import (
     format_table,
     initial_scores,
 )
-from stages.rerank.features import FeatureSet
+from stages.checkpoints import sha256_of
+from stages.gait.distance import part_distance
 from stages.rerank.model import CarGait, PairClassifier, ranking_loss, strip_euclidean
 from stages.rerank.weights import save_reranker
 from training.casia_b import GALLERY_TYPES
+from training.gait_features import FeatureSet
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -249,7 +249,7 @@ def shipped_calibrations(cfg: TrainConfig, weights: Path, test: FeatureSet, mode
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m training.rerank", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML file with TrainConfig keys")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     args = parser.parse_args(argv)
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = {
         "file": out.name,
         "sha256": sha256_of(out),
-        "command": "python -m stages.rerank.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "command": "python -m training.rerank " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "data": {
             "train_features": str(cfg.train_features),
             "test_features": str(cfg.test_features),

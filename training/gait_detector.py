@@ -2,10 +2,11 @@
 
 Usage::
 
-    python -m stages.gait_detector.train --config configs/train/gader.yaml
+    python -m training.gait_detector --config configs/train/gader.yaml
 
 Training windows (random start and length, GADER sec. 3.1.2) come from mixed tracks composed from
-real CASIA-B walking (training subjects 001-074) and from synthetic walkers; see ``data``. After
+real CASIA-B walking (training subjects 001-074) and from synthetic walkers; see
+:mod:`training.gait_detector_data`. After
 training, the held-out evaluation (CASIA-B subjects 075-124, synthetic held-out identities) is run
 and its results go into the manifest ``weights/gader_dhs.json``.
 """
@@ -13,7 +14,6 @@ and its results go into the manifest ``weights/gader_dhs.json``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shlex
 import sys
@@ -23,88 +23,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
+from evaluation.gait_detector import build_eval_datasets, evaluate
 from stages.gait_detector.checkpoint import save_checkpoint
-from stages.gait_detector.data import LabeledDHS, casia_walking_sources, compose_track, sample_windows
 from stages.gait_detector.dhs import DHSConfig
-from stages.gait_detector.evaluate import evaluate
 from stages.gait_detector.model import ClassifierConfig, DHSClassifier
-from stages.gait_detector.synth_data import ALL_BEHAVIOURS, MIXED_BEHAVIOURS
+from training.gait_detector_data import (
+    LabeledDHS,
+    cached_tracks,
+    casia_tracks,
+    read_config,
+    sample_windows,
+    subject_range,
+)
+from training.gait_detector_synth import ALL_BEHAVIOURS, synth_tracks
 
-ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path.home() / ".cache" / "gaitscope" / "gader"
-
-
-def cached_tracks(what: dict, build) -> list[LabeledDHS]:
-    """``build()`` once per recipe section and data code version; later runs read ~/.cache/gaitscope/gader."""
-    sources = [Path(__file__).with_name(n).read_bytes() for n in ("data.py", "synth_data.py", "dhs.py")]
-    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode() + b"".join(sources)).hexdigest()[:20]
-    path = CACHE / f"{key}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:  # each z[key] reads the array again: read once
-            dhs, labels, lengths, names = z["dhs"], z["labels"], z["lengths"], z["names"]
-        bounds = np.concatenate([[0], np.cumsum(lengths)])
-        return [
-            LabeledDHS(np.ascontiguousarray(dhs[:, a:b]), labels[a:b], str(name))
-            for a, b, name in zip(bounds[:-1], bounds[1:], names)
-        ]
-    tracks = build()
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
-        dhs=np.concatenate([t.dhs for t in tracks], axis=1),
-        labels=np.concatenate([t.labels for t in tracks]),
-        lengths=np.array([len(t) for t in tracks]),
-        names=np.array([t.name for t in tracks]),
-    )
-    tmp.replace(path)
-    return tracks
-
-
-def read_config(path: str | Path) -> dict:
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
-    if not isinstance(cfg, dict):
-        raise TypeError(f"{path}: expected a mapping at the top level")
-    return cfg
-
-
-def subject_range(bounds: list[int]) -> list[str]:
-    return [f"{i:03d}" for i in range(bounds[0], bounds[1] + 1)]
-
-
-def casia_tracks(
-    cfg: dict, dhs_config: DHSConfig, rng: np.random.Generator, subjects: list[str], per_subject: int, frames: int
-) -> list[LabeledDHS]:
-    c = cfg["data"]["casia"]
-    sources = casia_walking_sources(subjects, per_subject, rng, dhs_config)
-    return [
-        compose_track(s, rng, frames, tuple(c["piece_frames"]), c["class_weights"])
-        for s in sources
-        for _ in range(c["tracks_per_sequence"])
-    ]
-
-
-def synth_tracks(cfg: dict, dhs_config: DHSConfig, held_out: bool, behaviours: tuple[str, ...]) -> list[LabeledDHS]:
-    """Synthetic walker tracks; held-out identities are a disjoint block of generator ids."""
-    from stages.gait_detector.synth_data import synthetic_tracks
-
-    s = cfg["data"]["synth"]
-    return synthetic_tracks(
-        s["test_first_identity"] if held_out else 0,
-        s["test_identities"] if held_out else s["train_identities"],
-        seqs_per_identity=s["seqs_per_identity"],
-        frames=cfg["evaluation"]["mixed_track_frames"] if held_out else s["frames"],
-        seed=cfg["evaluation"]["seed"] if held_out else cfg["seed"],
-        dhs_config=dhs_config,
-        fps=float(s["fps"]),
-        frame_steps=tuple(s["frame_steps"]),
-        behaviours=behaviours,
-        frame_size=tuple(s["frame_size"]),
-    )
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_train_tracks(cfg: dict, dhs_config: DHSConfig) -> dict[str, list[LabeledDHS]]:
@@ -124,33 +59,6 @@ def build_train_tracks(cfg: dict, dhs_config: DHSConfig) -> dict[str, list[Label
             {**key, "synth": cfg["data"]["synth"]},
             lambda: synth_tracks(cfg, dhs_config, held_out=False, behaviours=ALL_BEHAVIOURS),
         )
-    return out
-
-
-def build_eval_datasets(cfg: dict, dhs_config: DHSConfig) -> dict[str, tuple[list[LabeledDHS], list[LabeledDHS]]]:
-    """name -> (tracks for window accuracy, mixed tracks for frame-level metrics), all held out."""
-    ev = cfg["evaluation"]
-    c = cfg["data"]["casia"]
-    key = {"purpose": "evaluate", "dhs": cfg["dhs"], "evaluation": ev}
-    casia = cached_tracks(
-        {**key, "casia": c},
-        lambda: casia_tracks(
-            cfg, dhs_config, np.random.default_rng(ev["seed"]), subject_range(c["test_subjects"]),
-            c["test_sequences_per_subject"], ev["mixed_track_frames"],
-        ),
-    )
-    out = {"casia_test_075_124": (casia, casia[: ev["mixed_tracks"]])}
-    if cfg["data"].get("synth"):
-        s = cfg["data"]["synth"]
-        every_kind = cached_tracks(
-            {**key, "synth": s, "behaviours": ALL_BEHAVIOURS},
-            lambda: synth_tracks(cfg, dhs_config, held_out=True, behaviours=ALL_BEHAVIOURS),
-        )
-        mixed = cached_tracks(
-            {**key, "synth": s, "behaviours": MIXED_BEHAVIOURS},
-            lambda: synth_tracks(cfg, dhs_config, held_out=True, behaviours=MIXED_BEHAVIOURS),
-        )
-        out["synth_held_out"] = (every_kind, mixed[: ev["mixed_tracks"]])
     return out
 
 
@@ -204,7 +112,7 @@ def train(cfg: dict, sources: dict[str, list[LabeledDHS]], log=print) -> DHSClas
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.gait_detector", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="training recipe, e.g. configs/train/gader.yaml")
     parser.add_argument("--output", default=None, help="weights file (default: the recipe's output)")
     args = parser.parse_args(argv)

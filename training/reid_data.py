@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 
 from pipeline.messages import CROP_SIZE
+from stages.reid.stage import spread
 
-DEFAULT_REID_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "reid"
+DEFAULT_REID_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "reid"
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,6 @@ def read_crop(path: Path) -> np.ndarray:
     if img is None:
         raise FileNotFoundError(f"cannot read image {path}")
     return cv2.resize(img, (CROP_SIZE[1], CROP_SIZE[0]), interpolation=cv2.INTER_AREA)
-
-
-def spread(n: int, cap: int | None) -> np.ndarray:
-    if cap is None or n <= cap:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
 
 
 def load_mars_split(root: Path, split: str, max_frames: int | None = None) -> list[Tracklet]:

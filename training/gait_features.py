@@ -1,11 +1,21 @@
-"""Per-part gait features of a labelled set of sequences (the re-ranker's training and test data)."""
+"""Per-part gait features of a labelled set of sequences: extracted from CASIA-B with a gait model,
+saved as ``.npz``, read back as a :class:`FeatureSet` (the re-ranker's training and test data, the
+gallery's calibration data).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from stages.gait.embedding import embed_sequences, spread_positions
+from stages.gait.model import GaitBase
+from training.casia_b import CasiaB, SequenceKey
+
+FEATURES_DIR = Path("~/.cache/gaitscope/features").expanduser()
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ class FeatureSet:
     @classmethod
     def load(cls, path: str | Path, model_version: str = "") -> FeatureSet:
         """Read an ``.npz`` with arrays features (or embeddings), subjects (or labels), types, views,
-        as written by ``save`` or by ``evaluation.features.extract_casia_features``. ``model_version``
+        as written by ``save`` or by :func:`extract_casia_features`. ``model_version``
         is used when the file does not record one."""
         path = Path(path).expanduser()
         if not path.is_file():
@@ -72,3 +82,40 @@ class FeatureSet:
                 z["views"].astype(str),
                 version,
             )
+
+
+def extract_casia_features(
+    model: GaitBase,
+    reader: CasiaB,
+    keys: list[SequenceKey],
+    max_frames: int | None,
+    out_path: Path | None = None,
+    batch_frames: int = 1024,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Embeddings of CASIA-B sequences: {"embeddings" (N, P, C), "labels", "types", "views"}
+    (string arrays), saved as npz at ``out_path`` when given."""
+    from tqdm import tqdm
+
+    done: list[SequenceKey] = []
+
+    def frames() -> Iterator[tuple[np.ndarray, None]]:
+        for seq in tqdm(
+            reader.iter_sequences(keys), total=len(keys), desc="embed", mininterval=10, disable=not progress
+        ):
+            done.append(seq.key)
+            yield seq.silhouettes[spread_positions(len(seq), max_frames)], None
+
+    emb = embed_sequences(model, frames(), batch_frames)
+    result = {
+        "embeddings": emb,
+        "labels": np.array([k.subject for k in done]),
+        "types": np.array([k.type for k in done]),
+        "views": np.array([k.view for k in done]),
+    }
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_name(out_path.name + ".tmp.npz")
+        np.savez(tmp, **result)
+        tmp.replace(out_path)
+    return result

@@ -6,9 +6,8 @@
     python run_pipeline.py gallery calibrate --features ~/.cache/gaitscope/features/gar_casiab_test.npz
     python run_pipeline.py search clip.mp4 | --jsonl FILE
 
-Tracks from a previous run need its records written with ``--save-embeddings`` (each record then
-carries ``embeddings.gait`` (P x C) and/or ``embeddings.appearance`` (D) and ``model_versions``).
-Each verb is also ``python -m stages.gallery.commands VERB ...``.
+Tracks from a previous run need its records written with ``--save-embeddings``. Each verb is a thin
+layer over :mod:`stages.gallery.operations` and is also ``python -m cli.gallery VERB ...``.
 """
 
 from __future__ import annotations
@@ -16,29 +15,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import UserError, output_error
-from stages.gallery.calibration import calibrate, calibration_distances
+from pipeline.errors import UserError
+from stages.gallery.operations import (
+    calibrate_gait,
+    enroll_track,
+    export_gallery,
+    pick_track,
+    read_records,
+    search_one,
+    tracks_from_records,
+    tracks_from_windows,
+)
 from stages.gallery.search import Reranker
-from stages.gallery.stage import DEFAULT_RERANKER, GalleryMatcher, window_meta
-from stages.gallery.store import MODALITIES, EntryMeta, Gallery, GalleryError
+from stages.gallery.stage import DEFAULT_RERANKER, GalleryMatcher
+from stages.gallery.store import Gallery, GalleryError
 
 DEFAULT_GALLERY = "~/.cache/gaitscope/gallery"
-STAGE_OF = {"gait": "gait", "appearance": "reid"}  # stage names that record each embedding's model
-
-
-@dataclass(frozen=True)
-class TrackEmbeddings:
-    """One track's embeddings from a run: per modality a list of (embedding, metadata, model version)."""
-
-    source: str
-    track_id: int
-    items: dict[str, list[tuple[np.ndarray, EntryMeta, str]]]
 
 
 def _gallery_arg(p: argparse.ArgumentParser) -> None:
@@ -50,94 +47,15 @@ def _video_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
 
 
-# -- reading tracks ---------------------------------------------------------------------------------
-def tracks_from_records(records: Iterable[dict], name: str) -> dict[tuple[str, int], TrackEmbeddings]:
-    """Group a run's JSONL records (with embeddings) by (source, track id)."""
-    out: dict[tuple[str, int], TrackEmbeddings] = {}
-    for r in records:
-        if r.get("type") != "track":
-            continue
-        emb = r.get("embeddings")
-        if emb is None:
-            raise GalleryError("records carry no embeddings: re-run with --save-embeddings (export.save_embeddings=true)")
-        key = (str(r["source"]), int(r["track_id"]))
-        track = out.setdefault(key, TrackEmbeddings(key[0], key[1], {m: [] for m in MODALITIES}))
-        attrs = {k: v["label"] for k, v in (r.get("attributes") or {}).items()}
-        time_s = r.get("time_s") or {}
-        meta = EntryMeta(name, key[0], key[1], time_s.get("start"), time_s.get("end"), attrs)
-        versions = r.get("model_versions") or {}
-        for modality in MODALITIES:
-            if emb.get(modality) is not None and r.get("final", True):
-                track.items[modality].append((np.asarray(emb[modality], np.float32), meta, versions.get(STAGE_OF[modality], "")))
-    return out
-
-
-def tracks_from_windows(windows: Iterable, name: str) -> dict[tuple[str, int], TrackEmbeddings]:
-    """Group final TrackWindows (from ``pipeline.app.collect_windows``) by (source, track id)."""
-    out: dict[tuple[str, int], TrackEmbeddings] = {}
-    for w in windows:
-        key = (w.source_id, int(w.track_id))
-        track = out.setdefault(key, TrackEmbeddings(key[0], key[1], {m: [] for m in MODALITIES}))
-        meta = window_meta(w, name)
-        if w.gait_embedding is not None:
-            track.items["gait"].append((np.asarray(w.gait_embedding, np.float32), meta, w.model_versions.get("gait", "")))
-        if w.appearance_embedding is not None:
-            track.items["appearance"].append((np.asarray(w.appearance_embedding, np.float32), meta, w.model_versions.get("reid", "")))
-    return {k: t for k, t in out.items() if any(t.items.values())}
-
-
-def _read_jsonl(path: str) -> list[dict]:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise GalleryError(f"no such records file: {p}")
-    records = []
-    try:
-        with open(p, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    records.append(json.loads(line))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = f" line {number}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise GalleryError(f"{p}{where}: not a JSON Lines file of track records ({type(exc).__name__})") from None
-    return records
-
-
 def _run_pipeline(videos: list[str], config: str | None, overrides: list[str]) -> list:
+    """Final track windows of the clips, through the pipeline with the gallery off."""
     from pipeline.app import collect_windows, load
 
     cfg = load(config, [*overrides, "gallery.enabled=false"])
     return collect_windows(cfg, videos)
 
 
-def _pick_track(tracks: dict[tuple[str, int], TrackEmbeddings], track_id: int | None, source: str | None) -> TrackEmbeddings:
-    chosen = [t for k, t in tracks.items() if (track_id is None or k[1] == track_id) and (source is None or k[0] == source)]
-    if not chosen:
-        raise GalleryError(f"no track with embeddings matches (track {track_id}, source {source}); tracks: {_describe(tracks)}")
-    if len(chosen) > 1:
-        raise GalleryError(f"{len(chosen)} tracks match; choose one with --track (and --source): {_describe(tracks)}")
-    return chosen[0]
-
-
-def _describe(tracks: dict[tuple[str, int], TrackEmbeddings]) -> str:
-    return ", ".join(f"{s}#{t} ({sum(len(v) for v in tr.items.values())} windows)" for (s, t), tr in tracks.items()) or "none"
-
-
 # -- enroll ---------------------------------------------------------------------------------------
-def enroll_track(gallery: Gallery, track: TrackEmbeddings, name: str) -> dict[str, int]:
-    """Add every embedding of a track under ``name``; returns entries added per modality."""
-    added = {}
-    for modality, items in track.items.items():
-        if not items:
-            continue
-        versions = {v for _, _, v in items}
-        if len(versions) > 1:
-            raise GalleryError(f"{modality} embeddings of one track come from several models: {sorted(versions)}")
-        metas = [EntryMeta(name, m.source, m.track_id, m.t_start, m.t_end, m.attributes) for _, m, _ in items]
-        ids = gallery.add(modality, [e for e, _, _ in items], metas, versions.pop())
-        added[modality] = len(ids)
-    return added
-
-
 def enroll_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="enroll", description="add an identity to the gallery from a clip or a previous run's track")
     _gallery_arg(p)
@@ -149,9 +67,9 @@ def enroll_main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default=None, help="source id of the track (when track ids repeat across sources)")
     _video_args(p)
     args = p.parse_args(argv)
-    tracks = (tracks_from_records(_read_jsonl(args.jsonl), args.name) if args.jsonl
+    tracks = (tracks_from_records(read_records(args.jsonl), args.name) if args.jsonl
               else tracks_from_windows(_run_pipeline(args.video, args.config, args.overrides), args.name))
-    track = _pick_track(tracks, args.track, args.source)
+    track = pick_track(tracks, args.track, args.source)
     with Gallery(args.gallery) as gallery:
         added = enroll_track(gallery, track, args.name)
     print(f"enrolled {args.name!r} from {track.source}#{track.track_id}: "
@@ -176,7 +94,7 @@ def gallery_main(argv: list[str] | None = None) -> int:
     ex.add_argument("--vectors", default=None, help="also write the raw embeddings to this .npz")
     ca = sub.add_parser("calibrate", help="fit the open-set threshold on labelled gait features (e.g. CASIA-B test)")
     _gallery_arg(ca)
-    ca.add_argument("--features", required=True, help=".npz of labelled features (evaluation.casia_b extract)")
+    ca.add_argument("--features", required=True, help=".npz of labelled features (evaluation.gait extract)")
     ca.add_argument("--model-version", default=None, help="model of the features (default: the gallery's gait model)")
     ca.add_argument("--reranker", default="", help="CarGait checkpoint ('' shipped, 'none' for the plain metric)")
     ca.add_argument("--metric", choices=["euc", "cos"], default="euc")
@@ -192,7 +110,10 @@ def gallery_main(argv: list[str] | None = None) -> int:
             print(f"removed {args.name!r} ({n} entries)")
             return 0
         if args.action == "export":
-            return _export(gallery, Path(args.out).expanduser(), args.vectors)
+            out = Path(args.out).expanduser()
+            count = export_gallery(gallery, out, args.vectors)
+            print(f"exported {count} entries -> {out}" + (f" and {args.vectors}" if args.vectors else ""))
+            return 0
         return _calibrate(gallery, args)
 
 
@@ -216,47 +137,21 @@ def _list(gallery: Gallery, entries: bool, as_json: bool) -> int:
     return 0
 
 
-def _export(gallery: Gallery, out: Path, vectors: str | None) -> int:
-    entries = gallery.entries()
-    doc = {**gallery.info(), "identities": [asdict(i) for i in gallery.identities()], "entries": [asdict(e) for e in entries]}
-    target = out
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
-        tmp.replace(out)
-        if vectors:
-            feats = gallery.features([e.entry_id for e in entries])
-            arrays = {f"entry_{e.entry_id}": feats[e.entry_id] for e in entries}
-            target = Path(vectors).expanduser()
-            tmpv = target.with_name(target.name + ".tmp.npz")
-            np.savez(tmpv, **arrays)
-            tmpv.replace(target)
-    except OSError as exc:
-        raise output_error(target, exc) from None
-    print(f"exported {len(entries)} entries -> {out}" + (f" and {vectors}" if vectors else ""))
-    return 0
-
-
 def _calibrate(gallery: Gallery, args: argparse.Namespace) -> int:
-    from stages.rerank.features import FeatureSet
+    from training.casia_b import GALLERY_TYPES
+    from training.gait_features import FeatureSet
 
     version = args.model_version or gallery.model_version("gait") or ""
     if not version:
         raise GalleryError("the gallery has no gait model yet: pass --model-version (the gait stage's version string)")
     fs = FeatureSet.load(args.features, version)
     reranker = None if args.reranker.lower() == "none" else Reranker.load(Path(args.reranker).expanduser() if args.reranker else DEFAULT_RERANKER)
-    if reranker is not None and reranker.info.gait_model_version != version:
-        raise GalleryError(f"re-ranker trained on {reranker.info.gait_model_version!r}, features/gallery from {version!r}")
-    from training.casia_b import GALLERY_TYPES
-
+    source = f"{Path(args.features).name}: nearest genuine vs nearest impostor per probe"
     probe_mask = ~np.isin(fs.types, GALLERY_TYPES)
-    pairs = None if reranker is None else reranker.pair_distances
-    genuine, impostor = calibration_distances(fs.features, fs.subjects, probe_mask, args.metric, pairs, args.top_k)
-    scorer = reranker.scorer if reranker is not None else args.metric
-    cal = calibrate(genuine, impostor, scorer, version, f"{Path(args.features).name}: nearest genuine vs nearest impostor per probe", args.far)
-    gallery.set_calibration("gait", cal)
-    print(f"gait calibration for {scorer}: threshold {cal.threshold:.4f} (FAR {cal.far:.3f}, FRR {cal.frr:.3f}, "
+    cal = calibrate_gait(
+        gallery, fs.features, fs.subjects, probe_mask, version, source, reranker, args.metric, args.far, args.top_k
+    )
+    print(f"gait calibration for {cal.scorer}: threshold {cal.threshold:.4f} (FAR {cal.far:.3f}, FRR {cal.frr:.3f}, "
           f"{cal.genuine} genuine / {cal.impostor} impostor)")
     return 0
 
@@ -275,7 +170,7 @@ def search_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if bool(args.videos) == bool(args.jsonl):
         p.error("give either clips or --jsonl")
-    tracks = (tracks_from_records(_read_jsonl(args.jsonl), "?") if args.jsonl
+    tracks = (tracks_from_records(read_records(args.jsonl), "?") if args.jsonl
               else tracks_from_windows(_run_pipeline(args.videos, args.config, args.overrides), "?"))
     if not tracks:
         print("no track with an embedding found", file=sys.stderr)
@@ -300,24 +195,6 @@ def search_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def search_one(matcher: GalleryMatcher, modality: str, embedding: np.ndarray, version: str) -> dict:
-    """Ranked identities for one embedding, through the matcher's own decision rule."""
-    match = matcher.match(modality, [embedding], version)[0]
-    return {
-        "modality": modality,
-        "identity": match.identity,
-        "distance": _finite(match.distance),
-        "confidence": match.confidence,
-        "calibrated": matcher.decision(modality, matcher.searcher_for(modality, version))[1] is not None,
-        "candidates": [{**asdict(c), "distance": _finite(c.distance)} for c in match.candidates],
-    }
-
-
-def _finite(value: float) -> float | None:
-    """A distance for strict JSON: None when there was nothing to compare with (an empty gallery gives inf)."""
-    return float(value) if np.isfinite(value) else None
-
-
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -326,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbs = {"enroll": enroll_main, "gallery": gallery_main, "search": search_main}
     if not argv or argv[0] not in verbs:
-        print(f"usage: python -m stages.gallery.commands {{{','.join(verbs)}}} ...", file=sys.stderr)
+        print(f"usage: python -m cli.gallery {{{','.join(verbs)}}} ...", file=sys.stderr)
         return 2
     try:
         return verbs[argv[0]](argv[1:])

@@ -8,7 +8,9 @@ from pathlib import Path
 
 
 def available() -> list[str]:
-    return sorted(p.stem.removeprefix("bench_") for p in Path(__file__).parent.glob("bench_*.py"))
+    import bench
+
+    return sorted(p.stem.removeprefix("bench_") for p in Path(bench.__file__).parent.glob("bench_*.py"))
 
 
 def main(argv: list[str]) -> int:

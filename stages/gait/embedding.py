@@ -1,4 +1,4 @@
-"""Embedding extraction: many sequences through a gait model, packed along time.
+"""Sequence embedding: many silhouette sequences through a gait model, packed along time.
 
 Sequences are concatenated frame-wise into n=1 batches with their lengths (OpenGait's seqL), so
 one forward pass serves many short sequences without padding.
@@ -7,15 +7,11 @@ one forward pass serves many short sequences without padding.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from stages.gait.model import GaitBase
-from training.casia_b import CasiaB, SequenceKey
-
-FEATURES_DIR = Path("~/.cache/gaitscope/features").expanduser()
 
 
 def spread_positions(length: int, max_frames: int | None) -> np.ndarray:
@@ -61,40 +57,3 @@ def embed_sequences(
     if not out:
         return np.zeros((0, model.config.parts, model.config.embed_dim), np.float32)
     return np.concatenate(out).astype(np.float32)
-
-
-def extract_casia_features(
-    model: GaitBase,
-    reader: CasiaB,
-    keys: list[SequenceKey],
-    max_frames: int | None,
-    out_path: Path | None = None,
-    batch_frames: int = 1024,
-    progress: bool = True,
-) -> dict[str, np.ndarray]:
-    """Embeddings of CASIA-B sequences: {"embeddings" (N, P, C), "labels", "types", "views"}
-    (string arrays), saved as npz at ``out_path`` when given."""
-    from tqdm import tqdm
-
-    done: list[SequenceKey] = []
-
-    def frames() -> Iterator[tuple[np.ndarray, None]]:
-        for seq in tqdm(
-            reader.iter_sequences(keys), total=len(keys), desc="embed", mininterval=10, disable=not progress
-        ):
-            done.append(seq.key)
-            yield seq.silhouettes[spread_positions(len(seq), max_frames)], None
-
-    emb = embed_sequences(model, frames(), batch_frames)
-    result = {
-        "embeddings": emb,
-        "labels": np.array([k.subject for k in done]),
-        "types": np.array([k.type for k in done]),
-        "views": np.array([k.view for k in done]),
-    }
-    if out_path is not None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(out_path.name + ".tmp.npz")
-        np.savez(tmp, **result)
-        tmp.replace(out_path)
-    return result

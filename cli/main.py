@@ -1,8 +1,8 @@
 """Command line: ``python run_pipeline.py VERB ...``.
 
-``run`` is implemented here; the other verbs belong to the part of the project that owns them and
-are imported only when used (``module:function`` taking the remaining arguments). ``--debug``
-anywhere on the line shows tracebacks of user errors (which are otherwise one line).
+``run`` is implemented here; every other verb is a ``module:function`` taking the remaining arguments
+(``cli/<verb>.py``, or the synthetic-data package's own command line), imported only when used.
+``--debug`` anywhere on the line shows tracebacks of user errors (which are otherwise one line).
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ EXIT_INTERRUPTED = 130  # Ctrl-C: incomplete sources stay .partial for --resume
 
 # verb -> (module:function taking argv, one-line help)
 DELEGATED_VERBS: dict[str, tuple[str, str]] = {
-    "demo": ("pipeline.demo:main", "render a synthetic scene, run the pipeline on it, compare with its ground truth"),
-    "enroll": ("stages.gallery.commands:enroll_main", "add an identity to the gallery from a clip or a previous run's track"),
-    "gallery": ("stages.gallery.commands:gallery_main", "list, remove or export gallery identities"),
-    "search": ("stages.gallery.commands:search_main", "rank gallery identities for the people in a clip"),
-    "query": ("stages.attributes.query:main", "filter exported track records by attributes"),
+    "demo": ("cli.demo:main", "render a synthetic scene, run the pipeline on it, compare with its ground truth"),
+    "enroll": ("cli.gallery:enroll_main", "add an identity to the gallery from a clip or a previous run's track"),
+    "gallery": ("cli.gallery:gallery_main", "list, remove or export gallery identities"),
+    "search": ("cli.gallery:search_main", "rank gallery identities for the people in a clip"),
+    "query": ("cli.query:main", "filter exported track records by attributes"),
     "synth": ("synth.cli:main", "render synthetic walkers: videos, ground truth, datasets"),
-    "train": ("training.cli:main", "train a model from a config in configs/train/"),
-    "eval": ("evaluation.cli:main", "evaluate a model on a benchmark protocol"),
-    "bench": ("bench.cli:main", "run a benchmark (prints ratios against an in-process baseline)"),
+    "train": ("cli.learned:train_main", "train a learned stage: train STAGE --config configs/train/... (train list)"),
+    "eval": ("cli.learned:eval_main", "evaluate a learned stage on its benchmark protocol (eval list)"),
+    "bench": ("cli.bench:main", "run a benchmark (prints ratios against an in-process baseline)"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Command-line verbs: ``python run_pipeline.py VERB ...`` (or the ``gaitscope`` script, or ``python -m cli``)."""
