@@ -220,10 +220,10 @@ def probe_config(p: Probe) -> None:
                      "runner.queue_size=0", "runner.batch_size=0", "source.open_timeout_s=0",
                      "source.open_timeout_s=.nan", "source.open_timeout_s=.inf", "tracklets.window_every=0",
                      "tracklets.min_length=-1", "track.lost_track_buffer=-5", "detect.history=[1, 2"]:
-        proc = p.cli(*p.run_args(p.fresh("o"), "--set", override, "--max-frames", "5"), str(p.clip), timeout=90)
+        proc = p.cli(*p.run_args(p.fresh("o"), "--set", override), str(p.clip))
         p.user_error("config", f"--set {override}", proc)
     for flag in (["--stride", "0"], ["--max-frames", "-5"]):
-        proc = p.cli(*p.run_args(p.fresh("o"), *flag), str(p.clip), timeout=90)
+        proc = p.cli(*p.run_args(p.fresh("o"), *flag), str(p.clip))
         p.user_error("config", " ".join(flag), proc)
     binary = folder / "binary.yaml"
     binary.write_bytes(bytes(range(256)) * 16)

@@ -87,6 +87,8 @@ def parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: not valid YAML{line}: {problem}") from None
     except RecursionError:
         raise ConfigError(f"{where}: YAML nested too deeply") from None
+    except ConfigError:
+        raise
     except ValueError as exc:  # a scalar the constructor cannot convert (e.g. an integer of 5000 digits)
         raise ConfigError(f"{where}: not valid YAML: {str(exc).splitlines()[0] if str(exc) else 'bad value'}") from None
     finally:

@@ -124,3 +124,12 @@ def test_cli_user_errors_are_one_line_and_touch_nothing(tmp_path, args):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert not out.exists()
+
+
+def test_bomb_message_names_the_file_once(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("detect:\n  backend: classic\n  history: [&a [x, x, x, x, x, x, x, x, x], "
+                    + ", ".join(f"&{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefg", "bcdefgh")) + "]\n")
+    with pytest.raises(ConfigError) as err:
+        load(str(bomb))
+    assert str(err.value) == f"{bomb}: YAML aliases expand to more than 10000 values; refused"
