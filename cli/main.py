@@ -11,10 +11,11 @@ import argparse
 import importlib
 import logging
 import os
+import pickle
 import sys
 import traceback
 
-from pipeline.errors import UserError, one_line
+from pipeline.errors import UserError, one_line, unpickling_reason
 
 log = logging.getLogger("gaitscope")
 
@@ -150,6 +151,11 @@ def _guarded(call, debug: bool = False) -> int:
             traceback.print_exc()
         message = exc if isinstance(exc, UserError) else one_line(f"{exc.strerror or exc}: {exc.filename or ''}")
         print(f"error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except pickle.UnpicklingError as exc:  # a weights file refused by torch's weights-only loader
+        if debug:
+            traceback.print_exc()
+        print(f"error: weights refused: {unpickling_reason(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

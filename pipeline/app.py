@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import re
 import tempfile
 import time
 import zipfile
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ConfigError, PipelineConfig, build, check_arguments, load_config, options_from
-from pipeline.errors import OutputError, UserError, one_line, output_error
+from pipeline.errors import OutputError, UserError, one_line, output_error, unpickling_reason
 from pipeline.export import ExportOptions, SilhouetteStripWriter, TrackRecordWriter, write_json_atomic
 from pipeline.messages import FrameResult, SourceEvent, TrackWindow
 from pipeline.runner import NamedStage, Runner, RunnerOptions, RunResult
@@ -86,7 +85,7 @@ def build_stages(config: PipelineConfig) -> BuiltPipeline:
         try:
             built[kind] = build(cls, params, kind)
         except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as exc:
-            raise UserError(f"{kind}: weights refused: {_unpickling_reason(exc)}") from exc
+            raise UserError(f"{kind}: weights refused: {unpickling_reason(exc)}") from exc
         except RuntimeError as exc:
             if "PytorchStreamReader" not in str(exc) and "zip archive" not in str(exc):
                 raise
@@ -102,15 +101,6 @@ def build_stages(config: PipelineConfig) -> BuiltPipeline:
         track_stages=[NamedStage(k, built[k], TrackWindow) for k in TRACK_STAGE_KINDS if k in built],
         descriptions=descriptions,
     )
-
-
-def _unpickling_reason(exc: BaseException) -> str:
-    """torch's forty-line weights-only advice, or pickle's message, as one clause."""
-    text = str(exc)
-    found = re.search(r"unsupported GLOBAL ([\w.]+)", text, re.IGNORECASE) or re.search(r"global '?([\w.]+)'? was not", text)
-    if found:
-        return f"the file references {found.group(1)}, which a weights file never needs (unpickling it could run code)"
-    return f"not a loadable weights file ({type(exc).__name__}: {text.strip().splitlines()[-1] if text.strip() else 'truncated'})"
 
 
 def _resolve_auto_detector(params: dict[str, Any], registry) -> tuple[str, dict[str, Any]]:
