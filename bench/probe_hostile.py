@@ -420,6 +420,8 @@ def probe_sources(p: Probe) -> None:
             p.add("sources", name, "traceback", _last_line(proc.stderr))
         elif not clip_done:
             p.add("sources", name, "lost/dup", f"exit {proc.rc}; the good file in the batch was not processed")
+        elif any(Path(s["source"]).name == "unrelated.mp4" for s in summary["sources"]):
+            p.add("sources", name, "silent", "processed the videos of the current folder")
         elif summary is not None and len(summary["sources"]) != 1 + len(bad):
             p.add("sources", name, "silent", f"{len(summary['sources'])} sources for {1 + len(bad)} arguments")
         elif proc.rc == 0:
