@@ -15,6 +15,7 @@ import pickle
 import sys
 import traceback
 
+from cli.parsing import ArgumentParser
 from pipeline.errors import UserError, one_line, unpickling_reason
 
 log = logging.getLogger("gaitscope")
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("gaitscope", "pipeline", "stages", "synth", "training", "evaluation"):
         logging.getLogger(name).setLevel(logging.INFO)
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="run_pipeline.py",
         description="gaitscope: gait-first person identification for surveillance video",
     )
