@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import yaml
@@ -43,8 +44,14 @@ def main(argv: list[str]) -> int:
     videos = sorted(str(p) for p in scene_dir.glob("*.mp4"))
 
     # A fresh gallery beside the outputs, filled as people are seen: identities link across cameras.
-    demo_gallery = [f"gallery.gallery={out / 'gallery'}", "gallery.auto_enrol=true"]
-    config = app.load(args.config, [*demo_gallery, *args.overrides] if args.config in (None, "default") else args.overrides)
+    # Embeddings are saved (and appearance computed on every window) so the run can be scored below.
+    gallery_dir = out / "gallery"
+    if gallery_dir.is_dir():
+        shutil.rmtree(gallery_dir)  # the previous demo's identities would make this run look better
+    demo_gallery = [f"gallery.gallery={gallery_dir}", "gallery.auto_enrol=true"]
+    scoring = ["export.save_embeddings=true", "reid.routes=all"]
+    demo_overrides = [*demo_gallery, *scoring] if args.config in (None, "default") else scoring
+    config = app.load(args.config, [*demo_overrides, *args.overrides])
     outputs = app.run(videos, out, config, video_out=out / "video", save_silhouettes=True)
     summary = outputs.summary
     print(f"{summary['frames_total']} frames, {summary['windows']} track windows in {summary['seconds']:.1f} s "
@@ -67,4 +74,22 @@ def main(argv: list[str]) -> int:
         print(f"  {name}: {len(people)} walker(s) in the ground truth, {len(tracks)} track(s) found, "
               f"identities: {', '.join(sorted(identities)) or 'none'}")
     print(f"records: {out / 'tracks'}  video: {out / 'video'}  ground truth: {truth_path}")
+    print_identity_scores(config, outputs.track_files, truth)
     return 0
+
+
+def print_identity_scores(config, track_files: list[Path], truth: dict) -> None:
+    """The identity benchmark's scores of this run against the scene's ground truth."""
+    from evaluation.identity.benchmark import markdown_table, score_run
+
+    if "gallery" not in config.stages:
+        print("identity scores: the gallery stage is disabled, nothing to score")
+        return
+    try:
+        scores = score_run(config, track_files, truth, name="demo")
+    except ValueError as exc:
+        print(f"identity scores: not computed ({exc})")
+        return
+    print(f"\nidentity against the ground truth ({scores['tracks_matched']} of {scores['tracks']} tracks follow a "
+          "rendered person; see `python -m evaluation.identity --help` for what each column means):")
+    print(markdown_table(scores))

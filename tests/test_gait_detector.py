@@ -279,6 +279,16 @@ def test_stage_fills_gait_and_version_from_a_checkpoint(tmp_path: Path):
         assert covered == len(w.sequence)  # every frame has exactly one route
 
 
+def test_every_window_sends_standing_and_walking_windows_whole_to_gait(tmp_path: Path):
+    path = tmp_path / "gader.pt"
+    save_checkpoint(path, DHSClassifier().eval(), DHSConfig(0.25, 3))
+    stage = GaitDetectorStage(weights=str(path), every_window=True)
+    for w in stage.process([window_of(stick_figure(50, True)), window_of(stick_figure(30, False))]):
+        assert w.gait.route == "gait" and w.gait.walking_fraction == 1.0 and w.gait.appearance_segments == []
+        assert [(s.start, s.stop) for s in w.gait.segments] == [(0, len(w.sequence))]
+        assert w.model_versions["gait_detector"].endswith("+every_window")
+
+
 def test_missing_or_foreign_weights_are_one_line_errors(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="training.gait_detector"):
         GaitDetectorStage(weights=str(tmp_path / "absent.pt"))

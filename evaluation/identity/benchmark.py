@@ -1,0 +1,277 @@
+"""The end-to-end identity benchmark: sites x variants, scored against ground truth.
+
+A benchmark config (``configs/bench/identity.yaml``) names the pipeline config, overrides for
+every variant, the sites and the variants. Each variant is a list of ``section.key=value``
+overrides (as on the command line) plus the closed-set scorers to report; a new ablation is one
+line. Variants that differ only in gallery keys share one front-end run per site.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evaluation.identity.metrics import LinkScores, ProbeRanking, closed_set, open_set
+from evaluation.identity.protocol import (
+    SCORERS,
+    auto_enrol_links,
+    by_track,
+    closed_set_probes,
+    probe_rankings,
+    track_decision,
+)
+from evaluation.identity.runs import FrontEndRun, replay_gallery, run_front_end_isolated, split_overrides
+from evaluation.identity.sites import DEFAULT_CACHE, load_site, render_site
+from evaluation.identity.truth import TrackKey, TrackTruth, match_tracks, people_seen
+from pipeline.messages import TrackWindow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BENCH = Path(__file__).resolve().parents[2] / "configs" / "bench" / "identity.yaml"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row group of the table: overrides on top of the benchmark's, and the scorers to report."""
+
+    name: str
+    overrides: tuple[str, ...] = ()
+    closed_set: tuple[str, ...] = ("system",)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """pipeline: config name or path; overrides: applied to every variant; sites / quick_sites:
+    (name, site config) pairs; far: open-set false-accept rate; min_iou / min_share: track matching."""
+
+    pipeline: str
+    overrides: tuple[str, ...]
+    sites: tuple[tuple[str, dict], ...]
+    quick_sites: tuple[tuple[str, dict], ...]
+    variants: tuple[Variant, ...]
+    far: float = 0.01
+    min_iou: float = 0.5
+    min_share: float = 0.5
+
+    @staticmethod
+    def load(path: str | Path) -> BenchConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"benchmark config not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        known = {"pipeline", "overrides", "sites", "quick_sites", "variants", "far", "track_match"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+
+        def sites(key: str) -> tuple[tuple[str, dict], ...]:
+            return tuple((Path(s).stem, load_site(path.parent / s)) for s in data.get(key) or [])
+
+        variants = []
+        for i, v in enumerate(data.get("variants") or []):
+            extra = sorted(set(v) - {"name", "overrides", "closed_set"})
+            if extra or "name" not in v:
+                raise ValueError(f"{path}: variants[{i}] needs a name and takes overrides, closed_set (got {sorted(v)})")
+            scorers = tuple(v.get("closed_set") or ("system",))
+            bad = sorted(set(scorers) - set(SCORERS))
+            if bad:
+                raise ValueError(f"{path}: variants[{i}].closed_set: unknown {bad}; choose from {list(SCORERS)}")
+            variants.append(Variant(str(v["name"]), tuple(v.get("overrides") or ()), scorers))
+        if not variants:
+            raise ValueError(f"{path}: no variants")
+        match = data.get("track_match") or {}
+        return BenchConfig(str(data.get("pipeline") or "default"), tuple(data.get("overrides") or ()), sites("sites"),
+                           sites("quick_sites"), tuple(variants), float(data.get("far", 0.01)),
+                           float(match.get("min_iou", 0.5)), float(match.get("min_share", 0.5)))
+
+
+@dataclass
+class Pool:
+    """Probe rankings of one variant and scorer, pooled over sites, enrol cameras and folds."""
+
+    closed: list[ProbeRanking] = field(default_factory=list)
+    changed: list[ProbeRanking] = field(default_factory=list)
+    known: list[ProbeRanking] = field(default_factory=list)
+    unknown: list[ProbeRanking] = field(default_factory=list)
+
+
+def open_set_folds(rankings: list[ProbeRanking], enrolled: set[int]) -> tuple[list[ProbeRanking], list[ProbeRanking]]:
+    """(known, unknown) probes of two folds: each fold leaves half of the enrolled identities out of
+    the gallery (by parity), so every probe is once known and once never enrolled; probes whose
+    person the enrol camera never saw are never-enrolled probes too (counted once)."""
+    known, unknown = [], []
+    natural = [p for p in rankings if p.identity not in enrolled]
+    for fold in (0, 1):
+        held = {i for i in enrolled if i % 2 == fold}
+        for p in rankings:
+            if p.identity in enrolled:
+                (unknown if p.identity in held else known).append(p.without(held))
+        if fold == 0:
+            unknown.extend(p.without(held) for p in natural)
+    return known, unknown
+
+
+@dataclass
+class SiteScores:
+    """One variant on one site: pooled probe rankings per scorer, auto-enrol links, the tracks' truth."""
+
+    pools: dict[str, Pool]
+    links: LinkScores
+    tracks: dict[TrackKey, TrackTruth]
+
+
+def score_site(config, windows: list[TrackWindow], decided: list[TrackWindow], truth: dict, scorers: tuple[str, ...],
+               tracks: dict[TrackKey, TrackTruth], batch_size: int = 8) -> SiteScores:
+    """Score one site: ``windows`` are the run's windows with embeddings (enrolled and probed
+    through ``config``'s gallery stage, each camera in turn the enrol camera), ``decided`` the same
+    windows with the identities the run decided online (auto-enrol links)."""
+    pools = {s: Pool() for s in scorers}
+    for camera in [c["name"] for c in truth["cameras"]]:
+        probes = closed_set_probes(config, windows, tracks, camera, scorers, batch_size)
+        gallery_keys = [k for k, t in tracks.items() if t.camera == camera and t.identity is not None]
+        enrolled = {tracks[k].identity for k in gallery_keys}
+        for scorer, found in probes.items():
+            rankings, changed = probe_rankings(found, tracks, gallery_keys)
+            pools[scorer].closed.extend(p for p in rankings if p.identity in enrolled)
+            pools[scorer].changed.extend(changed)
+            known, unknown = open_set_folds(rankings, enrolled)
+            pools[scorer].known.extend(known)
+            pools[scorer].unknown.extend(unknown)
+    return SiteScores(pools, auto_enrol_links(decided, tracks), tracks)
+
+
+def _sum_links(scores: list[LinkScores]) -> dict[str, Any]:
+    true = sum(s.pairs_true for s in scores)
+    linked = sum(s.pairs_linked for s in scores)
+    right = sum(s.pairs_right for s in scores)
+    p = right / linked if linked else None
+    r = right / true if true else None
+    f1 = None if r is None else (0.0 if not p or not r else 2 * p * r / (p + r))
+    return {"tracks": sum(s.tracks for s in scores), "pairs_true": true, "pairs_linked": linked, "pairs_right": right,
+            "precision": _round(p), "recall": _round(r), "f1": _round(f1), "unnamed": sum(s.unnamed for s in scores)}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def summarise(name: str, overrides: list[str], sites: list[SiteScores], identities: int, people: int,
+              far: float) -> dict[str, Any]:
+    """A variant's row group: closed-set and open-set scores per scorer, auto-enrol links, pooled over sites."""
+    scorers = {}
+    for scorer in sites[0].pools if sites else []:
+        closed = [p for s in sites for p in s.pools[scorer].closed]
+        changed = [p for s in sites for p in s.pools[scorer].changed]
+        known = [p for s in sites for p in s.pools[scorer].known]
+        unknown = [p for s in sites for p in s.pools[scorer].unknown]
+        scorers[scorer] = {
+            "same_clothes": closed_set([p for p in closed if not p.changed_clothes and p.relevant]).as_dict(),
+            "changed_clothes": closed_set(changed).as_dict(),
+            "all": closed_set(closed).as_dict(),
+            "open_set": open_set(known, unknown, far).as_dict(),
+        }
+    return {"name": name, "overrides": overrides, "closed_set": scorers,
+            "auto_enrol": {**_sum_links([s.links for s in sites]), "identities": identities, "people": people}}
+
+
+def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = DEFAULT_CACHE,
+                  variants: list[str] | None = None) -> dict[str, Any]:
+    """Render (or reuse) the sites, run every variant, score it; the result is JSON-ready."""
+    from pipeline import app
+
+    started = time.time()
+    sites = bench.quick_sites if quick and bench.quick_sites else bench.sites
+    if not sites:
+        raise ValueError("the benchmark config lists no sites")
+    chosen = [v for v in bench.variants if variants is None or v.name in variants]
+    missing = sorted(set(variants or []) - {v.name for v in bench.variants})
+    if missing:
+        raise ValueError(f"unknown variant(s) {missing}; the config has {[v.name for v in bench.variants]}")
+    configs = {v.name: app.load(bench.pipeline, [*bench.overrides, *v.overrides]) for v in chosen}  # fail early
+    scores: dict[str, list[SiteScores]] = defaultdict(list)
+    identities: dict[str, int] = defaultdict(int)
+    site_rows = []
+    for name, site in sites:
+        t0 = time.time()
+        rendered = render_site(name, site, cache)
+        truth = rendered.truth()
+        seen = people_seen(truth)
+        row: dict[str, Any] = {"site": name, "folder": str(rendered.folder), "cameras": len(truth["cameras"]),
+                               "people": len(seen), "visits": len(truth["visits"]), "frames": truth["n_frames"],
+                               "render_or_load_s": round(time.time() - t0, 1), "front_end": [], "variants": {}}
+        fronts: dict[tuple[str, ...], tuple[FrontEndRun, dict[TrackKey, TrackTruth]]] = {}
+        for variant in chosen:
+            config = configs[variant.name]
+            front_key = tuple(split_overrides([*bench.overrides, *variant.overrides])[0])
+            if front_key not in fronts:
+                log.info("site %s: front end %s", name, list(front_key) or "(defaults)")
+                run = run_front_end_isolated(config, [str(v) for v in rendered.videos])
+                tracks = match_tracks(run.windows, truth, bench.min_iou, bench.min_share)
+                fronts[front_key] = (run, tracks)
+                row["front_end"].append({"overrides": list(front_key), "seconds": round(run.seconds, 1),
+                                         "frames": run.frames, "windows": len(run.windows), "tracks": len(tracks),
+                                         "tracks_matched": sum(t.identity is not None for t in tracks.values()),
+                                         "errors": run.errors})
+            run, tracks = fronts[front_key]
+            t1 = time.time()
+            decided, n_identities = replay_gallery(config, run, auto_enrol=True)
+            site_scores = score_site(config, run.windows, decided, truth, variant.closed_set, tracks, run.batch_size)
+            scores[variant.name].append(site_scores)
+            identities[variant.name] += n_identities
+            row["variants"][variant.name] = {"links": site_scores.links.as_dict(), "identities": n_identities,
+                                             "gallery_s": round(time.time() - t1, 1)}
+            log.info("site %s, variant %s: link F1 %s, %d identities for %d people (%.0f s)", name, variant.name,
+                     site_scores.links.f1, n_identities, len(seen), time.time() - t1)
+        site_rows.append(row)
+    people = sum(r["people"] for r in site_rows)
+    results = [summarise(v.name, [*bench.overrides, *v.overrides], scores[v.name], identities[v.name], people, bench.far)
+               for v in chosen]
+    return {"format": "gaitscope-identity-benchmark/1", "quick": quick, "pipeline": bench.pipeline, "far": bench.far,
+            "track_match": {"min_iou": bench.min_iou, "min_share": bench.min_share},
+            "seconds": round(time.time() - started, 1), "sites": site_rows, "variants": results}
+
+
+def _f(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """One row per variant and closed-set scorer; the auto-enrol columns on each variant's first row."""
+    far = result["far"]
+    head = ["variant", "scorer", "R1 same", "mAP same", "R1 changed", "mAP changed", f"DIR@{far:g}FAR", "coverage",
+            "link P", "link R", "link F1", "identities / people", "unnamed tracks"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in result["variants"]:
+        a = v["auto_enrol"]
+        for i, (scorer, s) in enumerate(v["closed_set"].items()):
+            same, changed, opened = s["same_clothes"], s["changed_clothes"], s["open_set"]
+            cells = [v["name"] if i == 0 else "", scorer,
+                     f"{_f(same['rank1'])} ({same['probes']})", _f(same["map"]),
+                     f"{_f(changed['rank1'])} ({changed['probes']})", _f(changed["map"]),
+                     _f(opened["dir"]), _f(s["all"]["coverage"])]
+            cells += ([_f(a["precision"]), _f(a["recall"]), _f(a["f1"]), f"{a['identities']} / {a['people']}",
+                       f"{a['unnamed']} / {a['tracks']}"] if i == 0 else [""] * 5)
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def score_run(config, track_files: list[Path], truth: dict, scorers: tuple[str, ...] = ("system", "gait", "appearance"),
+              far: float = 0.01, min_iou: float = 0.5, min_share: float = 0.5, name: str = "run") -> dict[str, Any]:
+    """Score a finished run's records (made with ``export.save_embeddings=true``) against a rendered
+    site's ground truth, as one benchmark variant: auto-enrol links from the identities the run
+    decided, closed and open set through ``config``'s gallery stage on fresh galleries."""
+    from evaluation.identity.records import windows_from_records
+
+    windows = windows_from_records(track_files)
+    tracks = match_tracks(windows, truth, min_iou, min_share)
+    site = score_site(config, windows, windows, truth, scorers, tracks)
+    decided = {track_decision(ws) for ws in by_track(windows).values()} - {None}
+    result = summarise(name, [], [site], len(decided), len(people_seen(truth)), far)
+    return {"far": far, "variants": [result], "tracks": len(tracks),
+            "tracks_matched": sum(t.identity is not None for t in tracks.values())}

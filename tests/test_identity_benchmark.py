@@ -1,0 +1,218 @@
+"""The identity benchmark's scoring on hand-made records with known answers, and a tiny site run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from evaluation.identity.benchmark import BenchConfig, markdown_table, open_set_folds, run_benchmark
+from evaluation.identity.metrics import ProbeRanking, average_precision, closed_set, open_set, pairwise_links
+from evaluation.identity.protocol import Probe, probe_rankings, track_decision
+from evaluation.identity.runs import split_overrides
+from evaluation.identity.truth import TrackTruth, box_iou, match_track
+from pipeline.messages import IdentityMatch, SilhouetteSequence, TrackWindow
+
+
+def probe(identity, gallery, distances=None, changed=False, relevant=None):
+    distances = distances if distances is not None else list(np.linspace(0.1, 0.9, len(gallery)))
+    relevant = relevant if relevant is not None else sum(g == identity for g in gallery)
+    return ProbeRanking(identity, changed, tuple(gallery), tuple(distances), relevant)
+
+
+def test_average_precision_known_values():
+    assert average_precision([True], 1) == 1.0
+    assert average_precision([False, True, False, True], 2) == pytest.approx((1 / 2 + 2 / 4) / 2)
+    # A relevant item that is not in the ranking at all counts with precision 0.
+    assert average_precision([False, True], 2) == pytest.approx(0.25)
+    assert average_precision([], 1) == 0.0
+    assert average_precision([True], 0) == 0.0
+
+
+def test_closed_set_rank1_map_and_coverage():
+    probes = [probe(1, [1, 2, 3]), probe(2, [1, 2, 2]), probe(3, [])]
+    scores = closed_set(probes)
+    assert scores.probes == 3
+    assert scores.rank1 == pytest.approx(1 / 3)
+    assert scores.map == pytest.approx((1.0 + (1 / 2 + 2 / 3) / 2 + 0.0) / 3)
+    assert scores.coverage == pytest.approx(2 / 3)
+    assert scores.rank1_covered == pytest.approx(1 / 2)
+    assert closed_set([]).rank1 is None
+
+
+def test_without_removes_identities_and_their_relevance():
+    p = probe(1, [2, 1, 3], [0.1, 0.2, 0.3])
+    known = p.without({2})
+    assert known.gallery_identities == (1, 3) and known.distances == (0.2, 0.3) and known.relevant == 1
+    unknown = p.without({1})
+    assert unknown.gallery_identities == (2, 3) and unknown.relevant == 0
+
+
+def test_open_set_threshold_under_the_nearest_impostor():
+    # 10 never-enrolled probes: 1% of 10 allows no false accept, so the threshold is the nearest impostor (0.5).
+    unknown = [probe(9, [1], [0.5 + 0.1 * i]) for i in range(10)]
+    known = [probe(1, [1], [0.2]), probe(2, [2], [0.6]), probe(3, [4], [0.1]), probe(4, [])]
+    scores = open_set(known, unknown, far=0.01)
+    assert scores.threshold == pytest.approx(0.5)
+    assert scores.far_measured == 0.0
+    # accepted and right: only the first (0.6 is over the threshold, the third is accepted but wrong)
+    assert scores.dir == pytest.approx(1 / 4)
+    # At 10% one impostor may pass: threshold is the second nearest (0.6), still exclusive.
+    loose = open_set(known, unknown, far=0.1)
+    assert loose.threshold == pytest.approx(0.6) and loose.far_measured == pytest.approx(0.1)
+    assert loose.dir == pytest.approx(1 / 4)
+    assert open_set(known, [], far=0.01).dir is None
+
+
+def test_open_set_folds_hold_out_half_the_enrolled_people():
+    rankings = [probe(0, [0, 1], [0.1, 0.5]), probe(1, [1, 0], [0.2, 0.4]), probe(5, [0, 1], [0.3, 0.6])]
+    known, unknown = open_set_folds(rankings, enrolled={0, 1})
+    # fold 0 holds out identity 0, fold 1 identity 1; identity 5 was never enrolled (counted once)
+    assert sorted(p.identity for p in known) == [0, 1]
+    assert sorted(p.identity for p in unknown) == [0, 1, 5]
+    for p in known:
+        assert p.gallery_identities == (p.identity,) and p.relevant == 1
+    for p in unknown:
+        assert p.identity not in p.gallery_identities and p.relevant == 0
+
+
+def test_pairwise_links_known_answers():
+    scores = pairwise_links(["a", "a", "b", "b"], ["x", "x", "y", None])
+    assert (scores.pairs_true, scores.pairs_linked, scores.pairs_right) == (2, 1, 1)
+    assert scores.precision == 1.0 and scores.recall == 0.5 and scores.f1 == pytest.approx(2 / 3)
+    assert scores.identities == 2 and scores.unnamed == 1
+    merged = pairwise_links(["a", "a", "b"], ["x", "x", "x"])
+    assert merged.precision == pytest.approx(1 / 3) and merged.recall == 1.0
+    nothing = pairwise_links(["a", "a"], [None, None])
+    assert nothing.precision is None and nothing.recall == 0.0 and nothing.f1 == 0.0
+    with pytest.raises(ValueError):
+        pairwise_links(["a"], [])
+
+
+def test_box_iou_and_track_matching_by_votes():
+    assert box_iou(np.array([0, 0, 10, 10.0]), np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])) == \
+        pytest.approx([1.0, 50 / 150, 0.0])
+    def person(visit, box):
+        return {"visit": visit, "box": box}
+
+    frames = [[person(0, [0, 0, 10, 20]), person(1, [30, 0, 40, 20])] for _ in range(4)]
+    boxes = {0: np.array([0, 0, 10, 20.0]), 1: np.array([1, 0, 11, 20.0]), 2: np.array([30, 0, 40, 20.0]),
+             3: np.array([0, 0, 10, 19.0])}
+    assert match_track(boxes, frames) == (0, 3)
+    # Three of four frames vote, but a share of 0.8 is asked: unmatched.
+    assert match_track(boxes, frames, min_share=0.8) == (None, 3)
+    assert match_track({0: np.array([100, 100, 120, 140.0])}, frames) == (None, 0)
+
+
+def test_probe_rankings_split_by_clothes():
+    def track(camera, tid, identity, clothes):
+        return TrackTruth(camera, tid, camera, identity, tid, clothes, 10, 10)
+
+    g_same, g_coat, g_other = track("a", 1, 7, (0, False)), track("a", 2, 7, (0, True)), track("a", 3, 8, (0, False))
+    probe_track = track("b", 4, 7, (0, False))
+    tracks = {t.key: t for t in (g_same, g_coat, g_other, probe_track)}
+    ranked = [(g_other.key, 0.1), (g_same.key, 0.2), (g_coat.key, 0.3)]
+    natural, changed = probe_rankings([Probe(probe_track, ranked)], tracks, [g_same.key, g_coat.key, g_other.key])
+    assert len(natural) == 1 and not natural[0].changed_clothes
+    assert natural[0].gallery_identities == (8, 7, 7) and natural[0].relevant == 2
+    # Changed clothes: the same-clothes gallery track of person 7 is removed, the coat one is the target.
+    assert len(changed) == 1 and changed[0].changed_clothes
+    assert changed[0].gallery_identities == (8, 7) and changed[0].distances == (0.1, 0.3) and changed[0].relevant == 1
+    # A person seen by the gallery only in the probe's clothes gives no changed-clothes probe.
+    natural, changed = probe_rankings([Probe(probe_track, ranked[:2])], tracks, [g_same.key, g_other.key])
+    assert changed == [] and natural[0].relevant == 1
+
+
+def _window(final: bool, identity: str | None, index: int = 0) -> TrackWindow:
+    seq = SilhouetteSequence(np.zeros((1, 64, 44), np.uint8), np.ones(1, np.float32), np.zeros((1, 4), np.float32),
+                             np.array([index]), np.zeros(1), (10, 10))
+    match = IdentityMatch(identity, "gait", 1.0, 0.5)
+    return TrackWindow("cam", 1, index, final, seq, identity=match)
+
+
+def test_track_decision_is_the_final_window():
+    assert track_decision([_window(False, "a", 0), _window(True, "b", 1)]) == "b"
+    assert track_decision([_window(False, "a", 0), _window(False, None, 1)]) is None
+
+
+def test_split_overrides_keeps_gallery_keys_apart():
+    front, gallery = split_overrides(["reid.routes=all", "gallery.reranker=none", "gait_detector.every_window=true"])
+    assert front == ["reid.routes=all", "gait_detector.every_window=true"] and gallery == ["gallery.reranker=none"]
+
+
+def test_bench_config_reports_unknown_scorer(tmp_path):
+    (tmp_path / "site.yaml").write_text("cameras: [{name: c, position: [0, -9, 3], target: [0, 0, 0.8]}]\n")
+    (tmp_path / "bench.yaml").write_text("sites: [site.yaml]\nvariants: [{name: a, closed_set: [fused3]}]\n")
+    with pytest.raises(ValueError, match="fused3"):
+        BenchConfig.load(tmp_path / "bench.yaml")
+
+
+TINY_SITE = """
+seed: 5
+fps: 25
+duration_s: 5.0
+frame_size: [240, 320]
+site_size: [12, 10]
+cameras:
+  - {name: south, position: [0.0, -9.0, 3.0], target: [0.0, 0.0, 0.8], hfov_deg: 65, background: paving}
+  - {name: north, position: [0.0, 9.0, 3.0], target: [0.0, 0.0, 0.8], hfov_deg: 65, background: asphalt}
+identities: 3
+visits: 3
+crossings: 0
+stand_probability: 0.0
+noise_sigma: 2.0
+"""
+
+
+def test_tiny_site_end_to_end(tmp_path):
+    """Render two cameras, run the chain, score it: every number is present, bounded and valid JSON."""
+    (tmp_path / "tiny.yaml").write_text(TINY_SITE)
+    (tmp_path / "bench.yaml").write_text(
+        "overrides: [reid.routes=all, runner.batch_size=4]\nsites: [tiny.yaml]\n"
+        "variants: [{name: default, closed_set: [system, gait, appearance]}]\n")
+    result = run_benchmark(BenchConfig.load(tmp_path / "bench.yaml"), cache=tmp_path / "cache")
+    json.dumps(result, allow_nan=False)
+    site = result["sites"][0]
+    assert site["cameras"] == 2 and site["people"] >= 2
+    assert site["front_end"][0]["tracks_matched"] >= 2, "tracks should be mapped to the rendered people"
+    variant = result["variants"][0]
+    assert set(variant["closed_set"]) == {"system", "gait", "appearance"}
+    for scores in variant["closed_set"].values():
+        for split in ("same_clothes", "changed_clothes", "all"):
+            for key in ("rank1", "map", "coverage"):
+                value = scores[split][key]
+                assert value is None or 0.0 <= value <= 1.0
+    links = variant["auto_enrol"]
+    assert links["pairs_right"] <= min(links["pairs_true"], links["pairs_linked"])
+    assert "| default | system |" in markdown_table(result)
+    # The render is cached: a second load reuses the folder.
+    assert (tmp_path / "cache").is_dir() and len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_records_round_trip_to_windows(tmp_path):
+    from evaluation.identity.records import windows_from_records
+    from pipeline.export import ExportOptions, window_record
+    from pipeline.messages import RankedCandidate
+
+    seq = SilhouetteSequence(np.zeros((3, 64, 44), np.uint8), np.ones(3, np.float32),
+                             np.array([[1, 2, 11, 32], [2, 2, 12, 32], [3, 2, 13, 32]], np.float32),
+                             np.array([10, 11, 12]), np.array([0.4, 0.44, 0.48]), (240, 320))
+    match = IdentityMatch("person-00001", "gait", 0.25, 0.9, [RankedCandidate("person-00001", 0.25, 0, 7)])
+    window = TrackWindow("cam.mp4", 4, 2, True, seq, gait_embedding=np.full((2, 3), 0.5, np.float32),
+                         appearance_embedding=np.array([0.6, 0.8], np.float32), identity=match,
+                         model_versions={"gait": "g1", "reid": "r1"})
+    path = tmp_path / "cam.jsonl"
+    path.write_text(json.dumps(window_record(window, ExportOptions(save_embeddings=True))) + "\n"
+                    + json.dumps({"type": "event", "kind": "ended"}) + "\n")
+    (back,) = windows_from_records([path])
+    assert (back.source_id, back.track_id, back.window_index, back.is_final) == ("cam.mp4", 4, 2, True)
+    np.testing.assert_allclose(back.sequence.boxes, seq.boxes)
+    assert back.sequence.frame_indices.tolist() == [10, 11, 12] and back.sequence.silhouettes.shape == (3, 64, 44)
+    np.testing.assert_allclose(back.gait_embedding, window.gait_embedding)
+    np.testing.assert_allclose(back.appearance_embedding, window.appearance_embedding)
+    assert back.identity.identity == "person-00001" and back.identity.candidates[0].entry_id == 7
+    assert track_decision([back]) == "person-00001"
+    path.write_text(json.dumps(window_record(window, ExportOptions(save_embeddings=False))) + "\n")
+    with pytest.raises(ValueError, match="save_embeddings"):
+        windows_from_records([path])
