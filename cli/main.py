@@ -34,6 +34,7 @@ DELEGATED_VERBS: dict[str, tuple[str, str]] = {
     "gallery": ("cli.gallery:gallery_main", "list, remove or export gallery identities"),
     "search": ("cli.gallery:search_main", "rank gallery identities for the people in a clip"),
     "query": ("cli.query:main", "filter exported track records by attributes"),
+    "report": ("cli.report:main", "write OUT/report.html (identities, sightings, sources) for a run's output folder"),
     "synth": ("synth.cli:main", "render synthetic walkers: videos, ground truth, datasets"),
     "train": ("cli.learned:train_main", "train a learned stage: train STAGE --config configs/train/... (train list)"),
     "eval": ("cli.learned:eval_main", "evaluate a learned stage on its benchmark protocol (eval list)"),
@@ -59,6 +60,13 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                         "after source.max_reconnect_attempts retries so a batch ends")
     p.add_argument("--allow-download", action="store_true", help="let backends download missing published weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--report", action="store_true", help="write OUT/report.html (self-contained) at the end")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: spread the sources over Ray workers (pip install 'gaitscope[ray]')")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to use (e.g. auto or ray://head:10001); default: start Ray on this machine")
+    p.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="Ray worker actors (default: one per CPU)")
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -78,6 +86,14 @@ def run_main(args: argparse.Namespace) -> int:
     if not args.allow_download:
         os.environ.setdefault("YOLO_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    executor = None
+    if args.executor == "ray":
+        from pipeline.ray_executor import RayExecutor, import_ray
+
+        import_ray()  # before any work: a missing Ray is one line, not a traceback
+        executor = RayExecutor(address=args.ray_address, workers=args.ray_workers)
+    elif args.ray_address is not None or args.ray_workers is not None:
+        raise UserError("--ray-address and --ray-workers need --executor ray")
     config = app.load(args.config, overrides)
     outputs = app.run(
         args.sources,
@@ -86,6 +102,8 @@ def run_main(args: argparse.Namespace) -> int:
         video_out=args.video_out,
         save_silhouettes=args.save_silhouettes,
         resume=args.resume,
+        report=args.report,
+        executor=executor,
     )
     summary = outputs.summary
     unfinished = [s for s in summary["sources"] if s["status"] not in ("done", "skipped (complete)")]

@@ -9,6 +9,17 @@ Commands::
     # embeddings of the training subjects (e.g. to train a re-ranker on a frozen model)
     python -m evaluation.gait extract --weights weights/gar_casiab.pt --split train \
         --max-frames 30 --features ~/.cache/gaitscope/features/gar_casiab_train.npz
+    # the gait model's report card: CASIA-B clean and corrupted, all frames and 10 frames,
+    # cross-camera Rank-1 on rendered walkers (same / changed outfit), speed per sequence
+    python -m evaluation.gait report --weights weights/gar_casiab.pt [--flip-test mean] --out REPORT.json
+
+Corruption protocol (``--corruption LEVEL``; ``report`` uses ``--corruptions``): the embedded
+frames of every test sequence (gallery and probes) get independent pixel noise, seeded by the
+sequence name so every model sees the same noise: each foreground pixel is cleared with
+probability h and each background pixel set with probability s
+(``training.augment.CORRUPTION_LEVELS``: ``mild`` h=6 % s=0.5 %, ``holes12_speckle1`` h=12 %
+s=1 %, ``severe`` h=20 % s=2 %). ``--flip-test mean|max`` embeds each sequence and its mirror
+image and combines the two.
 """
 
 from __future__ import annotations
@@ -18,10 +29,95 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from evaluation.casia_b import evaluate_casia_b, gei_baseline, summary_line
+from stages.gait.embedding import FLIP_COMBINE, embed_sequences
 from stages.gait.weights import DEFAULT_WEIGHTS, load_gait_model
-from training.casia_b import TEST_SUBJECTS, TRAIN_SUBJECTS, CasiaB
+from training.augment import CORRUPTION_LEVELS
+from training.casia_b import TEST_SUBJECTS, TRAIN_SUBJECTS, CasiaB, CasiaSequence, unpack_sequence
 from training.gait_features import FEATURES_DIR, extract_casia_features
+
+
+class InMemoryCasiaB:
+    """The bit-packed sequences of ``keys`` read once (each subject file is xz-compressed: seconds
+    to open), with the ``iter_sequences`` of :class:`CasiaB`, for evaluating several settings."""
+
+    def __init__(self, reader: CasiaB, keys: list) -> None:
+        self.packed = reader.load_packed(keys)
+
+    def iter_sequences(self, keys):
+        for k in sorted(keys):
+            if k in self.packed:
+                yield CasiaSequence(k, unpack_sequence(self.packed[k]))
+
+
+def brief(result: dict) -> dict:
+    """Rank-1 and mAP per condition of an evaluate_casia_b result."""
+    return {c: {"rank1": r["rank1"], "map": r["map"]} for c, r in result.items()}
+
+
+def sequence_speed(model, seq, frames: tuple[int, ...] = (30, 90), repeats: int = 20, flip_test=None) -> dict:
+    """Milliseconds to embed one sequence (a CasiaSequence) cut or looped to ``frames`` frames on its
+    own (one forward pass each), median over ``repeats`` runs, at the current torch thread count."""
+    out = {}
+    for f in frames:
+        clip = seq.silhouettes[np.arange(f) % len(seq)]
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            embed_sequences(model, [(clip, None)], flip_test=flip_test)
+            times.append(time.perf_counter() - t0)
+        out[f"{f}_frames_ms"] = round(1000 * float(np.median(times)), 2)
+    return out
+
+
+def report_card(
+    weights: str,
+    reader: CasiaB,
+    frame_settings: tuple[int | None, ...] = (None, 10),
+    corruptions: tuple[str, ...] = ("holes12_speckle1", "severe"),
+    flip_test: str | None = None,
+    site_identities: int = 100,
+    cache_dir: Path | None = None,
+) -> dict:
+    """Every number of the gait report card for one checkpoint (see the module docstring)."""
+    from evaluation.gait_sites import cross_camera_rank1, render_site_walks
+
+    model, version = load_gait_model(weights)
+    cache_dir = cache_dir or FEATURES_DIR / "report"
+    out: dict = {"weights": weights, "version": version, "flip_test": flip_test, "casia_b": {}}
+    keys = reader.keys(subjects=TEST_SUBJECTS)
+    test_set = InMemoryCasiaB(reader, keys)
+    for frames in frame_settings:
+        for corruption in (None, *corruptions):
+            name = f"{'all' if frames is None else frames}_frames/{corruption or 'clean'}"
+            path = cache_dir / f"{version}_{'flip-' + flip_test if flip_test else 'plain'}_{name.replace('/', '_')}.npz"
+            t0 = time.time()
+            feats = extract_casia_features(
+                model, test_set, keys, frames, path, progress=False, corruption=corruption, flip_test=flip_test
+            )
+            res = brief(evaluate_casia_b(feats["embeddings"], feats["labels"], feats["types"], feats["views"]))
+            out["casia_b"][name] = res
+            print(f"CASIA-B {name}: " + "  ".join(f"{c} {r['rank1']:.2f}" for c, r in res.items())
+                  + f"  ({time.time() - t0:.0f}s)", flush=True)
+    if site_identities > 0:
+        walks = render_site_walks(site_identities)
+        emb = embed_sequences(model, list(zip(walks.silhouettes, walks.ratios)), flip_test=flip_test)
+        out["cross_camera_synthetic"] = cross_camera_rank1(emb, walks)
+        print(f"cross-camera (rendered walkers): {out['cross_camera_synthetic']}", flush=True)
+    one = next(test_set.iter_sequences(keys[:1]))
+    out["speed_per_sequence"] = {"threads": torch_threads(), **sequence_speed(model, one, flip_test=flip_test)}
+    print(f"speed per sequence: {out['speed_per_sequence']}", flush=True)
+    return out
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m evaluation.gait", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("action", choices=["evaluate", "extract"])
+    ap.add_argument("action", choices=["evaluate", "extract", "report"])
     ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     ap.add_argument("--root", default=None, help="CASIA-B compact copy (default ../shared/data/casia-b)")
     ap.add_argument("--split", choices=["train", "test"], default="test")
@@ -40,12 +136,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metric", choices=["euc", "cos"], default="euc")
     ap.add_argument("--features", default=None, help="npz to write the embeddings to")
     ap.add_argument("--gei", action="store_true", help="also evaluate the GEI+PCA baseline")
+    ap.add_argument("--corruption", choices=sorted(CORRUPTION_LEVELS), default=None,
+                    help="evaluate/extract: corrupt the embedded frames (fixed protocol, see above)")
+    ap.add_argument("--flip-test", choices=FLIP_COMBINE, default=None,
+                    help="embed each sequence and its mirror image and combine them")
+    ap.add_argument("--frames", default="all,10", help="report: frame settings, comma-separated ('all' or a number)")
+    ap.add_argument("--corruptions", default="holes12_speckle1,severe", help="report: corruption levels ('' none)")
+    ap.add_argument("--site-identities", type=int, default=100, help="report: rendered identities (0 skips)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="JSON file for the metrics")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     reader = CasiaB(args.root) if args.root else CasiaB()
+    if args.action == "report":
+        frames = tuple(None if f == "all" else int(f) for f in args.frames.split(",") if f)
+        corruptions = tuple(c for c in args.corruptions.split(",") if c)
+        result = report_card(args.weights, reader, frames, corruptions, args.flip_test, args.site_identities)
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
+        return
     model, version = load_gait_model(args.weights)
     subjects = TRAIN_SUBJECTS if args.split == "train" else TEST_SUBJECTS
     keys = reader.keys(subjects=subjects)
@@ -55,7 +165,9 @@ def main(argv: list[str] | None = None) -> None:
         else FEATURES_DIR / f"{Path(args.weights).stem}_{args.split}.npz"
     )
     t0 = time.time()
-    feats = extract_casia_features(model, reader, keys, args.max_frames, features)
+    feats = extract_casia_features(
+        model, reader, keys, args.max_frames, features, corruption=args.corruption, flip_test=args.flip_test
+    )
     seconds = time.time() - t0
     print(
         f"{len(keys)} sequences embedded in {seconds:.0f}s ({len(keys) / seconds:.1f} seq/s) -> {features}", flush=True
@@ -66,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
         "weights": args.weights,
         "version": version,
         "max_frames": args.max_frames,
+        "corruption": args.corruption,
+        "flip_test": args.flip_test,
         "metric": args.metric,
         "features": str(features),
         "gait": evaluate_casia_b(feats["embeddings"], feats["labels"], feats["types"], feats["views"], args.metric),

@@ -11,15 +11,26 @@ import pickle
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.config import ConfigError, PipelineConfig, build, check_arguments, load_config, options_from
 from pipeline.errors import OutputError, UserError, one_line, output_error, unpickling_reason
-from pipeline.export import ExportOptions, SilhouetteStripWriter, TrackRecordWriter, write_json_atomic
+from pipeline.export import (
+    ExportOptions,
+    FileSink,
+    OutputFiles,
+    SilhouetteStripWriter,
+    TrackMediaWriter,
+    TrackRecordWriter,
+    write_json_atomic,
+)
 from pipeline.messages import FrameResult, SourceEvent, TrackWindow
+from pipeline.progress import BatchProgress
 from pipeline.runner import NamedStage, Runner, RunnerOptions, RunResult
+from pipeline.video_writer import AnnotatedVideoWriter, TrackCaption, track_state
 
 log = logging.getLogger("gaitscope")
 
@@ -68,30 +79,44 @@ class BuiltPipeline:
                 close()
 
 
-def build_stages(config: PipelineConfig) -> BuiltPipeline:
-    """Construct every configured stage (validating its section against its constructor)."""
-    from stages.catalog import FRAME_STAGE_KINDS, STAGE_KINDS, TRACK_STAGE_KINDS
+def build_stage(config: PipelineConfig, kind: str) -> tuple[Any, str]:
+    """Construct one configured stage (validating its section against its constructor): (stage, backend)."""
+    from stages.catalog import STAGE_KINDS
+
+    spec = config.stages[kind]
+    registry = STAGE_KINDS[kind]
+    backend, params = spec.backend, dict(spec.params)
+    if kind == "detect" and backend == "auto":
+        backend, params = _resolve_auto_detector(params, registry)
+    elif backend == "auto":
+        from stages.catalog import AUTO_BUILDERS
+
+        if kind not in AUTO_BUILDERS:
+            names = ", ".join(["detect", *AUTO_BUILDERS.names()])
+            raise ConfigError(f"{kind}.backend: 'auto' is only available for {names}")
+        backend, stage = AUTO_BUILDERS.load(kind)(params)
+        return stage, backend
+    cls = registry.load(backend)
+    try:
+        return build(cls, params, kind), backend
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{kind}: weights refused: {unpickling_reason(exc)}") from exc
+    except RuntimeError as exc:
+        if "PytorchStreamReader" not in str(exc) and "zip archive" not in str(exc):
+            raise
+        raise UserError(f"{kind}: weights unreadable: not a complete torch checkpoint ({str(exc).splitlines()[0]})"
+                        ) from exc
+
+
+def build_stages(config: PipelineConfig, prebuilt: dict[str, tuple[Any, str]] | None = None) -> BuiltPipeline:
+    """Construct every configured stage; ``prebuilt``: kind -> (stage, description) made elsewhere
+    (e.g. a proxy of a stage that lives in another process), used instead of building that section."""
+    from stages.catalog import FRAME_STAGE_KINDS, TRACK_STAGE_KINDS
 
     built: dict[str, Any] = {}
     descriptions: dict[str, str] = {}
-    for kind, spec in config.stages.items():
-        registry = STAGE_KINDS[kind]
-        backend, params = spec.backend, dict(spec.params)
-        if kind == "detect" and backend == "auto":
-            backend, params = _resolve_auto_detector(params, registry)
-        elif backend == "auto":
-            raise ConfigError(f"{kind}.backend: 'auto' is only available for detect")
-        cls = registry.load(backend)
-        try:
-            built[kind] = build(cls, params, kind)
-        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as exc:
-            raise UserError(f"{kind}: weights refused: {unpickling_reason(exc)}") from exc
-        except RuntimeError as exc:
-            if "PytorchStreamReader" not in str(exc) and "zip archive" not in str(exc):
-                raise
-            raise UserError(f"{kind}: weights unreadable: not a complete torch checkpoint ({str(exc).splitlines()[0]})"
-                            ) from exc
-        descriptions[kind] = backend
+    for kind in config.stages:
+        built[kind], descriptions[kind] = (prebuilt or {}).get(kind) or build_stage(config, kind)
     for required in ("detect", "track", "segment", "tracklets"):
         if required not in built:
             raise ConfigError(f"the '{required}' section is required (set its backend)")
@@ -148,18 +173,23 @@ def run(
     video_out: str | Path | None = None,
     save_silhouettes: bool = False,
     resume: bool = False,
+    report: bool = False,
+    executor: Executor | None = None,
 ) -> RunOutputs:
     """Run the configured pipeline over sources and write JSON Lines, summary and extras.
 
     sources: file paths, folders (expanded recursively) or rtsp:// URLs.
     resume: skip sources whose output file is complete from an earlier run of the same out_dir.
+    report: write ``out_dir/report.html`` at the end.
+    executor: None runs here; e.g. `pipeline.ray_executor.RayExecutor` spreads the sources over Ray
+        workers (same outputs).
 
     Unusable output folders are an OutputError before any model is built. An output that fails
     during the run (disk full) stops the sources; what is in flight is drained without writing,
     the summary says why, and ``output_error`` is set. Silhouette strips that cannot be written are
     counted in the summary (``silhouettes``), never dropped silently.
     """
-    from pipeline.sources import SourceOptions, expand_sources, open_source, source_id_of
+    from pipeline.sources import SourceOptions, expand_sources, source_id_of
 
     out_dir = Path(out_dir)
     source_options = options_from(SourceOptions, config.source, "source")
@@ -176,77 +206,28 @@ def run(
     todo = [spec for spec, i in zip(specs, ids) if i not in skipped]
     if skipped:
         log.info("resume: %d source(s) already complete, %d to do", len(skipped), len(todo))
-
-    set_compute_threads(runner_options)
-    pipeline = build_stages(config)
-    strips = SilhouetteStripWriter(out_dir) if save_silhouettes else None
-    videos = _AnnotatedVideos(Path(video_out)) if video_out is not None else None
-    track_files: list[Path] = []
-    runner = Runner(pipeline.frame_stages, pipeline.assembler, pipeline.track_stages, runner_options)
-    failure: list[str] = []  # the first output error; then nothing more is written
-
-    def guarded(write):
-        def call(*args: Any) -> None:
-            if failure:
-                return
-            try:
-                write(*args)
-            except OSError as exc:
-                failure.append(str(output_error(getattr(exc, "filename", None) or out_dir, exc)))
-                log.error("%s; stopping the sources", failure[0])
-                runner.stop()
-        return call
-
-    @guarded
-    def on_window(window: TrackWindow) -> None:
-        writer.write_window(window)
-        if strips is not None:
-            strips.write(window)
-        if videos is not None:
-            videos.note_window(window)
-
-    @guarded
-    def on_event(event: SourceEvent) -> None:
-        level = logging.ERROR if event.kind == "error" else logging.INFO
-        log.log(level, "%s", one_line(f"{event.source_id or '(empty argument)'}: {event.message}"))
-        writer.write_event(event)
-
-    def on_source_end(source_id: str, complete: bool) -> None:
-        if complete and not failure:
-            guarded(lambda: track_files.append(writer.complete(source_id)))()
-        if not complete or failure:
-            writer.close_source(source_id)
-        if videos is not None:
-            guarded(videos.close)(source_id)
-
-    opened = (open_source(spec, source_options) for spec in todo)
+    progress = _batch_progress(todo, runner_options)
     started = time.time()
-    try:
-        result = runner.run(
-            opened,
-            on_window=on_window,
-            on_event=on_event,
-            on_frame=guarded(videos.write_frame) if videos is not None else None,
-            on_source_end=on_source_end,
-        )
-    finally:
-        writer.close()
-        if videos is not None:
-            try:
-                videos.close_all()
-            except OSError as exc:
-                failure.append(str(output_error(video_out, exc)))
-    summary = _summary(config, pipeline, result, ids, skipped, track_files, started)
-    summary["output_error"] = failure[0] if failure else None
-    if strips is not None:
-        summary["silhouettes"] = strips.report()
+    outcome: dict[str, Any] = {"output_error": None}
+    if executor is not None:
+        result, track_files, descriptions = executor.run(todo, out_dir, config, writer, progress, video_out,
+                                                         save_silhouettes)
+    else:
+        result, track_files, descriptions = _run_here(todo, out_dir, config, writer, source_options, runner_options,
+                                                      progress, video_out, save_silhouettes, outcome)
+    summary = _summary(config, descriptions, result, ids, skipped, track_files, started)
+    summary.update(outcome)
     summary_path: Path | None = out_dir / "summary.json"
     try:
         write_json_atomic(summary_path, summary)
     except OSError as exc:
         log.error("%s", output_error(summary_path, exc))
         summary_path = None
-    return RunOutputs(out_dir, summary_path, track_files, result, summary, failure[0] if failure else None)
+    if report and summary_path is not None:
+        from pipeline.report import write_report
+
+        log.info("report: %s", write_report(out_dir))
+    return RunOutputs(out_dir, summary_path, track_files, result, summary, outcome["output_error"])
 
 
 def prepare_output_dir(folder: Path) -> None:
@@ -262,6 +243,144 @@ def prepare_output_dir(folder: Path) -> None:
         raise OutputError(f"cannot use {folder} as an output folder: a part of the path is a file") from None
     except OSError as exc:
         raise output_error(folder, exc) from None
+
+
+def _batch_progress(todo: list[str], options: RunnerOptions) -> BatchProgress:
+    """The batch's progress line; source lengths are probed only when it is shown."""
+    from pipeline.progress import probe_duration
+    from pipeline.sources import source_id_of
+
+    progress = BatchProgress({}, options.progress)
+    if progress.enabled:
+        progress.durations = {source_id_of(s): probe_duration(s) for s in todo}
+    return progress
+
+
+def _run_here(
+    todo: list[str],
+    out_dir: Path,
+    config: PipelineConfig,
+    writer: TrackRecordWriter,
+    source_options: Any,
+    runner_options: RunnerOptions,
+    progress: BatchProgress,
+    video_out: str | Path | None,
+    save_silhouettes: bool,
+    outcome: dict[str, Any] | None = None,
+) -> tuple[RunResult, list[Path], dict[str, str]]:
+    """outcome: filled with ``output_error`` (and ``silhouettes`` counts when saved)."""
+    from pipeline.sources import open_source
+
+    set_compute_threads(runner_options)
+    pipeline = build_stages(config)
+    sink = OutputSink(writer, OutputFiles(out_dir), writer.options, save_silhouettes, video_out)
+    runner = Runner(pipeline.frame_stages, pipeline.assembler, pipeline.track_stages, runner_options)
+    sink.on_failure = runner.stop
+    opened = (open_source(spec, source_options) for spec in todo)
+    try:
+        result = runner.run(
+            opened,
+            on_window=sink.on_window,
+            on_event=sink.on_event,
+            on_frame=sink.on_frame,
+            on_source_end=sink.on_source_end,
+            progress=progress,
+        )
+    finally:
+        sink.close()
+    if outcome is not None:
+        outcome["output_error"] = sink.failure
+        if sink.strips is not None:
+            outcome["silhouettes"] = sink.strips.report()
+    return result, sink.track_files, pipeline.descriptions
+
+
+class Executor(Protocol):
+    """Runs the sources of a batch somewhere else and writes their outputs through ``writer`` into
+    ``out_dir`` exactly as a local run does; returns the statistics, the completed track files and
+    the backends of the stages."""
+
+    def run(self, todo: list[str], out_dir: Path, config: PipelineConfig, writer: TrackRecordWriter,
+            progress: BatchProgress, video_out: str | Path | None,
+            save_silhouettes: bool) -> tuple[RunResult, list[Path], dict[str, str]]: ...
+
+
+class RecordSink(Protocol):
+    """Where a source's records go (`TrackRecordWriter`, or a remote worker's collector)."""
+
+    def write_window(self, window: TrackWindow, media: dict[str, Any] | None = None) -> None: ...
+
+    def write_event(self, event: SourceEvent) -> None: ...
+
+    def complete(self, source_id: str) -> Any: ...
+
+    def close_source(self, source_id: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class OutputSink:
+    """What a run writes as windows, events and frames arrive: records, report media, silhouette
+    strips and annotated videos. The same object serves a local run and each remote worker.
+
+    The first OSError while writing (disk full, ...) is kept in ``failure`` and ``on_failure`` is
+    called (the local run stops its sources); from then on nothing more is written, incomplete
+    sources stay ``.partial``.
+    """
+
+    def __init__(self, records: RecordSink, files: FileSink, export_options: ExportOptions,
+                 save_silhouettes: bool = False, video_out: str | Path | None = None) -> None:
+        self.records = records
+        self.media = TrackMediaWriter(files, export_options.crops_per_track, export_options.silhouettes_per_track)
+        self.strips = SilhouetteStripWriter(getattr(files, "out_dir", "."), files=files) if save_silhouettes else None
+        self.videos = AnnotatedVideos(Path(video_out)) if video_out is not None else None
+        self.track_files: list[Path] = []
+        self.failure: str | None = None
+        self.on_failure: Callable[[], None] | None = None
+
+    def _guarded(self, write: Callable[[], Any]) -> None:
+        if self.failure is not None:
+            return
+        try:
+            write()
+        except OSError as exc:
+            self.failure = str(output_error(getattr(exc, "filename", None) or "an output", exc))
+            log.error("%s; stopping the sources", self.failure)
+            if self.on_failure is not None:
+                self.on_failure()
+
+    def on_window(self, window: TrackWindow) -> None:
+        def write() -> None:
+            self.records.write_window(window, self.media.note(window))
+            if self.strips is not None:
+                self.strips.write(window)
+            if self.videos is not None:
+                self.videos.note_window(window)
+
+        self._guarded(write)
+
+    def on_event(self, event: SourceEvent) -> None:
+        level = logging.ERROR if event.kind == "error" else logging.INFO
+        log.log(level, "%s", one_line(f"{event.source_id or '(empty argument)'}: {event.message}"))
+        self._guarded(lambda: self.records.write_event(event))
+
+    def on_frame(self, result: FrameResult) -> None:
+        if self.videos is not None:
+            self._guarded(lambda: self.videos.write_frame(result))
+
+    def on_source_end(self, source_id: str, complete: bool) -> None:
+        self._guarded(lambda: self.media.end_source(source_id))
+        if complete and self.failure is None:
+            self._guarded(lambda: self.track_files.append(self.records.complete(source_id)))
+        if not complete or self.failure is not None:
+            self.records.close_source(source_id)
+        if self.videos is not None:
+            self._guarded(lambda: self.videos.close(source_id))
+
+    def close(self) -> None:
+        self.records.close()
+        if self.videos is not None:
+            self._guarded(self.videos.close_all)
 
 
 def collect_windows(config: PipelineConfig, sources: list[str], final_only: bool = True) -> list[TrackWindow]:
@@ -292,7 +411,7 @@ def collect_windows(config: PipelineConfig, sources: list[str], final_only: bool
 
 def _summary(
     config: PipelineConfig,
-    pipeline: BuiltPipeline,
+    backends: dict[str, str],
     result: RunResult,
     specs: list[str],
     skipped: list[str],
@@ -308,7 +427,7 @@ def _summary(
         "seconds": round(result.seconds, 3),
         "interrupted": result.interrupted,
         "config": config.path,
-        "backends": pipeline.descriptions,
+        "backends": backends,
         "sources": [
             {
                 "source": spec,
@@ -327,39 +446,37 @@ def _summary(
     }
 
 
-class _AnnotatedVideos:
-    """One annotated MP4 per source, with the latest identity/route label of each track."""
+class AnnotatedVideos:
+    """One annotated MP4 per source: each track in its identity's colour, captioned with the identity
+    and its latest state (walking / standing / partial)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self._writers: dict[str, Any] = {}
-        self._labels: dict[tuple[str, int], str] = {}
+        self._captions: dict[str, dict[int, TrackCaption]] = {}
 
     def note_window(self, window: TrackWindow) -> None:
-        # Short captions, so that neighbouring boxes stay readable: the identity when one matched,
-        # else the route ("gait" or "app").
-        if window.identity is not None and window.identity.identity:
-            label = window.identity.identity
-        elif window.gait is not None:
-            label = {"appearance": "app"}.get(window.gait.route, window.gait.route)
-        else:
-            return
-        self._labels[(window.source_id, window.track_id)] = label
+        # An identity once matched stays on the box while later windows have no decision yet.
+        captions = self._captions.setdefault(window.source_id, {})
+        previous = captions.get(window.track_id)
+        identity = window.identity.identity if window.identity is not None and window.identity.identity else None
+        if identity is None and previous is not None:
+            identity = previous.identity
+        captions[window.track_id] = TrackCaption(identity, track_state(window))
 
     def write_frame(self, result: FrameResult) -> None:
         from pipeline.export import source_file_stem
-        from pipeline.video_writer import AnnotatedVideoWriter
 
         source_id = result.frame.source_id
         writer = self._writers.get(source_id)
         if writer is None:
             writer = AnnotatedVideoWriter(self.folder / f"{source_file_stem(source_id)}.mp4")
             self._writers[source_id] = writer
-        labels = {tid: label for (sid, tid), label in self._labels.items() if sid == source_id}
-        writer.write(result, labels)
+        writer.write(result, self._captions.get(source_id))
 
     def close(self, source_id: str) -> None:
+        self._captions.pop(source_id, None)
         writer = self._writers.pop(source_id, None)
         if writer is not None:
             writer.close()

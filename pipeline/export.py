@@ -1,4 +1,4 @@
-"""Sinks: JSON Lines track records, the run summary, silhouette strips.
+"""Sinks: JSON Lines track records, the run summary, silhouette strips, per-track report media.
 
 Records of a source go to ``OUT/tracks/<name>.jsonl.partial`` as they arrive (flushed per record)
 and the file is renamed to ``.jsonl`` when the source completes, so an interrupted archive run
@@ -13,9 +13,9 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -34,11 +34,22 @@ class ExportOptions:
         from a previous run's output).
     save_boxes: include the per-frame boxes of each window.
     intermediate_windows: write the windows emitted while a track is in view, not only final ones.
+    crops_per_track: appearance crops saved per track (its largest views, JPEG under
+        ``OUT/media/<source>/``), referenced by the track's final record; 0 saves none.
+    silhouettes_per_track: silhouettes of the track's best walking stretch saved as one PNG strip
+        beside the crops (evenly spread over the window when the track never walked); 0 saves none.
     """
 
     save_embeddings: bool = False
     save_boxes: bool = True
     intermediate_windows: bool = True
+    crops_per_track: int = 3
+    silhouettes_per_track: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("crops_per_track", "silhouettes_per_track"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"export.{name} must be >= 0, got {getattr(self, name)}")
 
 
 def source_file_stem(source_id: str) -> str:
@@ -57,8 +68,9 @@ def _round(values: np.ndarray, digits: int = 2) -> list:
     return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
 
 
-def window_record(window: TrackWindow, options: ExportOptions) -> dict[str, Any]:
-    """One JSON record for a track window (see the published schema)."""
+def window_record(window: TrackWindow, options: ExportOptions, media: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One JSON record for a track window (see the published schema); ``media``: the track's saved
+    crops and silhouette strip (final windows), paths relative to the output folder."""
     seq = window.sequence
     indices = seq.frame_indices
     record: dict[str, Any] = {
@@ -117,6 +129,8 @@ def window_record(window: TrackWindow, options: ExportOptions) -> dict[str, Any]
             if window.appearance_embedding is None
             else np.asarray(window.appearance_embedding, np.float32).tolist(),
         }
+    if media:
+        record["media"] = media
     record["model_versions"] = dict(window.model_versions)
     record["errors"] = list(window.errors)
     return record
@@ -166,13 +180,17 @@ class TrackRecordWriter:
     def is_complete(self, source_id: str) -> bool:
         return self.completed_path(source_id).exists()
 
-    def write_window(self, window: TrackWindow) -> None:
+    def write_window(self, window: TrackWindow, media: dict[str, Any] | None = None) -> None:
         if not window.is_final and not self.options.intermediate_windows:
             return
-        self._write(window.source_id, window_record(window, self.options))
+        self._write(window.source_id, window_record(window, self.options, media))
 
     def write_event(self, event: SourceEvent) -> None:
         self._write(event.source_id, event_record(event))
+
+    def write_record(self, source_id: str, record: dict[str, Any]) -> None:
+        """Append a record made elsewhere (e.g. by a remote worker) to a source's file."""
+        self._write(source_id, record)
 
     def complete(self, source_id: str) -> Path:
         """Close a source's file and publish it under its final name."""
@@ -220,17 +238,61 @@ def _close_partial(handle: Any) -> None:
         pass
 
 
+class FileSink(Protocol):
+    """Where the extra files of a run go: ``write(path relative to the output folder, bytes)``."""
+
+    def write(self, relative: str, data: bytes) -> None: ...
+
+
+class OutputFiles:
+    """Writes files under an output folder, each atomically (temporary name, then rename)."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+
+    def write(self, relative: str, data: bytes) -> None:
+        path = self.out_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # no half-written file left behind
+            raise
+
+
+class CollectedFiles:
+    """Keeps files in memory (a remote worker hands them to the process that owns the output folder)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def write(self, relative: str, data: bytes) -> None:
+        self.files[relative] = data
+
+
+def encode_image(image: np.ndarray, extension: str) -> bytes:
+    """PNG or JPEG bytes of a uint8 image."""
+    ok, buffer = cv2.imencode(extension, image, [cv2.IMWRITE_JPEG_QUALITY, 88] if extension == ".jpg" else [])
+    if not ok:
+        raise ValueError(f"cannot encode an image of shape {image.shape} as {extension}")
+    return buffer.tobytes()
+
+
 class SilhouetteStripWriter:
     """Saves each window's new silhouettes as a PNG strip (``OUT/silhouettes/<source>/``).
 
     Frames already saved for a track (windows overlap) are not saved again; ``per_row`` frames per
-    row of the strip. A strip that cannot be written is counted (``failed``, ``first_error``), never
-    dropped silently; the run reports it.
+    row of the strip. ``files``: where to write (default: into ``out_dir``). A strip that cannot be
+    written is counted (``failed``, ``first_error``), never dropped silently; the run reports it.
     """
 
-    def __init__(self, out_dir: str | Path, per_row: int = 20) -> None:
+    def __init__(self, out_dir: str | Path, per_row: int = 20, files: FileSink | None = None) -> None:
         self.out_dir = Path(out_dir) / "silhouettes"
         self.per_row = per_row
+        self.files = files if files is not None else OutputFiles(out_dir)
         self._last_saved: dict[tuple[str, int], int] = {}
         self.written = 0
         self.failed = 0
@@ -251,24 +313,117 @@ class SilhouetteStripWriter:
         if not window.is_final:
             self._last_saved[key] = int(seq.frame_indices[-1])
         strip = tile(seq.silhouettes[new], self.per_row)
-        folder = self.out_dir / source_file_stem(window.source_id)
-        path = folder / f"track{window.track_id:05d}_w{window.window_index:03d}_f{int(seq.frame_indices[new[0]])}.png"
+        name = f"track{window.track_id:05d}_w{window.window_index:03d}_f{int(seq.frame_indices[new[0]])}.png"
+        relative = f"silhouettes/{source_file_stem(window.source_id)}/{name}"
         try:
-            ok, png = cv2.imencode(".png", strip)
-            if not ok:
-                raise OSError(f"PNG encoding failed for a {strip.shape} strip")
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as f:  # Python I/O: a failure is an OSError with its reason (cv2.imwrite says nothing)
-                f.write(png.tobytes())
+            self.files.write(relative, encode_image(strip, ".png"))
         except OSError as exc:
             self.failed += 1
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)  # no half-written PNG left behind
             if self.first_error is None:
-                self.first_error = f"{exc.filename or path}: {exc.strerror or exc}"
+                self.first_error = f"{exc.filename or relative}: {exc.strerror or exc}"
             return None
         self.written += 1
-        return path
+        return self.out_dir.parent / relative
+
+
+@dataclass
+class _TrackMedia:
+    crops: list[tuple[float, int, np.ndarray]] = field(default_factory=list)  # (score, frame index, crop)
+    silhouettes: np.ndarray | None = None
+    walking_frames: int = 0  # length of the walking stretch the silhouettes come from (0: none yet)
+    last_frame: int = -1
+
+
+class TrackMediaWriter:
+    """A few pictures per track for the report: its best appearance crops and a silhouette strip.
+
+    While a track is open it keeps at most ``crops_per_track`` crops (largest boxes, at least
+    ``min_frame_gap`` frames apart; boxes cut by the frame border count half) and the silhouettes of
+    its longest walking stretch (every other frame, at most ``silhouettes_per_track``), so memory is
+    bounded per open track. On the track's final window they are written under
+    ``media/<source>/`` and their paths returned for the record.
+    """
+
+    def __init__(self, files: FileSink, crops_per_track: int = 3, silhouettes_per_track: int = 16,
+                 min_frame_gap: int = 10) -> None:
+        self.files = files
+        self.crops_per_track = crops_per_track
+        self.silhouettes_per_track = silhouettes_per_track
+        self.min_frame_gap = min_frame_gap
+        self._tracks: dict[tuple[str, int], _TrackMedia] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.crops_per_track > 0 or self.silhouettes_per_track > 0
+
+    def note(self, window: TrackWindow) -> dict[str, Any] | None:
+        """Take this window's frames into account; on a final window write the files and return
+        ``{"crops": [path, ...], "silhouettes": path | None}`` (paths relative to the output folder)."""
+        if not self.enabled:
+            return None
+        key = (window.source_id, window.track_id)
+        state = self._tracks.setdefault(key, _TrackMedia())
+        seq = window.sequence
+        new = np.flatnonzero(seq.frame_indices > state.last_frame)
+        if len(new):
+            state.last_frame = int(seq.frame_indices[-1])
+        if seq.crops is not None and self.crops_per_track and len(new):
+            self._keep_crops(state, window, new)
+        if self.silhouettes_per_track:
+            self._keep_silhouettes(state, window)
+        if not window.is_final:
+            return None
+        del self._tracks[key]
+        return self._write(window, state)
+
+    def end_source(self, source_id: str) -> None:
+        """Forget the open tracks of a source that ended without their final windows."""
+        for key in [k for k in self._tracks if k[0] == source_id]:
+            del self._tracks[key]
+
+    def _keep_crops(self, state: _TrackMedia, window: TrackWindow, new: np.ndarray) -> None:
+        seq = window.sequence
+        height, width = seq.frame_size
+        boxes = seq.boxes[new]
+        cut = (boxes[:, 0] <= 1) | (boxes[:, 1] <= 1) | (boxes[:, 2] >= width - 2) | (boxes[:, 3] >= height - 2)
+        scores = (boxes[:, 3] - boxes[:, 1]) * np.where(cut, 0.5, 1.0)
+        # Best few of this window first (a window holds up to max_length frames), then merge.
+        order = np.argsort(-scores, kind="stable")[: 4 * self.crops_per_track]
+        candidates = state.crops + [(float(scores[i]), int(seq.frame_indices[new[i]]), seq.crops[new[i]].copy())
+                                    for i in order]
+        candidates.sort(key=lambda c: (-c[0], c[1]))
+        kept: list[tuple[float, int, np.ndarray]] = []
+        for candidate in candidates:
+            if all(abs(candidate[1] - k[1]) >= self.min_frame_gap for k in kept):
+                kept.append(candidate)
+            if len(kept) == self.crops_per_track:
+                break
+        state.crops = kept
+
+    def _keep_silhouettes(self, state: _TrackMedia, window: TrackWindow) -> None:
+        seq = window.sequence
+        segments = [] if window.gait is None else window.gait.segments
+        longest = max(segments, key=lambda s: (s.stop - s.start, s.score), default=None)
+        if longest is not None and longest.stop - longest.start > state.walking_frames:
+            frames = seq.silhouettes[longest.start : longest.stop : 2][: self.silhouettes_per_track]
+            state.silhouettes, state.walking_frames = frames.copy(), longest.stop - longest.start
+        elif state.walking_frames == 0 and window.is_final and len(seq):
+            count = min(len(seq), self.silhouettes_per_track)
+            picks = np.unique(np.linspace(0, len(seq) - 1, count).round().astype(int))
+            state.silhouettes = seq.silhouettes[picks].copy()
+
+    def _write(self, window: TrackWindow, state: _TrackMedia) -> dict[str, Any]:
+        folder = f"media/{source_file_stem(window.source_id)}"
+        crops = []
+        for i, (_, frame, crop) in enumerate(sorted(state.crops, key=lambda c: c[1])):
+            relative = f"{folder}/track{window.track_id:05d}_crop{i}_f{frame}.jpg"
+            self.files.write(relative, encode_image(crop, ".jpg"))
+            crops.append(relative)
+        silhouettes = None
+        if state.silhouettes is not None and len(state.silhouettes):
+            silhouettes = f"{folder}/track{window.track_id:05d}_silhouettes.png"
+            self.files.write(silhouettes, encode_image(tile(state.silhouettes, self.silhouettes_per_track), ".png"))
+        return {"crops": crops, "silhouettes": silhouettes}
 
 
 def tile(images: np.ndarray, per_row: int, pad: int = 2, value: int = 64) -> np.ndarray:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from typing import Any
 from pipeline.config import check_fields
 from pipeline.domains import PositiveInt
 from pipeline.messages import FrameResult, SourceEvent, TrackWindow
+from pipeline.progress import BatchProgress
 
 log = logging.getLogger("gaitscope")
 
@@ -204,6 +204,11 @@ class RunResult:
     seconds: float
     interrupted: bool
     sources_done: list[str] = field(default_factory=list)
+    # Distributed runs only: a worker's seconds on each source, seconds from handing each source out
+    # to having written its outputs, and seconds until every worker had built its stages.
+    source_seconds: dict[str, float] = field(default_factory=dict)
+    dispatch_seconds: dict[str, float] = field(default_factory=dict)
+    startup_seconds: float | None = None
 
 
 class Runner:
@@ -212,6 +217,7 @@ class Runner:
     frame_stages: stages taking list[FrameResult] and returning list[FrameResult], in order.
     assembler: the stage that turns FrameResults into TrackWindows (has ``end_source``).
     track_stages: stages taking and returning list[TrackWindow], in order.
+    close_stages: close the stages at the end of `run` (False when the same stages serve more runs).
     """
 
     def __init__(
@@ -220,8 +226,10 @@ class Runner:
         assembler: NamedStage,
         track_stages: list[NamedStage],
         options: RunnerOptions | None = None,
+        close_stages: bool = True,
     ) -> None:
         self.frame_stages = frame_stages
+        self.close_stages = close_stages
         self.assembler = assembler
         self.track_stages = track_stages
         self.options = options or RunnerOptions()
@@ -241,6 +249,7 @@ class Runner:
         on_event: Callable[[SourceEvent], None] | None = None,
         on_frame: Callable[[FrameResult], None] | None = None,
         on_source_end: Callable[[str, bool], None] | None = None,
+        progress: BatchProgress | None = None,
     ) -> RunResult:
         """Run to the end of every source (or until `stop`/Ctrl-C) and return the statistics.
 
@@ -250,6 +259,8 @@ class Runner:
         on_frame: called for each FrameResult after tracking and segmentation (annotated video).
         on_source_end: called with (source_id, complete) after the last window of a source was
             delivered; complete is False when the run was stopped before the source ended.
+        progress: the batch's progress line (default: one without known durations, shown as
+            ``runner.progress`` says).
         """
         import supervision as sv
 
@@ -267,6 +278,7 @@ class Runner:
 
         head, tail = queues[0], queues[-1]
         frames: dict[str, int] = {}
+        video_s: dict[str, float] = {}  # time of the latest frame read, per source
         # Live streams each get a reader of their own: one that is down (retrying) never holds a slot
         # that the files of the batch need; files share max_open_sources readers.
         pending_files: queue.Queue = queue.Queue()
@@ -297,6 +309,7 @@ class Runner:
                             head.put(item)
                             continue
                         frames[source_id] += 1
+                        video_s[source_id] = item.pts_s
                         head.put(FrameResult(item, sv.Detections.empty()))
                 except Exception as exc:  # a broken source must not take the batch down
                     head.put(SourceEvent(source_id, "error", f"{type(exc).__name__}: {exc}".splitlines()[0]))
@@ -322,7 +335,8 @@ class Runner:
         done: list[str] = []
         windows = 0
         interrupted = False
-        progress = _Progress(self.options.progress)
+        if progress is None:
+            progress = BatchProgress({}, self.options.progress)
 
         def deliver(item: Any) -> None:
             nonlocal windows
@@ -344,12 +358,12 @@ class Runner:
                 try:
                     item = tail.get(timeout=0.2)
                 except queue.Empty:
-                    progress.update(sum(frames.values()), windows)
+                    progress.update(frames, video_s, done)
                     continue
                 if item is STOP:
                     break
                 deliver(item)
-                progress.update(sum(frames.values()), windows)
+                progress.update(frames, video_s, done)
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted: stopping the sources and flushing what is in flight (Ctrl-C again to abort)")
@@ -358,13 +372,15 @@ class Runner:
             while (item := tail.get()) is not STOP:
                 deliver(item)
         finally:
+            progress.update(frames, video_s, done, force=True)
             progress.close()
         for worker in workers:
             worker.join(timeout=5)
-        for named in chain:
-            close = getattr(named.stage, "close", None)
-            if close is not None:
-                close()
+        if self.close_stages:
+            for named in chain:
+                close = getattr(named.stage, "close", None)
+                if close is not None:
+                    close()
         return RunResult(
             stage_stats=[w.stats.as_dict() for w in workers],
             frames=dict(frames),
@@ -374,25 +390,3 @@ class Runner:
             interrupted=interrupted or self._stop.is_set(),
             sources_done=done,
         )
-
-
-class _Progress:
-    """A tqdm counter of frames and windows; silent when disabled or not on a terminal."""
-
-    def __init__(self, enabled: bool | None) -> None:
-        if enabled is None:
-            enabled = sys.stderr.isatty()
-        self._bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self._bar = tqdm(unit="frame", desc="gaitscope", dynamic_ncols=True)
-
-    def update(self, frames: int, windows: int) -> None:
-        if self._bar is not None and frames != self._bar.n:
-            self._bar.update(frames - self._bar.n)
-            self._bar.set_postfix(windows=windows, refresh=False)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()

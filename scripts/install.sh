@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # Install gaitscope into ./.venv from the package registry (CPU FAISS; pass --gpu for faiss-gpu).
 # --with-rtsp-server also installs Debian's GStreamer RTSP server used by the stream tests.
-# --full adds the optional backends: PaddleSeg's runtime and the sentence encoder for attribute training.
+# --full adds the optional backends: PaddleSeg's runtime, the sentence encoder for attribute training and
+# Ray (the distributed executor), and Debian's Chromium for the report's rendering test.
+# --no-models skips putting MediaPipe's BlazePose files into the models directory ($GAITSCOPE_MODELS,
+# default ~/.cache/gaitscope/models), which the default segmenter uses when they are there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="cpu,dev"
+extras="cpu,dev,litert"
+fetch_models=1
 for arg in "$@"; do
   case "$arg" in
     --gpu) extras="${extras/cpu/gpu}" ;;
-    --full) extras="$extras,paddle,text" ;;
+    --full)
+      extras="$extras,paddle,text,ray"
+      if command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >/dev/null \
+          || echo "chromium not installed: the report's screenshot test will skip" >&2
+      fi ;;
+    --no-models) fetch_models=0 ;;
     --with-rtsp-server)
       export DEBIAN_FRONTEND=noninteractive
       apt-get update -qq
@@ -21,4 +31,8 @@ done
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -c constraints.txt -e ".[$extras]"
+if [ "$fetch_models" = 1 ]; then
+  # From the mediapipe wheel on PyPI (read, never installed); offline the segmenter falls back and says so.
+  .venv/bin/python scripts/fetch_mediapipe_models.py || echo "continuing without the BlazePose segmenter" >&2
+fi
 echo "installed into $(pwd)/.venv"

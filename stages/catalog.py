@@ -22,14 +22,25 @@ SEGMENTERS = Registry(
         "detector": "stages.segment.detector:DetectorMasks",
         "foreground": "stages.segment.foreground:ForegroundSegmenter",
         "paddleseg": "stages.segment.paddleseg:PaddleSegSegmenter",
+        "pose_crop": "stages.segment.pose_crop:PoseCropSegmenter",
     },
 )
 TRACKLETS = Registry("tracklets", {"window": "stages.tracklets:TrackletAssembler"})
 GAIT_DETECTORS = Registry("gait_detector", {"gader": "stages.gait_detector.stage:GaitDetectorStage"})
 GAIT_RECOGNIZERS = Registry("gait", {"gar": "stages.gait.recognizer:GaitRecognizer"})
-REID = Registry("reid", {"appearance": "stages.reid.stage:AppearanceReID"})
+REID = Registry("reid", {"appearance": "stages.reid.stage:AppearanceReID", "onnx": "stages.reid.onnx:OnnxReID"})
 GALLERIES = Registry("gallery", {"faiss": "stages.gallery.stage:GalleryMatcher"})
 ATTRIBUTES = Registry("attributes", {"clip_gar": "stages.attributes.stage:AttributeTagger"})
+
+# ``backend: auto``: per stage kind, the function that picks and builds the best backend available,
+# ``(section options) -> (backend name, built stage)``.
+AUTO_BUILDERS = Registry(
+    "auto",
+    {
+        "segment": "stages.segment:build_auto_segmenter",
+        "reid": "stages.reid:build_auto_reid",
+    },
+)
 
 FRAME_STAGE_KINDS: dict[str, Registry] = {
     "detect": DETECTORS,

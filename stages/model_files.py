@@ -40,3 +40,4 @@ def resolve_model_path(path: str | Path, override: str | Path | None = None) -> 
     if given.is_absolute() or given.exists():
         return given
     return models_dir(override) / given
+

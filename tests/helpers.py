@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -17,6 +18,31 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found: {path} (tests read ../shared/data next to the project)")
     return path
+
+
+SHARED_MODELS = (PROJECT_ROOT / ".." / "shared" / "models").resolve()
+
+
+def require_model(relative: str) -> Path:
+    """A third-party model file from ../shared/models, or skip with a message naming it."""
+    path = SHARED_MODELS / relative
+    if not path.exists():
+        pytest.skip(f"shared model not found: {path} (tests read ../shared/models next to the project)")
+    return path
+
+
+def video_frames(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
+    """The frames at ``indices`` of a video, (H, W, 3) uint8 BGR, decoded in order."""
+    import av
+
+    wanted, frames = set(indices), {}
+    with av.open(str(require(path))) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                frames[index] = frame.to_ndarray(format="bgr24")
+            if index >= max(wanted):
+                break
+    return frames
 
 
 def write_clip(path: Path, frames: int = 60, size: tuple[int, int] = (120, 160), fps: int = 10) -> Path:

@@ -4,8 +4,9 @@
         --name gar_casiab --eval /tmp/casia_eval.json --command "python -m training.gait ..."
 
 The manifest (weights/<name>.json) records file, sha256, the training command, the data, the
-metrics from the evaluation JSON (``python -m evaluation.gait evaluate --out``), the model and
-training config, the cached feature files, and the creation time.
+metrics from the evaluation JSON (``python -m evaluation.gait evaluate --out``), the report
+cards (``python -m evaluation.gait report --out``), the model and training config, the cached
+feature files, and the creation time.
 """
 
 from __future__ import annotations
@@ -31,8 +32,45 @@ def _same_weights(a: dict, b: dict) -> bool:
     )
 
 
-def export(checkpoint: Path, name: str, command: str, data: str, evaluation: dict | None, extra: dict) -> Path:
+def interpolate(ckpt: dict, other: dict, alpha: float) -> dict:
+    """Weight-space interpolation ``alpha * ckpt + (1 - alpha) * other`` of two checkpoints of one
+    architecture, e.g. a fine-tuned model and its starting point (WiSE-FT: the fine-tuned model's
+    robustness with most of the starting point's clean accuracy). A classifier with more classes
+    keeps its extra rows; integer buffers (BatchNorm's batch counter) come from ``ckpt``."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    state = {}
+    for name, value in ckpt["model"].items():
+        if name not in other["model"]:
+            raise ValueError(f"{name} is missing from the checkpoint to interpolate with")
+        base = other["model"][name]
+        if not value.is_floating_point():
+            state[name] = value
+        elif value.shape == base.shape:
+            state[name] = alpha * value + (1 - alpha) * base
+        elif name.endswith("BNNecks.fc_bin") and value.shape[:2] == base.shape[:2] and value.shape[2] >= base.shape[2]:
+            mixed = value.clone()
+            mixed[:, :, : base.shape[2]] = alpha * value[:, :, : base.shape[2]] + (1 - alpha) * base
+            state[name] = mixed
+        else:
+            raise ValueError(f"{name}: shapes {tuple(value.shape)} and {tuple(base.shape)} cannot be interpolated")
+    return {**ckpt, "model": state}
+
+
+def export(
+    checkpoint: Path,
+    name: str,
+    command: str,
+    data: str,
+    evaluation: dict | None,
+    extra: dict,
+    interpolate_with: Path | None = None,
+    alpha: float = 1.0,
+) -> Path:
     ckpt = load_checkpoint(checkpoint)
+    if interpolate_with is not None:
+        ckpt = interpolate(ckpt, load_checkpoint(interpolate_with), alpha)
+        extra = {**extra, "interpolation": {"with": str(interpolate_with), "alpha": alpha}}
     out = WEIGHTS_DIR / f"{name}.pt"
     shipped = {"model": ckpt["model"], "config": ckpt["config"], "iteration": ckpt.get("iteration")}
     if not (out.is_file() and _same_weights(load_checkpoint(out), shipped)):  # manifest-only updates keep the file
@@ -68,12 +106,34 @@ def main() -> None:
         "from ../shared/data/casia-b",
     )
     ap.add_argument("--eval", default=None, help="JSON written by python -m evaluation.gait evaluate --out")
+    ap.add_argument(
+        "--report",
+        action="append",
+        default=[],
+        help="JSON written by python -m evaluation.gait report --out (repeatable; kept under 'report')",
+    )
+    ap.add_argument("--interpolate-with", default=None, help="checkpoint to interpolate with (e.g. the starting point)")
+    ap.add_argument("--alpha", type=float, default=1.0, help="weight of --checkpoint in the interpolation")
     args = ap.parse_args()
     evaluation, extra = None, {}
     if args.eval:
         evaluation = json.loads(Path(args.eval).read_text())
         extra["features"] = {"test": evaluation.pop("features", None)}
-    print(export(Path(args.checkpoint).expanduser(), args.name, args.command, args.data, evaluation, extra))
+    if args.report:
+        extra["report"] = [json.loads(Path(p).read_text()) for p in args.report]
+    interpolate_with = Path(args.interpolate_with).expanduser() if args.interpolate_with else None
+    print(
+        export(
+            Path(args.checkpoint).expanduser(),
+            args.name,
+            args.command,
+            args.data,
+            evaluation,
+            extra,
+            interpolate_with,
+            args.alpha,
+        )
+    )
 
 
 if __name__ == "__main__":

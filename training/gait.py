@@ -3,8 +3,12 @@
     python -m training.gait --config configs/train/gar_casiab_cpu.yaml [--resume] [--out DIR]
 
 Recipe sections (see configs/train/gar_*.yaml): ``model`` (GaitBaseConfig keys), ``data``
-(``dataset: casia-b`` or ``synthetic``), ``sampler`` (P x K, frames, sample_type), ``loss``,
-``optim``, ``train``. Checkpoints (``{'model', 'config', 'optimizer', 'iteration', ...}``,
+(``dataset: casia-b``, ``synthetic`` or ``mixed``: CASIA-B 001-074 plus the synthetic walkers of
+``data.synthetic``, ``data.synthetic_ratio`` of each batch's identities synthetic), ``augment``
+(training.augment.AugmentConfig keys; absent = the defaults, which are on), ``sampler`` (P x K,
+frames, sample_type), ``loss``, ``optim``, ``train`` (``init_weights``: start from a gait
+checkpoint, e.g. to fine-tune the shipped weights; classifier rows of the classes both share are
+kept). Checkpoints (``{'model', 'config', 'optimizer', 'iteration', ...}``,
 loadable with ``weights_only=True``) go to ``train.out_dir`` every ``checkpoint_every_min``
 minutes and at the end; ``--resume`` continues from the latest one. Metrics are appended to
 ``metrics.jsonl`` in the same folder.
@@ -16,6 +20,7 @@ so a recipe with a wall-clock budget still anneals before it stops.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -29,11 +34,12 @@ import yaml
 from tqdm import tqdm
 
 from stages.gait.model import GaitBase, GaitBaseConfig, GARDistillation
+from training.augment import AugmentConfig, augment_clip, flip_sequence
 from training.casia_b import DEFAULT_ROOT, TRAIN_SUBJECTS, CasiaB
 from training.losses import cross_entropy_loss, triplet_loss
-from training.sequences import Clip, SequenceSet, TripletSampler
+from training.sequences import Clip, MixedTripletSampler, SequenceSet, TripletSampler
 
-SECTIONS = ("model", "data", "sampler", "loss", "optim", "train")
+SECTIONS = ("model", "data", "augment", "sampler", "loss", "optim", "train")
 
 
 def load_recipe(path: str | Path) -> dict:
@@ -45,23 +51,71 @@ def load_recipe(path: str | Path) -> dict:
     return cfg
 
 
+def _casia_set(data: dict) -> SequenceSet:
+    reader = CasiaB(data.get("root") or DEFAULT_ROOT, min_frames=data.get("min_frames", 10))
+    return SequenceSet.from_casia(reader, reader.keys(subjects=TRAIN_SUBJECTS))
+
+
+def _synthetic_set(syn: dict) -> SequenceSet:
+    from training.synthetic import synthetic_set
+
+    return synthetic_set(
+        n_identities=syn["identities"],
+        seqs_per_identity=syn["sequences_per_identity"],
+        frames=syn["frames"],
+        seed=syn.get("seed", 0),
+        first_identity=syn.get("first_identity", 0),
+        crops=syn.get("crops", True),
+        outfits=syn.get("outfits", 1),
+        mask_noise=syn.get("mask_noise", 0.0),
+    )
+
+
 def build_train_set(data: dict) -> SequenceSet:
     """The training SequenceSet described by a recipe's ``data`` section."""
     kind = data.get("dataset", "casia-b")
     if kind == "casia-b":
-        reader = CasiaB(data.get("root") or DEFAULT_ROOT, min_frames=data.get("min_frames", 10))
-        return SequenceSet.from_casia(reader, reader.keys(subjects=TRAIN_SUBJECTS))
+        return _casia_set(data)
     if kind == "synthetic":
-        from training.synthetic import synthetic_set
+        return _synthetic_set(data)
+    if kind == "mixed":
+        return SequenceSet.concat([_casia_set(data), _synthetic_set(data["synthetic"])])
+    raise ValueError(f"unknown dataset {kind!r}: use 'casia-b', 'synthetic' or 'mixed'")
 
-        return synthetic_set(
-            n_identities=data["identities"],
-            seqs_per_identity=data["sequences_per_identity"],
-            frames=data["frames"],
-            seed=data.get("seed", 0),
-            first_identity=data.get("first_identity", 0),
-        )
-    raise ValueError(f"unknown dataset {kind!r}: use 'casia-b' or 'synthetic'")
+
+def build_sampler(data: SequenceSet, data_cfg: dict, sampler_cfg: dict, seed: int):
+    """P x K sampler; for a mixed set, ``synthetic_ratio`` of each batch's identities are synthetic
+    (identities named ``s...``, see training.synthetic)."""
+    p, k = int(sampler_cfg["identities_per_batch"]), int(sampler_cfg["sequences_per_identity"])
+    if data_cfg.get("dataset", "casia-b") != "mixed":
+        return TripletSampler(data.labels, p, k, seed=seed)
+    synthetic = np.array([name.startswith("s") for name in data.identities])
+    return MixedTripletSampler(data.labels, synthetic, p, k, float(data_cfg.get("synthetic_ratio", 0.5)), seed=seed)
+
+
+def init_from(net: torch.nn.Module, path: str | Path) -> int:
+    """Copy a gait checkpoint's parameters into ``net`` (same architecture); a classifier with a
+    different number of classes keeps the rows of the first classes both have. Returns the count
+    of tensors copied."""
+    from stages.gait.weights import load_checkpoint
+
+    state = load_checkpoint(Path(path).expanduser())["model"]
+    own = net.state_dict()
+    copied = 0
+    for name, value in state.items():
+        if name not in own:
+            raise ValueError(f"{path}: parameter {name} does not exist in the model being trained")
+        target = own[name]
+        if target.shape == value.shape:
+            target.copy_(value)
+        elif name.endswith("BNNecks.fc_bin") and target.shape[:2] == value.shape[:2]:
+            n = min(target.shape[2], value.shape[2])
+            target[:, :, :n] = value[:, :, :n]
+        else:
+            raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, the model {tuple(target.shape)}")
+        copied += 1
+    net.load_state_dict(own)
+    return copied
 
 
 @dataclass
@@ -72,6 +126,24 @@ class Batch:
     ratios: torch.Tensor | None
     rgb: torch.Tensor | None
     labels: torch.Tensor
+
+
+def augment_batch(clips: list[Clip], cfg: AugmentConfig, rng: np.random.Generator) -> list[Clip]:
+    """Each clip through :func:`augment_clip`; a neighbour's blob comes from a clip of another identity.
+    The flip is decided here so that RGB crops (distillation) are mirrored with their silhouettes."""
+    if not cfg.enabled:
+        return clips
+    no_flip = dataclasses.replace(cfg, flip=0.0)
+    out = []
+    for c in clips:
+        others = [j for j, o in enumerate(clips) if o.label != c.label]
+        other = clips[int(rng.choice(others))].silhouettes if others else None
+        sils, rgb = augment_clip(c.silhouettes, rng, no_flip, other), c.rgb
+        if rng.random() < cfg.flip:
+            sils = flip_sequence(sils)
+            rgb = None if rgb is None else np.ascontiguousarray(rgb[:, :, ::-1])
+        out.append(Clip(sils, c.ratios, rgb, c.label))
+    return out
 
 
 def collate(clips: list[Clip], use_ratios: bool, use_rgb: bool) -> Batch:
@@ -119,6 +191,10 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
     if distill and data.rgb is None:
         raise ValueError("distillation needs RGB crops, which this dataset lacks (CASIA-B has none)")
     net = GARDistillation(model_cfg) if distill else GaitBase(model_cfg)
+    augment = AugmentConfig.from_dict(cfg.get("augment"))
+    if tr.get("init_weights") and not (resume and (out_dir / "latest.pt").is_file()):
+        target = net.silhouette if distill else net
+        print(f"init from {tr['init_weights']}: {init_from(target, tr['init_weights'])} tensors", flush=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net.to(device)
     if tr.get("channels_last", False):
@@ -150,14 +226,7 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     sampler_cfg = cfg["sampler"]
-    sampler = iter(
-        TripletSampler(
-            data.labels,
-            sampler_cfg["identities_per_batch"],
-            sampler_cfg["sequences_per_identity"],
-            seed=seed + iteration,
-        )
-    )
+    sampler = iter(build_sampler(data, cfg["data"], sampler_cfg, seed + iteration))
     frames, sample_type = int(sampler_cfg["frames"]), sampler_cfg.get("sample_type", "fixed_unordered")
     loss_cfg = cfg["loss"]
     metrics_path = out_dir / "metrics.jsonl"
@@ -199,7 +268,8 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
         for g in optimizer.param_groups:
             g["lr"] = lr
         idx = next(sampler)
-        batch = collate([data.clip(int(i), frames, sample_type, rng) for i in idx], use_ratios, distill)
+        clips = augment_batch([data.clip(int(i), frames, sample_type, rng) for i in idx], augment, rng)
+        batch = collate(clips, use_ratios, distill)
         labels = batch.labels.to(device)
         with torch.autocast(device_type=device.type, enabled=use_amp):
             sils = batch.sils.to(device)

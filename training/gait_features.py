@@ -5,6 +5,7 @@ gallery's calibration data).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,11 @@ class FeatureSet:
             )
 
 
+def sequence_seed(name: str) -> int:
+    """A stable per-sequence seed (the corruption protocol draws the same noise for every model)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+
+
 def extract_casia_features(
     model: GaitBase,
     reader: CasiaB,
@@ -92,10 +98,18 @@ def extract_casia_features(
     out_path: Path | None = None,
     batch_frames: int = 1024,
     progress: bool = True,
+    corruption: str | None = None,
+    flip_test: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Embeddings of CASIA-B sequences: {"embeddings" (N, P, C), "labels", "types", "views"}
-    (string arrays), saved as npz at ``out_path`` when given."""
+    (string arrays), saved as npz at ``out_path`` when given.
+
+    corruption: a level of ``training.augment.CORRUPTION_LEVELS`` applied to the frames that are
+    embedded, seeded per sequence (the same noise for every model). flip_test: see embed_sequences.
+    """
     from tqdm import tqdm
+
+    from training.augment import corrupt_fixed
 
     done: list[SequenceKey] = []
 
@@ -104,9 +118,12 @@ def extract_casia_features(
             reader.iter_sequences(keys), total=len(keys), desc="embed", mininterval=10, disable=not progress
         ):
             done.append(seq.key)
-            yield seq.silhouettes[spread_positions(len(seq), max_frames)], None
+            sils = seq.silhouettes[spread_positions(len(seq), max_frames)]
+            if corruption is not None:
+                sils = corrupt_fixed(sils, corruption, seed=sequence_seed(seq.key.name))
+            yield sils, None
 
-    emb = embed_sequences(model, frames(), batch_frames)
+    emb = embed_sequences(model, frames(), batch_frames, flip_test)
     result = {
         "embeddings": emb,
         "labels": np.array([k.subject for k in done]),

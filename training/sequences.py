@@ -74,7 +74,7 @@ class SequenceSet:
         if len(silhouettes) != len(identities):
             raise ValueError("one identity per sequence is needed")
         self.silhouettes = list(silhouettes)
-        self.packed = packed
+        self.packed = [bool(packed)] * len(self.silhouettes)  # per sequence: concatenated sets mix both
         self.ratios = None if ratios is None else list(ratios)
         self.rgb = None if rgb is None else list(rgb)
         self.identities = list(identities)
@@ -88,6 +88,19 @@ class SequenceSet:
         packed = reader.load_packed(keys)
         present = [k for k in keys if k in packed]
         return cls([packed[k] for k in present], [k.subject for k in present], packed=True, keys=present)
+
+    @classmethod
+    def concat(cls, sets: Sequence[SequenceSet]) -> SequenceSet:
+        """One set holding every sequence of ``sets`` (identities with the same name merge). Ratios
+        and RGB are kept only when every part has them."""
+        out = cls(
+            [x for s in sets for x in s.silhouettes],
+            [x for s in sets for x in s.identities],
+            ratios=None if any(s.ratios is None for s in sets) else [x for s in sets for x in s.ratios],
+            rgb=None if any(s.rgb is None for s in sets) else [x for s in sets for x in s.rgb],
+        )
+        out.packed = [x for s in sets for x in s.packed]
+        return out
 
     def __len__(self) -> int:
         return len(self.silhouettes)
@@ -104,7 +117,7 @@ class SequenceSet:
     ) -> Clip:
         pos = frame_positions(self.length(i), frames, sample_type, rng, max_frames)
         sil = self.silhouettes[i][pos]
-        if self.packed:
+        if self.packed[i]:
             sil = unpack_sequence(sil)
         return Clip(
             silhouettes=sil,
@@ -136,3 +149,38 @@ class TripletSampler:
                 for c in chosen
             ]
             yield np.concatenate(batch)
+
+
+class MixedTripletSampler:
+    """P x K batches drawn from two groups of identities (e.g. CASIA-B and synthetic walkers):
+    ``round(P * second_fraction)`` identities of each batch come from ``second``, the rest from
+    ``first``; within each group, as :class:`TripletSampler`."""
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        second: np.ndarray,
+        identities_per_batch: int,
+        sequences_per_identity: int,
+        second_fraction: float,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 <= second_fraction <= 1.0:
+            raise ValueError(f"second_fraction must be in [0, 1], got {second_fraction}")
+        second = np.asarray(second, dtype=bool)
+        if second.shape != labels.shape:
+            raise ValueError("one group flag per sequence is needed")
+        self.p_second = int(round(identities_per_batch * second_fraction))
+        self.p_first = identities_per_batch - self.p_second
+        idx = np.arange(len(labels))
+        self.groups = []
+        for p, member in ((self.p_first, ~second), (self.p_second, second)):
+            if p == 0:
+                continue
+            sub = TripletSampler(labels[member], p, sequences_per_identity, seed=seed + len(self.groups))
+            self.groups.append((sub, idx[member]))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        iters = [(iter(sub), index) for sub, index in self.groups]
+        while True:
+            yield np.concatenate([index[next(it)] for it, index in iters])

@@ -36,14 +36,25 @@ def _packs(
         yield pack
 
 
+FLIP_COMBINE = ("mean", "max")
+
+
 @torch.inference_mode()
 def embed_sequences(
     model: GaitBase,
     sequences: Iterable[tuple[np.ndarray, np.ndarray | None]],
     batch_frames: int = 1024,
+    flip_test: str | None = None,
 ) -> np.ndarray:
     """Per-part embeddings (N, P, C) float32 for (silhouettes (T, 64, 44) uint8 0..255, ratios (T,)
-    or None) pairs. A pack uses ratios only when every sequence in it has them."""
+    or None) pairs. A pack uses ratios only when every sequence in it has them.
+
+    flip_test: also embed every sequence mirrored left-right (the same walk in the other
+    direction) and combine the two embeddings element-wise by ``"mean"`` or ``"max"``, so that
+    the embedding does not depend on the walking direction (twice the compute). None: no mirror.
+    """
+    if flip_test is not None and flip_test not in FLIP_COMBINE:
+        raise ValueError(f"flip_test must be one of {FLIP_COMBINE} or None, got {flip_test!r}")
     model.eval()
     device = next(model.parameters()).device
     out = []
@@ -53,7 +64,11 @@ def embed_sequences(
         if all(r is not None for _, r in pack):
             ratios = torch.from_numpy(np.concatenate([r for _, r in pack]).astype(np.float32)).to(device).unsqueeze(0)
         lengths = [len(s) for s, _ in pack]
-        out.append(model(sils, ratios, seq_lengths=lengths).embeddings.float().cpu().numpy())
+        emb = model(sils, ratios, seq_lengths=lengths).embeddings.float()
+        if flip_test is not None:
+            mirrored = model(sils.flip(-1), ratios, seq_lengths=lengths).embeddings.float()
+            emb = (emb + mirrored) / 2 if flip_test == "mean" else torch.maximum(emb, mirrored)
+        out.append(emb.cpu().numpy())
     if not out:
         return np.zeros((0, model.config.parts, model.config.embed_dim), np.float32)
     return np.concatenate(out).astype(np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from pipeline.messages import TrackWindow
-from stages.gait.embedding import embed_sequences, spread_positions
+from stages.gait.embedding import FLIP_COMBINE, embed_sequences, spread_positions
 from stages.gait.weights import DEFAULT_WEIGHTS, load_gait_model
 
 
@@ -31,6 +31,8 @@ class GaitRecognizer:
     weights: checkpoint of this project or an OpenGait GaitBase checkpoint (default: the shipped
     weights/gar_casiab.pt). max_frames: at most this many frames per window, spread evenly over its
     gait frames (0: all). min_frames: windows with fewer gait frames get no embedding.
+    flip_test: ``"mean"`` or ``"max"`` also embeds the window mirrored left-right and combines the
+    two (the embedding no longer depends on the walking direction; twice the compute); ``""``: off.
     """
 
     def __init__(
@@ -40,7 +42,11 @@ class GaitRecognizer:
         max_frames: int = 120,
         min_frames: int = 8,
         batch_frames: int = 1024,
+        flip_test: str = "",
     ) -> None:
+        if flip_test not in ("", *FLIP_COMBINE):
+            raise ValueError(f"gait.flip_test must be one of {('', *FLIP_COMBINE)}, got {flip_test!r}")
+        self.flip_test = flip_test or None
         self.model, self.version = load_gait_model(weights)
         self.device = torch.device(device)
         self.model.to(self.device)
@@ -63,7 +69,7 @@ class GaitRecognizer:
             todo.append(window)
         if not todo:
             return batch
-        embeddings = embed_sequences(self.model, inputs, self.batch_frames)
+        embeddings = embed_sequences(self.model, inputs, self.batch_frames, self.flip_test)
         for window, emb in zip(todo, embeddings):
             window.gait_embedding = emb
             window.model_versions["gait"] = self.version

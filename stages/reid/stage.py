@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,29 +54,54 @@ class AppearanceReID:
     def __init__(
         self, weights: str = str(DEFAULT_WEIGHTS), routes: str = "appearance", max_frames: int = 16, batch: int = 128
     ) -> None:
-        if routes not in ("appearance", "all"):
-            raise ValueError(f"routes must be 'appearance' or 'all', got {routes!r}")
+        check_routes(routes)
         self.model, self.version = load_appearance_model(weights)
         self.routes = routes
         self.max_frames = max_frames if max_frames > 0 else None
         self.batch = batch
 
-    def _wanted(self, window: TrackWindow) -> bool:
-        if window.sequence.crops is None or len(window.sequence) == 0:
-            return False
-        if self.routes == "all":
-            return True
-        return window.gait is not None and window.gait.route == "appearance"
-
     def process(self, batch: list[TrackWindow]) -> list[TrackWindow]:
-        todo = [w for w in batch if self._wanted(w)]
-        if not todo:
-            return batch
-        picks = [w.sequence.crops[spread(len(w.sequence), self.max_frames)] for w in todo]
-        frames = self.model.embed_crops(np.concatenate(picks), self.batch)
-        start = 0
-        for window, crops in zip(todo, picks):
-            window.appearance_embedding = pool_track(frames[start : start + len(crops)])
-            window.model_versions["reid"] = self.version
-            start += len(crops)
+        def embed(crops: np.ndarray) -> np.ndarray:
+            return self.model.embed_crops(crops, self.batch)
+
+        return embed_windows(batch, self.routes, self.max_frames, embed, self.version)
+
+
+def check_routes(routes: str) -> None:
+    if routes not in ("appearance", "all"):
+        raise ValueError(f"routes must be 'appearance' or 'all', got {routes!r}")
+
+
+def embed_windows(
+    batch: list[TrackWindow],
+    routes: str,
+    max_frames: int | None,
+    embed_crops: Callable[[np.ndarray], np.ndarray],
+    version: str,
+) -> list[TrackWindow]:
+    """Set ``appearance_embedding`` and ``model_versions["reid"]`` on the windows that want one.
+
+    A window wants one when it has crops and ``routes`` is "all" or the gait detector sent it to
+    appearance. ``embed_crops``: (n, 128, 64, 3) uint8 BGR -> (n, D) L2-normalised; one call for
+    the crops of all windows (at most ``max_frames`` per window, spread evenly); a window's
+    embedding is the renormalised mean of its frames'.
+    """
+    todo = [w for w in batch if _wants_embedding(w, routes)]
+    if not todo:
         return batch
+    picks = [w.sequence.crops[spread(len(w.sequence), max_frames)] for w in todo]
+    frames = embed_crops(np.concatenate(picks))
+    start = 0
+    for window, crops in zip(todo, picks):
+        window.appearance_embedding = pool_track(frames[start : start + len(crops)])
+        window.model_versions["reid"] = version
+        start += len(crops)
+    return batch
+
+
+def _wants_embedding(window: TrackWindow, routes: str) -> bool:
+    if window.sequence.crops is None or len(window.sequence) == 0:
+        return False
+    if routes == "all":
+        return True
+    return window.gait is not None and window.gait.route == "appearance"

@@ -3,10 +3,10 @@
 The model directory is what PaddleSeg's ``tools/export.py`` writes: a program (``model.json`` with
 paddle 3, ``model.pdmodel`` before), ``model.pdiparams`` and optionally ``deploy.yaml``, whose
 ``Resize`` target size, ``Normalize`` mean/std and program/params names are used when present.
-Each person's box (with a margin of context) is cut out, resized to the model input, normalised
-like PaddleSeg's deploy transforms (RGB, /255, (x - mean) / std), segmented, and the person
-probability is pasted back into the box. The output may be a label map (``output_op: argmax``),
-probabilities (``softmax``) or logits (``none``).
+Each person's region (the box with context, at the model input's aspect ratio, so people are not
+stretched) is cut out at the model input size, normalised like PaddleSeg's deploy transforms (RGB,
+/255, (x - mean) / std), segmented, and the person probability is pasted back into the box. The
+output may be a label map (``output_op: argmax``), probabilities (``softmax``) or logits (``none``).
 
 paddle is imported lazily; MKLDNN stays disabled (exported models fail with it on these CPUs).
 """
@@ -22,6 +22,10 @@ import yaml
 
 from pipeline.messages import FrameResult
 from stages.detect.background import box_pixels
+from stages.model_files import resolve_model_path
+from stages.runtimes import ModelUnavailableError
+from stages.segment import PADDLESEG_MODEL
+from stages.segment.crops import cut_region, region_around, region_map_in_box
 from stages.segment.masks import with_masks
 
 _INSTALL_HINT = "pip install 'gaitscope[paddle]' (paddlepaddle; paddleseg itself is only needed to export models)"
@@ -71,11 +75,14 @@ class ExportedModel:
 class PaddleSegSegmenter:
     """Person masks from a PaddleSeg exported model, one crop per detection.
 
-    model_dir: directory of the exported inference model.
+    model_dir: directory of the exported inference model; a relative path is looked up in the
+    working directory, then in the models directory (``models_dir``, else ``$GAITSCOPE_MODELS``,
+    else ``~/.cache/gaitscope/models``).
     input_height / input_width: model input size (pixels) when deploy.yaml does not give one.
     person_class: class index of "person" in the model's output (1 for PP-HumanSeg).
     threshold: least person probability for a mask pixel.
-    crop_margin: context added around each box, as a fraction of its width and height per side.
+    crop_scale: the crop is the region with the model input's aspect ratio that holds the box, grown
+    this many times and centred on it (context, and people not stretched); black outside the frame.
     max_batch: most crops per forward pass.
     cpu_threads: threads paddle may use.
     """
@@ -83,16 +90,17 @@ class PaddleSegSegmenter:
     def __init__(
         self,
         *,
-        model_dir: str = "weights/pp_humanseg",
+        model_dir: str = PADDLESEG_MODEL,
+        models_dir: str | None = None,
         input_height: int = 192,
         input_width: int = 192,
         person_class: int = 1,
         threshold: float = 0.5,
-        crop_margin: float = 0.1,
+        crop_scale: float = 1.3,
         max_batch: int = 16,
         cpu_threads: int = 1,
     ) -> None:
-        self.model = ExportedModel.find(Path(model_dir).expanduser(), (input_height, input_width))
+        self.model = ExportedModel.find(resolve_model_path(model_dir, models_dir), (input_height, input_width))
         try:
             from paddle import inference
         except ImportError as error:
@@ -102,12 +110,22 @@ class PaddleSegSegmenter:
         config.disable_mkldnn()
         config.disable_glog_info()
         config.set_cpu_math_library_num_threads(cpu_threads)
-        self._predictor = inference.create_predictor(config)
+        try:
+            self._predictor = inference.create_predictor(config)
+        except Exception as error:  # noqa: BLE001 - paddle raises its own types for unreadable programs
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            reason = lines[-1][:160] if lines else type(error).__name__
+            raise ModelUnavailableError(
+                f"PaddleSeg model {self.model.program} cannot be loaded ({reason}): "
+                "export it again with PaddleSeg's tools/export.py"
+            ) from None
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output_name = self._predictor.get_output_names()[0]
         self.person_class = person_class
         self.threshold = threshold
-        self.crop_margin = crop_margin
+        if crop_scale < 1.0:
+            raise ValueError(f"crop_scale must be at least 1 (the crop holds the whole box), got {crop_scale}")
+        self.crop_scale = float(crop_scale)
         self.max_batch = max_batch
 
     def process(self, batch: list[FrameResult]) -> list[FrameResult]:
@@ -117,16 +135,14 @@ class PaddleSegSegmenter:
                 box_px = box_pixels(box, item.frame.size)
                 if box_px[2] <= box_px[0] or box_px[3] <= box_px[1]:
                     continue  # a box with no pixels in the frame keeps an empty mask
-                region = self._region(box, item.frame.size)
-                crops.append(item.frame.image[region[1] : region[3], region[0] : region[2]])
+                region = region_around(box, self.crop_scale, self.model.input_size)
+                crops.append(cut_region(item.frame.image, region, self.model.input_size))
                 places.append((item_index, row, box_px, region))
         probabilities = self.person_probability(crops)
         masks = [np.zeros((len(item.detections), *item.frame.size), dtype=bool) for item in batch]
-        for (item_index, row, (bx1, by1, bx2, by2), (x1, y1, x2, y2)), prob in zip(places, probabilities):
-            resized = cv2.resize(prob, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+        for (item_index, row, (x1, y1, x2, y2), region), prob in zip(places, probabilities):
             # The crop has context around the box; only the box's part becomes the mask.
-            inside = resized[by1 - y1 : by2 - y1, bx1 - x1 : bx2 - x1]
-            masks[item_index][row, by1:by2, bx1:bx2] = inside >= self.threshold
+            masks[item_index][row, y1:y2, x1:x2] = region_map_in_box(prob, region, (x1, y1, x2, y2)) >= self.threshold
         return [
             FrameResult(item.frame, with_masks(item.detections, item_masks), item.ended_track_ids)
             for item, item_masks in zip(batch, masks)
@@ -162,12 +178,6 @@ class PaddleSegSegmenter:
             scores = np.exp(scores - scores.max(axis=1, keepdims=True))  # logits -> softmax
             scores /= scores.sum(axis=1, keepdims=True)
         return scores[:, self.person_class]
-
-    def _region(self, box: np.ndarray, frame_size: tuple[int, int]) -> tuple[int, int, int, int]:
-        """The box grown by the margin on each side, in integer pixels clipped to the frame."""
-        x1, y1, x2, y2 = (float(v) for v in box)
-        dx, dy = self.crop_margin * (x2 - x1), self.crop_margin * (y2 - y1)
-        return box_pixels(np.array([x1 - dx, y1 - dy, x2 + dx, y2 + dy]), frame_size)
 
 
 def _read_deploy(model_dir: Path) -> dict:
