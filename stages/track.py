@@ -18,6 +18,7 @@ import numpy as np
 import supervision as sv
 from trackers import ByteTrackTracker
 
+from pipeline.domains import NonNegativeInt, PositiveInt, UnitFloat
 from pipeline.messages import STARTS_TRACK, FrameResult
 
 # trackers expresses the lost-track buffer in 30 FPS frames and scales it by the frame rate it is
@@ -41,16 +42,12 @@ class ByteTrackStage:
     def __init__(
         self,
         *,
-        lost_track_buffer: int = 30,
-        track_activation_threshold: float = 0.5,
-        high_confidence_threshold: float = 0.5,
-        minimum_matching_iou: float = 0.1,
-        minimum_consecutive_frames: int = 2,
+        lost_track_buffer: NonNegativeInt = 30,
+        track_activation_threshold: UnitFloat = 0.5,
+        high_confidence_threshold: UnitFloat = 0.5,
+        minimum_matching_iou: UnitFloat = 0.1,
+        minimum_consecutive_frames: PositiveInt = 2,
     ) -> None:
-        if lost_track_buffer < 0:
-            raise ValueError(f"lost_track_buffer must be >= 0 frames, got {lost_track_buffer}")
-        if minimum_consecutive_frames < 1:
-            raise ValueError(f"minimum_consecutive_frames must be >= 1, got {minimum_consecutive_frames}")
         self._options = {
             "lost_track_buffer": lost_track_buffer,
             "frame_rate": _BUFFER_REFERENCE_FPS,
