@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from cli.parsing import ArgumentParser
 from pipeline import app
 from pipeline.config import ConfigError
 
@@ -23,7 +24,7 @@ from pipeline.config import ConfigError
 def main(argv: list[str]) -> int:
     from synth.scene import SiteConfig, write_site
 
-    parser = argparse.ArgumentParser(prog="run_pipeline.py demo", description=__doc__,
+    parser = ArgumentParser(prog="run_pipeline.py demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="out/demo", help="output folder (scene, tracks, video)")
     parser.add_argument("--scene", default=str(app.PROJECT_ROOT / "configs" / "synth" / "demo_site.yaml"),

@@ -17,6 +17,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from cli.parsing import ArgumentParser
 from pipeline.errors import UserError
 from stages.gallery.operations import (
     enroll_track,
@@ -52,7 +53,7 @@ def _run_pipeline(videos: list[str], config: str | None, overrides: list[str]) -
 
 # -- enroll ---------------------------------------------------------------------------------------
 def enroll_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="enroll", description="add an identity to the gallery from a clip or a previous run's track")
+    p = ArgumentParser(prog="enroll", description="add an identity to the gallery from a clip or a previous run's track")
     _gallery_arg(p)
     p.add_argument("--name", required=True, help="identity name (new or existing)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -74,7 +75,7 @@ def enroll_main(argv: list[str] | None = None) -> int:
 
 # -- gallery list / remove / export -----------------------------------------------------
 def gallery_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="gallery", description="list, remove or export gallery identities")
+    p = ArgumentParser(prog="gallery", description="list, remove or export gallery identities")
     sub = p.add_subparsers(dest="action", required=True)
     ls = sub.add_parser("list", help="identities with their entry counts")
     _gallery_arg(ls)
@@ -123,7 +124,7 @@ def _list(gallery: Gallery, entries: bool, as_json: bool) -> int:
 
 # -- search ---------------------------------------------------------------------------------------
 def search_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="search", description="rank gallery identities for the people in a clip")
+    p = ArgumentParser(prog="search", description="rank gallery identities for the people in a clip")
     _gallery_arg(p)
     p.add_argument("videos", nargs="*", help="clip(s) to search with")
     p.add_argument("--jsonl", default=None, help="or: track records of a previous run made with --save-embeddings")

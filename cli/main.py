@@ -2,6 +2,7 @@
 
 ``run`` is implemented here; every other verb is a ``module:function`` taking the remaining arguments
 (``cli/<verb>.py``, or the synthetic-data package's own command line), imported only when used.
+``--debug`` anywhere on the line shows tracebacks of user errors (which are otherwise one line).
 """
 
 from __future__ import annotations
@@ -10,11 +11,21 @@ import argparse
 import importlib
 import logging
 import os
+import pickle
 import sys
+import traceback
 
-from pipeline.errors import UserError
+from cli.parsing import ArgumentParser
+from pipeline.errors import UserError, one_line, unpickling_reason
 
 log = logging.getLogger("gaitscope")
+
+# Exit status of every verb (documented in the README).
+EXIT_OK = 0  # every source completed (or was complete already, with --resume)
+EXIT_SOURCE_FAILED = 1  # the run went through, but at least one source failed or did not finish
+EXIT_USER_ERROR = 2  # nothing was processed: bad arguments, config, weights, gallery or output folder
+EXIT_OUTPUT_FAILED = 3  # outputs could not be written (disk full, ...): incomplete sources stay .partial
+EXIT_INTERRUPTED = 130  # Ctrl-C: incomplete sources stay .partial for --resume
 
 # verb -> (module:function taking argv, one-line help)
 DELEGATED_VERBS: dict[str, tuple[str, str]] = {
@@ -44,6 +55,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="skip sources completed by an earlier run into OUT")
     p.add_argument("--max-frames", type=int, default=None, help="stop each source after this many frames")
     p.add_argument("--stride", type=int, default=None, help="use every Nth frame")
+    p.add_argument("--reconnect-forever", action="store_true",
+                   help="live streams retry for ever (operators); by default a stream that stays down gives up "
+                        "after source.max_reconnect_attempts retries so a batch ends")
     p.add_argument("--allow-download", action="store_true", help="let backends download missing published weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--report", action="store_true", help="write OUT/report.html (self-contained) at the end")
@@ -67,6 +81,8 @@ def run_main(args: argparse.Namespace) -> int:
         overrides.append("export.save_embeddings=true")
     if args.no_progress:
         overrides.append("runner.progress=false")
+    if args.reconnect_forever:
+        overrides.append("source.max_reconnect_attempts=null")
     if not args.allow_download:
         os.environ.setdefault("YOLO_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -90,28 +106,40 @@ def run_main(args: argparse.Namespace) -> int:
         executor=executor,
     )
     summary = outputs.summary
-    failed = [s for s in summary["sources"] if s["status"] == "error"]
+    unfinished = [s for s in summary["sources"] if s["status"] not in ("done", "skipped (complete)")]
     print(
         f"{len(summary['sources'])} source(s), {summary['frames_total']} frames, {summary['windows']} track windows"
-        f" in {summary['seconds']:.1f} s ({summary['fps']} fps); summary: {outputs.summary_path}"
+        f" in {summary['seconds']:.1f} s ({summary['fps']} fps); summary: {outputs.summary_path or 'not written'}"
     )
     for stage in summary["stages"]:
         print(f"  {stage['stage']:>14}: {stage['items_in']:>7} in  {stage['ms_per_item']:>9.2f} ms/item  {stage['errors']} errors")
-    for source in failed:
-        print(f"  error: {source['source']}: {source['errors'][0]}", file=sys.stderr)
+    for source in unfinished:
+        if source["errors"]:
+            print(one_line(f"error: {source['source']}: {source['errors'][-1]}"), file=sys.stderr)
+    strips = summary.get("silhouettes")
+    if outputs.output_error:
+        print(f"error: {outputs.output_error}; {len(unfinished)} source(s) left .partial: free space and rerun "
+              "with --resume", file=sys.stderr)
+        return EXIT_OUTPUT_FAILED
+    if strips and strips["failed"]:
+        print(one_line(f"error: {strips['failed']} of {strips['failed'] + strips['written']} silhouette strips not "
+                       f"written ({strips['first_error']})"), file=sys.stderr)
+        return EXIT_OUTPUT_FAILED
     if summary["interrupted"]:
         print("interrupted: incomplete sources stay .partial; rerun with --resume to finish them", file=sys.stderr)
-        return 130
-    return 1 if failed and len(failed) == len(summary["sources"]) else 0
+        return EXIT_INTERRUPTED
+    return EXIT_SOURCE_FAILED if unfinished else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("GAITSCOPE_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
     # Our own loggers speak at INFO; libraries (faiss, ultralytics, paddle) only at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("gaitscope", "pipeline", "stages", "synth", "training", "evaluation"):
         logging.getLogger(name).setLevel(logging.INFO)
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="run_pipeline.py",
         description="gaitscope: gait-first person identification for surveillance video",
     )
@@ -127,21 +155,30 @@ def main(argv: list[str] | None = None) -> int:
         except (ImportError, AttributeError) as exc:
             print(f"error: the '{argv[0]}' command is unavailable: {exc}", file=sys.stderr)
             return 2
-        return _guarded(lambda: entry(argv[1:]))
+        return _guarded(lambda: entry(argv[1:]), debug)
     args = parser.parse_args(argv)
-    return _guarded(lambda: run_main(args))
+    return _guarded(lambda: run_main(args), debug)
 
 
-def _guarded(call) -> int:
-    """Run a command; user-fixable problems become one line on stderr and exit code 2."""
+def _guarded(call, debug: bool = False) -> int:
+    """Run a command; user-fixable problems become one line on stderr and EXIT_USER_ERROR
+    (with ``--debug`` the traceback too). Anything else is a bug and keeps Python's traceback."""
     try:
         return int(call() or 0)
     except (UserError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if debug:
+            traceback.print_exc()
+        message = exc if isinstance(exc, UserError) else one_line(f"{exc.strerror or exc}: {exc.filename or ''}")
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except pickle.UnpicklingError as exc:  # a weights file refused by torch's weights-only loader
+        if debug:
+            traceback.print_exc()
+        print(f"error: weights refused: {unpickling_reason(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -7,16 +7,16 @@ Filter syntax: :mod:`stages.attributes.query`. Matching lines are printed unchan
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 from pathlib import Path
 
+from cli.parsing import ArgumentParser
 from stages.attributes.query import filter_records, parse_attribute_filter
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="query", description="Print the exported track records whose gait attributes match a filter."
     )
     parser.add_argument("tracks", help="JSON Lines file of exported tracks")

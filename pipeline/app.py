@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import pickle
-import re
+import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.config import ConfigError, PipelineConfig, build, check_arguments, load_config, options_from
-from pipeline.errors import UserError
+from pipeline.errors import OutputError, UserError, one_line, output_error, unpickling_reason
 from pipeline.export import (
     ExportOptions,
     FileSink,
@@ -79,27 +80,23 @@ class BuiltPipeline:
 
 
 def build_stage(config: PipelineConfig, kind: str) -> tuple[Any, str]:
-    """Construct one configured stage (validating its section against its constructor): (stage, backend)."""
-    from stages.catalog import STAGE_KINDS
+    """Construct one configured stage (validating its section against its constructor): (stage, backend).
+
+    ``backend: auto`` asks the stage kind's entry in ``AUTO_BUILDERS`` to pick and build the best backend.
+    """
+    from stages.catalog import AUTO_BUILDERS, STAGE_KINDS
 
     spec = config.stages[kind]
-    registry = STAGE_KINDS[kind]
     backend, params = spec.backend, dict(spec.params)
-    if kind == "detect" and backend == "auto":
-        backend, params = _resolve_auto_detector(params, registry)
-    elif backend == "auto":
-        from stages.catalog import AUTO_BUILDERS
-
-        if kind not in AUTO_BUILDERS:
-            names = ", ".join(["detect", *AUTO_BUILDERS.names()])
-            raise ConfigError(f"{kind}.backend: 'auto' is only available for {names}")
-        backend, stage = AUTO_BUILDERS.load(kind)(params)
-        return stage, backend
-    cls = registry.load(backend)
     try:
-        return build(cls, params, kind), backend
+        if backend == "auto":
+            if kind not in AUTO_BUILDERS:
+                raise ConfigError(f"{kind}.backend: 'auto' is only available for {', '.join(AUTO_BUILDERS.names())}")
+            backend, stage = AUTO_BUILDERS.load(kind)(params)
+            return stage, backend
+        return build(STAGE_KINDS[kind].load(backend), params, kind), backend
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{kind}: weights refused: {_unpickling_reason(exc)}") from exc
+        raise UserError(f"{kind}: weights refused: {unpickling_reason(exc)}") from exc
     except RuntimeError as exc:
         if "PytorchStreamReader" not in str(exc) and "zip archive" not in str(exc):
             raise
@@ -127,45 +124,23 @@ def build_stages(config: PipelineConfig, prebuilt: dict[str, tuple[Any, str]] | 
     )
 
 
-def _unpickling_reason(exc: BaseException) -> str:
-    """torch's forty-line weights-only advice, or pickle's message, as one clause."""
-    text = str(exc)
-    found = re.search(r"unsupported GLOBAL ([\w.]+)", text, re.IGNORECASE) or re.search(r"global '?([\w.]+)'? was not", text)
-    if found:
-        return f"the file references {found.group(1)}, which a weights file never needs (unpickling it could run code)"
-    return f"not a loadable weights file ({type(exc).__name__}: {text.strip().splitlines()[-1] if text.strip() else 'truncated'})"
-
-
-def _resolve_auto_detector(params: dict[str, Any], registry) -> tuple[str, dict[str, Any]]:
-    """``detect: {backend: auto, weights: PATH, yolo: {...}, classic: {...}}`` -> one backend.
-
-    YOLO when its weights file exists, the classic detector otherwise (logged once); the options of
-    both are validated so a typo in the branch not taken is still reported.
-    """
-    from stages.detect import choose_detector
-
-    params = dict(params)
-    weights = params.pop("weights", None)
-    branches = {name: params.pop(name, None) or {} for name in ("yolo", "classic")}
-    if params:
-        raise ConfigError(f"detect: unknown key {next(iter(params))!r} for backend auto (accepted: weights, yolo, classic)")
-    for name, options in branches.items():
-        if not isinstance(options, dict):
-            raise ConfigError(f"detect.{name}: expected a mapping of {name} options")
-        check_arguments(registry.load(name), {**options, **({"weights": weights} if name == "yolo" and weights else {})}, f"detect.{name}")
-    choice = choose_detector(weights)
-    return choice.backend, {**branches[choice.backend], **choice.options}
 
 
 @dataclass
 class RunOutputs:
-    """Where a run wrote its results, and its statistics."""
+    """Where a run wrote its results, and its statistics.
+
+    summary_path: None when the summary could not be written (then ``summary`` is all there is).
+    output_error: why writing the outputs failed (disk full, ...): the run stopped early, its
+        incomplete sources stay ``.partial`` for ``--resume``; None when every output was written.
+    """
 
     out_dir: Path
-    summary_path: Path
+    summary_path: Path | None
     track_files: list[Path]
     result: RunResult
     summary: dict[str, Any]
+    output_error: str | None = None
 
 
 def run(
@@ -185,47 +160,76 @@ def run(
     report: write ``out_dir/report.html`` at the end.
     executor: None runs here; e.g. `pipeline.ray_executor.RayExecutor` spreads the sources over Ray
         workers (same outputs).
+
+    Unusable output folders are an OutputError before any model is built. An output that fails
+    during the run (disk full) stops the sources; what is in flight is drained without writing,
+    the summary says why, and ``output_error`` is set. Silhouette strips that cannot be written are
+    counted in the summary (``silhouettes``), never dropped silently.
     """
-    from pipeline.sources import SourceOptions, expand_sources, mask_credentials
+    from pipeline.sources import SourceOptions, expand_sources, source_id_of
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     source_options = options_from(SourceOptions, config.source, "source")
     runner_options = options_from(RunnerOptions, config.runner, "runner")
     export_options = options_from(ExportOptions, config.export, "export")
+    check_stage_params(config)
+    prepare_output_dir(out_dir / "tracks")
+    if video_out is not None:
+        prepare_output_dir(Path(video_out))
     writer = TrackRecordWriter(out_dir, export_options)
     specs = expand_sources(sources)
-    skipped = [s for s in specs if resume and writer.is_complete(s)]
-    todo = [s for s in specs if s not in skipped]
+    ids = [source_id_of(s) for s in specs]
+    skipped = [i for i in ids if resume and writer.is_complete(i)]
+    todo = [spec for spec, i in zip(specs, ids) if i not in skipped]
     if skipped:
         log.info("resume: %d source(s) already complete, %d to do", len(skipped), len(todo))
     progress = _batch_progress(todo, runner_options)
     started = time.time()
+    outcome: dict[str, Any] = {"output_error": None}
     if executor is not None:
         result, track_files, descriptions = executor.run(todo, out_dir, config, writer, progress, video_out,
                                                          save_silhouettes)
     else:
         result, track_files, descriptions = _run_here(todo, out_dir, config, writer, source_options, runner_options,
-                                                      progress, video_out, save_silhouettes)
-    summary = _summary(config, descriptions, result, [mask_credentials(s) for s in specs],
-                       [mask_credentials(s) for s in skipped], track_files, started)
-    summary_path = out_dir / "summary.json"
-    write_json_atomic(summary_path, summary)
-    if report:
+                                                      progress, video_out, save_silhouettes, outcome)
+    summary = _summary(config, descriptions, result, ids, skipped, track_files, started)
+    summary.update(outcome)
+    summary_path: Path | None = out_dir / "summary.json"
+    try:
+        write_json_atomic(summary_path, summary)
+    except OSError as exc:
+        log.error("%s", output_error(summary_path, exc))
+        summary_path = None
+    if report and summary_path is not None:
         from pipeline.report import write_report
 
         log.info("report: %s", write_report(out_dir))
-    return RunOutputs(out_dir, summary_path, track_files, result, summary)
+    return RunOutputs(out_dir, summary_path, track_files, result, summary, outcome["output_error"])
+
+
+def prepare_output_dir(folder: Path) -> None:
+    """Create an output folder and prove it takes a file; OutputError (one line) when it cannot."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except FileExistsError as exc:
+        raise OutputError(f"cannot use {folder} as an output folder: {exc.filename or folder} is a file in the way"
+                          ) from None
+    except NotADirectoryError:
+        raise OutputError(f"cannot use {folder} as an output folder: a part of the path is a file") from None
+    except OSError as exc:
+        raise output_error(folder, exc) from None
 
 
 def _batch_progress(todo: list[str], options: RunnerOptions) -> BatchProgress:
     """The batch's progress line; source lengths are probed only when it is shown."""
     from pipeline.progress import probe_duration
-    from pipeline.sources import mask_credentials
+    from pipeline.sources import source_id_of
 
     progress = BatchProgress({}, options.progress)
     if progress.enabled:
-        progress.durations = {mask_credentials(s): probe_duration(s) for s in todo}
+        progress.durations = {source_id_of(s): probe_duration(s) for s in todo}
     return progress
 
 
@@ -239,13 +243,16 @@ def _run_here(
     progress: BatchProgress,
     video_out: str | Path | None,
     save_silhouettes: bool,
+    outcome: dict[str, Any] | None = None,
 ) -> tuple[RunResult, list[Path], dict[str, str]]:
+    """outcome: filled with ``output_error`` (and ``silhouettes`` counts when saved)."""
     from pipeline.sources import open_source
 
     set_compute_threads(runner_options)
     pipeline = build_stages(config)
     sink = OutputSink(writer, OutputFiles(out_dir), writer.options, save_silhouettes, video_out)
     runner = Runner(pipeline.frame_stages, pipeline.assembler, pipeline.track_stages, runner_options)
+    sink.on_failure = runner.stop
     opened = (open_source(spec, source_options) for spec in todo)
     try:
         result = runner.run(
@@ -258,6 +265,10 @@ def _run_here(
         )
     finally:
         sink.close()
+    if outcome is not None:
+        outcome["output_error"] = sink.failure
+        if sink.strips is not None:
+            outcome["silhouettes"] = sink.strips.report()
     return result, sink.track_files, pipeline.descriptions
 
 
@@ -287,7 +298,12 @@ class RecordSink(Protocol):
 
 class OutputSink:
     """What a run writes as windows, events and frames arrive: records, report media, silhouette
-    strips and annotated videos. The same object serves a local run and each remote worker."""
+    strips and annotated videos. The same object serves a local run and each remote worker.
+
+    The first OSError while writing (disk full, ...) is kept in ``failure`` and ``on_failure`` is
+    called (the local run stops its sources); from then on nothing more is written, incomplete
+    sources stay ``.partial``.
+    """
 
     def __init__(self, records: RecordSink, files: FileSink, export_options: ExportOptions,
                  save_silhouettes: bool = False, video_out: str | Path | None = None) -> None:
@@ -296,36 +312,52 @@ class OutputSink:
         self.strips = SilhouetteStripWriter(getattr(files, "out_dir", "."), files=files) if save_silhouettes else None
         self.videos = AnnotatedVideos(Path(video_out)) if video_out is not None else None
         self.track_files: list[Path] = []
+        self.failure: str | None = None
+        self.on_failure: Callable[[], None] | None = None
+
+    def _guarded(self, write: Callable[[], Any]) -> None:
+        if self.failure is not None:
+            return
+        try:
+            write()
+        except OSError as exc:
+            self.failure = str(output_error(getattr(exc, "filename", None) or "an output", exc))
+            log.error("%s; stopping the sources", self.failure)
+            if self.on_failure is not None:
+                self.on_failure()
 
     def on_window(self, window: TrackWindow) -> None:
-        self.records.write_window(window, self.media.note(window))
-        if self.strips is not None:
-            self.strips.write(window)
-        if self.videos is not None:
-            self.videos.note_window(window)
+        def write() -> None:
+            self.records.write_window(window, self.media.note(window))
+            if self.strips is not None:
+                self.strips.write(window)
+            if self.videos is not None:
+                self.videos.note_window(window)
+
+        self._guarded(write)
 
     def on_event(self, event: SourceEvent) -> None:
         level = logging.ERROR if event.kind == "error" else logging.INFO
-        log.log(level, "%s: %s", event.source_id, event.message)
-        self.records.write_event(event)
+        log.log(level, "%s", one_line(f"{event.source_id or '(empty argument)'}: {event.message}"))
+        self._guarded(lambda: self.records.write_event(event))
 
     def on_frame(self, result: FrameResult) -> None:
         if self.videos is not None:
-            self.videos.write_frame(result)
+            self._guarded(lambda: self.videos.write_frame(result))
 
     def on_source_end(self, source_id: str, complete: bool) -> None:
-        self.media.end_source(source_id)
-        if complete:
-            self.track_files.append(self.records.complete(source_id))
-        else:
+        self._guarded(lambda: self.media.end_source(source_id))
+        if complete and self.failure is None:
+            self._guarded(lambda: self.track_files.append(self.records.complete(source_id)))
+        if not complete or self.failure is not None:
             self.records.close_source(source_id)
         if self.videos is not None:
-            self.videos.close(source_id)
+            self._guarded(lambda: self.videos.close(source_id))
 
     def close(self) -> None:
         self.records.close()
         if self.videos is not None:
-            self.videos.close_all()
+            self._guarded(self.videos.close_all)
 
 
 def collect_windows(config: PipelineConfig, sources: list[str], final_only: bool = True) -> list[TrackWindow]:

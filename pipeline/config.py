@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
+from pipeline.domains import Range
 from pipeline.errors import UserError
 from pipeline.registry import Registry, UnknownBackendError
 
@@ -59,23 +62,100 @@ class PipelineConfig:
 _PLAIN_SECTIONS = ("source", "runner", "export")
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping with ``_base_`` inheritance resolved."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+MAX_CONFIG_BYTES = 1 << 20  # a configuration is a few kilobytes; anything this large is a mistake
+MAX_YAML_NODES = 10_000  # values after expanding aliases: a "billion laughs" document is refused early
+MAX_YAML_DEPTH = 64
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Safe YAML, refusing documents whose aliases expand past MAX_YAML_NODES values or nest too deep.
+
+    The node graph is measured before anything is built, so a tiny hostile document costs little
+    time and memory; every error is one line naming ``where``.
+    """
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, where)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+        line = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{where}: not valid YAML{line}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply") from None
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a scalar the constructor cannot convert (e.g. an integer of 5000 digits)
+        raise ConfigError(f"{where}: not valid YAML: {str(exc).splitlines()[0] if str(exc) else 'bad value'}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, where: str) -> None:
+    """Count the values ``root`` stands for once aliases are expanded (shared nodes measured once)."""
+    sizes: dict[int, int] = {}
+    started: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, depth, finished = stack.pop()
+        key = id(node)
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
+            node.value if isinstance(node, yaml.SequenceNode) else [])
+        if finished:
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[key] > MAX_YAML_NODES:
+                raise ConfigError(f"{where}: YAML aliases expand to more than {MAX_YAML_NODES} values; refused")
+            continue
+        if key in sizes:
+            continue
+        if key in started:
+            raise ConfigError(f"{where}: a YAML alias refers to a value that contains it; refused")
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"{where}: YAML nested more than {MAX_YAML_DEPTH} levels deep; refused")
+        started.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+
+
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML mapping with ``_base_`` inheritance resolved."""
+    path = Path(path)
+    try:
+        resolved = path.resolve()
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes is not a configuration (limit {MAX_CONFIG_BYTES})")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) YAML file") from None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop on resolve()
+        raise ConfigError(f"config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if resolved in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain, resolved))
+        raise ConfigError(f"{path}: _base_ cycle ({cycle})")
+    data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     base = data.pop("_base_", None)
     if base is None:
         return data
-    return merge_sections(read_yaml(path.parent / base), data)
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: _base_ must be a file name, got {short_repr(base)}")
+    return merge_sections(read_yaml(path.parent / base, (*_chain, resolved)), data)
+
+
+def short_repr(value: Any) -> str:
+    """A bounded repr of a config value for messages (never expands a large or shared structure)."""
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 60, 60
 
 
 def merge_sections(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,13 +176,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for item in overrides:
         dotted, sep, raw = item.partition("=")
         if not sep or "." not in dotted:
-            raise ConfigError(f"override {item!r}: expected section.key=value")
+            raise ConfigError(f"override {short_repr(item)}: expected section.key=value")
         section, key = dotted.split(".", 1)
-        value = yaml.safe_load(raw)
+        value = parse_yaml(raw, f"override {short_repr(dotted)}")
         if key == "enabled" and value is False:
             data[section] = None
             continue
         current = data.get(section)
+        if current is not None and not isinstance(current, dict):
+            raise ConfigError(f"override {short_repr(dotted)}: section {short_repr(section)} is not a mapping")
         data[section] = {**(current or {}), key: value}
     return data
 
@@ -120,10 +202,10 @@ def load_config(
     """
     data = read_yaml(path) if path is not None else dict(defaults or {})
     data = apply_overrides(data, overrides or [])
-    unknown = sorted(set(data) - set(kinds) - set(_PLAIN_SECTIONS))
+    unknown = [k for k in data if k not in kinds and k not in _PLAIN_SECTIONS]
     if unknown:
         raise ConfigError(
-            f"unknown config section {unknown[0]!r}; known: {', '.join([*_PLAIN_SECTIONS, *kinds])}"
+            f"unknown config section {short_repr(unknown[0])}; known: {', '.join([*_PLAIN_SECTIONS, *kinds])}"
         )
     stages: dict[str, StageSpec] = {}
     for kind, registry in kinds.items():
@@ -131,13 +213,13 @@ def load_config(
         if section is None:
             continue
         if not isinstance(section, dict):
-            raise ConfigError(f"{kind}: expected a mapping with a 'backend' key, got {section!r}")
+            raise ConfigError(f"{kind}: expected a mapping with a 'backend' key, got {short_repr(section)}")
         params = dict(section)
         backend = params.pop("backend", None)
         if backend in (None, "none"):
             continue
         if not isinstance(backend, str):
-            raise ConfigError(f"{kind}.backend: expected a name, got {backend!r}")
+            raise ConfigError(f"{kind}.backend: expected a name, got {short_repr(backend)}")
         if backend not in registry and backend != "auto":
             try:
                 registry.target(backend)
@@ -148,7 +230,7 @@ def load_config(
     for name in _PLAIN_SECTIONS:
         section = data.get(name) or {}
         if not isinstance(section, dict):
-            raise ConfigError(f"{name}: expected a mapping, got {section!r}")
+            raise ConfigError(f"{name}: expected a mapping, got {short_repr(section)}")
         plain[name] = section
     return PipelineConfig(stages=stages, path=None if path is None else str(path), **plain)
 
@@ -162,7 +244,7 @@ def check_arguments(target: Any, params: Mapping[str, Any], where: str) -> None:
     function = target.__init__ if inspect.isclass(target) else target
     signature = inspect.signature(function)
     try:
-        hints = typing.get_type_hints(function)
+        hints = typing.get_type_hints(function, include_extras=True)
     except Exception:  # unresolvable annotations: check names only
         hints = {}
     accepted = {
@@ -173,7 +255,7 @@ def check_arguments(target: Any, params: Mapping[str, Any], where: str) -> None:
     for key in params:
         if key not in accepted:
             choices = ", ".join(accepted) or "none"
-            raise ConfigError(f"{where}: unknown key {key!r} (accepted: {choices})")
+            raise ConfigError(f"{where}: unknown key {short_repr(key)} (accepted: {choices})")
     for name, parameter in accepted.items():
         if name not in params:
             if parameter.default is inspect.Parameter.empty:
@@ -182,14 +264,28 @@ def check_arguments(target: Any, params: Mapping[str, Any], where: str) -> None:
         hint = hints.get(name)
         if hint is not None and not _matches(params[name], hint):
             raise ConfigError(
-                f"{where}.{name}: expected {_describe(hint)}, got {params[name]!r}"
+                f"{where}.{name}: expected {_describe(hint)}{_finite_note(params[name])}, got {short_repr(params[name])}"
             )
 
 
 def build(target: Any, params: Mapping[str, Any], where: str) -> Any:
-    """Validate ``params`` and call ``target(**params)``."""
+    """Validate ``params`` and call ``target(**params)``.
+
+    A ValueError of the constructor (a combination of values it refuses) is a ConfigError naming
+    ``where``; the original stays chained for ``--debug``.
+    """
     check_arguments(target, params, where)
-    return target(**params)
+    try:
+        return target(**params)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def check_fields(options: Any, where: str) -> None:
+    """Check a dataclass instance's fields against their annotated domains (for ``__post_init__``)."""
+    check_arguments(type(options), {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}, where)
 
 
 def options_from(cls: type, section: Mapping[str, Any], where: str) -> Any:
@@ -204,14 +300,17 @@ def _matches(value: Any, hint: Any) -> bool:
     args = typing.get_args(hint)
     if hint is Any:
         return True
+    if origin is Annotated:
+        ranges = [m for m in hint.__metadata__ if isinstance(m, Range)]
+        return _matches(value, args[0]) and all(r.contains(value) for r in ranges)
     if hint is type(None):
         return value is None
     if origin in (typing.Union, types.UnionType):
         return any(_matches(value, a) for a in args)
     if origin is Literal:
         return value in args
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float:  # finite: a NaN or infinite time-out, rate or threshold is never meant
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is Path:
@@ -235,9 +334,15 @@ def _matches(value: Any, hint: Any) -> bool:
     return True
 
 
+def _finite_note(value: Any) -> str:
+    return " (finite)" if isinstance(value, float) and not math.isfinite(value) else ""
+
+
 def _describe(hint: Any) -> str:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if origin is Annotated:
+        return " ".join([_describe(args[0]), *(str(m) for m in hint.__metadata__ if isinstance(m, Range))])
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in args)
     if origin is Literal:

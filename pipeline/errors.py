@@ -7,6 +7,8 @@ message that names the thing and what to do; the CLI prints it on one line and e
 
 from __future__ import annotations
 
+import re
+
 MAX_MESSAGE_CHARS = 400
 
 
@@ -33,3 +35,12 @@ def one_line(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
         return line
     keep = (limit - 5) // 2
     return f"{line[:keep]} ... {line[-keep:]}"
+
+
+def unpickling_reason(exc: BaseException) -> str:
+    """torch's forty-line weights-only advice, or pickle's message, as one clause."""
+    text = str(exc)
+    found = re.search(r"unsupported GLOBAL ([\w.]+)", text, re.IGNORECASE) or re.search(r"global '?([\w.]+)'? was not", text)
+    if found:
+        return f"the file references {found.group(1)}, which a weights file never needs (unpickling it could run code)"
+    return f"not a loadable weights file ({type(exc).__name__}: {text.strip().splitlines()[-1] if text.strip() else 'truncated'})"

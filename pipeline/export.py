@@ -8,6 +8,7 @@ redoes the partial ones. The record layout is published as ``pipeline/schemas/tr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -210,12 +211,12 @@ class TrackRecordWriter:
         """Flush and close a source's file without publishing it (it stays ``.partial``)."""
         handle = self._files.pop(source_id, None)
         if handle is not None:
-            handle.close()
+            _close_partial(handle)
 
     def close(self) -> None:
         """Flush files of sources that did not complete (they stay ``.partial``)."""
         for handle in self._files.values():
-            handle.close()
+            _close_partial(handle)
         self._files.clear()
 
     def _handle(self, source_id: str):
@@ -231,6 +232,14 @@ class TrackRecordWriter:
         handle.write(json.dumps(record, separators=(",", ":")) + "\n")
         handle.flush()
         self.records_written += 1
+
+
+def _close_partial(handle: Any) -> None:
+    """Close a file that stays ``.partial``; a failing flush (disk full) loses nothing a resume keeps."""
+    try:
+        handle.close()
+    except OSError:
+        pass
 
 
 class FileSink(Protocol):
@@ -249,8 +258,13 @@ class OutputFiles:
         path = self.out_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # no half-written file left behind
+            raise
 
 
 class CollectedFiles:
@@ -275,7 +289,8 @@ class SilhouetteStripWriter:
     """Saves each window's new silhouettes as a PNG strip (``OUT/silhouettes/<source>/``).
 
     Frames already saved for a track (windows overlap) are not saved again; ``per_row`` frames per
-    row of the strip. ``files``: where to write (default: into ``out_dir``).
+    row of the strip. ``files``: where to write (default: into ``out_dir``). A strip that cannot be
+    written is counted (``failed``, ``first_error``), never dropped silently; the run reports it.
     """
 
     def __init__(self, out_dir: str | Path, per_row: int = 20, files: FileSink | None = None) -> None:
@@ -283,6 +298,12 @@ class SilhouetteStripWriter:
         self.per_row = per_row
         self.files = files if files is not None else OutputFiles(out_dir)
         self._last_saved: dict[tuple[str, int], int] = {}
+        self.written = 0
+        self.failed = 0
+        self.first_error: str | None = None
+
+    def report(self) -> dict[str, Any]:
+        return {"written": self.written, "failed": self.failed, "first_error": self.first_error}
 
     def write(self, window: TrackWindow) -> Path | None:
         seq = window.sequence
@@ -298,7 +319,14 @@ class SilhouetteStripWriter:
         strip = tile(seq.silhouettes[new], self.per_row)
         name = f"track{window.track_id:05d}_w{window.window_index:03d}_f{int(seq.frame_indices[new[0]])}.png"
         relative = f"silhouettes/{source_file_stem(window.source_id)}/{name}"
-        self.files.write(relative, encode_image(strip, ".png"))
+        try:
+            self.files.write(relative, encode_image(strip, ".png"))
+        except OSError as exc:
+            self.failed += 1
+            if self.first_error is None:
+                self.first_error = f"{exc.filename or relative}: {exc.strerror or exc}"
+            return None
+        self.written += 1
         return self.out_dir.parent / relative
 
 

@@ -18,6 +18,10 @@ import numpy as np
 if TYPE_CHECKING:  # supervision is imported by the stages that build detections
     import supervision as sv
 
+# ``FrameResult.detections.data[STARTS_TRACK]``: (N,) bool, set by detectors whose weak boxes should only
+# continue a track, never start one (a learned detector's low scores); absent means every box may.
+STARTS_TRACK = "starts_track"
+
 SILHOUETTE_HEIGHT = 64
 SILHOUETTE_WIDTH = 44
 CROP_SIZE = (128, 64)  # (height, width) of the RGB appearance crops kept per frame
@@ -50,11 +54,14 @@ class FrameResult:
     detections: ``sv.Detections`` with ``xyxy`` (N, 4) float32, ``confidence`` (N,), ``class_id``
     (N,), ``mask`` (N, H, W) bool or None, and ``tracker_id`` (N,) int once tracked.
     ended_track_ids: tracks the tracker dropped at this frame (their tracklets are closed).
+    detected: False when the detector skipped this frame (detection every N-th frame): the tracker
+    then gives the boxes its tracks predict.
     """
 
     frame: Frame
     detections: sv.Detections
     ended_track_ids: tuple[int, ...] = ()
+    detected: bool = True
 
 
 @dataclass(frozen=True)

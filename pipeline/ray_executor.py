@@ -409,14 +409,14 @@ def run_on_ray(
                     try:
                         outcome: SourceOutcome = ray.get(ref)
                     except ray.exceptions.RayError as exc:  # retries used up: the source stays to do
-                        from pipeline.sources import mask_credentials
+                        from pipeline.sources import source_id_of
 
                         message = f"worker lost: {type(exc).__name__}: {exc}".splitlines()[0]
-                        log.error("%s: %s", mask_credentials(spec), message)
-                        events.append(SourceEvent(mask_credentials(spec), "error", message))
+                        log.error("%s: %s", source_id_of(spec), message)
+                        events.append(SourceEvent(source_id_of(spec), "error", message))
                         ray.kill(worker, no_restart=True)
                         if owner is not None:
-                            owner.forget.remote(mask_credentials(spec))
+                            owner.forget.remote(source_id_of(spec))
                         idle.append(new_worker())
                         continue
                     _write_outcome(outcome, writer, files, track_files)

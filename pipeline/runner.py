@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.config import check_fields
+from pipeline.domains import PositiveInt
 from pipeline.messages import FrameResult, SourceEvent, TrackWindow
 from pipeline.progress import BatchProgress
 
@@ -33,18 +35,22 @@ class RunnerOptions:
 
     queue_size: capacity of each inter-stage queue (items).
     batch_size: most items a model stage processes in one call (frames across sources, or windows).
-    max_open_sources: sources decoded at the same time (a folder of archives opens them in turn).
+    max_open_sources: files decoded at the same time (a folder of archives opens them in turn); live
+        streams are read each by a reader of its own, so a stream that is down never holds up files.
     progress: show a progress bar; None means only when stderr is a terminal.
     torch_threads: intra-op threads of torch for the whole process (None leaves torch's default).
         Stages already run concurrently in their own threads, and their small tensors run faster
         single-threaded than with threads that stall each other.
     """
 
-    queue_size: int = 16
-    batch_size: int = 8
-    max_open_sources: int = 4
+    queue_size: PositiveInt = 16
+    batch_size: PositiveInt = 8
+    max_open_sources: PositiveInt = 4
     progress: bool | None = None
-    torch_threads: int | None = 1
+    torch_threads: PositiveInt | None = 1
+
+    def __post_init__(self) -> None:
+        check_fields(self, "runner")
 
 
 @dataclass(frozen=True)
@@ -173,8 +179,12 @@ class _Worker(threading.Thread):
         self.stats.calls += 1
         self.stats.items_in += len(batch)
         if self.on_item is not None:
-            for item in batch:
-                self.on_item(item)
+            try:
+                for item in batch:
+                    self.on_item(item)
+            except Exception as exc:  # a failing tap must not kill the worker (the run would hang)
+                self.stats.errors += 1
+                log.error("%s: output tap failed: %s", self.named.name, f"{type(exc).__name__}: {exc}".splitlines()[0])
         for out in outputs:
             self._emit(out)
 
@@ -269,13 +279,20 @@ class Runner:
         head, tail = queues[0], queues[-1]
         frames: dict[str, int] = {}
         video_s: dict[str, float] = {}  # time of the latest frame read, per source
-        pending_sources: queue.Queue = queue.Queue()
+        # Live streams each get a reader of their own: one that is down (retrying) never holds a slot
+        # that the files of the batch need; files share max_open_sources readers.
+        pending_files: queue.Queue = queue.Queue()
+        live: list[queue.Queue] = []
         for source in sources:
-            pending_sources.put(source)
+            if getattr(source, "live", False):
+                live.append(queue.Queue())
+                live[-1].put(source)
+            else:
+                pending_files.put(source)
         open_lock = threading.Lock()
-        readers_left = [self.options.max_open_sources]
+        readers_left = [0]
 
-        def read_sources() -> None:
+        def read_sources(pending_sources: queue.Queue) -> None:
             while not self._stop.is_set():
                 try:
                     source = pending_sources.get_nowait()
@@ -306,9 +323,10 @@ class Runner:
                     head.put(STOP)
 
         readers = [
-            threading.Thread(target=read_sources, name=f"reader-{i}", daemon=True)
-            for i in range(max(1, self.options.max_open_sources))
-        ]
+            threading.Thread(target=read_sources, args=(pending_files,), name=f"reader-{i}", daemon=True)
+            for i in range(max(1, min(self.options.max_open_sources, pending_files.qsize())))
+        ] + [threading.Thread(target=read_sources, args=(q,), name=f"live-reader-{i}", daemon=True)
+             for i, q in enumerate(live)]
         readers_left[0] = len(readers)
         for reader in readers:
             reader.start()

@@ -10,35 +10,44 @@ decoder, memory stays constant) and is iterated as a stream of ``Frame`` items i
   ``pts_s`` is the last frame before the gap, the next frame's ``pts_s`` its end; the message
   gives the span.
 - ``reconnected``: live streams only, after a drop.
-- ``error``: what went wrong. For files it is the last item (missing, not a video, truncated
-  or corrupt: the frames that could be decoded come first). For live streams it reports a failed
-  connection or a drop, and the source retries with exponential backoff; it is the last item only
-  when ``max_reconnect_attempts`` is exhausted.
+- ``error``: what went wrong. For files it is the last item (missing, not a regular file, a
+  symlink loop, not a video, truncated or corrupt: the frames that could be decoded come first).
+  For live streams it reports a failed connection or a drop, and the source retries with
+  exponential backoff; it is the last item when ``max_reconnect_attempts`` retries without a frame
+  in between failed (bounded by default, so a batch ends; ``null`` retries forever).
 - ``ended``: the last item of a file that decoded completely, or of any source once ``max_frames``
   frames were delivered.
 
 Event messages are one line for the user and do not repeat the ``source_id`` the event carries.
-Nothing a user can feed in raises or hangs: every PyAV call on the network has a timeout, and
-``close()`` ends the iteration at once (the decode thread follows within one read timeout).
-Credentials in URLs are masked in ``source_id`` and every message.
+Nothing a user can feed in raises or hangs: every PyAV call on the network has a timeout, only
+regular files are opened (a FIFO or a device could block forever), a malformed URL or an
+unusable path is an error of that source alone, and ``close()`` ends the iteration at once (the
+decode thread follows within one read timeout). Credentials in URLs are masked in ``source_id``
+and every message. The ``source_id`` of a file is its resolved absolute path, so the same file
+given as a relative path, an absolute path or through a symlink is one source (``--resume``).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import queue
 import re
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 import av
 import av.error
 
+from pipeline.config import check_fields
+from pipeline.domains import NonNegativeInt, PositiveFloat, PositiveInt
 from pipeline.messages import Frame, SourceEvent
 
 log = logging.getLogger(__name__)
@@ -73,46 +82,48 @@ class SourceOptions:
     reconnect_initial_s, reconnect_max_s: live streams retry after the initial delay, doubling up
         to the maximum after each failed attempt.
     max_reconnect_attempts: retries after a drop or a failed connection, without a frame in
-        between, before a live source gives up (0: at once); None = retry forever.
+        between, before a live source gives up (0: at once); None = retry forever (for an operator's
+        endless watch; batch runs stay bounded by default, so a dead camera cannot hold a batch).
     live_analyze_s: how much of a live stream FFmpeg reads to probe it (latency of opening).
     queue_size: decoded items buffered between the decode thread and the consumer.
     decode_threads: decoder threads (FFmpeg frame/slice threading); 0 = FFmpeg chooses.
     """
 
-    frame_stride: int = 1
-    max_frames: int | None = None
-    rtsp_transport: str = "tcp"
-    open_timeout_s: float = 5.0
-    read_timeout_s: float = 5.0
-    reconnect_initial_s: float = 1.0
-    reconnect_max_s: float = 30.0
-    max_reconnect_attempts: int | None = None
-    live_analyze_s: float = 0.5
-    queue_size: int = 16
-    decode_threads: int = 0
+    frame_stride: PositiveInt = 1
+    max_frames: NonNegativeInt | None = None
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: PositiveFloat = 5.0
+    read_timeout_s: PositiveFloat = 5.0
+    reconnect_initial_s: PositiveFloat = 1.0
+    reconnect_max_s: PositiveFloat = 30.0
+    max_reconnect_attempts: NonNegativeInt | None = 5
+    live_analyze_s: PositiveFloat = 0.5
+    queue_size: PositiveInt = 16
+    decode_threads: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
-        if self.frame_stride < 1:
-            raise ValueError(f"source.frame_stride must be >= 1, got {self.frame_stride}")
-        if self.max_frames is not None and self.max_frames < 0:
-            raise ValueError(f"source.max_frames must be >= 0 or null, got {self.max_frames}")
-        if self.rtsp_transport not in ("tcp", "udp"):
-            raise ValueError(f"source.rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")
-        for name in ("open_timeout_s", "read_timeout_s", "reconnect_initial_s", "reconnect_max_s",
-                     "live_analyze_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"source.{name} must be > 0, got {getattr(self, name)}")
-        if self.max_reconnect_attempts is not None and self.max_reconnect_attempts < 0:
-            raise ValueError(f"source.max_reconnect_attempts must be >= 0 or null, got {self.max_reconnect_attempts}")
-        if self.queue_size < 1:
-            raise ValueError(f"source.queue_size must be >= 1, got {self.queue_size}")
-        if self.decode_threads < 0:
-            raise ValueError(f"source.decode_threads must be >= 0, got {self.decode_threads}")
+        check_fields(self, "source")
 
 
 def is_live(spec: str) -> bool:
     """True for network stream URLs (rtsp://, rtsps://), which reconnect instead of ending."""
-    return urlsplit(spec).scheme.lower() in LIVE_SCHEMES
+    scheme, sep, _ = spec.partition("://")
+    return bool(sep) and scheme.lower() in LIVE_SCHEMES
+
+
+def source_id_of(spec: str) -> str:
+    """The id of a source: a URL with its credentials masked, or a file's resolved absolute path.
+
+    Resolving makes ``clips/a.mp4``, ``/data/clips/a.mp4`` and a symlink to it one source, so outputs
+    and ``--resume`` do not depend on how the path was spelled. A path that cannot be resolved (a
+    symlink loop, too long) keeps its absolute spelling; opening it reports why.
+    """
+    if "://" in spec or not spec:
+        return mask_credentials(spec)
+    try:
+        return str(Path(spec).resolve())
+    except (OSError, RuntimeError):
+        return os.path.abspath(spec) if len(spec) < 4096 else spec
 
 
 def expand_sources(specs: list[str]) -> list[str]:
@@ -124,15 +135,31 @@ def expand_sources(specs: list[str]) -> list[str]:
     """
     expanded: list[str] = []
     for spec in specs:
-        path = Path(spec)
-        if "://" not in spec and path.is_dir():
+        if spec and "://" not in spec and _is_dir(spec):  # "" is an error of its own, never the current folder
             videos = sorted(
-                str(p) for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
+                str(p) for p in Path(spec).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and _is_regular(p)
             )
             expanded.extend(videos or [spec])
         else:
             expanded.append(spec)
-    return list(dict.fromkeys(expanded))
+    by_id: dict[str, str] = {}
+    for spec in expanded:
+        by_id.setdefault(source_id_of(spec), spec)
+    return list(by_id.values())
+
+
+def _is_dir(spec: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(spec).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def open_source(spec: str, options: SourceOptions | None = None) -> VideoSource:
@@ -153,13 +180,13 @@ _END = object()  # queue sentinel after the last item
 class VideoSource:
     """One file or stream; iterate it once for ``Frame`` and ``SourceEvent`` items, then ``close()``.
 
-    source_id: the path as given, or the URL with its password masked.
+    source_id: the file's resolved path, or the URL with its password masked (`source_id_of`).
     """
 
     def __init__(self, spec: str, options: SourceOptions) -> None:
         self.spec = spec
         self.options = options
-        self.source_id = mask_credentials(spec)
+        self.source_id = source_id_of(spec)
         self.live = is_live(spec)
         self._queue: queue.Queue = queue.Queue(maxsize=options.queue_size)
         self._stop = threading.Event()
@@ -269,19 +296,19 @@ class VideoSource:
         return f"{ctx.width}x{ctx.height} {ctx.name} {rate:.4g} fps{frames}"
 
     def _run_file(self) -> None:
-        path = Path(self.spec)
         if "://" in self.spec:
-            scheme = urlsplit(self.spec).scheme
+            scheme = self.spec.partition("://")[0][:20]
             self._event("error", f"unsupported URL scheme {scheme!r} (use rtsp:// or a path)")
             return
-        if path.is_dir():
+        problem = _unusable_path(self.spec)
+        if problem:
+            self._event("error", problem)
+            return
+        if _is_dir(self.spec):
             if expand_sources([self.spec]) == [self.spec]:
                 self._event("error", "folder holds no video files (.mp4, .mkv, .avi, ...)")
             else:
                 self._event("error", "is a folder; expand it into its files first")
-            return
-        if not path.exists():
-            self._event("error", "file not found")
             return
         try:
             container = self._open(timeout=self.options.open_timeout_s)
@@ -353,6 +380,11 @@ class VideoSource:
 
     def _run_live(self) -> None:
         opts = self.options
+        try:
+            urlsplit(self.spec)
+        except ValueError as exc:
+            self._event("error", f"malformed URL: {_reason(exc)}")
+            return
         clock = _LiveClock()
         retries = 0  # reconnect attempts since the last frame
         connections = 0
@@ -487,6 +519,32 @@ def _gap_message(start_s: float, end_s: float) -> str:
 
 class _NoVideo(Exception):
     """The container opened but holds no video stream."""
+
+
+_PATH_ERRORS = {
+    errno.ENOENT: "file not found",
+    errno.ELOOP: "symbolic link loop (the path never reaches a file)",
+    errno.ENAMETOOLONG: "path too long for the file system",
+    errno.EACCES: "permission denied",
+    errno.ENOTDIR: "file not found (a part of the path is not a folder)",
+}
+
+
+def _unusable_path(spec: str) -> str | None:
+    """Why a local path cannot be opened as a video file (one line), or None when it can be tried."""
+    if not spec.strip():
+        return "empty source argument (give a file, a folder or an rtsp:// URL)"
+    try:
+        mode = os.stat(spec).st_mode
+    except OSError as exc:
+        return _PATH_ERRORS.get(exc.errno, f"cannot open: {_reason(exc)}")
+    except ValueError as exc:  # e.g. a NUL byte in the path
+        return f"invalid path: {exc}"
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+        "a socket" if stat.S_ISSOCK(mode) else "not a file"
+    return f"not a regular file ({kind}: reading it could block forever); give a video file or an rtsp:// URL"
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install gaitscope into ./.venv from the package registry (CPU FAISS; pass --gpu for faiss-gpu).
 # --with-rtsp-server also installs Debian's GStreamer RTSP server used by the stream tests.
-# --full adds the optional backends: PaddleSeg's runtime, the sentence encoder for attribute training and
-# Ray (the distributed executor), and Debian's Chromium for the report's rendering test.
+# --full adds the optional backends: PaddleSeg's runtime, the sentence encoder for attribute training,
+# onnxruntime and OpenVINO for the learned detectors on exported models, Ray (the distributed executor),
+# and Debian's Chromium for the report's rendering test.
 # --no-models skips putting MediaPipe's BlazePose files into the models directory ($GAITSCOPE_MODELS,
 # default ~/.cache/gaitscope/models), which the default segmenter uses when they are there.
 set -euo pipefail
@@ -13,7 +14,7 @@ for arg in "$@"; do
   case "$arg" in
     --gpu) extras="${extras/cpu/gpu}" ;;
     --full)
-      extras="$extras,paddle,text,ray"
+      extras="$extras,paddle,text,onnx,openvino,ray"
       if command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >/dev/null \
           || echo "chromium not installed: the report's screenshot test will skip" >&2

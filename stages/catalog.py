@@ -13,6 +13,8 @@ DETECTORS = Registry(
     {
         "classic": "stages.detect.classic:ClassicDetector",
         "yolo": "stages.detect.yolo:YoloDetector",
+        "yolox": "stages.detect.yolox:YoloxDetector",
+        "openvino": "stages.detect.openvino_ssd:OpenVinoSsdDetector",
     },
 )
 TRACKERS = Registry("track", {"bytetrack": "stages.track:ByteTrackStage"})
@@ -37,6 +39,7 @@ ATTRIBUTES = Registry("attributes", {"clip_gar": "stages.attributes.stage:Attrib
 AUTO_BUILDERS = Registry(
     "auto",
     {
+        "detect": "stages.detect:build_auto_detector",
         "segment": "stages.segment:build_auto_segmenter",
         "reid": "stages.reid:build_auto_reid",
     },

@@ -17,8 +17,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipeline.errors import UserError
+
 ENV_VAR = "GAITSCOPE_MODELS"
 DEFAULT_MODELS_DIR = "~/.cache/gaitscope/models"
+
+
+class ModelFileError(UserError):
+    """A model file that is missing, unreadable, of the wrong shape, or lacks its runtime.
+
+    The message is one line: the file, what is wrong with it, and what to do.
+    """
+
+    def __init__(self, path: str | Path, problem: str, fix: str) -> None:
+        super().__init__(f"{path}: {problem}; {fix}")
+        self.path = Path(path)
 
 
 def models_dir(override: str | Path | None = None) -> Path:

@@ -5,6 +5,11 @@ Only detections that belong to a confirmed track are kept; their masks stay alig
 boxes because ``sv.Detections`` indexing slices every field together. A track ends when it has not
 been matched for more than ``lost_track_buffer`` frames; it is reported once, in the
 ``ended_track_ids`` of the frame where that happens, or by ``finish`` when the source ends.
+
+Frames the detector skipped (``detected`` False: detection every N-th frame) move every track's
+Kalman filter one frame on and give the boxes of the tracks matched at the last detected frame,
+without counting a miss; the lost-track buffer then counts detected frames, scaled by the gap
+between them so that it still spans ``lost_track_buffer`` frames of video.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import numpy as np
 import supervision as sv
 from trackers import ByteTrackTracker
 
-from pipeline.messages import FrameResult
+from pipeline.domains import NonNegativeInt, PositiveInt, UnitFloat
+from pipeline.messages import STARTS_TRACK, FrameResult
 
 # trackers expresses the lost-track buffer in 30 FPS frames and scales it by the frame rate it is
 # given; passing 30 makes the buffer a plain frame count, whatever the source's rate.
@@ -25,7 +31,8 @@ class ByteTrackStage:
     """Assigns stable per-source track ids to detections.
 
     lost_track_buffer: frames a track may go unmatched before it ends.
-    track_activation_threshold: least detection confidence that may start a new track.
+    track_activation_threshold: least detection confidence that may start a new track (detections
+    marked ``data[STARTS_TRACK] == False`` by their detector never start one, whatever their confidence).
     high_confidence_threshold: detections at or above this are matched first (ByteTrack's first
     stage); lower ones can only continue existing tracks.
     minimum_matching_iou: least box IoU between a track's prediction and a detection to match.
@@ -35,16 +42,12 @@ class ByteTrackStage:
     def __init__(
         self,
         *,
-        lost_track_buffer: int = 30,
-        track_activation_threshold: float = 0.5,
-        high_confidence_threshold: float = 0.5,
-        minimum_matching_iou: float = 0.1,
-        minimum_consecutive_frames: int = 2,
+        lost_track_buffer: NonNegativeInt = 30,
+        track_activation_threshold: UnitFloat = 0.5,
+        high_confidence_threshold: UnitFloat = 0.5,
+        minimum_matching_iou: UnitFloat = 0.1,
+        minimum_consecutive_frames: PositiveInt = 2,
     ) -> None:
-        if lost_track_buffer < 0:
-            raise ValueError(f"lost_track_buffer must be >= 0 frames, got {lost_track_buffer}")
-        if minimum_consecutive_frames < 1:
-            raise ValueError(f"minimum_consecutive_frames must be >= 1, got {minimum_consecutive_frames}")
         self._options = {
             "lost_track_buffer": lost_track_buffer,
             "frame_rate": _BUFFER_REFERENCE_FPS,
@@ -53,7 +56,10 @@ class ByteTrackStage:
             "minimum_iou_threshold": minimum_matching_iou,
             "minimum_consecutive_frames": minimum_consecutive_frames,
         }
+        self.lost_track_buffer = lost_track_buffer
         self._trackers: dict[str, ByteTrackTracker] = {}
+        self._skipped: dict[str, int] = {}  # per source: frames skipped by the detector since its last pass
+        self._confidence: dict[tuple[str, int], float] = {}  # (source, track id): last matched confidence
 
     def process(self, batch: list[FrameResult]) -> list[FrameResult]:
         return [self.track(item) for item in batch]
@@ -64,12 +70,17 @@ class ByteTrackStage:
         tracker = self._trackers.get(source_id)
         if tracker is None:
             tracker = self._trackers[source_id] = ByteTrackTracker(**self._options)
+        if not item.detected:
+            return self._predict(item, tracker)
+        gap = self._skipped.pop(source_id, 0) + 1
+        if gap > 1:  # the buffer counts updates: keep it lost_track_buffer frames of video long
+            tracker.maximum_frames_without_update = max(1, -(-self.lost_track_buffer // gap))
         detections = item.detections
         open_before = _confirmed_ids(tracker)
         # The tracker sees boxes only; masks (N, H, W) are sliced once, below, by row number.
         boxes = sv.Detections(
             xyxy=detections.xyxy,
-            confidence=detections.confidence,
+            confidence=self._tracker_confidence(detections),
             data={_ROW: np.arange(len(detections))},
         )
         tracked = tracker.update(boxes)
@@ -84,11 +95,54 @@ class ByteTrackStage:
         kept = detections[rows]
         kept.tracker_id = ids
         ended = tuple(sorted(open_before - open_after))
+        for track_id in ended:
+            self._confidence.pop((source_id, track_id), None)
+        if kept.confidence is not None:
+            self._confidence.update({(source_id, int(t)): float(c) for t, c in zip(ids, kept.confidence)})
         return FrameResult(item.frame, kept, item.ended_track_ids + ended)
+
+    def _tracker_confidence(self, detections: sv.Detections) -> np.ndarray | None:
+        """Confidences as the tracker sees them: boxes that may not start a track stay below activation."""
+        confidence = detections.confidence
+        starts = detections.data.get(STARTS_TRACK)
+        if confidence is None or starts is None:
+            return confidence
+        below = np.nextafter(np.float32(self._options["track_activation_threshold"]), np.float32(0))
+        return np.where(np.asarray(starts, dtype=bool), confidence, np.minimum(confidence, below)).astype(np.float32)
+
+    def _predict(self, item: FrameResult, tracker: ByteTrackTracker) -> FrameResult:
+        """A frame without detector pass: the confirmed tracks matched last time, where their motion puts them.
+
+        Each Kalman filter moves one frame on (the next update predicts the last one); miss counters are
+        left alone, so a skipped frame neither ages a track nor breaks its run of consecutive matches.
+        """
+        source_id = item.frame.source_id
+        self._skipped[source_id] = self._skipped.get(source_id, 0) + 1
+        boxes, ids = [], []
+        for track in tracker.tracks:
+            track.state_estimator.predict()
+            if track.tracker_id >= 0 and track.time_since_update == 0:
+                boxes.append(track.get_state_bbox())
+                ids.append(int(track.tracker_id))
+        height, width = item.frame.size
+        xyxy = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
+        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
+        visible = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        ids_array = np.asarray(ids, dtype=np.int64)[visible]
+        predicted = sv.Detections(
+            xyxy=xyxy[visible],
+            confidence=np.array([self._confidence.get((source_id, t), 0.0) for t in ids_array], dtype=np.float32),
+            class_id=np.zeros(len(ids_array), dtype=int),
+            tracker_id=ids_array,
+        )
+        return FrameResult(item.frame, predicted, item.ended_track_ids)
 
     def finish(self, source_id: str) -> tuple[int, ...]:
         """Close a source: returns the ids of its tracks still open, and forgets its tracker."""
         tracker = self._trackers.pop(source_id, None)
+        self._skipped.pop(source_id, None)
+        self._confidence = {key: c for key, c in self._confidence.items() if key[0] != source_id}
         if tracker is None:
             return ()
         return tuple(sorted(_confirmed_ids(tracker)))

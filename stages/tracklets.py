@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.domains import PositiveInt
 from pipeline.messages import FrameResult, SilhouetteSequence, TrackWindow
 from stages.silhouette import crop_box, resize_ratio, silhouette_from_mask
 
@@ -46,14 +47,12 @@ class TrackletAssembler:
 
     def __init__(
         self,
-        window_every: int = 30,
-        max_length: int = 120,
-        min_length: int = 8,
+        window_every: PositiveInt = 30,
+        max_length: PositiveInt = 120,
+        min_length: PositiveInt = 8,
         keep_crops: bool = True,
-        stale_after: int = 150,
+        stale_after: PositiveInt = 150,
     ) -> None:
-        if window_every < 1 or max_length < 1 or min_length < 1:
-            raise ValueError("tracklets: window_every, max_length and min_length must be >= 1")
         self.window_every = window_every
         self.max_length = max_length
         self.min_length = min_length

@@ -43,3 +43,23 @@ def video_frames(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
             if index >= max(wanted):
                 break
     return frames
+
+
+def write_clip(path: Path, frames: int = 60, size: tuple[int, int] = (120, 160), fps: int = 10) -> Path:
+    """A small H.264 clip of a bright upright blob walking right (the classic detector tracks it)."""
+    import av
+    import numpy as np
+
+    height, width = size
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
+        for i in range(frames):
+            image = np.full((height, width, 3), 90, np.uint8)
+            x = 10 + (2 * i) % max(1, width - 30)
+            image[height // 4 : height - 20, x : x + 18] = 230
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path

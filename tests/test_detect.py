@@ -11,7 +11,7 @@ import pytest
 import supervision as sv
 
 from pipeline.messages import Frame, FrameResult
-from stages.detect import choose_detector
+from stages.detect import detector_candidates
 from stages.detect.classic import ClassicDetector
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -93,18 +93,20 @@ def test_global_change_gives_no_detections() -> None:
     assert len(detector.detect("cam", brighter)) == 0
 
 
-def test_choose_detector_prefers_existing_weights(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_detector_candidates_put_configured_weights_first_and_classic_last(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     weights = tmp_path / "people.pt"
     weights.write_bytes(b"weights")
-    with caplog.at_level(logging.INFO, logger="stages.detect"):
-        chosen = choose_detector(str(weights))
-        missing = choose_detector(str(tmp_path / "absent.pt"))
-        unset = choose_detector(None)
-    assert chosen.backend == "yolo" and chosen.options == {"weights": str(weights)}
-    assert missing.backend == "classic" and "not found" in missing.reason
-    assert unset.backend == "classic"
+    empty_models = tmp_path / "models"
+    chosen = detector_candidates(str(weights), str(empty_models))
+    assert [c.backend for c in chosen] == ["yolo", "classic"] and chosen[0].options == {"weights": str(weights)}
+    with caplog.at_level(logging.WARNING, logger="stages.detect"):
+        missing = detector_candidates(str(tmp_path / "absent.pt"), str(empty_models))
+    assert [c.backend for c in missing] == ["classic"] and "no learned detector" in missing[0].reason
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 3 and all(line.startswith("detector: ") and "\n" not in line for line in lines)
+    assert len(lines) == 1 and "absent.pt not found" in lines[0] and "\n" not in lines[0]
+    assert [c.backend for c in detector_candidates(None, str(empty_models))] == ["classic"]
 
 
 def _scene(person_x: int | None, gain: float = 1.0) -> np.ndarray:

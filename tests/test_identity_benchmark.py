@@ -136,9 +136,11 @@ def test_track_decision_is_the_final_window():
     assert track_decision([_window(False, "a", 0), _window(False, None, 1)]) is None
 
 
-def test_split_overrides_keeps_gallery_keys_apart():
-    front, gallery = split_overrides(["reid.routes=all", "gallery.reranker=none", "gait_detector.every_window=true"])
-    assert front == ["reid.routes=all", "gait_detector.every_window=true"] and gallery == ["gallery.reranker=none"]
+def test_split_overrides_keeps_gait_and_gallery_keys_apart():
+    front, gait, gallery = split_overrides(["reid.routes=all", "gallery.reranker=none", "gait_detector.every_window=true",
+                                            "gait.max_frames=60", "detect.backend=classic"])
+    assert front == ["reid.routes=all", "detect.backend=classic"]
+    assert gait == ["gait_detector.every_window=true", "gait.max_frames=60"] and gallery == ["gallery.reranker=none"]
 
 
 def test_bench_config_reports_unknown_scorer(tmp_path):
@@ -169,15 +171,21 @@ def test_tiny_site_end_to_end(tmp_path):
     """Render two cameras, run the chain, score it: every number is present, bounded and valid JSON."""
     (tmp_path / "tiny.yaml").write_text(TINY_SITE)
     (tmp_path / "bench.yaml").write_text(
-        "overrides: [runner.batch_size=4]\nsites: [tiny.yaml]\n"
-        "variants: [{name: default, closed_set: [system, gait, appearance]}]\n")
+        "overrides: [runner.batch_size=4, gait.batch_frames=120]\nsites: [tiny.yaml]\n"
+        "variants: [{name: default, closed_set: [system, gait, appearance]},\n"
+        "           {name: every, overrides: [gait_detector.every_window=true], closed_set: [gait]}]\n")
     result = run_benchmark(BenchConfig.load(tmp_path / "bench.yaml"), cache=tmp_path / "cache")
     json.dumps(result, allow_nan=False)
     site = result["sites"][0]
     assert site["cameras"] == 2 and site["people"] >= 2
     assert site["front_end"][0]["tracks_matched"] >= 2, "tracks should be mapped to the rendered people"
+    # One front-end run; the second variant re-ran only the gait stages, on every window.
+    assert [f.get("gait_stages_only", False) for f in site["front_end"]] == [False, True]
+    every = result["variants"][1]["closed_set"]["gait"]["all"]
+    assert every["coverage"] == 1.0
     variant = result["variants"][0]
     assert set(variant["closed_set"]) == {"system", "gait", "appearance"}
+    assert variant["closed_set"]["gait"]["all"]["probes"] == every["probes"]
     for scores in variant["closed_set"].values():
         for split in ("same_clothes", "changed_clothes", "all"):
             for key in ("rank1", "map", "coverage"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import supervision as sv
 
-from pipeline.messages import Frame, FrameResult
+from pipeline.messages import STARTS_TRACK, Frame, FrameResult
 from stages.track import ByteTrackStage
 
 SIZE = (120, 200)  # (height, width) of the made-up frames
@@ -108,3 +108,59 @@ def test_end_source_forgets_the_tracker() -> None:
         (result,) = tracker.process([_frame("clip", i, [_walker(i, 10)])])
         later_ids.update(result.detections.tracker_id.tolist())
     assert later_ids == first_ids
+
+
+def _skipped(source: str, index: int) -> FrameResult:
+    return FrameResult(Frame(source, index, index / 10, np.zeros((*SIZE, 3), np.uint8)), sv.Detections.empty(),
+                       detected=False)
+
+
+def test_frames_without_detection_get_the_predicted_boxes_of_their_tracks() -> None:
+    # Two walkers at 3 px/frame, detected on even frames only: odd frames carry the Kalman predictions.
+    tracker = ByteTrackStage(minimum_consecutive_frames=2)
+    outputs = []
+    for index in range(20):
+        if index % 2:
+            outputs.append(tracker.track(_skipped("cam", index)))
+        else:
+            outputs.append(tracker.track(_frame("cam", index, [_walker(index, 10), _walker(index, 110)])))
+    ids = {tuple(sorted(r.detections.tracker_id.tolist())) for r in outputs[4:]}
+    assert ids == {(0, 1)}, "the same two confirmed tracks throughout, skipped frames included"
+    for index in range(5, 20, 2):
+        predicted = outputs[index].detections
+        assert predicted.mask is None and np.allclose(predicted.confidence, 0.9)
+        order = np.argsort(predicted.xyxy[:, 0])
+        truth = np.array([_walker(index, 10), _walker(index, 110)], dtype=np.float32)
+        assert np.abs(predicted.xyxy[order] - truth).max() < 1.5, f"frame {index}: prediction off the walkers"
+    assert all(r.ended_track_ids == () for r in outputs)
+
+
+def test_skipped_frames_keep_the_lost_track_buffer_in_video_frames() -> None:
+    # Buffer 6 frames, detection every 2nd frame: a walker who vanishes ends within ~6 frames of video.
+    tracker = ByteTrackStage(lost_track_buffer=6, minimum_consecutive_frames=1)
+    ended_at = None
+    for index in range(40):
+        if index % 2:
+            result = tracker.track(_skipped("cam", index))
+        else:
+            result = tracker.track(_frame("cam", index, [_walker(index, 10)] if index < 10 else []))
+        if result.ended_track_ids:
+            ended_at = index
+            break
+    assert ended_at is not None and 14 <= ended_at <= 20
+
+
+def test_boxes_marked_weak_by_their_detector_continue_tracks_but_never_start_one() -> None:
+    # A steady, confident "person-like sign" marked weak never becomes a track; a walker whose boxes turn
+    # weak (half hidden) after its track started stays tracked.
+    tracker = ByteTrackStage(minimum_consecutive_frames=2)
+    seen = set()
+    for index in range(12):
+        result = _frame("cam", index, [_walker(index, 10), (150, 20, 170, 80)])
+        result.detections.confidence[:] = 0.95
+        result.detections.data[STARTS_TRACK] = np.array([index < 4, False])
+        tracked = tracker.track(result)
+        seen.update(zip(tracked.detections.tracker_id.tolist(), tracked.detections.xyxy[:, 0].tolist()))
+    assert {track_id for track_id, _ in seen} == {0}
+    assert all(x1 < 150 for _, x1 in seen), "only the walker is tracked"
+    assert len(tracked.detections) == 1 and tracked.detections.confidence[0] == np.float32(0.95)

@@ -143,3 +143,18 @@ def test_hostile_stage_weights_are_one_line_not_torch_advice(tmp_path):
     proc = cli("run", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "o"), "--set", f"gait.weights={evil}")
     assert_refused_in_one_line(proc, marker)
     assert "posix.system" in proc.stderr and "weights_only" not in proc.stderr
+
+
+def test_hostile_reranker_for_search_is_one_line(tmp_path):
+    import json
+
+    marker = tmp_path / "pwned"
+    evil = hostile_checkpoint(tmp_path / "cargait.pt", marker)
+    records = tmp_path / "run.jsonl"
+    records.write_text(json.dumps({"type": "track", "source": "c.mp4", "track_id": 1, "final": True,
+                                   "embeddings": {"gait": [[0.1, 0.2], [0.3, 0.4]], "appearance": None},
+                                   "model_versions": {"gait": "gar@1"}}) + "\n")
+    gallery = str(tmp_path / "g")
+    assert cli("enroll", "--gallery", gallery, "--name", "a", "--jsonl", str(records)).returncode == 0
+    proc = cli("search", "--gallery", gallery, "--jsonl", str(records), "--reranker", str(evil))
+    assert_refused_in_one_line(proc, marker)

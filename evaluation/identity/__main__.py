@@ -7,7 +7,7 @@ and identity counts. Writes OUT/identity.json and OUT/identity.md, and prints th
 
     python -m evaluation.identity --out out/identity
     python -m evaluation.identity --quick --out out/identity-quick
-    python -m evaluation.identity --variants default,no_cargait --out out/identity
+    python -m evaluation.identity --variants default,no_cargait --sites plaza --out out/identity
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(DEFAULT_BENCH), help="benchmark config (sites and variants)")
     parser.add_argument("--quick", action="store_true", help="the config's small sites only (a few minutes)")
     parser.add_argument("--variants", default=None, help="comma-separated variant names (default: all)")
+    parser.add_argument("--sites", default=None, help="comma-separated site names (default: the config's sites)")
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="where rendered sites are kept between runs")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench = BenchConfig.load(args.config)
         variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
-        result = run_benchmark(bench, quick=args.quick, cache=args.cache, variants=variants)
+        sites = [v.strip() for v in args.sites.split(",") if v.strip()] if args.sites else None
+        result = run_benchmark(bench, quick=args.quick, cache=args.cache, variants=variants, site_names=sites)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

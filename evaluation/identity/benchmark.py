@@ -3,7 +3,8 @@
 A benchmark config (``configs/bench/identity.yaml``) names the pipeline config, overrides for
 every variant, the sites and the variants. Each variant is a list of ``section.key=value``
 overrides (as on the command line) plus the closed-set scorers to report; a new ablation is one
-line. Variants that differ only in gallery keys share one front-end run per site.
+line. Variants that differ only in gallery keys share one front-end run per site, and variants
+that differ only in gait-stage keys re-run just those stages on it (see ``runs``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from evaluation.identity.protocol import (
     probe_rankings,
     track_decision,
 )
-from evaluation.identity.runs import FrontEndRun, replay_gallery, run_front_end_isolated, split_overrides
+from evaluation.identity.runs import (
+    FrontEndRun,
+    gait_replayable,
+    replay_gallery,
+    rerun_gait_stages,
+    run_front_end_isolated,
+    split_overrides,
+)
 from evaluation.identity.sites import DEFAULT_CACHE, load_site, render_site
 from evaluation.identity.truth import TrackKey, TrackTruth, match_tracks, people_seen
 from pipeline.messages import TrackWindow
@@ -181,12 +189,19 @@ def summarise(name: str, overrides: list[str], sites: list[SiteScores], identiti
 
 
 def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = DEFAULT_CACHE,
-                  variants: list[str] | None = None) -> dict[str, Any]:
-    """Render (or reuse) the sites, run every variant, score it; the result is JSON-ready."""
+                  variants: list[str] | None = None, site_names: list[str] | None = None) -> dict[str, Any]:
+    """Render (or reuse) the sites, run every variant, score it; the result is JSON-ready.
+    variants / site_names: run only those (None: all of the config, or its quick sites)."""
     from pipeline import app
 
     started = time.time()
     sites = bench.quick_sites if quick and bench.quick_sites else bench.sites
+    if site_names is not None:
+        every = {n: s for n, s in (*bench.sites, *bench.quick_sites)}
+        unknown = sorted(set(site_names) - set(every))
+        if unknown:
+            raise ValueError(f"unknown site(s) {unknown}; the config has {sorted(every)}")
+        sites = tuple((n, every[n]) for n in site_names)
     if not sites:
         raise ValueError("the benchmark config lists no sites")
     chosen = [v for v in bench.variants if variants is None or v.name in variants]
@@ -205,20 +220,30 @@ def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = D
         row: dict[str, Any] = {"site": name, "folder": str(rendered.folder), "cameras": len(truth["cameras"]),
                                "people": len(seen), "visits": len(truth["visits"]), "frames": truth["n_frames"],
                                "render_or_load_s": round(time.time() - t0, 1), "front_end": [], "variants": {}}
-        fronts: dict[tuple[str, ...], tuple[FrontEndRun, dict[TrackKey, TrackTruth]]] = {}
+        fronts: dict[tuple[str, ...], tuple[FrontEndRun, tuple[str, ...], dict[TrackKey, TrackTruth]]] = {}
+        runs: dict[tuple[tuple[str, ...], tuple[str, ...]], FrontEndRun] = {}
         for variant in chosen:
             config = configs[variant.name]
-            front_key = tuple(split_overrides([*bench.overrides, *variant.overrides])[0])
+            front_over, gait_over, _ = split_overrides([*bench.overrides, *variant.overrides])
+            front_key = tuple(front_over) if gait_replayable(config) else (*front_over, *gait_over)
             if front_key not in fronts:
-                log.info("site %s: front end %s", name, list(front_key) or "(defaults)")
+                log.info("site %s: front end %s", name, [*front_key, *gait_over] or "(defaults)")
                 run = run_front_end_isolated(config, [str(v) for v in rendered.videos])
                 tracks = match_tracks(run.windows, truth, bench.min_iou, bench.min_share)
-                fronts[front_key] = (run, tracks)
-                row["front_end"].append({"overrides": list(front_key), "seconds": round(run.seconds, 1),
+                fronts[front_key] = (run, tuple(gait_over), tracks)
+                runs[(front_key, tuple(gait_over))] = run
+                row["front_end"].append({"overrides": [*front_key, *gait_over], "seconds": round(run.seconds, 1),
                                          "frames": run.frames, "windows": len(run.windows), "tracks": len(tracks),
                                          "tracks_matched": sum(t.identity is not None for t in tracks.values()),
                                          "errors": run.errors})
-            run, tracks = fronts[front_key]
+            base, _, tracks = fronts[front_key]
+            if (front_key, tuple(gait_over)) not in runs:
+                log.info("site %s: gait stages again with %s", name, gait_over or "(defaults)")
+                t1 = time.time()
+                runs[(front_key, tuple(gait_over))] = rerun_gait_stages(config, base)
+                row["front_end"].append({"overrides": [*front_key, *gait_over], "gait_stages_only": True,
+                                         "seconds": round(time.time() - t1, 1)})
+            run = runs[(front_key, tuple(gait_over))]
             t1 = time.time()
             decided, n_identities = replay_gallery(config, run, auto_enrol=True)
             site_scores = score_site(config, run.windows, decided, truth, variant.closed_set, tracks, run.batch_size)

@@ -34,6 +34,7 @@ from pipeline.messages import TrackWindow
 SCORERS = ("system", "gait", "appearance")
 EMBEDDING = {"gait": "gait_embedding", "appearance": "appearance_embedding"}
 STAGE_OF = {"gait": "gait", "appearance": "reid"}
+PROBES_PER_CALL = 16
 
 
 def by_track(windows: Sequence[TrackWindow]) -> dict[TrackKey, list[TrackWindow]]:
@@ -148,8 +149,12 @@ def _probe_modality(stage, modality: str, windows, probe_keys, matched, names) -
     if embeddings and stage.gallery.count(modality):
         if len(versions) > 1:
             raise ValueError(f"{modality} embeddings of one run come from several models: {sorted(versions)}")
-        for key, match in zip(owners, stage.match(modality, embeddings, versions.pop())):
-            cands[key].extend((c.identity, c.distance) for c in match.candidates if c.identity in names)
+        version = versions.pop()
+        # A few probes per call: CarGait scores every (probe, entry) pair of a call in one batch.
+        for start in range(0, len(embeddings), PROBES_PER_CALL):
+            chunk = embeddings[start : start + PROBES_PER_CALL]
+            for key, match in zip(owners[start : start + PROBES_PER_CALL], stage.match(modality, chunk, version)):
+                cands[key].extend((c.identity, c.distance) for c in match.candidates if c.identity in names)
     return [Probe(matched[k], _ranking(cands.get(k, []), names)) for k in probe_keys]
 
 

@@ -1,11 +1,12 @@
-"""Running the chain over a rendered site: front end once, gallery stage replayed per variant.
+"""Running the chain over a rendered site: the front end once, later stages replayed per variant.
 
-The front end (detect ... gait, reid) is the expensive part and does not depend on the gallery's
-settings, so a site is run once per front-end configuration with the gallery stage disabled, and
-its track windows are kept in emission order without their appearance crops. Every variant then
-feeds those windows, in the same order and batches, through a fresh gallery stage built from its
-own config: the online decisions (auto-enrol) are what the full pipeline would have made, without
-re-running detection for each gallery setting.
+The front end (detect ... gait, reid) is the expensive part, and most of it does not depend on the
+settings a variant changes. A site is run once per front-end configuration with the gallery stage
+disabled, and its track windows are kept in emission order without their appearance crops. A
+variant that only changes the gait stages (``gait_detector``, ``gait``) re-runs just those on the
+kept silhouettes, when appearance embeddings do not depend on routing (``reid.routes: all``). Every
+variant then feeds the windows, in the same order and batches, through a fresh gallery stage built
+from its own config: the online decisions (auto-enrol) are what the full pipeline would have made.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
 import tempfile
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,20 +26,32 @@ import numpy as np
 
 from pipeline.app import build_stages, set_compute_threads
 from pipeline.config import PipelineConfig, build, options_from
-from pipeline.messages import SilhouetteSequence, TrackWindow
+from pipeline.messages import TrackWindow
 from pipeline.runner import Runner, RunnerOptions
 
 log = logging.getLogger(__name__)
 
 GALLERY_SECTION = "gallery"
+GAIT_SECTIONS = ("gait_detector", "gait")  # re-run on kept silhouettes when a variant changes only them
 # Stages that run after the gallery and do not change identities: left out of the front end.
 AFTER_GALLERY = ("attributes",)
 
 
-def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """(front-end overrides, gallery overrides) of a variant: gallery keys only change the replay."""
-    gallery = [o for o in overrides if o.split(".", 1)[0].strip() == GALLERY_SECTION]
-    return [o for o in overrides if o not in gallery], gallery
+def _section(override: str) -> str:
+    return override.split(".", 1)[0].strip()
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(front-end, gait-stage, gallery) overrides of a variant, each group replayed on its own."""
+    gallery = [o for o in overrides if _section(o) == GALLERY_SECTION]
+    gait = [o for o in overrides if _section(o) in GAIT_SECTIONS]
+    return [o for o in overrides if o not in gallery and o not in gait], gait, gallery
+
+
+def gait_replayable(config: PipelineConfig) -> bool:
+    """Whether the gait stages can be re-run alone: appearance embeddings must not depend on routing."""
+    reid = config.stages.get("reid")
+    return reid is None or reid.params.get("routes") == "all"
 
 
 @dataclass
@@ -55,9 +71,8 @@ def empty_silhouettes(frames: int) -> np.ndarray:
 
 
 def _light(window: TrackWindow) -> TrackWindow:
-    """A copy without crops and silhouettes: the gallery never reads them, and they are 3 MB a window."""
-    seq = window.sequence
-    return dataclasses.replace(window, sequence=dataclasses.replace(seq, crops=None, silhouettes=empty_silhouettes(len(seq))))
+    """A copy without appearance crops (nothing after reid reads them; they are 3 MB a window)."""
+    return dataclasses.replace(window, sequence=dataclasses.replace(window.sequence, crops=None))
 
 
 def run_front_end(config: PipelineConfig, sources: list[str]) -> FrontEndRun:
@@ -89,31 +104,56 @@ def run_front_end(config: PipelineConfig, sources: list[str]) -> FrontEndRun:
     return FrontEndRun(windows, result.seconds, sum(result.frames.values()), errors, runner_options.batch_size)
 
 
-def _pack(window: TrackWindow) -> dict:
-    """What scoring needs of a light window, as plain fields (a broadcast view would be pickled whole)."""
-    seq = window.sequence
-    return {"window": dataclasses.replace(window, sequence=None), "ratios": seq.ratios, "boxes": seq.boxes,
-            "frame_indices": seq.frame_indices, "pts_s": seq.pts_s, "frame_size": seq.frame_size}
+def _front_end(config: PipelineConfig, sources: list[str]) -> FrontEndRun:
+    return run_front_end(config, sources)
 
 
-def _unpack(packed: dict) -> TrackWindow:
-    seq = SilhouetteSequence(empty_silhouettes(len(packed["boxes"])), packed["ratios"], packed["boxes"],
-                             packed["frame_indices"], packed["pts_s"], tuple(packed["frame_size"]))
-    return dataclasses.replace(packed["window"], sequence=seq)
+def _exit_with(parent: int) -> None:
+    """Child initializer: end this process as soon as the benchmark that started it is gone."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _front_end_packed(config: PipelineConfig, sources: list[str]) -> tuple[list[dict], float, int, list[str], int]:
-    run = run_front_end(config, sources)
-    return [_pack(w) for w in run.windows], run.seconds, run.frames, run.errors, run.batch_size
+def _in_child(function, *args):
+    """``function(*args)`` in a child process: the models' memory goes back to the system when it
+    ends, so that a benchmark of many runs stays within one run's memory."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)) as pool:
+        return pool.submit(function, *args).result()
 
 
 def run_front_end_isolated(config: PipelineConfig, sources: list[str]) -> FrontEndRun:
-    """``run_front_end`` in a child process: the models' memory goes back to the system when it ends,
-    so that a benchmark of many runs stays within one run's memory."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        packed, seconds, frames, errors, batch_size = pool.submit(_front_end_packed, config, sources).result()
-    return FrontEndRun([_unpack(p) for p in packed], seconds, frames, errors, batch_size)
+    """``run_front_end`` in a child process."""
+    return _in_child(_front_end, config, sources)
+
+
+def _gait_stages(config: PipelineConfig, run: FrontEndRun) -> FrontEndRun:
+    from stages.catalog import STAGE_KINDS
+
+    set_compute_threads(options_from(RunnerOptions, config.runner, "runner"))
+    stages = [build(STAGE_KINDS[k].load(config.stages[k].backend), config.stages[k].params, k)
+              for k in GAIT_SECTIONS if k in config.stages]
+    windows = [dataclasses.replace(w, gait=None, gait_embedding=None, identity=None, errors=list(w.errors),
+                                   model_versions={k: v for k, v in w.model_versions.items() if k not in GAIT_SECTIONS})
+               for w in run.windows]
+    for start in range(0, len(windows), run.batch_size):
+        batch = windows[start : start + run.batch_size]
+        for stage in stages:
+            batch = stage.process(batch)
+    return dataclasses.replace(run, windows=windows)
+
+
+def rerun_gait_stages(config: PipelineConfig, run: FrontEndRun) -> FrontEndRun:
+    """The run's windows through ``config``'s gait detector and gait recognizer again (emission
+    order, runner batches, in a child process); appearance embeddings are kept."""
+    if not gait_replayable(config):
+        raise ValueError("gait stages can be re-run alone only when reid embeds every window (reid.routes: all)")
+    return _in_child(_gait_stages, config, run)
 
 
 def build_gallery_stage(config: PipelineConfig, gallery_dir: str | Path, **params):

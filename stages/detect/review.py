@@ -1,8 +1,7 @@
 """Review the frame-level stages on one clip: track statistics, timings and a contact sheet.
 
-    python -m stages.detect.review CLIP.mp4 --sheet /tmp/sheet.png [--detector classic|yolo]
-        [--weights yolo11n-seg.pt] [--segment detector|foreground] [--max-frames N]
-        [--option KEY=VALUE ...]
+    python -m stages.detect.review CLIP.mp4 --sheet /tmp/sheet.png [--detector classic|yolox|yolo|openvino]
+        [--segment detector|foreground] [--max-frames N] [--max-tracks N] [--option KEY=VALUE ...]
 
 Runs detect -> ByteTrack -> segment on every frame (PyAV decoding), prints the number of tracks,
 their mean length, the fraction of frames with at least one detection and milliseconds per frame
@@ -25,6 +24,7 @@ import supervision as sv
 import yaml
 
 from pipeline.messages import Frame, FrameResult
+from stages.catalog import DETECTORS
 from stages.detect.background import box_pixels
 from stages.track import ByteTrackStage
 
@@ -125,28 +125,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("clip", type=Path)
     parser.add_argument("--sheet", type=Path, required=True, help="contact sheet PNG to write")
-    parser.add_argument("--detector", choices=("classic", "yolo"), default="classic")
-    parser.add_argument("--weights", default="yolo11n-seg.pt", help="YOLO weights (yolo detector)")
+    parser.add_argument("--detector", choices=DETECTORS.names(), default="classic")
     parser.add_argument("--segment", choices=("detector", "foreground"), default="detector")
     parser.add_argument("--lost-track-buffer", type=int, default=30)
+    parser.add_argument("--max-tracks", type=int, default=24, help="tracks on the sheet, longest first")
     parser.add_argument("--max-frames", type=int, default=None)
     parser.add_argument(
         "--option",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="detector constructor option, repeatable (e.g. --option var_threshold=16)",
+        help="detector constructor option, repeatable (e.g. --option var_threshold=16, --option weights=yolo11n.pt)",
     )
     args = parser.parse_args()
     options = {key: yaml.safe_load(value) for key, _, value in (o.partition("=") for o in args.option)}
-    if args.detector == "classic":
-        from stages.detect.classic import ClassicDetector
-
-        detector: object = ClassicDetector(**options)
-    else:
-        from stages.detect.yolo import YoloDetector
-
-        detector = YoloDetector(weights=args.weights, **options)
+    detector = DETECTORS.load(args.detector)(**options)
     if args.segment == "detector":
         from stages.segment.detector import DetectorMasks
 
@@ -158,7 +151,7 @@ def main() -> None:
     tracker = ByteTrackStage(lost_track_buffer=args.lost_track_buffer)
     review = review_clip(args.clip, detector, segmenter, tracker, args.max_frames)
     print(f"{args.clip.name}: {review.summary()}")
-    cv2.imwrite(str(args.sheet), contact_sheet(review))
+    cv2.imwrite(str(args.sheet), contact_sheet(review, max_tracks=args.max_tracks))
 
 
 if __name__ == "__main__":

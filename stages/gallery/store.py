@@ -116,9 +116,10 @@ _HEADER = b"SQLite format 3\x00"
 class _Rows:
     """The fetched result of one statement (fetched at once, so a damaged page fails inside ``execute``)."""
 
-    def __init__(self, rows: list, lastrowid: int | None) -> None:
+    def __init__(self, rows: list, lastrowid: int | None, rowcount: int) -> None:
         self._rows = rows
         self.lastrowid = lastrowid
+        self.rowcount = rowcount
 
     def fetchone(self):
         return self._rows[0] if self._rows else None
@@ -137,7 +138,8 @@ class _Database:
     def execute(self, sql: str, args: Sequence = ()) -> _Rows:
         try:
             cursor = self._connection.execute(sql, args)
-            return _Rows(cursor.fetchall(), cursor.lastrowid)
+            rows = cursor.fetchall()
+            return _Rows(rows, cursor.lastrowid, cursor.rowcount)
         except sqlite3.Error as exc:
             raise _database_error(self.path, exc) from None
 
@@ -242,6 +244,7 @@ def _connect(db: Path) -> tuple[_Database, bool]:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
             connection.execute("PRAGMA foreign_keys=ON")
+            connection.executescript(_SCHEMA)  # idempotent: tables added by later versions appear in old galleries
             return _Database(connection, db), False
         connection = sqlite3.connect(uri + "?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
         try:
