@@ -51,7 +51,7 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str], list[st
 def gait_replayable(config: PipelineConfig) -> bool:
     """Whether the gait stages can be re-run alone: appearance embeddings must not depend on routing."""
     reid = config.stages.get("reid")
-    return reid is None or reid.params.get("routes") == "all"
+    return reid is None or reid.params.get("routes", "all") == "all"  # every window is the default
 
 
 @dataclass
