@@ -177,10 +177,17 @@ class GalleryMatcher:
         if (fitted is not None) != source_centring or (source_centring and fitted != source_prior):
             log.warning("gallery: the score-fusion parameters were fitted with source_prior %s, this matcher uses %s: "
                         "appearance scores are off their calibration", fitted, source_prior if source_centring else None)
-        self.centring = SourceCentring(self.gallery.source_sums("appearance"), source_prior) if source_centring else None
+        stored = self.gallery.source_sums("appearance")
+        # Queries: each camera's statistics as stored plus its own windows of this run, which arrive in order,
+        # so a track's decision never depends on how the cameras' windows interleave.
+        self.centring = SourceCentring(stored, source_prior) if source_centring else None
+        # Entries: with auto-enrol the same running statistics (cameras first seen in this run get centred);
+        # against a fixed gallery the statistics it was stored with, so that reruns decide identically.
+        self.entry_centring = (None if not source_centring else self.centring if auto_enrol
+                               else SourceCentring(stored, source_prior))
         self._new_sums = SourceCentring(prior=source_prior)  # seen since the last write to the gallery
         options = dict(modalities=modalities, aggregate=aggregate, metric=metric, shortlist=shortlist, top_k=top_k,
-                       centring=self.centring)
+                       centring=self.entry_centring)
         self.scorer = IdentityScorer(self.gallery, self.score_model, reranker=self.reranker, **options)
         self.plain_scorer = IdentityScorer(self.gallery, self.score_model, reranker=None, **options)
         self.threshold_override = threshold
@@ -320,7 +327,7 @@ class GalleryMatcher:
             reranker = self.scorer_for(model_version).reranker if modality == "gait" else None
             scorer = IdentityScorer(self.gallery, self.score_model, modalities=modality, aggregate=self.scorer.aggregate,
                                     metric=self.scorer.metric, shortlist=self.scorer.shortlist, top_k=self.scorer.top_k,
-                                    reranker=reranker, centring=self.centring)
+                                    reranker=reranker, centring=self.entry_centring)
             self._single[modality] = scorer
         threshold = self.threshold(scorer)
         out = []
