@@ -35,6 +35,7 @@ from scipy.optimize import linear_sum_assignment
 from pipeline.config import build
 from pipeline.messages import Frame, FrameResult
 from stages.catalog import DETECTORS, SEGMENTERS, TRACKERS
+from stages.segment.masks import with_masks
 from synth.groundtruth import decode_mask, load_groundtruth
 
 log = logging.getLogger("evaluation.front_end")
@@ -141,15 +142,7 @@ def _copy(item: FrameResult) -> FrameResult:
     """The same frame with its own copy of the masks (segmenters may fill them in place)."""
     detections = item.detections
     mask = None if detections.mask is None else detections.mask.copy()
-    copied = sv.Detections(
-        xyxy=detections.xyxy,
-        mask=mask,
-        confidence=detections.confidence,
-        class_id=detections.class_id,
-        tracker_id=detections.tracker_id,
-        data=dict(detections.data),
-    )
-    return FrameResult(item.frame, copied, item.ended_track_ids)
+    return FrameResult(item.frame, with_masks(detections, mask), item.ended_track_ids)
 
 
 def _stage(registry, backend: str, params: dict[str, Any], kind: str) -> Any:

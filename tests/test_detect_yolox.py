@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import supervision as sv
 
+from evaluation.front_end import box_iou
 from pipeline.messages import STARTS_TRACK, Frame, FrameResult
 from stages.detect.yolox import YoloxDetector, decode_yolox, letterbox, person_detections
 from stages.model_files import ModelFileError
 from stages.track import ByteTrackStage
-from tests.helpers import PROJECT_ROOT, VIDEOS, require
+from tests.helpers import PROJECT_ROOT, VIDEOS, video_frames
 
 SHARED_MODELS = (PROJECT_ROOT / ".." / "shared" / "models").resolve()
 YOLOX = SHARED_MODELS / "yolox_nano" / "yolox_nano.onnx"
@@ -27,33 +27,9 @@ def _model() -> Path:
     return YOLOX
 
 
-def _frames(path: Path, indices: range | list[int]) -> dict[int, np.ndarray]:
-    require(path)
-    wanted, images = set(indices), {}
-    with av.open(str(path)) as container:
-        for index, decoded in enumerate(container.decode(video=0)):
-            if index in wanted:
-                images[index] = decoded.to_ndarray(format="bgr24")
-            if index >= max(wanted):
-                break
-    return images
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of boxes (N, 4) and (M, 4) xyxy."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
 def test_finds_the_walkers_in_a_campus_frame() -> None:
     # Frame 200 of the campus clip: eight people on the road and paths (checked by eye), none on the lawn.
-    image = _frames(CAMPUS, [200])[200]
+    image = video_frames(CAMPUS, [200])[200]
     detector = YoloxDetector(model=str(_model()))
     (found,) = detector.detect([image])
     assert found.xyxy.dtype == np.float32 and np.all(found.class_id == 0) and found.mask is None
@@ -84,7 +60,7 @@ def _reference_decode(raw: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarra
 
 
 def test_decoding_matches_a_cell_by_cell_reference_on_real_output() -> None:
-    image = _frames(CAMPUS, [200])[200]
+    image = video_frames(CAMPUS, [200])[200]
     detector = YoloxDetector(model=str(_model()), runtime="onnxruntime" if _has_onnxruntime() else "opencv")
     tensor, scale = letterbox(image, 416)
     raw = detector._net.forward(tensor[None])[0]
@@ -121,12 +97,12 @@ def _has_onnxruntime() -> bool:
 def test_onnxruntime_and_opencv_give_the_same_people() -> None:
     if not _has_onnxruntime():
         pytest.skip("onnxruntime not installed")
-    images = list(_frames(CAMPUS, [50, 600]).values())
+    images = list(video_frames(CAMPUS, [50, 600]).values())
     ort = YoloxDetector(model=str(_model()), runtime="onnxruntime").detect(images)
     cv = YoloxDetector(model=str(_model()), runtime="opencv").detect(images)
     for a, b in zip(ort, cv):
         assert len(a) == len(b) and len(a) >= 4
-        overlap = _iou(a.xyxy, b.xyxy)
+        overlap = box_iou(a.xyxy, b.xyxy)
         assert np.all(overlap.max(axis=1) > 0.98)
         np.testing.assert_allclose(np.sort(a.confidence), np.sort(b.confidence), atol=0.01)
 
@@ -170,7 +146,7 @@ def _results(images: dict[int, np.ndarray]) -> list[FrameResult]:
 
 
 def test_every_second_frame_the_tracker_predicts_where_the_detector_would_find_them() -> None:
-    images = _frames(CAMPUS, range(180, 220))
+    images = video_frames(CAMPUS, range(180, 220))
     every_frame = YoloxDetector(model=str(_model())).process(_results(images))
     detector = YoloxDetector(model=str(_model()), detect_every=2)
     tracker = ByteTrackStage()
@@ -192,7 +168,7 @@ def test_every_second_frame_the_tracker_predicts_where_the_detector_would_find_t
         if len(ids) == 0:
             continue
         truth = every_frame[position].detections.xyxy
-        overlap = _iou(result.detections.xyxy, truth).max(axis=1)
+        overlap = box_iou(result.detections.xyxy, truth).max(axis=1)
         assert np.median(overlap) > 0.7, "predicted boxes sit on the people the detector finds there"
         predicted_boxes += len(ids)
     assert predicted_boxes >= 5 * len(skipped[2:]), "most of the ~8 walkers keep a box on skipped frames"

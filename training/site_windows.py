@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from evaluation.identity.truth import box_iou
 from pipeline.messages import TrackWindow
 
 log = logging.getLogger(__name__)
@@ -64,15 +65,6 @@ class SiteWindows:
 
     def track_keys(self) -> list[tuple[str, int]]:
         return list(dict.fromkeys(zip(self.camera.tolist(), self.track_id.tolist())))
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes a (4,) against b (M, 4), xyxy."""
-    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
-    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
 def label_tracks(windows: list[TrackWindow], truth: dict, min_iou: float = 0.5) -> dict[tuple[str, int], int]:

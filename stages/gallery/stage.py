@@ -171,7 +171,8 @@ class GalleryMatcher:
             problem = f"the score-fusion parameters have no calibration for re-ranker {self.reranker.scorer!r}"
             if self.reranker_explicit:
                 raise ValueError(f"{problem}: refit them with python -m training.fusion or set gallery.reranker: none")
-            log.warning("gallery: %s; gait distances are not re-ranked", problem)
+            # the shipped default re-ranker: said once, quietly (every default run would warn otherwise)
+            log.info("gallery: %s; gait distances are not re-ranked", problem)
             self.reranker = None
         fitted = self.score_model.source_prior
         if (fitted is not None) != source_centring or (source_centring and fitted != source_prior):
