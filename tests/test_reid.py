@@ -94,3 +94,36 @@ def test_shipped_weights_load_with_manifest():
     win = window("appearance")
     stage.process([win])
     assert win.appearance_embedding.shape == (stage.model.config.embed_dim,)
+
+
+def test_fine_tuning_copies_everything_but_the_classifier(weights):
+    from training.reid import init_from
+
+    torch.manual_seed(1)
+    net = AppearanceNet(AppearanceConfig(widths=(4, 8, 8, 8), embed_dim=16, num_classes=7))
+    before = net.classifier.weight.detach().clone()
+    copied = init_from(net, weights)
+    source = torch.load(weights, weights_only=True)["model"]
+    assert copied == len([k for k in source if not k.startswith("classifier.")])
+    for name, value in net.state_dict().items():
+        if not name.startswith("classifier."):
+            assert torch.equal(value, source[name]), name
+    assert torch.equal(net.classifier.weight, before)  # another set of classes: starts afresh
+    with pytest.raises(ValueError, match="does not fit"):
+        init_from(AppearanceNet(AppearanceConfig(widths=(4, 8, 8, 16), embed_dim=16, num_classes=3)), weights)
+
+
+def test_colour_jitter_changes_lighting_not_layout():
+    from training.reid import augment
+
+    crops = np.zeros((16, 128, 64, 3), np.uint8)
+    crops[:, :64] = (40, 120, 200)  # upper half one colour, lower half black
+    rng = np.random.default_rng(0)
+    plain = augment(crops, rng, pad=0, erase_p=0.0)
+    jittered = augment(crops, np.random.default_rng(0), pad=0, erase_p=0.0, jitter=0.25)
+    unflipped = plain[:, :64].reshape(16, -1, 3).mean(1)
+    shifted = jittered[:, :64].reshape(16, -1, 3).mean(1)
+    assert np.abs(shifted - unflipped).max() > 5  # colours moved
+    assert np.abs(shifted / np.maximum(unflipped, 1) - 1).max() <= 0.25 * 2.5  # by a bounded gain
+    lower = jittered[:, 64:].reshape(16, -1, 3).mean(1)
+    assert (shifted.sum(1) > lower.sum(1) + 100).all()  # the layout (bright upper, dark lower half) is kept

@@ -39,7 +39,7 @@ import yaml
 from stages.gait.distance import part_distance
 from stages.gallery.matching import SourceCentring, pool
 from stages.gallery.scoring import AGGREGATES, MODALITIES, Fusion, ModalityScore, ScoreModel, threshold_at_far
-from training.site_windows import SiteWindows, site_windows
+from training.site_windows import SiteWindows, embedding_versions, site_windows
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -334,8 +334,9 @@ def fit(config: dict, config_path: str) -> dict:
     reranker = Reranker.load(PROJECT_ROOT / reranker_path) if reranker_path else None
     top_k = int(config.get("top_k", 10))
     target_far = float(config.get("target_far", 0.01))
-    fit_sites = [site_windows(PROJECT_ROOT / p, cache) for p in config["sites"]]
-    eval_sites = [site_windows(PROJECT_ROOT / p, cache) for p in config.get("eval_sites", [])]
+    current = embedding_versions()  # windows cached from other models are embedded again
+    fit_sites = [site_windows(PROJECT_ROOT / p, cache, current) for p in config["sites"]]
+    eval_sites = [site_windows(PROJECT_ROOT / p, cache, current) for p in config.get("eval_sites", [])]
     versions = fit_sites[0].versions
     for s in fit_sites + eval_sites:
         if s.versions != versions:

@@ -36,8 +36,11 @@ def batch_hard_triplet(feat: torch.Tensor, labels: torch.Tensor, margin: float) 
     return F.relu(hardest_pos - hardest_neg + margin).mean()
 
 
-def augment(crops: np.ndarray, rng: np.random.Generator, pad: int = 8, erase_p: float = 0.5) -> np.ndarray:
-    """(n, 128, 64, 3) uint8 -> augmented copy: flip, pad-and-crop, random erasing."""
+def augment(crops: np.ndarray, rng: np.random.Generator, pad: int = 8, erase_p: float = 0.5,
+            jitter: float = 0.0) -> np.ndarray:
+    """(n, 128, 64, 3) uint8 -> augmented copy: flip, pad-and-crop, random erasing and, with
+    ``jitter`` > 0, brightness and contrast scaled by up to that fraction (cameras differ in exposure
+    and colour cast; a crop must not be recognised by its camera's lighting)."""
     n, h, w, _ = crops.shape
     out = np.empty_like(crops)
     padded = np.pad(crops, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
@@ -51,8 +54,32 @@ def augment(crops: np.ndarray, rng: np.random.Generator, pad: int = 8, erase_p: 
             eh, ew = int(rng.integers(h // 8, h // 2)), int(rng.integers(w // 8, w // 2))
             ey, ex = int(rng.integers(0, h - eh)), int(rng.integers(0, w - ew))
             img[ey : ey + eh, ex : ex + ew] = rng.integers(0, 256, (eh, ew, 3), dtype=np.uint8)
+        if jitter > 0:
+            gain = rng.uniform(1 - jitter, 1 + jitter, 3) * rng.uniform(1 - jitter, 1 + jitter)  # per channel, overall
+            mean = img.reshape(-1, 3).mean(0)
+            contrast = rng.uniform(1 - jitter, 1 + jitter)
+            img = np.clip((img - mean) * contrast + mean * gain, 0, 255).astype(np.uint8)
         out[i] = img
     return out
+
+
+def init_from(net: AppearanceNet, path: str | Path) -> int:
+    """Copy an appearance checkpoint's parameters into ``net`` (same widths and embedding size); the
+    classifier, whose classes are another set, starts afresh. Returns the count of tensors copied."""
+    from stages.reid.stage import load_appearance_model
+
+    source, _ = load_appearance_model(path)
+    own = net.state_dict()
+    copied = 0
+    for name, value in source.state_dict().items():
+        if name.startswith("classifier."):
+            continue
+        if name not in own or own[name].shape != value.shape:
+            raise ValueError(f"{path}: parameter {name} does not fit the model being trained (widths or embed_dim differ)")
+        own[name].copy_(value)
+        copied += 1
+    net.load_state_dict(own)
+    return copied
 
 
 def training_crops(data: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -83,6 +110,9 @@ def training_crops(data: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
             frames=data.get("synthetic_frames", 20),
             seed=data.get("synthetic_seed", 100),
             crops=True,
+            # a coat ("cl") changes what a person looks like; recipes that train appearance leave it out
+            conditions=tuple(data.get("synthetic_conditions", ("nm", "bg", "cl"))),
+            frame_size=tuple(data.get("synthetic_frame_size", (480, 640))),
         )
         from training.reid_data import Tracklet
 
@@ -111,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     crops, labels, sources = training_crops(cfg["data"])
     model_cfg = AppearanceConfig.from_dict({**cfg["model"], "num_classes": int(labels.max()) + 1})
     net = AppearanceNet(model_cfg)
+    if tr.get("init_weights"):
+        print(f"init from {tr['init_weights']}: {init_from(net, tr['init_weights'])} tensors", flush=True)
     optimizer = torch.optim.Adam(
         [p for p in net.parameters() if p.requires_grad],
         lr=opt_cfg["lr"],
@@ -133,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     net.train()
     for it in tqdm(range(total), desc="reid", mininterval=10):
         idx = next(sampler)
-        x = crops_to_tensor(augment(crops[idx], rng))
+        x = crops_to_tensor(augment(crops[idx], rng, jitter=float(cfg.get("augment", {}).get("colour_jitter", 0.0))))
         y = torch.from_numpy(labels[idx])
         feat, _, logits = net(x)
         loss = batch_hard_triplet(feat, y, cfg["loss"].get("margin", 0.3)) + F.cross_entropy(

@@ -156,6 +156,15 @@ def to_site_windows(site: str, windows: list[TrackWindow], truth: dict) -> SiteW
     )
 
 
+def embedding_versions(overrides: list[str] | None = None) -> dict[str, str]:
+    """The versions the configured gait and appearance stages would stamp on windows ({"gait", "reid"});
+    the stages are built (their models loaded) but run on nothing."""
+    from pipeline.app import build_stage, load
+
+    config = load(None, [*FRONT_END_OVERRIDES, *(overrides or [])])
+    return {section: build_stage(config, section)[0].version for section in ("gait", "reid") if section in config.stages}
+
+
 def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versions: dict[str, str] | None = None,
                  overrides: list[str] | None = None) -> SiteWindows:
     """Render (once) and run (once per embedding models) a site; cached under ``cache_dir``."""
