@@ -170,6 +170,8 @@ class IdentityMatch:
         present) and their fusion ("fused"); empty when there was no candidate.
     windows: how many windows of the track the decision rests on.
     merged: identities merged into ``identity`` because this track linked them.
+    mixed: the track's windows look like more than one person (the tracker switched people): it is
+        identified, but its embeddings are not enrolled.
     """
 
     identity: str | None
@@ -181,6 +183,7 @@ class IdentityMatch:
     scores: dict[str, float] = field(default_factory=dict)
     windows: int = 1
     merged: list[str] = field(default_factory=list)
+    mixed: bool = False
 
 
 @dataclass(frozen=True)

@@ -400,3 +400,33 @@ def test_cli_enroll_list_search_export_remove(tmp_path, capsys, scores_file):
     assert gallery_main(["remove", "--gallery", gal, "person2"]) == 0
     with Gallery(gal, create=False) as g:
         assert g.count("gait") == 8
+
+
+def test_appearance_spread_compares_only_windows_that_share_no_frames():
+    from stages.gallery.matching import appearance_spread
+
+    a, b = appearances(2)
+    assert appearance_spread([a], [(0.0, 4.0)]) == 0.0
+    # two people, but their windows overlap in time: not evidence of a switch on its own
+    assert appearance_spread([a, b], [(0.0, 4.0), (3.0, 7.0)]) == 0.0
+    spread = appearance_spread([a, a, b], [(0.0, 4.0), (1.0, 5.0), (6.0, 9.0)])
+    assert spread == pytest.approx(1.0 - float(a @ b), abs=1e-5)
+
+
+def test_a_track_that_switched_people_is_identified_but_not_enrolled(tmp_path, scores_file):
+    gait, app = identities(3), appearances(3)
+    matcher = GalleryMatcher(gallery=str(tmp_path / "g"), scores=scores_file, reranker="none", source_centring=False,
+                             auto_enrol=True, threshold=2.0, mixed_spread=0.3)
+    rng = np.random.default_rng(5)
+
+    def track(track_id: int, people: list[int]) -> list[TrackWindow]:
+        return [window(sample(gait[p], rng), appearance=app_sample(app[p], rng, 0.05), track=track_id,
+                       final=i == len(people) - 1, start=30 * i) for i, p in enumerate(people)]
+
+    switched = matcher.process(track(1, [0, 0, 1, 1]))
+    assert [w.identity.mixed for w in switched] == [False, False, True, True]
+    assert not switched[-1].identity.enrolled and matcher.gallery.identities() == []
+    single = matcher.process(track(2, [2, 2, 2, 2]))
+    assert not single[-1].identity.mixed and single[-1].identity.enrolled
+    assert len(matcher.gallery.identities()) == 1
+    matcher.close()

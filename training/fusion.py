@@ -37,8 +37,8 @@ import numpy as np
 import yaml
 
 from stages.gait.distance import part_distance
-from stages.gallery.matching import SourceCentring, pool
-from stages.gallery.scoring import AGGREGATES, MODALITIES, Fusion, ModalityScore, ScoreModel, threshold_at_far
+from stages.gallery.matching import SourceCentring, appearance_spread, pool
+from stages.gallery.scoring import AGGREGATES, MIXED_SPREAD, MODALITIES, Fusion, ModalityScore, ScoreModel, threshold_at_far
 from training.site_windows import SiteWindows, embedding_versions, site_windows
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ class Track:
     n_windows: int
     start: float  # seconds: first frame of the track
     end: float  # seconds: when the track ended (its final decision)
+    purity: float = 1.0  # share of the track's frames on its labelled walker
+    spread: float = 0.0  # appearance spread of its raw windows (stages.gallery.matching.appearance_spread)
 
     def query(self, modality: str) -> np.ndarray | None:
         w = self.windows[modality]
@@ -83,8 +85,29 @@ def tracks_of(site: SiteWindows, source_prior: float | None = 20.0, min_windows:
             site=site.site, camera=camera, track_id=track_id, label=(site.site, identity), outfit=int(site.outfit[rows[0]]),
             windows={"gait": site.gait[rows[site.has_gait[rows]]], "appearance": appearance[rows[site.has_appearance[rows]]]},
             n_windows=len(rows), start=float(site.t_start[rows].min()), end=float(site.t_end[rows].max()),
+            purity=float(site.purity[rows[0]]),
+            spread=appearance_spread(list(site.appearance[rows[site.has_appearance[rows]]]),
+                                     [(float(site.t_start[r]), float(site.t_end[r])) for r in rows[site.has_appearance[rows]]]),
         ))
     return out
+
+
+def spread_stats(tracks: list[Track], threshold: float, pure: float = 0.9, impure: float = 0.6) -> dict:
+    """How many single-person tracks (purity >= ``pure``) and mixed tracks (purity < ``impure``), each
+    with at least two disjoint windows, have an appearance spread above ``threshold``."""
+    single = np.array([t.spread for t in tracks if t.purity >= pure and t.spread > 0])
+    mixed = np.array([t.spread for t in tracks if t.purity < impure and t.spread > 0])
+    return {"threshold": threshold, "single_tracks": len(single), "single_flagged": int((single > threshold).sum()),
+            "mixed_tracks": len(mixed), "mixed_flagged": int((mixed > threshold).sum())}
+
+
+def fit_mixed_spread(tracks: list[Track], quantile: float, pure: float = 0.9) -> dict:
+    """The appearance spread above which a track is taken to show more than one person: the
+    ``quantile`` of single-person tracks' spreads (purity >= ``pure``, two disjoint windows or more)."""
+    single = np.array([t.spread for t in tracks if t.purity >= pure and t.spread > 0])
+    if len(single) == 0:
+        raise ValueError("no single-person track with two disjoint windows to fit the mixed-track spread on")
+    return {**spread_stats(tracks, float(np.quantile(single, quantile)), pure), "quantile": quantile}
 
 
 def modality_distance(modality: str, query: np.ndarray, entries: np.ndarray, metric: str, aggregate: str,
@@ -378,6 +401,11 @@ def fit(config: dict, config_path: str) -> dict:
                         p.conflict, fitted["threshold"]))
                         for p in eval_pairs]
                 measured[key] = {"fit_sites": fitted, "held_out_sites": held, "auto_enrol": link}
+    # spreads of raw (uncentred) windows, as the matcher measures them
+    spread = fit_mixed_spread([t for s in fit_sites for t in tracks_of(s, None)], float(config.get("mixed_quantile", 0.98)))
+    thresholds[MIXED_SPREAD] = spread["threshold"]
+    measured[MIXED_SPREAD] = {"fit_sites": spread, "held_out_sites": spread_stats(
+        [t for s in eval_sites for t in tracks_of(s, None)], spread["threshold"]) if eval_sites else None}
     model = ScoreModel(
         scores=scores,
         fusions=fusions,

@@ -35,6 +35,8 @@ class SiteWindows:
     camera, track_id, window_index, final, t_start, t_end: (N,) provenance.
     gait: (N, P, C) float32 (zeros where has_gait is False); appearance: (N, D) likewise.
     identity: (N,) truth identity of the window's track (-1: no walker overlaps it); outfit: (N,).
+    purity: (N,) share of the track's frames that overlap that walker (below 1: the tracker also
+        followed someone else, or nobody, for part of the track).
     versions: {"gait": ..., "reid": ...} embedding model versions.
     """
 
@@ -51,6 +53,7 @@ class SiteWindows:
     appearance: np.ndarray
     identity: np.ndarray
     outfit: np.ndarray
+    purity: np.ndarray
     versions: dict[str, str]
 
     def save(self, path: Path) -> None:
@@ -61,14 +64,16 @@ class SiteWindows:
     def load(cls, path: Path) -> SiteWindows:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
+        data.setdefault("purity", np.ones(len(data["camera"]), np.float32))  # caches made before purity was kept
         return cls(**{**data, "site": str(data["site"]), "versions": json.loads(str(data["versions"]))})
 
     def track_keys(self) -> list[tuple[str, int]]:
         return list(dict.fromkeys(zip(self.camera.tolist(), self.track_id.tolist())))
 
 
-def label_tracks(windows: list[TrackWindow], truth: dict, min_iou: float = 0.5) -> dict[tuple[str, int], int]:
-    """(source, track id) -> visit of the walker whose boxes the track overlaps in most frames (-1: none)."""
+def label_tracks(windows: list[TrackWindow], truth: dict, min_iou: float = 0.5) -> dict[tuple[str, int], tuple[int, float]]:
+    """(source, track id) -> (visit of the walker whose boxes the track overlaps in most frames (-1:
+    none), share of the track's frames that overlap that walker)."""
     boxes: dict[tuple[str, int], dict[int, np.ndarray]] = {}
     for w in windows:
         per = boxes.setdefault((w.source_id, int(w.track_id)), {})
@@ -86,7 +91,8 @@ def label_tracks(windows: list[TrackWindow], truth: dict, min_iou: float = 0.5) 
             best = int(np.argmax(overlap))
             if overlap[best] >= min_iou:
                 votes[people[best]["visit"]] += 1
-        out[(source, track)] = votes.most_common(1)[0][0] if votes else -1
+        visit, count = votes.most_common(1)[0] if votes else (-1, 0)
+        out[(source, track)] = (visit, count / max(len(per), 1))
     return out
 
 
@@ -136,7 +142,7 @@ def to_site_windows(site: str, windows: list[TrackWindow], truth: dict) -> SiteW
             gait[i] = w.gait_embedding
         if w.appearance_embedding is not None:
             app[i] = w.appearance_embedding
-    visit = [labels[(w.source_id, int(w.track_id))] for w in windows]
+    visit = [labels[(w.source_id, int(w.track_id))][0] for w in windows]
     versions = {k: next((w.model_versions[k] for w in windows if k in w.model_versions), "") for k in ("gait", "reid")}
     return SiteWindows(
         site=site,
@@ -152,6 +158,7 @@ def to_site_windows(site: str, windows: list[TrackWindow], truth: dict) -> SiteW
         appearance=app,
         identity=np.asarray([visits[v]["identity"] if v >= 0 else -1 for v in visit], np.int64),
         outfit=np.asarray([visits[v]["outfit"] if v >= 0 else -1 for v in visit], np.int64),
+        purity=np.asarray([labels[(w.source_id, int(w.track_id))][1] for w in windows], np.float32),
         versions=versions,
     )
 

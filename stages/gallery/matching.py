@@ -31,6 +31,25 @@ def pool(modality: str, embeddings: list[np.ndarray]) -> np.ndarray:
     return mean.astype(np.float32)
 
 
+def appearance_spread(embeddings: list[np.ndarray], spans: list[tuple[float | None, float | None]]) -> float:
+    """How far apart a track's own appearance is: the largest cosine distance between two of its
+    windows that share no frames (0 when no two windows are disjoint).
+
+    Windows overlap and change slowly while one person is followed; when the tracker switches to
+    another person mid-track, windows before and after the switch disagree. spans: (t_start,
+    t_end) of each window, seconds.
+    """
+    if len(embeddings) < 2:
+        return 0.0
+    e = unit(np.stack(embeddings))
+    starts = np.array([np.nan if a is None else a for a, _ in spans], np.float64)
+    ends = np.array([np.nan if b is None else b for _, b in spans], np.float64)
+    disjoint = ends[:, None] < starts[None, :]  # window i ends before window j starts
+    if not disjoint.any():
+        return 0.0
+    return float((1.0 - e @ e.T)[disjoint].max())
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     """Rows (or a vector) scaled to unit L2 norm."""
     x = np.asarray(x, np.float32)

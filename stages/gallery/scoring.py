@@ -30,6 +30,7 @@ FUSION_FORMAT = "gaitscope-score-fusion-1"
 MODALITIES = ("gait", "appearance")
 MODES = ("fused", "gait", "appearance")
 AGGREGATES = ("best", "mean")
+MIXED_SPREAD = "spread:appearance"  # threshold key: appearance spread above which a track shows several people
 
 
 def sigmoid(z: np.ndarray | float) -> np.ndarray:
@@ -156,7 +157,8 @@ class ScoreModel:
     scores: "<modality>/<scorer>/<aggregate>" -> ModalityScore. fusions: "<gait scorer>/<aggregate>"
     -> the fusion fitted on those LLRs.
     thresholds: "<mode>/<gait scorer>/<aggregate>" -> fused log-odds above which a candidate is
-    accepted (set at ``target_far`` false accepts on the fitting sites). models: embedding model
+    accepted (set at ``target_far`` false accepts on the fitting sites); "link:<same>" -> the
+    auto-enrol linking threshold; MIXED_SPREAD -> the appearance spread of a mixed track. models: embedding model
     versions the distances were measured with ({"gait": ..., "appearance": ...}). source_prior: the
     per-source appearance centring the distances were measured with (None: raw embeddings).
     """

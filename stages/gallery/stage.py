@@ -21,8 +21,8 @@ import numpy as np
 
 from pipeline.messages import IdentityMatch, RankedCandidate, TrackWindow
 from stages.gallery.index import IndexSpec
-from stages.gallery.matching import CandidateScore, IdentityScorer, SourceCentring, pool
-from stages.gallery.scoring import AGGREGATES, MODES, ScoreModel
+from stages.gallery.matching import CandidateScore, IdentityScorer, SourceCentring, appearance_spread, pool
+from stages.gallery.scoring import AGGREGATES, MIXED_SPREAD, MODES, ScoreModel
 from stages.gallery.search import Reranker
 from stages.gallery.store import FORMAT, MODALITIES, EntryMeta, Gallery
 
@@ -86,6 +86,10 @@ class TrackEvidence:
                 self.metas[modality].append(window_meta(window, ""))
                 self.versions.setdefault(modality, window.model_versions.get(stages[modality], ""))
 
+    def appearance_spread(self) -> float:
+        """Largest appearance distance between two of the track's windows that share no frames."""
+        return appearance_spread(self.embeddings["appearance"], [(m.t_start, m.t_end) for m in self.metas["appearance"]])
+
     def query(self, used: tuple[str, ...], centring: SourceCentring | None) -> dict[str, np.ndarray | None]:
         """The track's pooled embeddings per modality (appearance centred per source when asked)."""
         out: dict[str, np.ndarray | None] = {}
@@ -122,6 +126,11 @@ class GalleryMatcher:
     merge: in auto-enrol mode, merge the runner-up identity into the matched one when the finished
         track's fused log-odds for it also exceed ``merge_above`` (None: the open-set threshold, at
         the target false-accept rate: stricter than linking).
+    mixed_spread: a track whose own windows lie further apart in appearance than this (cosine
+        distance between windows that share no frames) shows more than one person, because the
+        tracker switched people: it is identified but never enrolled (``identity.mixed``). None: the
+        value fitted with the score fusion (a high quantile of single-person tracks); no fitted
+        value: no check.
     index: "flat" (exact), "ivf" or "hnsw"; nlist/nprobe/hnsw_m/ef_search tune the approximate ones.
     gait_stage / appearance_stage: names under which those stages record their model versions.
     """
@@ -146,6 +155,7 @@ class GalleryMatcher:
         min_enrol_frames: int = 20,
         merge: bool = True,
         merge_above: float | None = None,
+        mixed_spread: float | None = None,
         enrol_prefix: str = "person",
         index: str = "flat",
         nlist: int = 1024,
@@ -197,6 +207,7 @@ class GalleryMatcher:
         self.min_enrol_frames = min_enrol_frames
         self.merge = merge
         self.merge_above = merge_above
+        self.mixed_spread = mixed_spread if mixed_spread is not None else self.score_model.thresholds.get(MIXED_SPREAD)
         self.enrol_prefix = enrol_prefix
         self.stages = {"gait": gait_stage, "appearance": appearance_stage}
         rr = "none" if self.reranker is None else self.reranker.scorer
@@ -268,8 +279,9 @@ class GalleryMatcher:
         scorer = self.scorer_for(evidence.versions.get("gait", ""))
         query = evidence.query(self.used, self.centring)
         n_windows = evidence.windows
+        mixed = self.mixed_spread is not None and evidence.appearance_spread() > self.mixed_spread
         if all(v is None for v in query.values()):
-            return IdentityMatch(None, self.modalities, float("inf"), 0.0, windows=n_windows), []
+            return IdentityMatch(None, self.modalities, float("inf"), 0.0, windows=n_windows, mixed=mixed), []
         # one camera shows two different people at the same moment: those identities are not this track's
         exclude = (self.gallery.identities_seen_with(evidence.source, evidence.track_id, evidence.t_start, evidence.t_end)
                    if evidence.source and evidence.t_start is not None else set())
@@ -279,12 +291,12 @@ class GalleryMatcher:
             self._notice("threshold", f"no fitted threshold for {scorer.threshold_key()!r}; set gallery.threshold")
         candidates = [RankedCandidate(c.identity, _primary_distance(c), c.initial_rank, c.entry_id, c.fused) for c in ranked]
         if not ranked:
-            return IdentityMatch(None, self.modalities, float("inf"), 0.0, candidates, windows=n_windows), ranked
+            return IdentityMatch(None, self.modalities, float("inf"), 0.0, candidates, windows=n_windows, mixed=mixed), ranked
         best = ranked[0]
         matched = threshold is not None and best.fused > threshold
         scores = {**best.llr, "fused": best.fused}
         return IdentityMatch(best.identity if matched else None, self.modalities, _primary_distance(best), best.confidence,
-                             candidates, scores=scores, windows=n_windows), ranked
+                             candidates, scores=scores, windows=n_windows, mixed=mixed), ranked
 
     def process(self, batch: list[TrackWindow]) -> list[TrackWindow]:
         for w in batch:
@@ -350,7 +362,7 @@ class GalleryMatcher:
     # -- auto-enrolment ----------------------------------------------------------------------------
     def _enrol(self, window: TrackWindow, evidence: TrackEvidence, ranked: list[CandidateScore]) -> None:
         match = window.identity
-        if not any(evidence.embeddings[m] for m in MODALITIES):
+        if not any(evidence.embeddings[m] for m in MODALITIES) or match.mixed:
             return
         if match.identity is None:
             scorer = self.scorer_for(evidence.versions.get("gait", ""))
@@ -359,8 +371,7 @@ class GalleryMatcher:
             if not confident_unknown or evidence.frames < self.min_enrol_frames:
                 return
             name, _ = self.gallery.enrol_new_identity(self.enrol_prefix, self._batches(evidence, ""))
-            window.identity = IdentityMatch(name, match.modality, match.distance, match.confidence, match.candidates,
-                                            enrolled=True, scores=match.scores, windows=match.windows)
+            window.identity = dataclasses.replace(match, identity=name, enrolled=True)
             return
         self._add(evidence, match.identity, auto=True)
         if not self.merge or len(ranked) < 2:
