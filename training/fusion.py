@@ -268,17 +268,24 @@ def link_f1(labels: list, identity: list[int]) -> dict:
             "unnamed": int(sum(i < 0 for i in identity))}
 
 
-def fit_link_threshold(fused: list[np.ndarray], pairs: list[TrackPairs], merge_above: float | None, grid: int = 40) -> dict:
-    """The auto-enrol threshold (join above it, new identity below) with the best mean link F1 over sites
-    (identities linked by a track above ``merge_above`` merged, as the matcher does)."""
+ENROL_MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0)  # how far below the linking threshold a confident unknown must score
+
+
+def fit_link_threshold(fused: list[np.ndarray], pairs: list[TrackPairs], merge_above: float | None, grid: int = 40,
+                       margins: tuple[float, ...] = ENROL_MARGINS) -> dict:
+    """The auto-enrol thresholds with the best mean link F1 over sites: a track joins an identity above
+    ``threshold``, becomes a new one at or below ``enrol_below`` (a confident unknown) and stays unnamed
+    in between (identities linked by a track above ``merge_above`` merged, as the matcher does)."""
     values = np.concatenate([f[np.isfinite(f)] for f in fused])
     best = None
     for t in np.unique(np.quantile(values, np.linspace(0.5, 0.999, grid))):
-        stats = [link_f1(p.labels, simulate_auto_enrol(f, p.order, t, t, p.conflict, merge_above)) for f, p in zip(fused, pairs)]
-        f1 = float(np.mean([x["f1"] for x in stats]))
-        if best is None or f1 > best[0]:
-            best = (f1, float(t), stats)
-    return {"threshold": round(best[1], 4), "fit_sites": best[2]}
+        for margin in margins:
+            stats = [link_f1(p.labels, simulate_auto_enrol(f, p.order, t, t - margin, p.conflict, merge_above))
+                     for f, p in zip(fused, pairs)]
+            f1 = float(np.mean([x["f1"] for x in stats]))
+            if best is None or f1 > best[0] + 1e-9:  # ties: the higher threshold, then the smaller margin
+                best = (f1, float(t), float(t - margin), stats)
+    return {"threshold": round(best[1], 4), "enrol_below": round(best[2], 4), "fit_sites": best[3]}
 
 
 def fit_scores(sets: list[QueryScores]) -> dict[str, ModalityScore]:
@@ -395,9 +402,10 @@ def fit(config: dict, config_path: str) -> dict:
                 link = fit_link_threshold([fused_matrix(p, scores, f, scorer, aggregate, mode) for p in fit_pairs], fit_pairs,
                                           fitted["threshold"])
                 thresholds["link:" + key] = link["threshold"]
+                thresholds["enrol:" + key] = link["enrol_below"]
                 if eval_pairs:
                     link["held_out_sites"] = [link_f1(p.labels, simulate_auto_enrol(
-                        fused_matrix(p, scores, f, scorer, aggregate, mode), p.order, link["threshold"], link["threshold"],
+                        fused_matrix(p, scores, f, scorer, aggregate, mode), p.order, link["threshold"], link["enrol_below"],
                         p.conflict, fitted["threshold"]))
                         for p in eval_pairs]
                 measured[key] = {"fit_sites": fitted, "held_out_sites": held, "auto_enrol": link}

@@ -158,7 +158,8 @@ class ScoreModel:
     -> the fusion fitted on those LLRs.
     thresholds: "<mode>/<gait scorer>/<aggregate>" -> fused log-odds above which a candidate is
     accepted (set at ``target_far`` false accepts on the fitting sites); "link:<same>" -> the
-    auto-enrol linking threshold; MIXED_SPREAD -> the appearance spread of a mixed track. models: embedding model
+    auto-enrol linking threshold; "enrol:<same>" -> the score at or below which an unmatched track
+    is a new identity; MIXED_SPREAD -> the appearance spread of a mixed track. models: embedding model
     versions the distances were measured with ({"gait": ..., "appearance": ...}). source_prior: the
     per-source appearance centring the distances were measured with (None: raw embeddings).
     """

@@ -121,7 +121,8 @@ class GalleryMatcher:
     source_centring: remove each camera's mean appearance (shrunk by ``source_prior`` windows) before
         comparing appearance; the per-source statistics are kept in the gallery.
     auto_enrol: a finished track that matched joins its identity; one that matched nobody with
-        fused log-odds at most ``enrol_below`` (a confident unknown; None = the threshold) and
+        fused log-odds at most ``enrol_below`` (a confident unknown; None = fitted with the linking
+        threshold for the best link F1, or the threshold when not fitted or overridden) and
         spanning at least ``min_enrol_frames`` frames becomes a new identity ``<enrol_prefix>-NNNNN``.
     merge: in auto-enrol mode, merge the runner-up identity into the matched one when the finished
         track's fused log-odds for it also exceed ``merge_above`` (None: the open-set threshold, at
@@ -258,6 +259,17 @@ class GalleryMatcher:
             return self.score_model.thresholds[f"link:{key}"]
         return self.score_model.thresholds.get(key)
 
+    def enrol_threshold(self, scorer: IdentityScorer) -> float | None:
+        """Fused log-odds at or below which an unmatched track is a confident unknown (a new identity):
+        the configured ``enrol_below``, else the fitted one (best link F1 on the fitting sites; between
+        it and the linking threshold a track stays unnamed), else the threshold."""
+        if self.enrol_below is not None:
+            return float(self.enrol_below)
+        fitted = self.score_model.thresholds.get(f"enrol:{scorer.threshold_key()}")
+        if self.threshold_override is None and fitted is not None:
+            return fitted
+        return self.threshold(scorer)
+
     def open_set_threshold(self, scorer: IdentityScorer) -> float | None:
         """The fitted open-set threshold (target false-accept rate), or the configured threshold."""
         if self.threshold_override is not None:
@@ -366,7 +378,7 @@ class GalleryMatcher:
             return
         if match.identity is None:
             scorer = self.scorer_for(evidence.versions.get("gait", ""))
-            below = self.enrol_below if self.enrol_below is not None else self.threshold(scorer)
+            below = self.enrol_threshold(scorer)
             confident_unknown = not ranked or below is None or ranked[0].fused <= below
             if not confident_unknown or evidence.frames < self.min_enrol_frames:
                 return
