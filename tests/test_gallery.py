@@ -430,3 +430,29 @@ def test_a_track_that_switched_people_is_identified_but_not_enrolled(tmp_path, s
     assert not single[-1].identity.mixed and single[-1].identity.enrolled
     assert len(matcher.gallery.identities()) == 1
     matcher.close()
+
+
+def test_auto_enrol_simulation_leaves_ambiguous_tracks_unnamed_and_fits_both_thresholds():
+    from training.fusion import TrackPairs, fit_link_threshold, simulate_auto_enrol
+
+    # tracks 0, 1: person a; 2: ambiguous against a (it is person b); 3: person b
+    fused = np.array([[0, 3, 0.5, -3], [3, 0, 0.5, -3], [0.5, 0.5, 0, 3], [-3, -3, 3, 0]], float)
+    order = np.arange(4)
+    assert simulate_auto_enrol(fused, order, threshold=1.0, enrol_below=1.0) == [0, 0, 1, 1]
+    assert simulate_auto_enrol(fused, order, threshold=1.0, enrol_below=0.0) == [0, 0, -1, 1]
+    pairs = TrackPairs(["a", "a", "b", "b"], order, {}, np.zeros((4, 4), bool))
+    fit = fit_link_threshold([fused], [pairs], merge_above=None)
+    assert fit["enrol_below"] <= fit["threshold"] and fit["fit_sites"][0]["f1"] == 1.0
+
+
+def test_mixed_spread_is_fitted_on_single_person_tracks():
+    from training.fusion import Track, fit_mixed_spread, spread_stats
+
+    def track(spread: float, purity: float) -> Track:
+        return Track("s", "cam", 0, ("s", 0), 0, {}, 4, 0.0, 1.0, purity=purity, spread=spread)
+
+    tracks = [track(s, 1.0) for s in np.linspace(0.01, 0.1, 50)] + [track(0.5, 0.5), track(0.05, 0.4), track(0.0, 1.0)]
+    fit = fit_mixed_spread(tracks, 0.98)
+    assert 0.09 < fit["threshold"] <= 0.1 and fit["single_tracks"] == 50 and fit["single_flagged"] == 1
+    assert fit["mixed_tracks"] == 2 and fit["mixed_flagged"] == 1
+    assert spread_stats(tracks, 0.2)["single_flagged"] == 0
