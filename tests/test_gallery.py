@@ -456,3 +456,23 @@ def test_mixed_spread_is_fitted_on_single_person_tracks():
     assert 0.09 < fit["threshold"] <= 0.1 and fit["single_tracks"] == 50 and fit["single_flagged"] == 1
     assert fit["mixed_tracks"] == 2 and fit["mixed_flagged"] == 1
     assert spread_stats(tracks, 0.2)["single_flagged"] == 0
+
+
+def test_a_track_keeps_its_identity_unless_another_is_clearly_better(tmp_path, scores_file):
+    from stages.gallery.matching import CandidateScore
+
+    def candidate(name: str, fused: float) -> CandidateScore:
+        return CandidateScore(name, fused, {}, {}, -1, 0)
+
+    matcher = GalleryMatcher(gallery=str(tmp_path / "g"), scores=scores_file, reranker="none", source_centring=False,
+                             switch_margin=1.0)
+    close, clear = [candidate("b", 3.5), candidate("a", 3.0)], [candidate("b", 4.5), candidate("a", 3.0)]
+    assert matcher._kept("a", close, threshold=2.0).identity == "a"  # b better by 0.5 < 1.0: stay with a
+    assert matcher._kept("a", clear, threshold=2.0) is None  # b better by 1.5: move
+    assert matcher._kept("a", [candidate("b", 2.5), candidate("a", 1.8)], threshold=2.0) is None  # a fell below
+    assert matcher._kept(None, close, threshold=2.0) is None and matcher._kept("b", close, threshold=2.0) is None
+    matcher.close()
+    eager = GalleryMatcher(gallery=str(tmp_path / "g"), scores=scores_file, reranker="none", source_centring=False,
+                           switch_margin=0.0)
+    assert eager._kept("a", close, threshold=2.0) is None
+    eager.close()

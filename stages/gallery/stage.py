@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.domains import NonNegativeFloat
 from pipeline.messages import IdentityMatch, RankedCandidate, TrackWindow
 from stages.gallery.index import IndexSpec
 from stages.gallery.matching import CandidateScore, IdentityScorer, SourceCentring, appearance_spread, pool
@@ -63,6 +64,7 @@ class TrackEvidence:
     track_id: int = -1
     t_start: float | None = None
     t_end: float | None = None
+    announced: str | None = None  # the identity the track's last window was given
 
     @property
     def frames(self) -> int:
@@ -132,6 +134,9 @@ class GalleryMatcher:
         tracker switched people: it is identified but never enrolled (``identity.mixed``). None: the
         value fitted with the score fusion (a high quantile of single-person tracks); no fitted
         value: no check.
+    switch_margin: a track given one identity moves to another only when that one's fused log-odds
+        exceed the current one's by this much (1.0: about 2.7 times as likely) or the current one
+        falls below the threshold; 0: every window takes the best candidate.
     index: "flat" (exact), "ivf" or "hnsw"; nlist/nprobe/hnsw_m/ef_search tune the approximate ones.
     gait_stage / appearance_stage: names under which those stages record their model versions.
     """
@@ -157,6 +162,7 @@ class GalleryMatcher:
         merge: bool = True,
         merge_above: float | None = None,
         mixed_spread: float | None = None,
+        switch_margin: NonNegativeFloat = 1.0,
         enrol_prefix: str = "person",
         index: str = "flat",
         nlist: int = 1024,
@@ -208,6 +214,7 @@ class GalleryMatcher:
         self.min_enrol_frames = min_enrol_frames
         self.merge = merge
         self.merge_above = merge_above
+        self.switch_margin = float(switch_margin)
         self.mixed_spread = mixed_spread if mixed_spread is not None else self.score_model.thresholds.get(MIXED_SPREAD)
         self.enrol_prefix = enrol_prefix
         self.stages = {"gait": gait_stage, "appearance": appearance_stage}
@@ -304,11 +311,28 @@ class GalleryMatcher:
         candidates = [RankedCandidate(c.identity, _primary_distance(c), c.initial_rank, c.entry_id, c.fused) for c in ranked]
         if not ranked:
             return IdentityMatch(None, self.modalities, float("inf"), 0.0, candidates, windows=n_windows, mixed=mixed), ranked
+        kept = self._kept(evidence.announced, ranked, threshold)
+        if kept is not None:  # the decided identity first: candidates, merges and enrolment follow the decision
+            ranked = [kept, *(c for c in ranked if c is not kept)]
+            candidates = [next(c for c in candidates if c.identity == kept.identity),
+                          *(c for c in candidates if c.identity != kept.identity)]
         best = ranked[0]
         matched = threshold is not None and best.fused > threshold
+        evidence.announced = best.identity if matched else None
         scores = {**best.llr, "fused": best.fused}
         return IdentityMatch(best.identity if matched else None, self.modalities, _primary_distance(best), best.confidence,
                              candidates, scores=scores, windows=n_windows, mixed=mixed), ranked
+
+    def _kept(self, announced: str | None, ranked: list[CandidateScore], threshold: float | None) -> CandidateScore | None:
+        """The identity the track was last given, when it still clears the threshold and no other
+        candidate beats it by ``switch_margin`` (so that a track does not flip between two close
+        identities from window to window); else None."""
+        if announced is None or threshold is None or ranked[0].identity == announced:
+            return None
+        current = next((c for c in ranked if c.identity == announced), None)
+        if current is None or current.fused <= threshold or ranked[0].fused - current.fused >= self.switch_margin:
+            return None
+        return current
 
     def process(self, batch: list[TrackWindow]) -> list[TrackWindow]:
         for w in batch:
