@@ -1,7 +1,7 @@
 """Re-ranking latency per probe for the top-K = 10 list: CarGait next to k-reciprocal, same run.
 
     python bench/bench_rerank.py [--features ~/.cache/gaitscope/features/gar_casiab_test.npz]
-                                 [--weights weights/cargait_casiab.pt] [--threads 2]
+                                 [--weights weights/cargait_robust.pt] [--threads 2]
 
 Probes and gallery follow CASIA-B's test protocol (gallery nm-01..04 of all views, probes the other
 sequences); without a feature file, random features of the shipped shape stand in. The initial
@@ -47,7 +47,7 @@ def best_of(fn, repeats: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--features", default="~/.cache/gaitscope/features/gar_casiab_test.npz")
-    ap.add_argument("--weights", default=str(ROOT / "weights" / "cargait_casiab.pt"))
+    ap.add_argument("--weights", default=str(ROOT / "weights" / "cargait_robust.pt"))
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--probes", type=int, default=0, help="probes per timed batch (0: all probes of the protocol)")
     ap.add_argument("--threads", type=int, default=2)
