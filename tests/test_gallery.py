@@ -476,3 +476,28 @@ def test_a_track_keeps_its_identity_unless_another_is_clearly_better(tmp_path, s
                            switch_margin=0.0)
     assert eager._kept("a", close, threshold=2.0) is None
     eager.close()
+
+
+def test_replaying_a_site_through_the_matcher_links_its_tracks(scores_file):
+    from training.fusion import replay_auto_enrol
+    from training.site_windows import SiteWindows, track_windows
+
+    gait, app = identities(2), appearances(2)
+    rng = np.random.default_rng(2)
+    rows = [(camera, person, w) for camera in ("cam1", "cam2") for person in (0, 1) for w in range(2)]
+    n = len(rows)
+    site = SiteWindows(
+        site="s", camera=np.array([c for c, _, _ in rows]), track_id=np.array([p for _, p, _ in rows]),
+        window_index=np.array([w for _, _, w in rows]), final=np.array([w == 1 for _, _, w in rows]),
+        t_start=np.array([10.0 * (c == "cam2") + 2.0 * w for c, _, w in rows]),
+        t_end=np.array([10.0 * (c == "cam2") + 2.0 * w + 1.5 for c, _, w in rows]),
+        has_gait=np.ones(n, bool), gait=np.stack([sample(gait[p], rng) for _, p, _ in rows]),
+        has_appearance=np.ones(n, bool), appearance=np.stack([app_sample(app[p], rng, 0.05) for _, p, _ in rows]),
+        identity=np.array([p for _, p, _ in rows]), outfit=np.zeros(n, int), purity=np.ones(n, np.float32),
+        versions={"gait": "gar@1", "reid": "reid@1"})
+    windows = track_windows(site, fps=25.0)
+    assert len(windows) == n and windows[1].is_final and windows[1].sequence.frame_indices.tolist() == [50, 88]
+    model = ScoreModel.load(scores_file)
+    linked = replay_auto_enrol(site, 25.0, model, {"reranker": "none", "source_centring": False, "min_enrol_frames": 1,
+                                                   "threshold": 2.0})
+    assert linked["f1"] == 1.0 and linked["identities"] == 2

@@ -25,6 +25,7 @@ sha256, this command, the data, the models and the measured accuracy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -192,6 +193,7 @@ class TrackPairs:
     order: np.ndarray
     distances: dict[str, np.ndarray]
     conflict: np.ndarray  # (T, T) bool: same camera, overlapping time (cannot be one person)
+    mixed: np.ndarray | None = None  # (T,) bool: tracks the matcher identifies but never enrols
 
 
 def track_pairs(tracks: list[Track], scorers: dict[str, object], top_k: int) -> TrackPairs:
@@ -227,16 +229,21 @@ def track_pairs(tracks: list[Track], scorers: dict[str, object], top_k: int) -> 
 
 
 def simulate_auto_enrol(fused: np.ndarray, order: np.ndarray, threshold: float, enrol_below: float,
-                        conflict: np.ndarray | None = None, merge_above: float | None = None) -> list[int]:
+                        conflict: np.ndarray | None = None, merge_above: float | None = None,
+                        mixed: np.ndarray | None = None) -> list[int]:
     """Identity of each track after auto-enrolment in end order (-1: left unnamed): a track joins
     the identity with the highest score over its member tracks when above ``threshold`` (never one
     with a member it conflicts with), becomes a new identity at most ``enrol_below``; a second
-    identity above ``merge_above`` is merged in."""
+    identity above ``merge_above`` is merged in. A ``mixed`` track is named but neither joins nor
+    creates an identity (the matcher never enrols one)."""
     identity = [-1] * len(fused)
     members: dict[int, list[int]] = {}
     for i in order:
         scored = sorted(((max(fused[i, j] for j in m), c) for c, m in members.items()
                          if conflict is None or not conflict[i, m].any()), reverse=True)
+        if mixed is not None and mixed[i]:
+            identity[i] = scored[0][1] if scored and scored[0][0] > threshold else -1
+            continue
         if scored and scored[0][0] > threshold:
             c = scored[0][1]
             members[c].append(i)
@@ -268,6 +275,50 @@ def link_f1(labels: list, identity: list[int]) -> dict:
             "unnamed": int(sum(i < 0 for i in identity))}
 
 
+def replay_auto_enrol(site: SiteWindows, fps: float, model: ScoreModel, options: dict, batch: int = 8) -> dict:
+    """Link scores of the gallery matcher itself auto-enrolling the site's windows in emission order
+    (what a run over the site's cameras would decide), against the tracks' truth labels."""
+    import tempfile
+
+    from stages.gallery.stage import GalleryMatcher
+    from training.site_windows import track_windows
+
+    windows = track_windows(site, fps)
+    with tempfile.TemporaryDirectory(prefix="gaitscope-fusion-") as tmp:
+        params = Path(tmp) / "scores.params.json"
+        model.save(params)
+        matcher = GalleryMatcher(gallery=str(Path(tmp) / "gallery"), scores=str(params), auto_enrol=True, **options)
+        try:
+            for start in range(0, len(windows), batch):
+                matcher.process(windows[start : start + batch])
+        finally:
+            matcher.close()
+    label = {(str(c), int(t)): int(i) for c, t, i in zip(site.camera, site.track_id, site.identity)}
+    decided = {(w.source_id, int(w.track_id)): (w.identity.identity if w.identity is not None else None)
+               for w in windows if w.is_final}
+    keys = [k for k in decided if label.get(k, -1) >= 0]
+    names = {n: i for i, n in enumerate(sorted({decided[k] for k in keys} - {None}))}
+    return link_f1([label[k] for k in keys], [names.get(decided[k], -1) for k in keys])
+
+
+REPLAY_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+def fit_link_by_replay(sites: list[tuple[SiteWindows, float]], model: ScoreModel, key: str, options: dict,
+                       candidates: tuple[float, ...]) -> dict:
+    """The linking threshold (new identities at or below it) with the best mean link F1 when the
+    matcher itself replays the fitting sites."""
+    best = None
+    for t in sorted(set(candidates)):
+        trial = dataclasses.replace(model, thresholds={**model.thresholds, f"link:{key}": t, f"enrol:{key}": t})
+        stats = [replay_auto_enrol(site, fps, trial, options) for site, fps in sites]
+        f1 = float(np.mean([x["f1"] for x in stats]))
+        log.info("replay %s threshold %.2f: link F1 %.3f", key, t, f1)
+        if best is None or f1 > best[0] + 1e-9:
+            best = (f1, float(t), stats)
+    return {"threshold": round(best[1], 4), "enrol_below": round(best[1], 4), "fit_sites": best[2], "method": "replay"}
+
+
 ENROL_MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0)  # how far below the linking threshold a confident unknown must score
 
 
@@ -280,7 +331,7 @@ def fit_link_threshold(fused: list[np.ndarray], pairs: list[TrackPairs], merge_a
     best = None
     for t in np.unique(np.quantile(values, np.linspace(0.5, 0.999, grid))):
         for margin in margins:
-            stats = [link_f1(p.labels, simulate_auto_enrol(f, p.order, t, t - margin, p.conflict, merge_above))
+            stats = [link_f1(p.labels, simulate_auto_enrol(f, p.order, t, t - margin, p.conflict, merge_above, p.mixed))
                      for f, p in zip(fused, pairs)]
             f1 = float(np.mean([x["f1"] for x in stats]))
             if best is None or f1 > best[0] + 1e-9:  # ties: the higher threshold, then the smaller margin
@@ -380,9 +431,21 @@ def fit(config: dict, config_path: str) -> dict:
     fit_sets = [query_scores(tracks_of(s, prior), scorers, top_k) for s in fit_sites]
     eval_sets = [query_scores(tracks_of(s, prior), scorers, top_k) for s in eval_sites]
     scores = fit_scores(fit_sets)
-    fit_pairs = [track_pairs(tracks_of(s, prior), scorers, top_k) for s in fit_sites]
-    eval_pairs = [track_pairs(tracks_of(s, prior), scorers, top_k) for s in eval_sites]
     fusions, thresholds, measured = {}, {}, {}
+    # spreads of raw (uncentred) windows, as the matcher measures them (Track.spread)
+    spread = fit_mixed_spread([t for s in fit_sites for t in tracks_of(s, None)], float(config.get("mixed_quantile", 0.98)))
+    thresholds[MIXED_SPREAD] = spread["threshold"]
+    measured[MIXED_SPREAD] = {"fit_sites": spread, "held_out_sites": spread_stats(
+        [t for s in eval_sites for t in tracks_of(s, None)], spread["threshold"]) if eval_sites else None}
+
+    def pairs_of(site: SiteWindows) -> TrackPairs:
+        tracks = tracks_of(site, prior)
+        pairs = track_pairs(tracks, scorers, top_k)
+        pairs.mixed = np.array([t.spread > spread["threshold"] for t in tracks])
+        return pairs
+
+    fit_pairs = [pairs_of(s) for s in fit_sites]
+    eval_pairs = [pairs_of(s) for s in eval_sites]
     for scorer in scorers:
         for aggregate in AGGREGATES:
             llr = [llr_matrices(s, scores, scorer, aggregate) for s in fit_sets]
@@ -406,14 +469,9 @@ def fit(config: dict, config_path: str) -> dict:
                 if eval_pairs:
                     link["held_out_sites"] = [link_f1(p.labels, simulate_auto_enrol(
                         fused_matrix(p, scores, f, scorer, aggregate, mode), p.order, link["threshold"], link["enrol_below"],
-                        p.conflict, fitted["threshold"]))
+                        p.conflict, fitted["threshold"], p.mixed))
                         for p in eval_pairs]
                 measured[key] = {"fit_sites": fitted, "held_out_sites": held, "auto_enrol": link}
-    # spreads of raw (uncentred) windows, as the matcher measures them
-    spread = fit_mixed_spread([t for s in fit_sites for t in tracks_of(s, None)], float(config.get("mixed_quantile", 0.98)))
-    thresholds[MIXED_SPREAD] = spread["threshold"]
-    measured[MIXED_SPREAD] = {"fit_sites": spread, "held_out_sites": spread_stats(
-        [t for s in eval_sites for t in tracks_of(s, None)], spread["threshold"]) if eval_sites else None}
     model = ScoreModel(
         scores=scores,
         fusions=fusions,
@@ -422,6 +480,22 @@ def fit(config: dict, config_path: str) -> dict:
         models={"gait": versions.get("gait", ""), "appearance": versions.get("reid", "")},
         source_prior=prior,
     )
+    # The default decision (fused, mean): linking threshold by replaying the matcher itself on the
+    # fitting sites; the track-pair simulation above ignores pooled identities and is kept for the others.
+    fps = {s.site: float((yaml.safe_load((PROJECT_ROOT / p).read_text()) or {}).get("fps", 25.0))
+           for p in [*config["sites"], *config.get("eval_sites", [])] for s in [*fit_sites, *eval_sites]
+           if Path(p).stem == s.site}
+    for scorer in scorers:
+        key = ScoreModel.threshold_key("fused", scorer, "mean")
+        options = {"modalities": "fused", "aggregate": "mean",
+                   "reranker": str(PROJECT_ROOT / reranker_path) if scorer != "euc" else "none",
+                   "source_centring": prior is not None, "source_prior": float(prior if prior is not None else 20.0)}
+        link = fit_link_by_replay([(s, fps[s.site]) for s in fit_sites], model, key, options,
+                                  (*REPLAY_THRESHOLDS, thresholds["link:" + key]))
+        model.thresholds["link:" + key] = thresholds["link:" + key] = link["threshold"]
+        model.thresholds["enrol:" + key] = thresholds["enrol:" + key] = link["enrol_below"]
+        link["held_out_sites"] = [replay_auto_enrol(s, fps[s.site], model, options) for s in eval_sites]
+        measured[key]["auto_enrol"] = {**link, "simulated": measured[key]["auto_enrol"]}
     return {"model": model, "measured": measured, "seconds": round(time.time() - t0, 1),
             "sites": [s.site for s in fit_sites], "eval_sites": [s.site for s in eval_sites],
             "tracks": {s.site: len(tracks_of(s)) for s in fit_sites + eval_sites}}

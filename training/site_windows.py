@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from evaluation.identity.truth import box_iou
-from pipeline.messages import TrackWindow
+from pipeline.messages import SilhouetteSequence, TrackWindow
 
 log = logging.getLogger(__name__)
 
@@ -196,3 +196,20 @@ def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versio
     result = to_site_windows(site_config.stem, run_front_end(videos, overrides or []), truth)
     result.save(cache)
     return result
+
+
+def track_windows(site: SiteWindows, fps: float) -> list[TrackWindow]:
+    """The site's windows as the gallery stage receives them (emission order; embeddings, times and
+    frame spans at ``fps``; no silhouettes or crops), for replaying auto-enrolment."""
+    empty = np.broadcast_to(np.zeros((1, 64, 44), np.uint8), (2, 64, 44))
+    out = []
+    for r in range(len(site.camera)):
+        times = np.array([site.t_start[r], site.t_end[r]], np.float64)
+        sequence = SilhouetteSequence(silhouettes=empty, ratios=np.ones(2, np.float32), boxes=np.zeros((2, 4), np.float32),
+                                      frame_indices=np.round(times * fps).astype(np.int64), pts_s=times, frame_size=(1, 1))
+        window = TrackWindow(str(site.camera[r]), int(site.track_id[r]), int(site.window_index[r]), bool(site.final[r]),
+                             sequence, gait_embedding=site.gait[r] if site.has_gait[r] else None,
+                             appearance_embedding=site.appearance[r] if site.has_appearance[r] else None)
+        window.model_versions.update(site.versions)
+        out.append(window)
+    return out
