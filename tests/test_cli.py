@@ -88,8 +88,11 @@ def test_ctrl_c_flushes_then_resume_completes(tmp_path, system_python):  # noqa:
         out = tmp_path / "out"
         args = [sys.executable, str(PROJECT_ROOT / "run_pipeline.py"), "run", server.url(), "--config", "front_half",
                 "--out", str(out), "--no-progress", "--reconnect-forever"]
+        # Ctrl-C as a terminal delivers it: a test run started in the background (``pytest &``) passes
+        # SIGINT on ignored, and a process that inherits an ignored SIGINT rightly keeps ignoring it.
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
-                                env=dict(os.environ, YOLO_OFFLINE="1"))
+                                env=dict(os.environ, YOLO_OFFLINE="1"),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         while not [r for r in _partial_records(out) if r["type"] == "track"]:  # records are flowing
             assert proc.poll() is None, proc.communicate()[1]
             time.sleep(0.2)
