@@ -201,7 +201,9 @@ def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versio
 def track_windows(site: SiteWindows, fps: float) -> list[TrackWindow]:
     """The site's windows as the gallery stage receives them (emission order; embeddings, times and
     frame spans at ``fps``; no silhouettes or crops), for replaying auto-enrolment."""
-    empty = np.broadcast_to(np.zeros((1, 64, 44), np.uint8), (2, 64, 44))
+    from evaluation.identity.runs import empty_silhouettes
+
+    empty = empty_silhouettes(2)
     out = []
     for r in range(len(site.camera)):
         times = np.array([site.t_start[r], site.t_end[r]], np.float64)
