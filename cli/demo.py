@@ -19,6 +19,7 @@ import yaml
 from cli.parsing import ArgumentParser
 from pipeline import app
 from pipeline.config import ConfigError
+from pipeline.messages import merged_names
 
 
 def main(argv: list[str]) -> int:
@@ -59,6 +60,12 @@ def main(argv: list[str]) -> int:
     for stage in summary["stages"]:
         print(f"  {stage['stage']:>14}: {stage['ms_per_item']:8.2f} ms/item  ({stage['items_in']} items)")
     truth = json.loads(truth_path.read_text())
+    merges = gallery_merges(config)
+    renamed = merged_names(merges)
+    merged_at_end = summary.get("outcomes", {}).get("gallery", {}).get("merged", [])
+    if merged_at_end:
+        print(f"  gallery: {len(merged_at_end)} identities merged into others at the end of the run "
+              "(their tracks are listed under the identity they joined)")
     for camera in truth["cameras"]:
         name = camera["name"]
         people = {p["visit"] for frame in truth["frames"][name] for p in frame} if truth["frames"].get(name) else set()
@@ -70,15 +77,27 @@ def main(argv: list[str]) -> int:
                 if record["type"] == "track":
                     tracks.add(record["track_id"])
                     if record["final"] and record["identity"] and record["identity"]["id"]:
-                        identities.add(record["identity"]["id"])
+                        identities.add(renamed.get(record["identity"]["id"], record["identity"]["id"]))
         print(f"  {name}: {len(people)} walker(s) in the ground truth, {len(tracks)} track(s) found, "
               f"identities: {', '.join(sorted(identities)) or 'none'}")
     print(f"records: {out / 'tracks'}  video: {out / 'video'}  ground truth: {truth_path}")
-    print_identity_scores(config, outputs.track_files, truth)
+    print_identity_scores(config, outputs.track_files, truth, merges)
     return 0
 
 
-def print_identity_scores(config, track_files: list[Path], truth: dict) -> None:
+def gallery_merges(config) -> list[dict]:
+    """The merges recorded in the configured gallery (none when there is no gallery stage or directory)."""
+    from stages.gallery.store import Gallery
+
+    spec = config.stages.get("gallery")
+    folder = Path(str(spec.params.get("gallery", ""))).expanduser() if spec is not None else None
+    if folder is None or not str(spec.params.get("gallery", "")) or not folder.is_dir():
+        return []
+    with Gallery(folder, create=False) as gallery:
+        return gallery.merges()
+
+
+def print_identity_scores(config, track_files: list[Path], truth: dict, merges: list[dict] | None = None) -> None:
     """The identity benchmark's scores of this run against the scene's ground truth."""
     from evaluation.identity.benchmark import markdown_table, score_run
 
@@ -86,7 +105,7 @@ def print_identity_scores(config, track_files: list[Path], truth: dict) -> None:
         print("identity scores: the gallery stage is disabled, nothing to score")
         return
     try:
-        scores = score_run(config, track_files, truth, name="demo")
+        scores = score_run(config, track_files, truth, name="demo", merges=merges)
     except ValueError as exc:
         print(f"identity scores: not computed ({exc})")
         return

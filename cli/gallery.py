@@ -1,8 +1,9 @@
-"""Command-line verbs of the gallery: ``enroll``, ``gallery list|remove|export``, ``search``.
+"""Command-line verbs of the gallery: ``enroll``, ``gallery list|remove|export|consolidate|merges``, ``search``.
 
     python run_pipeline.py enroll --name alice --video clip.mp4 [--track 3]
     python run_pipeline.py enroll --name alice --jsonl out/tracks/clip-1a2b3c4d.jsonl --track 3
     python run_pipeline.py gallery list | remove NAME | export OUT.json [--vectors OUT.npz]
+    python run_pipeline.py gallery consolidate [--above LOGODDS] | merges
     python run_pipeline.py search clip.mp4 | --jsonl FILE
 
 Tracks from a previous run need its records written with ``--save-embeddings``. Each verb is a thin
@@ -75,7 +76,7 @@ def enroll_main(argv: list[str] | None = None) -> int:
 
 # -- gallery list / remove / export -----------------------------------------------------
 def gallery_main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="gallery", description="list, remove or export gallery identities")
+    p = ArgumentParser(prog="gallery", description="list, remove, export or consolidate gallery identities")
     sub = p.add_subparsers(dest="action", required=True)
     ls = sub.add_parser("list", help="identities with their entry counts")
     _gallery_arg(ls)
@@ -88,10 +89,30 @@ def gallery_main(argv: list[str] | None = None) -> int:
     _gallery_arg(ex)
     ex.add_argument("out", help="JSON file")
     ex.add_argument("--vectors", default=None, help="also write the raw embeddings to this .npz")
+    co = sub.add_parser("consolidate", help="merge identities that score each other above a threshold on all their "
+                                            "evidence and were never seen together (as auto-enrol does after a run)")
+    _gallery_arg(co)
+    co.add_argument("--above", type=float, default=None,
+                    help="fused log-odds both identities must give each other (default: the fitted threshold)")
+    co.add_argument("--scores", default="", help="score-fusion parameters ('' = shipped weights/score_fusion.params.json)")
+    co.add_argument("--reranker", default="", help="CarGait checkpoint ('' shipped, 'none' to disable)")
+    co.add_argument("--json", action="store_true", help="the merges as JSON")
+    mg = sub.add_parser("merges", help="identities merged into others so far, oldest first, with the evidence")
+    _gallery_arg(mg)
+    mg.add_argument("--json", action="store_true", help="machine-readable output")
     args = p.parse_args(argv)
+    if args.action == "consolidate":
+        return _consolidate(args.gallery, args.above, args.scores, args.reranker, args.json)
     with Gallery(args.gallery, create=False) as gallery:
         if args.action == "list":
             return _list(gallery, args.entries, args.json)
+        if args.action == "merges":
+            merges = gallery.merges()
+            if args.json:
+                print(json.dumps(merges, indent=1, allow_nan=False))
+            for m in [] if args.json else merges:
+                print(f"  {m['absorbed']} -> {m['kept']} ({m['entries']} entries)  {json.dumps(m['evidence'])}")
+            return 0
         if args.action == "remove":
             n = gallery.remove_identity(args.name)
             print(f"removed {args.name!r} ({n} entries)")
@@ -100,6 +121,26 @@ def gallery_main(argv: list[str] | None = None) -> int:
         count = export_gallery(gallery, out, args.vectors)
         print(f"exported {count} entries -> {out}" + (f" and {args.vectors}" if args.vectors else ""))
         return 0
+
+
+def _consolidate(folder: str, above: float | None, scores: str, reranker: str, as_json: bool) -> int:
+    Gallery(folder, create=False).close()  # consolidating never creates a gallery
+    matcher = GalleryMatcher(gallery=folder, scores=scores, reranker=reranker, auto_enrol=True, consolidate_above=above)
+    try:
+        if matcher.gallery.read_only:
+            raise UserError(f"gallery {folder} is read-only: nothing can be merged")
+        if matcher.consolidation_threshold(matcher.scorer) is None:
+            raise UserError("the score-fusion parameters have no fitted consolidation threshold; give --above")
+        merges = matcher.consolidate_identities({i.name for i in matcher.gallery.identities()})
+    finally:
+        matcher.close()
+    if as_json:
+        print(json.dumps([m.as_dict() for m in merges], indent=1, allow_nan=False))
+        return 0
+    for m in merges:
+        print(f"  merged {m.absorbed} into {m.kept} ({m.entries} entries, fused log-odds {m.score:.2f})")
+    print(f"{len(merges)} merge(s)")
+    return 0
 
 
 def _list(gallery: Gallery, entries: bool, as_json: bool) -> int:

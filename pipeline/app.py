@@ -419,6 +419,7 @@ def _summary(
         "frames_total": sum(result.frames.values()),
         "fps": round(sum(result.frames.values()) / result.seconds, 2) if result.seconds > 0 else None,
         "stages": result.stage_stats,
+        "outcomes": result.stage_outcomes,
         "track_files": [str(p) for p in track_files],
     }
 

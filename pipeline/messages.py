@@ -10,6 +10,7 @@ float32 pixels of the original frame, silhouettes are ``(T, 64, 44) uint8`` with
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -232,3 +233,16 @@ class SourceEvent:
     kind: Literal["opened", "gap", "reconnected", "error", "ended"]
     message: str
     pts_s: float | None = None
+
+
+def merged_names(merges: Iterable[dict]) -> dict[str, str]:
+    """absorbed -> the identity it lives on in now, following chains of recorded merges (oldest first)."""
+    parent = {m["absorbed"]: m["kept"] for m in merges}
+    out = {}
+    for name in parent:
+        final, seen = name, set()
+        while final in parent and final not in seen:
+            seen.add(final)
+            final = parent[final]
+        out[name] = final
+    return out

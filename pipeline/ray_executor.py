@@ -182,10 +182,13 @@ class _GalleryOwner:
         """The driver wrote this source: its decisions are no longer needed for retries."""
         self._decided.pop(source_id, None)
 
-    def close(self) -> None:
+    def close(self) -> dict[str, Any] | None:
+        """Closes the stage; returns what it reports having changed (its ``outcome()``), if anything."""
         close = getattr(self.stage, "close", None)
         if close is not None:
             close()
+        outcome = getattr(self.stage, "outcome", None)
+        return outcome() if outcome is not None else None
 
 
 class _RemoteGallery:
@@ -359,6 +362,7 @@ def run_on_ray(
     source_seconds: dict[str, float] = {}
     dispatch_seconds: dict[str, float] = {}
     startup: float | None = None
+    gallery_outcome: dict[str, Any] | None = None
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         count = options.workers or max(1, int(cpus))
@@ -446,7 +450,7 @@ def run_on_ray(
         for worker in idle:
             ray.get(worker.close.remote())
         if owner is not None:
-            ray.get(owner.close.remote())  # flushes the gallery's indexes
+            gallery_outcome = ray.get(owner.close.remote())  # flushes the gallery's indexes
     finally:
         writer.close()
         if started_here:
@@ -463,6 +467,7 @@ def run_on_ray(
         source_seconds=source_seconds,
         dispatch_seconds=dispatch_seconds,
         startup_seconds=startup,
+        stage_outcomes={"gallery": gallery_outcome} if gallery_outcome is not None else {},
     )
     return result, track_files, descriptions
 

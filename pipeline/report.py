@@ -18,13 +18,17 @@ Limits that keep the page small on long runs (pictures only; every sighting is a
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipeline.messages import merged_names
 
 log = logging.getLogger("gaitscope")
 
@@ -143,6 +147,8 @@ def load_report_data(out_dir: str | Path) -> ReportData:
             elif record.get("type") == "event":
                 events[source].append(record)
     sightings = [_sighting(source, track_id, records) for (source, track_id), records in by_track.items()]
+    renamed = merged_names(_merges(by_track.values(), summary))
+    sightings = [dataclasses.replace(s, identity=renamed.get(s.identity, s.identity)) for s in sightings]
     sightings.sort(key=lambda s: (s.camera, s.start_s, s.track_id))
 
     statuses: list[SourceStatus] = []
@@ -164,6 +170,18 @@ def load_report_data(out_dir: str | Path) -> ReportData:
             )
         )
     return ReportData(sightings, statuses, summary)
+
+
+def _merges(tracks: Iterable[list[dict[str, Any]]], summary: dict[str, Any]) -> list[dict[str, str]]:
+    """Identity merges of the run: those a track caused (its records' ``identity.merged``), then
+    those made when the run ended (the summary's ``outcomes.gallery.merged``)."""
+    merges = []
+    for records in tracks:
+        for r in records:
+            match = r.get("identity") if isinstance(r.get("identity"), dict) else {}
+            merges += [{"kept": match["id"], "absorbed": a} for a in match.get("merged") or [] if match.get("id")]
+    outcome = ((summary.get("outcomes") or {}).get("gallery") or {}).get("merged") or []
+    return merges + [m for m in outcome if isinstance(m, dict) and "kept" in m and "absorbed" in m]
 
 
 def _sighting(source: str, track_id: int, records: list[dict[str, Any]]) -> Sighting:

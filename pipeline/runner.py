@@ -204,6 +204,8 @@ class RunResult:
     seconds: float
     interrupted: bool
     sources_done: list[str] = field(default_factory=list)
+    # What stages changed beyond their outputs, reported when they close (the gallery: identities merged).
+    stage_outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Distributed runs only: a worker's seconds on each source, seconds from handing each source out
     # to having written its outputs, and seconds until every worker had built its stages.
     source_seconds: dict[str, float] = field(default_factory=dict)
@@ -376,11 +378,15 @@ class Runner:
             progress.close()
         for worker in workers:
             worker.join(timeout=5)
+        outcomes: dict[str, dict[str, Any]] = {}
         if self.close_stages:
             for named in chain:
                 close = getattr(named.stage, "close", None)
                 if close is not None:
                     close()
+                outcome = getattr(named.stage, "outcome", None)
+                if outcome is not None:
+                    outcomes[named.name] = outcome()
         return RunResult(
             stage_stats=[w.stats.as_dict() for w in workers],
             frames=dict(frames),
@@ -389,4 +395,5 @@ class Runner:
             seconds=time.perf_counter() - started,
             interrupted=interrupted or self._stop.is_set(),
             sources_done=done,
+            stage_outcomes=outcomes,
         )

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 from pipeline import app
+from pipeline.messages import merged_names
+from stages.gallery.store import Gallery
 from tests.helpers import PROJECT_ROOT
 from training.site_windows import box_iou
 
@@ -61,6 +63,13 @@ def test_auto_enrol_links_each_person_across_two_cameras(site, tmp_path):
             track["boxes"] += record["boxes"]
             if record["final"]:
                 track["identity"] = (record["identity"] or {}).get("id")
+    with Gallery(tmp_path / "gallery", create=False) as gallery:
+        merges = gallery.merges()
+    renamed = merged_names(merges)  # a track's identity is the one it lives on in at the end of the run
+    at_end = [(m["kept"], m["absorbed"]) for m in outputs.summary["outcomes"]["gallery"]["merged"]]
+    assert at_end == [(m["kept"], m["absorbed"]) for m in merges if "consolidated" in m["evidence"]]
+    for track in tracks.values():
+        track["identity"] = renamed.get(track.get("identity"), track.get("identity"))
     named = []  # (person, camera, identity) of each labelled, named track
     for (source, _), track in tracks.items():
         camera = Path(source).stem

@@ -23,8 +23,6 @@ from stages.gallery.index import IndexSpec, build_index
 from stages.gallery.scoring import Fusion, ModalityScore, ScoreModel
 from stages.gallery.stage import GalleryMatcher
 from stages.gallery.store import EntryMeta, Gallery, GalleryError, GalleryModelMismatch, search_vector
-from stages.rerank.model import CarGait
-from stages.rerank.weights import save_reranker
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -498,6 +496,68 @@ def test_replaying_a_site_through_the_matcher_links_its_tracks(scores_file):
     windows = track_windows(site, fps=25.0)
     assert len(windows) == n and windows[1].is_final and windows[1].sequence.frame_indices.tolist() == [50, 88]
     model = ScoreModel.load(scores_file)
-    linked = replay_auto_enrol(site, 25.0, model, {"reranker": "none", "source_centring": False, "min_enrol_frames": 1,
-                                                   "threshold": 2.0})
+    linked, = replay_auto_enrol(site, 25.0, model, {"reranker": "none", "source_centring": False, "min_enrol_frames": 1,
+                                                    "threshold": 2.0})
     assert linked["f1"] == 1.0 and linked["identities"] == 2
+    # linking nothing, each track becomes an identity; consolidating afterwards joins each person's two
+    apart, joined = replay_auto_enrol(site, 25.0, model, {"reranker": "none", "source_centring": False,
+                                                          "min_enrol_frames": 1, "threshold": 1e6},
+                                      consolidate=(None, 2.0))
+    assert apart["identities"] == 4 and apart["recall"] == 0.0
+    assert joined["identities"] == 2 and joined["f1"] == 1.0
+
+
+def test_consolidation_merges_a_persons_identities_but_never_two_people_seen_together(tmp_path, scores_file):
+    gait, app = identities(3), appearances(3)
+    rng = np.random.default_rng(4)
+    # linking nothing (every finished track is a new identity), consolidating at the end at 2.0
+    matcher = GalleryMatcher(gallery=str(tmp_path / "g"), scores=scores_file, reranker="none", source_centring=False,
+                             auto_enrol=True, threshold=1e6, enrol_below=1e6, min_enrol_frames=1, consolidate_above=2.0)
+
+    def track(person: int, source: str, track_id: int, start: int) -> list[TrackWindow]:
+        return [window(sample(gait[person], rng), appearance=app_sample(app[person], rng), track=track_id, source=source,
+                       final=i == 1, start=start + 30 * i) for i in range(2)]
+
+    names = {}
+    for key, args in {"p0 cam1": (0, "cam1", 1, 0), "p0 cam2": (0, "cam2", 1, 200), "p1 cam1": (1, "cam1", 2, 400),
+                      # person 2 and a look-alike on two tracks of one camera at the same moment
+                      "p2 cam1": (2, "cam1", 3, 600), "twin cam1": (2, "cam1", 4, 610)}.items():
+        names[key] = matcher.process(track(*args))[-1].identity.identity
+    assert len(set(names.values())) == 5 and len(matcher.gallery.identities()) == 5
+    matcher.close()
+    merged = matcher.outcome()["merged"]
+    assert [{m["kept"], m["absorbed"]} for m in merged] == [{names["p0 cam1"], names["p0 cam2"]}]
+    assert merged[0]["kept"] == names["p0 cam1"] and merged[0]["entries"] == 4 and merged[0]["score"] > 2.0
+    with Gallery(tmp_path / "g", create=False) as g:
+        assert len(g.identities()) == 4 and len(g.entries(names["p0 cam1"])) == 8
+        assert g.merges()[0]["absorbed"] == names["p0 cam2"] and "consolidated" in g.merges()[0]["evidence"]
+
+
+def test_merged_names_follow_chains_of_merges():
+    from pipeline.messages import merged_names
+
+    merges = [{"kept": "b", "absorbed": "c"}, {"kept": "a", "absorbed": "b"}, {"kept": "x", "absorbed": "y"}]
+    assert merged_names(merges) == {"c": "a", "b": "a", "y": "x"}
+    assert merged_names([]) == {}
+
+
+def test_cli_consolidate_merges_an_automatic_identity_into_the_named_one(tmp_path, capsys, scores_file):
+    gait, app = identities(2), appearances(2)
+    rng = np.random.default_rng(6)
+    with Gallery(tmp_path / "g") as g:
+        for name, person, source, auto in (("alice", 0, "cam1", False), ("alice", 0, "cam1", False),
+                                           ("person-00001", 0, "cam2", True), ("person-00002", 1, "cam2", True)):
+            meta = [EntryMeta(name, source, 5 if auto else 1, 0.0, 2.0)]
+            g.add("gait", [sample(gait[person], rng)], meta, "gar@1", auto=auto)
+            g.add("appearance", [app_sample(app[person], rng)], meta, "reid@1", auto=auto)
+    args = ["--gallery", str(tmp_path / "g"), "--scores", scores_file, "--reranker", "none"]
+    assert gallery_main(["consolidate", *args, "--above", "2.0", "--json"]) == 0
+    merges = json.loads(capsys.readouterr().out)
+    assert [(m["kept"], m["absorbed"], m["entries"]) for m in merges] == [("alice", "person-00001", 2)]
+    assert gallery_main(["merges", "--gallery", str(tmp_path / "g"), "--json"]) == 0
+    recorded = json.loads(capsys.readouterr().out)
+    assert recorded[0]["absorbed"] == "person-00001" and recorded[0]["evidence"]["consolidated"] > 2.0
+    with Gallery(tmp_path / "g", create=False) as g:
+        assert sorted(i.name for i in g.identities()) == ["alice", "person-00002"]
+    assert gallery_main(["consolidate", *args, "--above", "2.0"]) == 0  # nothing left to merge
+    assert capsys.readouterr().out.strip().endswith("0 merge(s)")

@@ -255,3 +255,26 @@ def test_filter_box_narrows_the_cards_in_chromium(site_run):
     visible = [c.get("data-identity") for c in rendered.cards if "hidden" not in c.get("class", "").split()]
     assert visible == [name]
     assert len(rendered.cards) == len(page.cards)
+
+
+def test_report_lists_tracks_under_the_identity_a_merge_kept(tmp_path):
+    """A track decided as an identity that was later merged away (by another track, or when the run
+    ended) is shown on the card of the identity it lives on in."""
+    from pipeline.report import load_report_data
+
+    tracks = tmp_path / "tracks"
+    tracks.mkdir()
+
+    def record(track: int, identity: str, merged: list[str]) -> dict:
+        return {"type": "track", "source": "/v/cam1.mp4", "track_id": track, "window_index": 0, "final": True,
+                "time_s": {"start": float(track), "end": track + 1.0},
+                "identity": {"id": identity, "modality": "fused", "confidence": 0.9, "merged": merged}}
+
+    records = [record(1, "person-1", []), record(2, "person-2", []), record(3, "person-1", ["person-3"]),
+               record(4, "person-3", []), record(5, "person-4", [])]
+    (tracks / "cam1-0000.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    summary = {"outcomes": {"gallery": {"merged": [{"kept": "person-1", "absorbed": "person-2", "score": 3.1}]}}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    data = load_report_data(tmp_path)
+    assert {name: sorted(s.track_id for s in sightings) for name, sightings in data.identities().items()} == {
+        "person-1": [1, 2, 3, 4], "person-4": [5]}

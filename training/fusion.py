@@ -37,9 +37,19 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pipeline.messages import merged_names
 from stages.gait.distance import part_distance
 from stages.gallery.matching import SourceCentring, appearance_spread, pool
-from stages.gallery.scoring import AGGREGATES, MIXED_SPREAD, MODALITIES, Fusion, ModalityScore, ScoreModel, threshold_at_far
+from stages.gallery.scoring import (
+    AGGREGATES,
+    CONSOLIDATE,
+    MIXED_SPREAD,
+    MODALITIES,
+    Fusion,
+    ModalityScore,
+    ScoreModel,
+    threshold_at_far,
+)
 from training.site_windows import SiteWindows, embedding_versions, site_windows
 
 log = logging.getLogger(__name__)
@@ -275,48 +285,93 @@ def link_f1(labels: list, identity: list[int]) -> dict:
             "unnamed": int(sum(i < 0 for i in identity))}
 
 
-def replay_auto_enrol(site: SiteWindows, fps: float, model: ScoreModel, options: dict, batch: int = 8) -> dict:
-    """Link scores of the gallery matcher itself auto-enrolling the site's windows in emission order
-    (what a run over the site's cameras would decide), against the tracks' truth labels."""
-    import tempfile
-
+def _replay(site: SiteWindows, fps: float, model: ScoreModel, options: dict, folder: Path, batch: int) -> dict:
+    """The gallery matcher auto-enrolling the site's windows in emission order into a new gallery in
+    ``folder`` (no consolidation); returns each finished track's identity."""
     from stages.gallery.stage import GalleryMatcher
     from training.site_windows import track_windows
 
     windows = track_windows(site, fps)
-    with tempfile.TemporaryDirectory(prefix="gaitscope-fusion-") as tmp:
-        params = Path(tmp) / "scores.params.json"
-        model.save(params)
-        matcher = GalleryMatcher(gallery=str(Path(tmp) / "gallery"), scores=str(params), auto_enrol=True, **options)
+    params = folder / "scores.params.json"
+    model.save(params)
+    matcher = GalleryMatcher(gallery=str(folder / "gallery"), scores=str(params), auto_enrol=True, consolidate=False,
+                             **options)
+    try:
+        for start in range(0, len(windows), batch):
+            matcher.process(windows[start : start + batch])
+    finally:
+        matcher.close()
+    return {(w.source_id, int(w.track_id)): (w.identity.identity if w.identity is not None else None)
+            for w in windows if w.is_final}
+
+
+def _consolidated(folder: Path, threshold: float | None, options: dict) -> list[dict]:
+    """Every merge recorded in the replayed gallery after consolidating a copy of it at ``threshold``
+    (None: no consolidation), oldest first."""
+    import shutil
+    import tempfile
+
+    from stages.gallery.stage import GalleryMatcher
+    from stages.gallery.store import Gallery
+
+    if threshold is None:
+        with Gallery(folder / "gallery", create=False) as gallery:
+            return gallery.merges()
+    with tempfile.TemporaryDirectory(prefix="gaitscope-fusion-consolidate-") as tmp:
+        shutil.copytree(folder / "gallery", Path(tmp) / "gallery")
+        matcher = GalleryMatcher(gallery=str(Path(tmp) / "gallery"), scores=str(folder / "scores.params.json"),
+                                 auto_enrol=True, consolidate_above=threshold, **options)
         try:
-            for start in range(0, len(windows), batch):
-                matcher.process(windows[start : start + batch])
+            matcher.consolidate_identities({s.name for s in matcher.gallery.identities()})
+            return matcher.gallery.merges()
         finally:
             matcher.close()
+
+
+def _links(site: SiteWindows, decided: dict, merges: list[dict]) -> dict:
+    renamed = merged_names(merges)
     label = {(str(c), int(t)): int(i) for c, t, i in zip(site.camera, site.track_id, site.identity)}
-    decided = {(w.source_id, int(w.track_id)): (w.identity.identity if w.identity is not None else None)
-               for w in windows if w.is_final}
     keys = [k for k in decided if label.get(k, -1) >= 0]
-    names = {n: i for i, n in enumerate(sorted({decided[k] for k in keys} - {None}))}
-    return link_f1([label[k] for k in keys], [names.get(decided[k], -1) for k in keys])
+    final = {k: renamed.get(decided[k], decided[k]) for k in keys}
+    names = {n: i for i, n in enumerate(sorted(set(final.values()) - {None}))}
+    return link_f1([label[k] for k in keys], [names.get(final[k], -1) for k in keys])
+
+
+def replay_auto_enrol(site: SiteWindows, fps: float, model: ScoreModel, options: dict, batch: int = 8,
+                      consolidate: tuple[float | None, ...] = (None,)) -> list[dict]:
+    """Link scores of the gallery matcher itself auto-enrolling the site's windows in emission order
+    (what a run over the site's cameras would decide), against the tracks' truth labels: one result
+    per consolidation threshold (None: identities not consolidated at the end), tracks named by the
+    identity they live on in after every merge."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gaitscope-fusion-") as tmp:
+        decided = _replay(site, fps, model, options, Path(tmp), batch)
+        return [_links(site, decided, _consolidated(Path(tmp), t, options)) for t in consolidate]
 
 
 REPLAY_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+CONSOLIDATE_THRESHOLDS = (None, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 
 
 def fit_link_by_replay(sites: list[tuple[SiteWindows, float]], model: ScoreModel, key: str, options: dict,
-                       candidates: tuple[float, ...]) -> dict:
-    """The linking threshold (new identities at or below it) with the best mean link F1 when the
-    matcher itself replays the fitting sites."""
+                       candidates: tuple[float, ...], consolidate: tuple[float | None, ...] = CONSOLIDATE_THRESHOLDS) -> dict:
+    """The linking threshold (new identities at or below it) and the consolidation threshold (None:
+    none) with the best mean link F1 when the matcher itself replays the fitting sites."""
     best = None
     for t in sorted(set(candidates)):
         trial = dataclasses.replace(model, thresholds={**model.thresholds, f"link:{key}": t, f"enrol:{key}": t})
-        stats = [replay_auto_enrol(site, fps, trial, options) for site, fps in sites]
-        f1 = float(np.mean([x["f1"] for x in stats]))
-        log.info("replay %s threshold %.2f: link F1 %.3f", key, t, f1)
-        if best is None or f1 > best[0] + 1e-9:
-            best = (f1, float(t), stats)
-    return {"threshold": round(best[1], 4), "enrol_below": round(best[1], 4), "fit_sites": best[2], "method": "replay"}
+        per_site = [replay_auto_enrol(site, fps, trial, options, consolidate=consolidate) for site, fps in sites]
+        for i, c in enumerate(consolidate):
+            stats = [runs[i] for runs in per_site]
+            f1 = float(np.mean([x["f1"] for x in stats]))
+            log.info("replay %s threshold %.2f, consolidate %s: link F1 %.3f", key, t, c, f1)
+            if best is None or f1 > best[0] + 1e-9:
+                best = (f1, float(t), c, stats)
+    f1, threshold, consolidate_above, stats = best
+    return {"threshold": round(threshold, 4), "enrol_below": round(threshold, 4),
+            "consolidate": None if consolidate_above is None else round(consolidate_above, 4),
+            "fit_sites": stats, "method": "replay"}
 
 
 ENROL_MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0)  # how far below the linking threshold a confident unknown must score
@@ -494,7 +549,10 @@ def fit(config: dict, config_path: str) -> dict:
                                   (*REPLAY_THRESHOLDS, thresholds["link:" + key]))
         model.thresholds["link:" + key] = thresholds["link:" + key] = link["threshold"]
         model.thresholds["enrol:" + key] = thresholds["enrol:" + key] = link["enrol_below"]
-        link["held_out_sites"] = [replay_auto_enrol(s, fps[s.site], model, options) for s in eval_sites]
+        if link["consolidate"] is not None:
+            model.thresholds[f"{CONSOLIDATE}:{key}"] = thresholds[f"{CONSOLIDATE}:{key}"] = link["consolidate"]
+        link["held_out_sites"] = [replay_auto_enrol(s, fps[s.site], model, options, consolidate=(link["consolidate"],))[0]
+                                  for s in eval_sites]
         measured[key]["auto_enrol"] = {**link, "simulated": measured[key]["auto_enrol"]}
     return {"model": model, "measured": measured, "seconds": round(time.time() - t0, 1),
             "sites": [s.site for s in fit_sites], "eval_sites": [s.site for s in eval_sites],
@@ -518,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = {
         "file": out.name,
         "sha256": digest,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": f"python -m training.fusion --config {args.config}" + (f" --out {args.out}" if args.out else ""),
         "config": config,
         "data": {"fit_sites": result["sites"], "held_out_sites": result["eval_sites"], "tracks": result["tracks"],

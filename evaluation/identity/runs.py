@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline.app import build_stages, set_compute_threads
 from pipeline.config import PipelineConfig, build, options_from
-from pipeline.messages import TrackWindow
+from pipeline.messages import TrackWindow, merged_names
 from pipeline.runner import Runner, RunnerOptions
 
 log = logging.getLogger(__name__)
@@ -175,16 +175,31 @@ def fresh_windows(windows: list[TrackWindow]) -> list[TrackWindow]:
 def replay_gallery(config: PipelineConfig, run: FrontEndRun, **params) -> tuple[list[TrackWindow], int]:
     """Feed the run's windows through a fresh gallery stage in emission order and runner batches.
 
-    Returns the windows with their identities (auto-enrol when the config or ``params`` ask) and
-    the number of identities in the gallery afterwards.
+    Returns the windows with their identities (auto-enrol when the config or ``params`` ask; an
+    identity later merged into another, online or when the stage closed, is renamed to the one it
+    lives on in) and the number of identities in the gallery afterwards.
     """
+    from stages.gallery.store import Gallery
+
     windows = fresh_windows(run.windows)
     with tempfile.TemporaryDirectory(prefix="gaitscope-bench-gallery-") as tmp:
         stage = build_gallery_stage(config, Path(tmp) / "gallery", **params)
         try:
             for start in range(0, len(windows), run.batch_size):
                 stage.process(windows[start : start + run.batch_size])
-            identities = len(stage.gallery.identities())
         finally:
             stage.close()
-    return windows, identities
+        with Gallery(Path(tmp) / "gallery", create=False) as gallery:
+            identities = len(gallery.identities())
+            merges = gallery.merges()
+    return follow_merges(windows, merges), identities
+
+
+def follow_merges(windows: list[TrackWindow], merges: list[dict]) -> list[TrackWindow]:
+    """The windows with each identity that was merged away replaced by the identity it lives on in
+    (``Gallery.merges`` records, oldest first): what the gallery says about the track at the end."""
+    renamed = merged_names(merges)
+    if not renamed:
+        return windows
+    return [dataclasses.replace(w, identity=dataclasses.replace(w.identity, identity=renamed[w.identity.identity]))
+            if w.identity is not None and w.identity.identity in renamed else w for w in windows]

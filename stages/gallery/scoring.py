@@ -30,6 +30,7 @@ FUSION_FORMAT = "gaitscope-score-fusion-1"
 MODALITIES = ("gait", "appearance")
 MODES = ("fused", "gait", "appearance")
 AGGREGATES = ("best", "mean")
+CONSOLIDATE = "consolidate"  # threshold key prefix: fused log-odds two identities give each other to be merged
 MIXED_SPREAD = "spread:appearance"  # threshold key: appearance spread above which a track shows several people
 
 

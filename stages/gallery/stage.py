@@ -7,7 +7,9 @@ and the best candidate accepted when its fused log-odds clear the open-set thres
 of a track therefore reports the track's decision so far, and the final window the decision on the
 whole track. In auto-enrol mode a finished track adds all its embeddings, with their provenance, to
 the identity it matched, or becomes a new identity when it matched nobody with confidence; a track
-that links two identities strongly merges them (the merge is recorded in the gallery).
+that links two identities strongly merges them (the merge is recorded in the gallery). When the run
+ends, the identities it created or joined are consolidated: two that score each other above the
+fitted threshold on all their evidence are merged (stages.gallery.consolidation).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import numpy as np
 
 from pipeline.domains import NonNegativeFloat
 from pipeline.messages import IdentityMatch, RankedCandidate, TrackWindow
+from stages.gallery.consolidation import Consolidator, Merge
 from stages.gallery.index import IndexSpec
 from stages.gallery.matching import CandidateScore, IdentityScorer, SourceCentring, appearance_spread, pool
-from stages.gallery.scoring import AGGREGATES, MIXED_SPREAD, MODES, ScoreModel
+from stages.gallery.scoring import AGGREGATES, CONSOLIDATE, MIXED_SPREAD, MODES, ScoreModel
 from stages.gallery.search import Reranker
 from stages.gallery.store import FORMAT, MODALITIES, EntryMeta, Gallery
 
@@ -129,6 +132,11 @@ class GalleryMatcher:
     merge: in auto-enrol mode, merge the runner-up identity into the matched one when the finished
         track's fused log-odds for it also exceed ``merge_above`` (None: the open-set threshold, at
         the target false-accept rate: stricter than linking).
+    consolidate: in auto-enrol mode, when the matcher closes (the run ends), merge identities created or
+        joined in this run with any identity whose pooled entries and theirs score each other above
+        ``consolidate_above`` and that no camera showed beside them at the same moment (None: the
+        threshold fitted with the score fusion; none fitted: no consolidation). The merges are
+        recorded in the gallery and listed by ``outcome()`` (the run summary's ``outcomes.gallery.merged``).
     mixed_spread: a track whose own windows lie further apart in appearance than this (cosine
         distance between windows that share no frames) shows more than one person, because the
         tracker switched people: it is identified but never enrolled (``identity.mixed``). None: the
@@ -161,6 +169,8 @@ class GalleryMatcher:
         min_enrol_frames: int = 20,
         merge: bool = True,
         merge_above: float | None = None,
+        consolidate: bool = True,
+        consolidate_above: float | None = None,
         mixed_spread: float | None = None,
         switch_margin: NonNegativeFloat = 1.0,
         enrol_prefix: str = "person",
@@ -214,6 +224,8 @@ class GalleryMatcher:
         self.min_enrol_frames = min_enrol_frames
         self.merge = merge
         self.merge_above = merge_above
+        self.consolidate = consolidate
+        self.consolidate_above = consolidate_above
         self.switch_margin = float(switch_margin)
         self.mixed_spread = mixed_spread if mixed_spread is not None else self.score_model.thresholds.get(MIXED_SPREAD)
         self.enrol_prefix = enrol_prefix
@@ -223,6 +235,8 @@ class GalleryMatcher:
         self.tracks: dict[tuple[str, int], TrackEvidence] = {}
         self._single: dict[str, IdentityScorer] = {}  # one-modality scorers of ``match``
         self._notices: set[str] = set()
+        self._touched: set[str] = set()  # identities this run created or added to
+        self.merged_at_close: list[Merge] = []
 
     @staticmethod
     def _load_reranker(path: str, metric: str) -> Reranker | None:
@@ -407,9 +421,11 @@ class GalleryMatcher:
             if not confident_unknown or evidence.frames < self.min_enrol_frames:
                 return
             name, _ = self.gallery.enrol_new_identity(self.enrol_prefix, self._batches(evidence, ""))
+            self._touched.add(name)
             window.identity = dataclasses.replace(match, identity=name, enrolled=True)
             return
         self._add(evidence, match.identity, auto=True)
+        self._touched.add(match.identity)
         if not self.merge or len(ranked) < 2:
             return
         limit = self.merge_above if self.merge_above is not None else self.open_set_threshold(
@@ -433,9 +449,38 @@ class GalleryMatcher:
         for modality, (items, metas, version) in self._batches(evidence, name).items():
             self.gallery.add(modality, items, metas, version, auto=auto)
 
+    def consolidation_threshold(self, scorer: IdentityScorer) -> float | None:
+        """Fused log-odds two identities must give each other to be merged when the run ends: the
+        configured ``consolidate_above``, else the fitted one for this decision, else None (no merging)."""
+        if self.consolidate_above is not None:
+            return float(self.consolidate_above)
+        return self.score_model.thresholds.get(f"{CONSOLIDATE}:{scorer.threshold_key()}")
+
+    def consolidate_identities(self, names: set[str] | None = None) -> list[Merge]:
+        """Merge the identities this run created or joined (or ``names``) with those they match both
+        ways (see stages.gallery.consolidation); returns the merges."""
+        scorer = self.scorer_for(self.gallery.model_version("gait") or "")
+        threshold = self.consolidation_threshold(scorer)
+        if threshold is None:
+            log.info("gallery: no fitted consolidation threshold for %r; identities are not consolidated",
+                     scorer.threshold_key())
+            return []
+        names = {s.name for s in self.gallery.identities()} & (self._touched if names is None else names)
+        merges = Consolidator(self.gallery, scorer, threshold, self.entry_centring).run(names) if names else []
+        self._touched.clear()
+        return merges
+
+    def outcome(self) -> dict:
+        """What the run changed beyond its records, for the run summary: identities merged at the end."""
+        return {"merged": [m.as_dict() for m in self.merged_at_close]}
+
     def close(self) -> None:
         self._save_source_sums()
-        self.gallery.close()
+        try:
+            if self.auto_enrol and self.consolidate and self._touched and not self.gallery.read_only:
+                self.merged_at_close.extend(self.consolidate_identities())
+        finally:
+            self.gallery.close()
 
 
 def _primary_distance(c: CandidateScore) -> float:

@@ -1,0 +1,183 @@
+"""Consolidating identities: merging identities that turn out to be one person.
+
+Auto-enrol decides each track once, as it ends, on what the gallery holds at that moment: a person's
+first short sighting becomes an identity, and their later tracks, each scored against that thin
+evidence, may fall just short of the linking threshold and become identities of their own. Once
+the tracks are in, every identity has more evidence than any single track had, so the identities
+are compared with each other: an identity's entries pooled per modality (as a track's windows are)
+are scored against the other identities by the gallery's own scorer (calibrated, fused, CarGait
+re-ranked), and two identities are merged when each scores the other above a threshold (fitted with
+the score fusion, ``consolidate:<key>``), best pair first, re-scoring the merged identity before
+the next merge (average linkage on the fused log-odds).
+
+Two identities that one camera shows at the same moment on different tracks are different people
+and are never merged. Two identities named by a user (not auto-enrolled) are never merged with each
+other; an auto-enrolled one merges into a named one. Every merge is recorded in the gallery with
+its scores (``Gallery.merges``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from stages.gallery.matching import IdentityScorer, SourceCentring, pool
+from stages.gallery.store import MODALITIES, Gallery, IdentitySummary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """Where and when an identity was seen: one of its tracks, from its source, over its time span (seconds)."""
+
+    source: str
+    track_id: int | None
+    t_start: float | None
+    t_end: float | None
+
+
+@dataclass(frozen=True)
+class IdentityEvidence:
+    """An identity's entries pooled per modality (None: no entry of it) and where it was seen."""
+
+    name: str
+    auto: bool
+    created: float
+    query: dict[str, np.ndarray | None]
+    sightings: frozenset[Sighting]
+
+
+@dataclass(frozen=True)
+class Merge:
+    """``absorbed`` was merged into ``kept``; ``score``: the pair's fused log-odds (the lower direction)."""
+
+    kept: str
+    absorbed: str
+    score: float
+    entries: int
+
+    def as_dict(self) -> dict:
+        return {"kept": self.kept, "absorbed": self.absorbed, "score": round(self.score, 4), "entries": self.entries}
+
+
+def identity_evidence(gallery: Gallery, name: str, used: tuple[str, ...], centring: SourceCentring | None,
+                      auto: bool = True, created: float = 0.0) -> IdentityEvidence:
+    """One identity's pooled query, built like a track's (appearance centred by each entry's source)."""
+    entries = gallery.entries(name)
+    features = gallery.features([e.entry_id for e in entries if e.modality in used])
+    query: dict[str, np.ndarray | None] = {}
+    for modality in MODALITIES:
+        mine = [e for e in entries if e.modality == modality and e.entry_id in features]
+        if modality not in used or not mine:
+            query[modality] = None
+            continue
+        stack = np.stack([features[e.entry_id] for e in mine])
+        if modality == "appearance" and centring is not None:
+            stack = centring.centre(stack, [e.source for e in mine])
+        query[modality] = pool(modality, list(stack))
+    # a track is seen from its first window's start to its last window's end
+    spans: dict[tuple[str, int | None], tuple[float, float]] = {}
+    for e in entries:
+        if e.t_start is not None and e.t_end is not None:
+            lo, hi = spans.get((e.source, e.track_id), (e.t_start, e.t_end))
+            spans[(e.source, e.track_id)] = (min(lo, e.t_start), max(hi, e.t_end))
+    sightings = frozenset(Sighting(source, track, lo, hi) for (source, track), (lo, hi) in spans.items())
+    return IdentityEvidence(name, auto, created, query, sightings)
+
+
+def seen_together(a: Iterable[Sighting], b: Iterable[Sighting]) -> bool:
+    """Whether one camera showed the two at the same moment on two different tracks."""
+    b = [s for s in b if s.t_start is not None and s.t_end is not None]
+    for x in a:
+        if x.t_start is None or x.t_end is None:
+            continue
+        for y in b:
+            if x.source == y.source and x.track_id != y.track_id and x.t_start <= y.t_end and y.t_start <= x.t_end:
+                return True
+    return False
+
+
+class Consolidator:
+    """Merges identities of ``gallery`` that score each other above ``threshold`` (see the module docstring).
+
+    scorer: the gallery matcher's identity scorer (its modalities, aggregate, calibration, re-ranker).
+    centring: the per-source appearance centring the scorer's queries use (None: raw embeddings).
+    """
+
+    def __init__(self, gallery: Gallery, scorer: IdentityScorer, threshold: float,
+                 centring: SourceCentring | None = None) -> None:
+        self.gallery = gallery
+        self.scorer = scorer
+        self.threshold = float(threshold)
+        self.centring = centring
+        self._evidence: dict[str, IdentityEvidence] = {}
+        self._scores: dict[str, dict[str, float]] = {}
+        self._summaries: dict[str, IdentitySummary] = {}
+
+    def _identity(self, name: str) -> IdentityEvidence:
+        if name not in self._evidence:
+            summary = self._summaries.get(name)
+            self._evidence[name] = identity_evidence(self.gallery, name, self.scorer.used, self.centring,
+                                                     summary.auto if summary else True, summary.created if summary else 0.0)
+        return self._evidence[name]
+
+    def _row(self, name: str) -> dict[str, float]:
+        """Fused log-odds of ``name``'s pooled evidence for each shortlisted other identity."""
+        if name not in self._scores:
+            evidence = self._identity(name)
+            ranked = self.scorer.score(evidence.query, exclude={name}) if any(
+                q is not None for q in evidence.query.values()) else []
+            self._scores[name] = {c.identity: c.fused for c in ranked}
+        return self._scores[name]
+
+    def _pair(self, a: str, b: str) -> float | None:
+        """The pair's score (the lower of both directions), or None when they may not merge."""
+        forward, backward = self._row(a).get(b), self._row(b).get(a)
+        if forward is None or backward is None:
+            return None
+        ea, eb = self._identity(a), self._identity(b)
+        if not (ea.auto or eb.auto) or seen_together(ea.sightings, eb.sightings):
+            return None
+        return min(forward, backward)
+
+    def run(self, names: Iterable[str] | None = None) -> list[Merge]:
+        """Merge until no allowed pair clears the threshold; ``names``: only pairs with at least one of
+        these identities are considered (None: every identity). Returns the merges, in order."""
+        self._summaries = {s.name: s for s in self.gallery.identities()}
+        active = set(self._summaries) if names is None else {n for n in names if n in self._summaries}
+        merges: list[Merge] = []
+        while active:
+            best: tuple[float, str, str] | None = None
+            for a in sorted(active):
+                for b in sorted(self._row(a)):
+                    if b == a or b not in self._summaries:
+                        continue
+                    score = self._pair(a, b)
+                    if score is not None and score > self.threshold and (best is None or score > best[0]):
+                        best = (score, a, b)
+            if best is None:
+                break
+            score, a, b = best
+            kept, absorbed = sorted((a, b), key=self._keep_order)
+            moved = self.gallery.merge_identities(kept, absorbed, {"consolidated": round(score, 4)})
+            log.info("gallery: consolidated %s into %s (%d entries, fused log-odds %.2f)", absorbed, kept, moved, score)
+            merges.append(Merge(kept, absorbed, score, moved))
+            self._summaries.pop(absorbed)
+            active.discard(absorbed)
+            active.add(kept)
+            # the merged identity's evidence and every score involving either side are stale
+            for name in (kept, absorbed):
+                self._evidence.pop(name, None)
+                self._scores.pop(name, None)
+            for name in [n for n, row in self._scores.items() if kept in row or absorbed in row]:
+                self._scores.pop(name)
+        return merges
+
+    def _keep_order(self, name: str) -> tuple[bool, float, str]:
+        # a user's name outlives an automatic one; of two automatic ones the older stays
+        evidence = self._identity(name)
+        return (evidence.auto, evidence.created, name)
