@@ -561,3 +561,14 @@ def test_cli_consolidate_merges_an_automatic_identity_into_the_named_one(tmp_pat
         assert sorted(i.name for i in g.identities()) == ["alice", "person-00002"]
     assert gallery_main(["consolidate", *args, "--above", "2.0"]) == 0  # nothing left to merge
     assert capsys.readouterr().out.strip().endswith("0 merge(s)")
+
+
+def test_a_new_identity_never_takes_the_name_of_one_merged_away(tmp_path):
+    rng = np.random.default_rng(8)
+    gait = identities(4)
+    with Gallery(tmp_path / "g") as g:
+        names = [g.enrol_new_identity("person", {"gait": ([sample(p, rng)], [EntryMeta("")], "gar@1")})[0] for p in gait[:3]]
+        assert names == ["person-00001", "person-00002", "person-00003"]
+        g.merge_identities("person-00001", "person-00003")
+        fresh, _ = g.enrol_new_identity("person", {"gait": ([sample(gait[3], rng)], [EntryMeta("")], "gar@1")})
+        assert fresh == "person-00004"  # person-00003 lives on in person-00001; records may still name it

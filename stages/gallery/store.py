@@ -610,9 +610,12 @@ class Gallery:
             return name, ids
 
     def _allocate_name(self, prefix: str) -> str:
-        """A fresh ``<prefix>-<n>``; call inside the write transaction that adds its entries."""
+        """A fresh ``<prefix>-<n>``, never the name of an identity merged away (records and merges still
+        mention it); call inside the write transaction that adds its entries."""
+        self._db.execute(_MERGES)
         n = self._db.execute("SELECT COUNT(*) FROM identities").fetchone()[0] + 1
-        while self._db.execute("SELECT 1 FROM identities WHERE name = ?", (f"{prefix}-{n:05d}",)).fetchone():
+        while self._db.execute("SELECT 1 FROM identities WHERE name = ? UNION SELECT 1 FROM merges WHERE absorbed = ?",
+                               (f"{prefix}-{n:05d}",) * 2).fetchone():
             n += 1
         return f"{prefix}-{n:05d}"
 
