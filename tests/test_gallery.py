@@ -572,3 +572,15 @@ def test_a_new_identity_never_takes_the_name_of_one_merged_away(tmp_path):
         g.merge_identities("person-00001", "person-00003")
         fresh, _ = g.enrol_new_identity("person", {"gait": ([sample(gait[3], rng)], [EntryMeta("")], "gar@1")})
         assert fresh == "person-00004"  # person-00003 lives on in person-00001; records may still name it
+
+
+def test_a_consolidation_at_a_higher_threshold_is_a_prefix_of_one_at_a_lower_threshold():
+    from training.fusion import merges_at_threshold
+
+    merges = [{"kept": "a", "absorbed": "o", "evidence": {"track_id": 3}},  # online: always kept
+              {"kept": "a", "absorbed": "b", "evidence": {"consolidated": 3.0}},
+              {"kept": "c", "absorbed": "d", "evidence": {"consolidated": 0.5}},
+              {"kept": "a", "absorbed": "e", "evidence": {"consolidated": 1.5}}]  # re-scored after a merge
+    assert [m["absorbed"] for m in merges_at_threshold(merges, 1.0)] == ["o", "b"]  # stops at the first under 1.0
+    assert [m["absorbed"] for m in merges_at_threshold(merges, 0.0)] == ["o", "b", "d", "e"]
+    assert [m["absorbed"] for m in merges_at_threshold(merges, None)] == ["o"]

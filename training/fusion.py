@@ -305,18 +305,14 @@ def _replay(site: SiteWindows, fps: float, model: ScoreModel, options: dict, fol
             for w in windows if w.is_final}
 
 
-def _consolidated(folder: Path, threshold: float | None, options: dict) -> list[dict]:
-    """Every merge recorded in the replayed gallery after consolidating a copy of it at ``threshold``
-    (None: no consolidation), oldest first."""
+def _consolidated(folder: Path, threshold: float, options: dict) -> list[dict]:
+    """Every merge recorded in the replayed gallery after consolidating a copy of it at ``threshold``,
+    oldest first (those of the consolidation carry the pair's score in ``evidence["consolidated"]``)."""
     import shutil
     import tempfile
 
     from stages.gallery.stage import GalleryMatcher
-    from stages.gallery.store import Gallery
 
-    if threshold is None:
-        with Gallery(folder / "gallery", create=False) as gallery:
-            return gallery.merges()
     with tempfile.TemporaryDirectory(prefix="gaitscope-fusion-consolidate-") as tmp:
         shutil.copytree(folder / "gallery", Path(tmp) / "gallery")
         matcher = GalleryMatcher(gallery=str(Path(tmp) / "gallery"), scores=str(folder / "scores.params.json"),
@@ -326,6 +322,19 @@ def _consolidated(folder: Path, threshold: float | None, options: dict) -> list[
             return matcher.gallery.merges()
         finally:
             matcher.close()
+
+
+def merges_at_threshold(merges: list[dict], threshold: float | None) -> list[dict]:
+    """The merges a consolidation at ``threshold`` (None: none) makes, from those of one at a lower
+    threshold: it picks the same best pairs in the same order and stops at the first that does not
+    clear its threshold. Online merges (not from consolidation) are all kept."""
+    out = []
+    for m in merges:
+        score = m["evidence"].get("consolidated")
+        if score is not None and (threshold is None or score <= threshold):
+            break
+        out.append(m)
+    return out
 
 
 def _links(site: SiteWindows, decided: dict, merges: list[dict]) -> dict:
@@ -345,12 +354,20 @@ def replay_auto_enrol(site: SiteWindows, fps: float, model: ScoreModel, options:
     identity they live on in after every merge."""
     import tempfile
 
+    from stages.gallery.store import Gallery
+
     with tempfile.TemporaryDirectory(prefix="gaitscope-fusion-") as tmp:
         decided = _replay(site, fps, model, options, Path(tmp), batch)
-        return [_links(site, decided, _consolidated(Path(tmp), t, options)) for t in consolidate]
+        lowest = min((t for t in consolidate if t is not None), default=None)
+        if lowest is None:
+            with Gallery(Path(tmp) / "gallery", create=False) as gallery:
+                merges = gallery.merges()
+        else:
+            merges = _consolidated(Path(tmp), lowest, options)
+        return [_links(site, decided, merges_at_threshold(merges, t)) for t in consolidate]
 
 
-REPLAY_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+REPLAY_THRESHOLDS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 CONSOLIDATE_THRESHOLDS = (None, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 
 

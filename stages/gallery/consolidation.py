@@ -163,7 +163,7 @@ class Consolidator:
                 break
             score, a, b = best
             kept, absorbed = sorted((a, b), key=self._keep_order)
-            moved = self.gallery.merge_identities(kept, absorbed, {"consolidated": round(score, 4)})
+            moved = self.gallery.merge_identities(kept, absorbed, {"consolidated": score})
             log.info("gallery: consolidated %s into %s (%d entries, fused log-odds %.2f)", absorbed, kept, moved, score)
             merges.append(Merge(kept, absorbed, score, moved))
             self._summaries.pop(absorbed)
