@@ -224,3 +224,14 @@ def test_records_round_trip_to_windows(tmp_path):
     path.write_text(json.dumps(window_record(window, ExportOptions(save_embeddings=False))) + "\n")
     with pytest.raises(ValueError, match="save_embeddings"):
         windows_from_records([path])
+
+
+def test_cached_site_windows_are_made_again_when_the_front_end_settings_change():
+    from pipeline.app import load
+    from training.site_windows import FRONT_END_OVERRIDES, front_end_fingerprint
+
+    base = front_end_fingerprint(load(None, FRONT_END_OVERRIDES))
+    assert front_end_fingerprint(load(None, FRONT_END_OVERRIDES)) == base
+    assert front_end_fingerprint(load(None, [*FRONT_END_OVERRIDES, "track.minimum_matching_iou=0.45"])) != base
+    # the embedding stages are told apart by their model versions, not by this fingerprint
+    assert front_end_fingerprint(load(None, [*FRONT_END_OVERRIDES, "gait.flip_test=mean"])) == base

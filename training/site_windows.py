@@ -11,6 +11,7 @@ cache made by other models is rebuilt.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -37,7 +38,8 @@ class SiteWindows:
     identity: (N,) truth identity of the window's track (-1: no walker overlaps it); outfit: (N,).
     purity: (N,) share of the track's frames that overlap that walker (below 1: the tracker also
         followed someone else, or nobody, for part of the track).
-    versions: {"gait": ..., "reid": ...} embedding model versions.
+    versions: {"gait": ..., "reid": ...} embedding model versions, "front_end": the other stages'
+        configuration (``front_end_fingerprint``).
     """
 
     site: str
@@ -164,12 +166,21 @@ def to_site_windows(site: str, windows: list[TrackWindow], truth: dict) -> SiteW
 
 
 def embedding_versions(overrides: list[str] | None = None) -> dict[str, str]:
-    """The versions the configured gait and appearance stages would stamp on windows ({"gait", "reid"});
-    the stages are built (their models loaded) but run on nothing."""
+    """The versions the configured gait and appearance stages would stamp on windows ({"gait", "reid"};
+    the stages are built, their models loaded, but run on nothing) and ``front_end``: a fingerprint of
+    the other stages' configuration (detector, tracker, segmenter, ...), so that windows cached before
+    a change of the tracker's settings are made again too."""
     from pipeline.app import build_stage, load
 
     config = load(None, [*FRONT_END_OVERRIDES, *(overrides or [])])
-    return {section: build_stage(config, section)[0].version for section in ("gait", "reid") if section in config.stages}
+    versions = {section: build_stage(config, section)[0].version for section in ("gait", "reid") if section in config.stages}
+    return {**versions, "front_end": front_end_fingerprint(config)}
+
+
+def front_end_fingerprint(config) -> str:
+    """A short hash of the configuration of every stage but the embedding ones (gait, reid)."""
+    others = {kind: [spec.backend, spec.params] for kind, spec in config.stages.items() if kind not in ("gait", "reid")}
+    return hashlib.sha1(json.dumps(others, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versions: dict[str, str] | None = None,
@@ -193,7 +204,10 @@ def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versio
     truth = json.loads(truth_path.read_text())
     videos = sorted(str(p) for p in scene.glob("*.mp4"))
     log.info("running the front end over %d camera(s) of %s", len(videos), site_config.stem)
+    from pipeline.app import load
+
     result = to_site_windows(site_config.stem, run_front_end(videos, overrides or []), truth)
+    result.versions["front_end"] = front_end_fingerprint(load(None, [*FRONT_END_OVERRIDES, *(overrides or [])]))
     result.save(cache)
     return result
 
@@ -212,6 +226,6 @@ def track_windows(site: SiteWindows, fps: float) -> list[TrackWindow]:
         window = TrackWindow(str(site.camera[r]), int(site.track_id[r]), int(site.window_index[r]), bool(site.final[r]),
                              sequence, gait_embedding=site.gait[r] if site.has_gait[r] else None,
                              appearance_embedding=site.appearance[r] if site.has_appearance[r] else None)
-        window.model_versions.update(site.versions)
+        window.model_versions.update({k: v for k, v in site.versions.items() if k in ("gait", "reid")})
         out.append(window)
     return out
