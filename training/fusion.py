@@ -367,8 +367,8 @@ def replay_auto_enrol(site: SiteWindows, fps: float, model: ScoreModel, options:
         return [_links(site, decided, merges_at_threshold(merges, t)) for t in consolidate]
 
 
-REPLAY_THRESHOLDS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
-CONSOLIDATE_THRESHOLDS = (None, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
+REPLAY_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0)
+CONSOLIDATE_THRESHOLDS = (None, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 
 
 def fit_link_by_replay(sites: list[tuple[SiteWindows, float]], model: ScoreModel, key: str, options: dict,
