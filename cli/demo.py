@@ -90,8 +90,9 @@ def gallery_merges(config) -> list[dict]:
     from stages.gallery.store import Gallery
 
     spec = config.stages.get("gallery")
-    folder = Path(str(spec.params.get("gallery", ""))).expanduser() if spec is not None else None
-    if folder is None or not str(spec.params.get("gallery", "")) or not folder.is_dir():
+    configured = str(spec.params.get("gallery", "")) if spec is not None else ""
+    folder = Path(configured).expanduser()
+    if not configured or not folder.is_dir():
         return []
     with Gallery(folder, create=False) as gallery:
         return gallery.merges()

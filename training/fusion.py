@@ -305,23 +305,20 @@ def _replay(site: SiteWindows, fps: float, model: ScoreModel, options: dict, fol
             for w in windows if w.is_final}
 
 
-def _consolidated(folder: Path, threshold: float, options: dict) -> list[dict]:
-    """Every merge recorded in the replayed gallery after consolidating a copy of it at ``threshold``,
-    oldest first (those of the consolidation carry the pair's score in ``evidence["consolidated"]``)."""
-    import shutil
-    import tempfile
-
+def _consolidated(folder: Path, threshold: float | None, options: dict) -> list[dict]:
+    """Every merge recorded in the replayed gallery, oldest first, after consolidating it in place at
+    ``threshold`` (None: no consolidation); those from the consolidation carry the pair's score in
+    ``evidence["consolidated"]``."""
     from stages.gallery.stage import GalleryMatcher
 
-    with tempfile.TemporaryDirectory(prefix="gaitscope-fusion-consolidate-") as tmp:
-        shutil.copytree(folder / "gallery", Path(tmp) / "gallery")
-        matcher = GalleryMatcher(gallery=str(Path(tmp) / "gallery"), scores=str(folder / "scores.params.json"),
-                                 auto_enrol=True, consolidate_above=threshold, **options)
-        try:
+    matcher = GalleryMatcher(gallery=str(folder / "gallery"), scores=str(folder / "scores.params.json"),
+                             auto_enrol=True, consolidate=False, consolidate_above=threshold, **options)
+    try:
+        if threshold is not None:
             matcher.consolidate_identities({s.name for s in matcher.gallery.identities()})
-            return matcher.gallery.merges()
-        finally:
-            matcher.close()
+        return matcher.gallery.merges()
+    finally:
+        matcher.close()
 
 
 def merges_at_threshold(merges: list[dict], threshold: float | None) -> list[dict]:
@@ -354,16 +351,10 @@ def replay_auto_enrol(site: SiteWindows, fps: float, model: ScoreModel, options:
     identity they live on in after every merge."""
     import tempfile
 
-    from stages.gallery.store import Gallery
-
     with tempfile.TemporaryDirectory(prefix="gaitscope-fusion-") as tmp:
         decided = _replay(site, fps, model, options, Path(tmp), batch)
-        lowest = min((t for t in consolidate if t is not None), default=None)
-        if lowest is None:
-            with Gallery(Path(tmp) / "gallery", create=False) as gallery:
-                merges = gallery.merges()
-        else:
-            merges = _consolidated(Path(tmp), lowest, options)
+        # one consolidation at the lowest threshold gives every higher one's merges (a prefix)
+        merges = _consolidated(Path(tmp), min((t for t in consolidate if t is not None), default=None), options)
         return [_links(site, decided, merges_at_threshold(merges, t)) for t in consolidate]
 
 

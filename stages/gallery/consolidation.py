@@ -45,8 +45,6 @@ class IdentityEvidence:
     """An identity's entries pooled per modality (None: no entry of it) and where it was seen."""
 
     name: str
-    auto: bool
-    created: float
     query: dict[str, np.ndarray | None]
     sightings: frozenset[Sighting]
 
@@ -64,8 +62,7 @@ class Merge:
         return {"kept": self.kept, "absorbed": self.absorbed, "score": round(self.score, 4), "entries": self.entries}
 
 
-def identity_evidence(gallery: Gallery, name: str, used: tuple[str, ...], centring: SourceCentring | None,
-                      auto: bool = True, created: float = 0.0) -> IdentityEvidence:
+def identity_evidence(gallery: Gallery, name: str, used: tuple[str, ...], centring: SourceCentring | None) -> IdentityEvidence:
     """One identity's pooled query, built like a track's (appearance centred by each entry's source)."""
     entries = gallery.entries(name)
     features = gallery.features([e.entry_id for e in entries if e.modality in used])
@@ -86,7 +83,7 @@ def identity_evidence(gallery: Gallery, name: str, used: tuple[str, ...], centri
             lo, hi = spans.get((e.source, e.track_id), (e.t_start, e.t_end))
             spans[(e.source, e.track_id)] = (min(lo, e.t_start), max(hi, e.t_end))
     sightings = frozenset(Sighting(source, track, lo, hi) for (source, track), (lo, hi) in spans.items())
-    return IdentityEvidence(name, auto, created, query, sightings)
+    return IdentityEvidence(name, query, sightings)
 
 
 def seen_together(a: Iterable[Sighting], b: Iterable[Sighting]) -> bool:
@@ -120,9 +117,7 @@ class Consolidator:
 
     def _identity(self, name: str) -> IdentityEvidence:
         if name not in self._evidence:
-            summary = self._summaries.get(name)
-            self._evidence[name] = identity_evidence(self.gallery, name, self.scorer.used, self.centring,
-                                                     summary.auto if summary else True, summary.created if summary else 0.0)
+            self._evidence[name] = identity_evidence(self.gallery, name, self.scorer.used, self.centring)
         return self._evidence[name]
 
     def _row(self, name: str) -> dict[str, float]:
@@ -139,8 +134,8 @@ class Consolidator:
         forward, backward = self._row(a).get(b), self._row(b).get(a)
         if forward is None or backward is None:
             return None
-        ea, eb = self._identity(a), self._identity(b)
-        if not (ea.auto or eb.auto) or seen_together(ea.sightings, eb.sightings):
+        if not (self._summaries[a].auto or self._summaries[b].auto) or seen_together(
+                self._identity(a).sightings, self._identity(b).sightings):
             return None
         return min(forward, backward)
 
@@ -179,5 +174,5 @@ class Consolidator:
 
     def _keep_order(self, name: str) -> tuple[bool, float, str]:
         # a user's name outlives an automatic one; of two automatic ones the older stays
-        evidence = self._identity(name)
-        return (evidence.auto, evidence.created, name)
+        summary = self._summaries[name]
+        return (summary.auto, summary.created, name)
