@@ -533,6 +533,29 @@ def test_consolidation_merges_a_persons_identities_but_never_two_people_seen_tog
         assert g.merges()[0]["absorbed"] == names["p0 cam2"] and "consolidated" in g.merges()[0]["evidence"]
 
 
+def test_consolidate_every_merges_during_the_run_not_only_at_its_end(tmp_path, scores_file):
+    gait, app = identities(2), appearances(2)
+    rng = np.random.default_rng(5)
+    # linking nothing, so that only consolidation joins a person's tracks; every 2 finished tracks
+    matcher = GalleryMatcher(gallery=str(tmp_path / "g"), scores=scores_file, reranker="none", source_centring=False,
+                             auto_enrol=True, threshold=1e6, enrol_below=1e6, min_enrol_frames=1,
+                             consolidate_above=2.0, consolidate_every=2)
+
+    def track(person: int, source: str, track_id: int, start: int) -> list[TrackWindow]:
+        return [window(sample(gait[person], rng), appearance=app_sample(app[person], rng), track=track_id, source=source,
+                       final=i == 1, start=start + 30 * i) for i in range(2)]
+
+    first = matcher.process(track(0, "cam1", 1, 0))[-1].identity.identity
+    assert matcher.consolidated == []  # one finished track: not yet
+    second = matcher.process(track(0, "cam2", 1, 200))[-1].identity.identity
+    assert [(m.kept, m.absorbed) for m in matcher.consolidated] == [(first, second)]  # before the run ends
+    with Gallery(tmp_path / "g", create=False) as g:
+        assert [s.name for s in g.identities()] == [first]
+    matcher.process(track(1, "cam1", 2, 400))
+    matcher.close()  # the last track is consolidated at the end; another person, nothing to merge
+    assert len(matcher.outcome()["merged"]) == 1
+
+
 def test_merged_names_follow_chains_of_merges():
     from pipeline.messages import merged_names
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.domains import NonNegativeFloat
+from pipeline.domains import NonNegativeFloat, NonNegativeInt
 from pipeline.messages import IdentityMatch, RankedCandidate, TrackWindow
 from stages.gallery.consolidation import Consolidator, Merge
 from stages.gallery.index import IndexSpec
@@ -137,6 +137,9 @@ class GalleryMatcher:
         ``consolidate_above`` and that no camera showed beside them at the same moment (None: the
         threshold fitted with the score fusion; none fitted: no consolidation). The merges are
         recorded in the gallery and listed by ``outcome()`` (the run summary's ``outcomes.gallery.merged``).
+    consolidate_every: also consolidate after every this many finished tracks (0: only when the run ends).
+        A live stream never ends, so there it is what merges identities as evidence comes in; records
+        already written keep the name they were given (the summary and ``gallery merges`` map it).
     mixed_spread: a track whose own windows lie further apart in appearance than this (cosine
         distance between windows that share no frames) shows more than one person, because the
         tracker switched people: it is identified but never enrolled (``identity.mixed``). None: the
@@ -171,6 +174,7 @@ class GalleryMatcher:
         merge_above: float | None = None,
         consolidate: bool = True,
         consolidate_above: float | None = None,
+        consolidate_every: NonNegativeInt = 0,
         mixed_spread: float | None = None,
         switch_margin: NonNegativeFloat = 1.0,
         enrol_prefix: str = "person",
@@ -226,6 +230,7 @@ class GalleryMatcher:
         self.merge_above = merge_above
         self.consolidate = consolidate
         self.consolidate_above = consolidate_above
+        self.consolidate_every = int(consolidate_every)
         self.switch_margin = float(switch_margin)
         self.mixed_spread = mixed_spread if mixed_spread is not None else self.score_model.thresholds.get(MIXED_SPREAD)
         self.enrol_prefix = enrol_prefix
@@ -235,8 +240,9 @@ class GalleryMatcher:
         self.tracks: dict[tuple[str, int], TrackEvidence] = {}
         self._single: dict[str, IdentityScorer] = {}  # one-modality scorers of ``match``
         self._notices: set[str] = set()
-        self._touched: set[str] = set()  # identities this run created or added to
-        self.merged_at_close: list[Merge] = []
+        self._touched: set[str] = set()  # identities created or added to since the last consolidation
+        self._finished_since_consolidation = 0
+        self.consolidated: list[Merge] = []  # this run's consolidation merges, in order
 
     @staticmethod
     def _load_reranker(path: str, metric: str) -> Reranker | None:
@@ -364,6 +370,10 @@ class GalleryMatcher:
                 if w.is_final:
                     self.tracks.pop(key, None)
             w.model_versions[self.name] = self.version
+            if w.is_final and self.auto_enrol:
+                self._finished_since_consolidation += 1
+                if self.consolidate_every and self._finished_since_consolidation >= self.consolidate_every:
+                    self._consolidate_touched()
         self._save_source_sums()
         return batch
 
@@ -470,15 +480,19 @@ class GalleryMatcher:
         self._touched.clear()
         return merges
 
+    def _consolidate_touched(self) -> None:
+        self._finished_since_consolidation = 0
+        if self.auto_enrol and self.consolidate and self._touched and not self.gallery.read_only:
+            self.consolidated.extend(self.consolidate_identities())
+
     def outcome(self) -> dict:
-        """What the run changed beyond its records, for the run summary: identities merged at the end."""
-        return {"merged": [m.as_dict() for m in self.merged_at_close]}
+        """What the run changed beyond its records, for the run summary: identities consolidated."""
+        return {"merged": [m.as_dict() for m in self.consolidated]}
 
     def close(self) -> None:
         self._save_source_sums()
         try:
-            if self.auto_enrol and self.consolidate and self._touched and not self.gallery.read_only:
-                self.merged_at_close.extend(self.consolidate_identities())
+            self._consolidate_touched()
         finally:
             self.gallery.close()
 
