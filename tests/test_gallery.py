@@ -443,6 +443,14 @@ def test_auto_enrol_simulation_leaves_ambiguous_tracks_unnamed_and_fits_both_thr
     assert fit["enrol_below"] <= fit["threshold"] and fit["fit_sites"][0]["f1"] == 1.0
 
 
+def test_the_replay_fit_takes_the_most_cautious_of_the_settings_tied_for_best():
+    from training.fusion import most_cautious_of_best
+
+    trials = [(0.761, 0.0, -1.0, "a"), (0.760, 0.5, -1.0, "b"), (0.760, 0.5, None, "c"), (0.70, 2.0, None, "d")]
+    assert most_cautious_of_best(trials)[3] == "c"  # within tolerance: higher linking, then no consolidation
+    assert most_cautious_of_best([(0.80, 0.0, -1.0, "a"), (0.76, 0.5, None, "b")])[3] == "a"  # a clear best wins
+
+
 def test_mixed_spread_is_fitted_on_single_person_tracks():
     from training.fusion import Track, fit_mixed_spread, spread_stats
 

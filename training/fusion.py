@@ -365,8 +365,11 @@ CONSOLIDATE_THRESHOLDS = (None, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 def fit_link_by_replay(sites: list[tuple[SiteWindows, float]], model: ScoreModel, key: str, options: dict,
                        candidates: tuple[float, ...], consolidate: tuple[float | None, ...] = CONSOLIDATE_THRESHOLDS) -> dict:
     """The linking threshold (new identities at or below it) and the consolidation threshold (None:
-    none) with the best mean link F1 when the matcher itself replays the fitting sites."""
-    best = None
+    none) with the best mean link F1 when the matcher itself replays the fitting sites. Settings within
+    ``REPLAY_F1_TOLERANCE`` of the best count as tied and the most cautious of them wins: the highest
+    linking threshold, then the highest consolidation threshold (none above all), because a wrong
+    link mixes two people for good while a missed one can still be consolidated later."""
+    trials = []
     for t in sorted(set(candidates)):
         trial = dataclasses.replace(model, thresholds={**model.thresholds, f"link:{key}": t, f"enrol:{key}": t})
         per_site = [replay_auto_enrol(site, fps, trial, options, consolidate=consolidate) for site, fps in sites]
@@ -374,12 +377,22 @@ def fit_link_by_replay(sites: list[tuple[SiteWindows, float]], model: ScoreModel
             stats = [runs[i] for runs in per_site]
             f1 = float(np.mean([x["f1"] for x in stats]))
             log.info("replay %s threshold %.2f, consolidate %s: link F1 %.3f", key, t, c, f1)
-            if best is None or f1 > best[0] + 1e-9:
-                best = (f1, float(t), c, stats)
-    f1, threshold, consolidate_above, stats = best
+            trials.append((f1, float(t), c, stats))
+    f1, threshold, consolidate_above, stats = most_cautious_of_best(trials)
     return {"threshold": round(threshold, 4), "enrol_below": round(threshold, 4),
             "consolidate": None if consolidate_above is None else round(consolidate_above, 4),
             "fit_sites": stats, "method": "replay"}
+
+
+REPLAY_F1_TOLERANCE = 0.005  # link F1 differences below this are within a replay's enrolment-order noise
+
+
+def most_cautious_of_best(trials: list[tuple[float, float, float | None, list]]) -> tuple[float, float, float | None, list]:
+    """Of (f1, link threshold, consolidation threshold or None, stats) trials, the one with the highest
+    thresholds among those within REPLAY_F1_TOLERANCE of the best F1."""
+    best = max(f1 for f1, *_ in trials)
+    tied = [x for x in trials if x[0] >= best - REPLAY_F1_TOLERANCE]
+    return max(tied, key=lambda x: (x[1], np.inf if x[2] is None else x[2]))
 
 
 ENROL_MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0)  # how far below the linking threshold a confident unknown must score
