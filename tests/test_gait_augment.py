@@ -214,6 +214,24 @@ def test_interpolation_of_checkpoints():
         interpolate(a, b, 1.5)
 
 
+def test_cutting_the_classifier_keeps_an_identical_embedding(tmp_path):
+    from stages.gait.model import GaitBase, GaitBaseConfig
+    from stages.gait.weights import load_gait_model
+    from training.export_gait import keep_classes
+
+    cfg = GaitBaseConfig(channels=(4, 8, 8, 8), layers=(1, 1, 1, 1), parts=4, embed_dim=8, class_num=30)
+    net = GaitBase(cfg).eval()
+    cut = keep_classes({"model": net.state_dict(), "config": cfg.to_dict()}, 5)
+    assert cut["model"]["BNNecks.fc_bin"].shape[2] == 5 and cut["config"]["class_num"] == 5
+    torch.save(cut, tmp_path / "cut.pt")
+    small, _ = load_gait_model(tmp_path / "cut.pt")
+    sils = torch.rand(2, 8, 64, 44)
+    with torch.no_grad():
+        torch.testing.assert_close(small(sils).embeddings, net(sils).embeddings)
+    with pytest.raises(ValueError, match="classes"):
+        keep_classes(cut, 6)
+
+
 def test_robust_weights_match_their_manifest_and_load_in_the_stage():
     import hashlib
     import json

@@ -57,6 +57,19 @@ def interpolate(ckpt: dict, other: dict, alpha: float) -> dict:
     return {**ckpt, "model": state}
 
 
+def keep_classes(ckpt: dict, classes: int) -> dict:
+    """The checkpoint with its training classifier cut to its first ``classes`` identities. Inference
+    never uses the classifier; with thousands of synthetic training identities it is most of the file,
+    and a fine-tuning run started from the cut weights keeps these rows (training.gait.init_from)."""
+    state = dict(ckpt["model"])
+    weight = state["BNNecks.fc_bin"]
+    if not 0 < classes <= weight.shape[2]:
+        raise ValueError(f"classes must be in [1, {weight.shape[2]}], got {classes}")
+    state["BNNecks.fc_bin"] = weight[:, :, :classes].clone()
+    config = {**ckpt["config"], "class_num": classes} if "config" in ckpt else ckpt.get("config")
+    return {**ckpt, "model": state, "config": config}
+
+
 def export(
     checkpoint: Path,
     name: str,
@@ -66,11 +79,15 @@ def export(
     extra: dict,
     interpolate_with: Path | None = None,
     alpha: float = 1.0,
+    classes: int | None = None,
 ) -> Path:
     ckpt = load_checkpoint(checkpoint)
     if interpolate_with is not None:
         ckpt = interpolate(ckpt, load_checkpoint(interpolate_with), alpha)
         extra = {**extra, "interpolation": {"with": str(interpolate_with), "alpha": alpha}}
+    if classes is not None:
+        ckpt = keep_classes(ckpt, classes)
+        extra = {**extra, "classifier_classes_kept": classes}
     out = WEIGHTS_DIR / f"{name}.pt"
     shipped = {"model": ckpt["model"], "config": ckpt["config"], "iteration": ckpt.get("iteration")}
     if not (out.is_file() and _same_weights(load_checkpoint(out), shipped)):  # manifest-only updates keep the file
@@ -114,6 +131,8 @@ def main() -> None:
     )
     ap.add_argument("--interpolate-with", default=None, help="checkpoint to interpolate with (e.g. the starting point)")
     ap.add_argument("--alpha", type=float, default=1.0, help="weight of --checkpoint in the interpolation")
+    ap.add_argument("--classes", type=int, default=None,
+                    help="keep the training classifier's first N identities only (inference does not use it)")
     args = ap.parse_args()
     evaluation, extra = None, {}
     if args.eval:
@@ -132,6 +151,7 @@ def main() -> None:
             extra,
             interpolate_with,
             args.alpha,
+            args.classes,
         )
     )
 
