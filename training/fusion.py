@@ -487,7 +487,7 @@ def fit(config: dict, config_path: str) -> dict:
 
     t0 = time.time()
     cache = config.get("cache", "~/.cache/gaitscope/fusion_sites")
-    reranker_path = config.get("reranker", "weights/cargait_robust.pt")
+    reranker_path = config.get("reranker", "weights/cargait_site.pt")
     reranker = Reranker.load(PROJECT_ROOT / reranker_path) if reranker_path else None
     top_k = int(config.get("top_k", 10))
     target_far = float(config.get("target_far", 0.01))

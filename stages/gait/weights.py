@@ -16,7 +16,7 @@ import torch
 from stages.checkpoints import sha256_of
 from stages.gait.model import GaitBase, GaitBaseConfig
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "gar_robust.pt"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "gar_site.pt"
 
 
 def config_from_state_dict(

@@ -33,7 +33,7 @@ from stages.gallery.store import FORMAT, MODALITIES, EntryMeta, Gallery
 log = logging.getLogger(__name__)
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
-DEFAULT_RERANKER = WEIGHTS / "cargait_robust.pt"
+DEFAULT_RERANKER = WEIGHTS / "cargait_site.pt"
 DEFAULT_SCORES = WEIGHTS / "score_fusion.params.json"
 EMBEDDING_FIELD = {"gait": "gait_embedding", "appearance": "appearance_embedding"}
 
