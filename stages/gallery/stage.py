@@ -218,8 +218,8 @@ class GalleryMatcher:
         self.entry_centring = (None if not source_centring else self.centring if auto_enrol
                                else SourceCentring(stored, source_prior))
         self._new_sums = SourceCentring(prior=source_prior)  # seen since the last write to the gallery
-        options = dict(modalities=modalities, aggregate=aggregate, metric=metric, shortlist=shortlist, top_k=top_k,
-                       centring=self.entry_centring)
+        options = {"modalities": modalities, "aggregate": aggregate, "metric": metric, "shortlist": shortlist,
+                   "top_k": top_k, "centring": self.entry_centring}
         self.scorer = IdentityScorer(self.gallery, self.score_model, reranker=self.reranker, **options)
         self.plain_scorer = IdentityScorer(self.gallery, self.score_model, reranker=None, **options)
         self.threshold_override = threshold
