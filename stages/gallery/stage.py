@@ -366,14 +366,13 @@ class GalleryMatcher:
                 w.identity, ranked = self.identify(evidence)
                 if w.is_final and self.auto_enrol:
                     self._enrol(w, evidence, ranked)
+                    self._finished_since_consolidation += 1
             finally:
                 if w.is_final:
                     self.tracks.pop(key, None)
             w.model_versions[self.name] = self.version
-            if w.is_final and self.auto_enrol:
-                self._finished_since_consolidation += 1
-                if self.consolidate_every and self._finished_since_consolidation >= self.consolidate_every:
-                    self._consolidate_touched()
+            if self.consolidate_every and self._finished_since_consolidation >= self.consolidate_every:
+                self._consolidate_touched()
         self._save_source_sums()
         return batch
 
