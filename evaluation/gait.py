@@ -12,6 +12,8 @@ Commands::
     # the gait model's report card: CASIA-B clean and corrupted, all frames and 10 frames,
     # cross-camera Rank-1 on rendered walkers (same / changed outfit), speed per sequence
     python -m evaluation.gait report --weights weights/gar_casiab.pt [--flip-test mean] --out REPORT.json
+    # only the rendered walkers, with the three ways of handling the walking direction side by side
+    python -m evaluation.gait report --weights weights/gar_site.pt --frames '' --corruptions '' --directions
 
 Corruption protocol (``--corruption LEVEL``; ``report`` uses ``--corruptions``): the embedded
 frames of every test sequence (gallery and probes) get independent pixel noise, seeded by the
@@ -80,9 +82,10 @@ def report_card(
     flip_test: str | None = None,
     site_identities: int = 100,
     cache_dir: Path | None = None,
+    directions: bool = False,
 ) -> dict:
     """Every number of the gait report card for one checkpoint (see the module docstring)."""
-    from evaluation.gait_sites import cross_camera_rank1, render_site_walks
+    from evaluation.gait_sites import cross_camera_rank1, direction_handling, render_site_walks
 
     model, version = load_gait_model(weights)
     cache_dir = cache_dir or FEATURES_DIR / "report"
@@ -106,6 +109,11 @@ def report_card(
         emb = embed_sequences(model, list(zip(walks.silhouettes, walks.ratios)), flip_test=flip_test)
         out["cross_camera_synthetic"] = cross_camera_rank1(emb, walks)
         print(f"cross-camera (rendered walkers): {out['cross_camera_synthetic']}", flush=True)
+        if directions:
+            out["direction_handling"] = direction_handling(model, walks)
+            for name, res in out["direction_handling"].items():
+                print(f"direction handling {name}: same {res['same_outfit']:.3f}  changed {res['changed_outfit']:.3f}",
+                      flush=True)
     one = next(test_set.iter_sequences(keys[:1]))
     out["speed_per_sequence"] = {"threads": torch_threads(), **sequence_speed(model, one, flip_test=flip_test)}
     print(f"speed per sequence: {out['speed_per_sequence']}", flush=True)
@@ -116,8 +124,6 @@ def torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
-
-
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", default="all,10", help="report: frame settings, comma-separated ('all' or a number)")
     ap.add_argument("--corruptions", default="holes12_speckle1,severe", help="report: corruption levels ('' none)")
     ap.add_argument("--site-identities", type=int, default=100, help="report: rendered identities (0 skips)")
+    ap.add_argument("--directions", action="store_true",
+                    help="report: also compare plain, flip-mean and direction-normalised embeddings on the rendered walkers")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="JSON file for the metrics")
     args = ap.parse_args(argv)
@@ -152,7 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "report":
         frames = tuple(None if f == "all" else int(f) for f in args.frames.split(",") if f)
         corruptions = tuple(c for c in args.corruptions.split(",") if c)
-        result = report_card(args.weights, reader, frames, corruptions, args.flip_test, args.site_identities)
+        result = report_card(
+            args.weights, reader, frames, corruptions, args.flip_test, args.site_identities, directions=args.directions
+        )
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))
         return

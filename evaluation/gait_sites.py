@@ -13,6 +13,12 @@ degrees field of view) with a random walking direction, and their masks get segm
 
 Rank-1: the nearest gallery sequence (OpenGait's per-part Euclidean distance) has the probe's
 identity; chance is 1 / identities.
+
+Direction handling (``direction_handling``): the same Rank-1 with each sequence embedded as it is,
+averaged with its mirror image (the gait stage's ``flip_test: mean``), or mirrored first when its
+walker moves right to left so that everyone walks the same way ("normalised"; the pipeline would
+read the direction off the track's box motion, here the renderer's view angle tells it exactly, so
+this is the best that normalising can do).
 """
 
 from __future__ import annotations
@@ -102,3 +108,31 @@ def cross_camera_rank1(embeddings: np.ndarray, walks: SiteWalks) -> dict:
         "identities": int(g.sum()),
         "chance": round(1.0 / int(g.sum()), 4),
     }
+
+
+def moves_right_to_left(walks: SiteWalks) -> np.ndarray:
+    """(N,) bool: the walker crosses the image right to left (view angle in (180, 360); 90 is left
+    to right, 0 and 180 straight towards and away from the camera)."""
+    view = walks.view_deg % 360.0
+    return (view > 180.0) & (view < 360.0)
+
+
+def direction_variants(plain: np.ndarray, mirrored: np.ndarray, right_to_left: np.ndarray) -> dict[str, np.ndarray]:
+    """Embeddings (N, P, C) of the three ways to handle the walking direction, from each sequence's
+    embedding as it is and of its mirror image."""
+    return {
+        "plain": plain,
+        "flip_mean": (plain + mirrored) / 2,
+        "normalised": np.where(right_to_left[:, None, None], mirrored, plain),
+    }
+
+
+def direction_handling(model, walks: SiteWalks) -> dict[str, dict]:
+    """Cross-camera Rank-1 (``cross_camera_rank1``) per way of handling the walking direction."""
+    from stages.gait.embedding import embed_sequences
+
+    sequences = list(zip(walks.silhouettes, walks.ratios))
+    plain = embed_sequences(model, sequences)
+    mirrored = embed_sequences(model, [(np.ascontiguousarray(s[:, :, ::-1]), r) for s, r in sequences])
+    variants = direction_variants(plain, mirrored, moves_right_to_left(walks))
+    return {name: cross_camera_rank1(emb, walks) for name, emb in variants.items()}
