@@ -246,7 +246,7 @@ def test_robust_weights_match_their_manifest_and_load_in_the_stage():
     assert manifest["interpolation"]["alpha"] == 0.5
     # the default, fine-tuned from it for surveillance views, records its start and its report card
     site = json.loads(Path(DEFAULT_WEIGHTS).with_name("gar_site.json").read_text())
-    assert site["interpolation"] == {"with": "weights/gar_robust.pt", "alpha": 0.85} and site["classifier_classes_kept"] == 74
+    assert site["interpolation"] == {"with": "weights/gar_robust.pt", "alpha": 0.7} and site["classifier_classes_kept"] == 74
     assert site["report"][0]["cross_camera_synthetic"]["identities"] == 100
     stage = GaitRecognizer(weights=str(path), flip_test="mean")
     assert stage.model.config.embed_dim == 128 and stage.model.config.ratio_attention is False
