@@ -110,7 +110,8 @@ def report_card(
         out["cross_camera_synthetic"] = cross_camera_rank1(emb, walks)
         print(f"cross-camera (rendered walkers): {out['cross_camera_synthetic']}", flush=True)
         if directions:
-            out["direction_handling"] = direction_handling(model, walks)
+            plain = None if flip_test else emb
+            out["direction_handling"] = direction_handling(model, walks, plain)
             for name, res in out["direction_handling"].items():
                 print(f"direction handling {name}: same {res['same_outfit']:.3f}  changed {res['changed_outfit']:.3f}",
                       flush=True)

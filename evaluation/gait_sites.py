@@ -127,12 +127,14 @@ def direction_variants(plain: np.ndarray, mirrored: np.ndarray, right_to_left: n
     }
 
 
-def direction_handling(model, walks: SiteWalks) -> dict[str, dict]:
-    """Cross-camera Rank-1 (``cross_camera_rank1``) per way of handling the walking direction."""
+def direction_handling(model, walks: SiteWalks, plain: np.ndarray | None = None) -> dict[str, dict]:
+    """Cross-camera Rank-1 (``cross_camera_rank1``) per way of handling the walking direction;
+    ``plain``: the walks' embeddings as they are, when already computed."""
     from stages.gait.embedding import embed_sequences
 
     sequences = list(zip(walks.silhouettes, walks.ratios))
-    plain = embed_sequences(model, sequences)
+    if plain is None:
+        plain = embed_sequences(model, sequences)
     mirrored = embed_sequences(model, [(np.ascontiguousarray(s[:, :, ::-1]), r) for s, r in sequences])
     variants = direction_variants(plain, mirrored, moves_right_to_left(walks))
     return {name: cross_camera_rank1(emb, walks) for name, emb in variants.items()}

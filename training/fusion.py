@@ -50,6 +50,7 @@ from stages.gallery.scoring import (
     ScoreModel,
     threshold_at_far,
 )
+from stages.gallery.stage import DEFAULT_RERANKER
 from training.site_windows import SiteWindows, embedding_versions, site_windows
 
 log = logging.getLogger(__name__)
@@ -487,7 +488,7 @@ def fit(config: dict, config_path: str) -> dict:
 
     t0 = time.time()
     cache = config.get("cache", "~/.cache/gaitscope/fusion_sites")
-    reranker_path = config.get("reranker", "weights/cargait_site.pt")
+    reranker_path = config.get("reranker", str(DEFAULT_RERANKER.relative_to(PROJECT_ROOT)))  # the matcher's
     reranker = Reranker.load(PROJECT_ROOT / reranker_path) if reranker_path else None
     top_k = int(config.get("top_k", 10))
     target_far = float(config.get("target_far", 0.01))
