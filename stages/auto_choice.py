@@ -84,13 +84,13 @@ def split_options(
 def build_first_usable(kind: str, registry: Registry, found: AutoCandidates) -> tuple[str, Any]:
     """(backend name, built stage) of the first candidate that builds; logs the choice once."""
     from pipeline.config import ConfigError, build
-    from stages.runtimes import ModelUnavailableError
+    from stages.model_files import ModelFileError
 
     unusable = []
     for index, candidate in enumerate(found.candidates):
         try:
             stage = build(registry.load(candidate.backend), candidate.options, f"{kind}.{candidate.backend}")
-        except (ModelUnavailableError, FileNotFoundError, ImportError) as error:
+        except (ModelFileError, FileNotFoundError, ImportError) as error:
             log.warning("%s: %s; trying the next choice", kind, error)
             unusable.append(f"{candidate.backend} unusable")
             continue

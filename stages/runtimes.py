@@ -3,8 +3,9 @@ OpenCV's dnn).
 
 Each wrapper loads a file once and runs a batch of inputs laid out the way the model expects. Any
 reason a model cannot be used (file missing, file not a model, input shape not the expected one,
-no runtime installed) is a `ModelUnavailableError` whose message is one line naming the file and
-what to do, so an ``auto`` choice can say it and move on to the next candidate.
+no runtime installed) is a `stages.model_files.ModelFileError` whose message is one line naming the
+file, what is wrong and what to do, so an ``auto`` choice can say it and move on to the next
+candidate, and a configured backend fails with that one line.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
-class ModelUnavailableError(RuntimeError):
-    """A model file cannot be used here; the message says which file and what to do."""
+from stages.model_files import ModelFileError
 
 
 def _check_file(path: Path, what: str, hint: str) -> None:
     if not path.is_file():
-        raise ModelUnavailableError(f"{what} model file {path} not found ({hint})")
+        raise ModelFileError(path, f"{what} model file not found", hint)
 
 
 def _check_shape(path: Path, what: str, actual: Sequence[object], expected: Sequence[int | None]) -> None:
@@ -30,9 +29,8 @@ def _check_shape(path: Path, what: str, actual: Sequence[object], expected: Sequ
     fixed = [d if isinstance(d, int) and d > 0 else None for d in actual]
     if len(fixed) != len(expected) or any(e is not None and a is not None and a != e for a, e in zip(fixed, expected)):
         wanted = "x".join("N" if e is None else str(e) for e in expected)
-        raise ModelUnavailableError(
-            f"{what} model {path} takes input {list(actual)}, expected {wanted}: not a model this backend can run"
-        )
+        raise ModelFileError(path, f"{what} model takes input {list(actual)}, expected {wanted}",
+                             "give a model this backend can run")
 
 
 class OnnxModel:
@@ -65,9 +63,8 @@ class OnnxModel:
                 import onnxruntime
             except ImportError:
                 if runtime == "onnxruntime":
-                    raise ModelUnavailableError(
-                        f"{what} model {self.path}: onnxruntime is not installed (pip install onnxruntime)"
-                    ) from None
+                    raise ModelFileError(self.path, f"{what} model needs onnxruntime, which is not installed",
+                                         "pip install onnxruntime") from None
             else:
                 options = onnxruntime.SessionOptions()
                 options.intra_op_num_threads = max(1, threads)
@@ -78,12 +75,11 @@ class OnnxModel:
                         str(self.path), options, providers=["CPUExecutionProvider"]
                     )
                 except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
-                    raise ModelUnavailableError(
-                        f"{what} model {self.path} is not a readable ONNX file ({_first_line(error)})"
-                    ) from None
+                    raise ModelFileError(self.path, f"not a readable ONNX file ({_first_line(error)})",
+                                         f"replace it with the publisher's {what} model") from None
                 inputs = self._session.get_inputs()
                 if len(inputs) != 1:
-                    raise ModelUnavailableError(f"{what} model {self.path} has {len(inputs)} inputs, expected 1")
+                    raise ModelFileError(self.path, f"{what} model has {len(inputs)} inputs, expected 1", "give a single-input model")
                 _check_shape(self.path, what, inputs[0].shape, (None, *input_shape))
                 self._input_name = inputs[0].name
                 self.runtime = "onnxruntime"
@@ -91,9 +87,8 @@ class OnnxModel:
             try:
                 self._net = cv2.dnn.readNetFromONNX(str(self.path))
             except cv2.error as error:
-                raise ModelUnavailableError(
-                    f"{what} model {self.path} is not a readable ONNX file ({_first_line(error)})"
-                ) from None
+                raise ModelFileError(self.path, f"not a readable ONNX file ({_first_line(error)})",
+                                     f"replace it with the publisher's {what} model") from None
             self.runtime = "opencv"
             self._probe(input_shape)
 
@@ -102,9 +97,8 @@ class OnnxModel:
         try:
             self.run(np.zeros((1, *input_shape), dtype=np.float32))
         except cv2.error as error:
-            raise ModelUnavailableError(
-                f"{self.what} model {self.path} does not take input {_dims(input_shape)} ({_first_line(error)})"
-            ) from None
+            raise ModelFileError(self.path, f"{self.what} model does not take input {_dims(input_shape)} "
+                                 f"({_first_line(error)})", "give a model this backend can run") from None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, C, H, W) float32 -> the first output, (N, ...) float32."""
@@ -151,44 +145,40 @@ class TFLiteModel:
                 from ai_edge_litert.interpreter import Interpreter
             except ImportError:
                 if runtime == "litert":
-                    raise ModelUnavailableError(
-                        f"{what} model {self.path}: LiteRT is not installed (pip install ai-edge-litert)"
-                    ) from None
+                    raise ModelFileError(self.path, f"{what} model needs LiteRT, which is not installed",
+                                         "pip install ai-edge-litert") from None
             else:
                 try:
                     self._interpreter = Interpreter(model_path=str(self.path), num_threads=max(1, threads))
                 except (ValueError, RuntimeError) as error:
-                    raise ModelUnavailableError(
-                        f"{what} model {self.path} is not a readable TFLite file ({_first_line(error)})"
-                    ) from None
+                    raise ModelFileError(self.path, f"not a readable TFLite file ({_first_line(error)})",
+                                         f"replace it with the publisher's {what} model") from None
                 inputs = self._interpreter.get_input_details()
                 if len(inputs) != 1:
-                    raise ModelUnavailableError(f"{what} model {self.path} has {len(inputs)} inputs, expected 1")
+                    raise ModelFileError(self.path, f"{what} model has {len(inputs)} inputs, expected 1", "give a single-input model")
                 _check_shape(self.path, what, [int(d) for d in inputs[0]["shape"]], (None, *input_shape))
                 outputs = {o["name"]: o["index"] for o in self._interpreter.get_output_details()}
                 if output not in outputs:
-                    raise ModelUnavailableError(
-                        f"{what} model {self.path} has no output {output!r} (has {sorted(outputs)})"
-                    )
+                    raise ModelFileError(self.path, f"{what} model has no output {output!r} (has {sorted(outputs)})",
+                                         f"give the publisher's {what} model")
                 self._output_index = outputs[output]
                 self.runtime = "litert"
         if self._interpreter is None:
             try:
                 self._net = cv2.dnn.readNetFromTFLite(str(self.path))
             except cv2.error as error:
-                raise ModelUnavailableError(
-                    f"{what} model {self.path} is not a readable TFLite file ({_first_line(error)})"
-                ) from None
+                raise ModelFileError(self.path, f"not a readable TFLite file ({_first_line(error)})",
+                                     f"replace it with the publisher's {what} model") from None
             names = sorted(self._net.getUnconnectedOutLayersNames())
             if output not in names:
-                raise ModelUnavailableError(f"{what} model {self.path} has no output {output!r} (has {names})")
+                raise ModelFileError(self.path, f"{what} model has no output {output!r} (has {names})",
+                                     f"give the publisher's {what} model")
             self.runtime = "opencv"
             try:
                 self.run(np.zeros((1, *input_shape), dtype=np.float32))
             except cv2.error as error:
-                raise ModelUnavailableError(
-                    f"{what} model {self.path} does not take input {_dims(input_shape)} ({_first_line(error)})"
-                ) from None
+                raise ModelFileError(self.path, f"{what} model does not take input {_dims(input_shape)} "
+                                     f"({_first_line(error)})", "give a model this backend can run") from None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, C) float32 -> the chosen output, (N, ...) float32 in the model's NHWC layout."""

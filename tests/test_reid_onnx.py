@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.messages import GaitDetection, SilhouetteSequence, TrackWindow
 from stages.reid.onnx import OnnxReID
-from stages.runtimes import ModelUnavailableError
+from stages.model_files import ModelFileError
 from stages.silhouette import crop_box
 from tests.helpers import VIDEOS, require_model, video_frames
 
@@ -105,6 +105,6 @@ def test_missing_corrupt_and_wrong_models_are_one_line_each(tmp_path) -> None:
     cases += [(str(corrupt), runtime) for runtime in _runtimes()]
     cases += [(detector, runtime) for runtime in _runtimes()]
     for path, runtime in cases:
-        with pytest.raises(ModelUnavailableError) as error:
+        with pytest.raises(ModelFileError) as error:
             OnnxReID(model=path, runtime=runtime)
         assert "\n" not in str(error.value) and path in str(error.value)

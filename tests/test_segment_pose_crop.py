@@ -11,7 +11,7 @@ import pytest
 import supervision as sv
 
 from pipeline.messages import Frame, FrameResult
-from stages.runtimes import ModelUnavailableError
+from stages.model_files import ModelFileError
 from stages.segment.crops import cut_region, region_around, region_map_in_box
 from stages.segment.pose_crop import PoseCropSegmenter
 from tests.helpers import VIDEOS, require_model, video_frames
@@ -130,17 +130,17 @@ def test_a_box_at_the_frame_edge_is_cut_and_pasted_back_in_place() -> None:
 
 
 def test_missing_corrupt_and_wrong_models_are_one_line_each(tmp_path) -> None:
-    with pytest.raises(ModelUnavailableError) as missing:
+    with pytest.raises(ModelFileError) as missing:
         PoseCropSegmenter(model=str(tmp_path / "absent.tflite"))
     corrupt = tmp_path / "pose_landmark_full.tflite"
     corrupt.write_bytes(b"not a flatbuffer" * 64)
     errors = [missing.value]
     for runtime in _runtimes():
-        with pytest.raises(ModelUnavailableError) as error:
+        with pytest.raises(ModelFileError) as error:
             PoseCropSegmenter(model=str(corrupt), runtime=runtime)
         errors.append(error.value)
         # The selfie segmentation model takes the same input but has no pose segmentation output.
-        with pytest.raises(ModelUnavailableError, match="Identity_2") as error:
+        with pytest.raises(ModelFileError, match="Identity_2") as error:
             PoseCropSegmenter(model=str(require_model("mediapipe_pose/selfie_segmentation.tflite")), runtime=runtime)
         errors.append(error.value)
     for error in errors:

@@ -13,11 +13,11 @@ import numpy as np
 
 from pipeline.messages import TrackWindow
 from stages.checkpoints import sha256_of
-from stages.model_files import resolve_model_path
+from stages.model_files import ModelFileError, resolve_model_path
 from stages.reid import OSNET_MODEL
 from stages.reid.model import MEAN, STD
 from stages.reid.stage import check_routes, embed_windows
-from stages.runtimes import ModelUnavailableError, OnnxModel
+from stages.runtimes import OnnxModel
 
 MISSING_HINT = "export a torchreid OSNet model to ONNX (torchreid's model zoo), or set reid.model"
 
@@ -59,9 +59,8 @@ class OnnxReID:
         )
         probe = self.model.run(np.zeros((1, 3, input_height, input_width), dtype=np.float32))
         if probe.ndim != 2 or probe.shape[0] != 1:
-            raise ModelUnavailableError(
-                f"ReID model {path} gives output {list(probe.shape)} for one crop, expected one feature vector (1, D)"
-            )
+            raise ModelFileError(path, f"ReID model gives output {list(probe.shape)} for one crop, expected one "
+                                 "feature vector (1, D)", "give a ReID model that embeds one crop")
         self.version = f"{path.stem}@{sha256_of(path)[:12]}"
         self.input_size = (input_height, input_width)
         self.routes = routes

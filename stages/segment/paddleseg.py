@@ -22,8 +22,7 @@ import yaml
 
 from pipeline.messages import FrameResult
 from stages.detect.background import box_pixels
-from stages.model_files import resolve_model_path
-from stages.runtimes import ModelUnavailableError
+from stages.model_files import ModelFileError, resolve_model_path
 from stages.segment import PADDLESEG_MODEL
 from stages.segment.crops import cut_region, region_around, region_map_in_box
 from stages.segment.masks import with_masks
@@ -115,10 +114,8 @@ class PaddleSegSegmenter:
         except Exception as error:  # noqa: BLE001 - paddle raises its own types for unreadable programs
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             reason = lines[-1][:160] if lines else type(error).__name__
-            raise ModelUnavailableError(
-                f"PaddleSeg model {self.model.program} cannot be loaded ({reason}): "
-                "export it again with PaddleSeg's tools/export.py"
-            ) from None
+            raise ModelFileError(self.model.program, f"PaddleSeg cannot load it ({reason})",
+                                 "export it again with PaddleSeg's tools/export.py") from None
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output_name = self._predictor.get_output_names()[0]
         self.person_class = person_class
