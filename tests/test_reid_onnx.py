@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.messages import GaitDetection, SilhouetteSequence, TrackWindow
-from stages.reid.onnx import OnnxReID
 from stages.model_files import ModelFileError
+from stages.reid.onnx import OnnxReID
 from stages.silhouette import crop_box
 from tests.helpers import VIDEOS, require_model, video_frames
 
