@@ -14,7 +14,10 @@ track's pooled embeddings, an identity's entries are all windows of its other tr
    per-modality LLRs (agreement / disagreement / missing terms), fitted on the same pairs, where
    people come back in other clothes so appearance disagreement is learned to be weak evidence;
 3. per mode (fused, gait, appearance), gait scorer and aggregate, the open-set threshold on the
-   fused log-odds at ``target_far`` of the queries' nearest impostor identities.
+   fused log-odds at ``target_far`` of the queries' nearest impostor identities;
+4. for the default decision (fused, mean), the auto-enrol linking and consolidation thresholds with
+   the best link F1 when the gallery matcher itself replays the fitting sites, trying each of
+   ``replay_thresholds`` (default ``REPLAY_THRESHOLDS``) and the track-pair simulation's choice.
 
 The held-out sites (``eval_sites``) are scored with the fitted parameters: closed-set Rank-1
 (same / changed outfit), open-set detection-and-identification rate at the target false-accept
@@ -492,6 +495,7 @@ def fit(config: dict, config_path: str) -> dict:
     reranker = Reranker.load(PROJECT_ROOT / reranker_path) if reranker_path else None
     top_k = int(config.get("top_k", 10))
     target_far = float(config.get("target_far", 0.01))
+    replay_thresholds = tuple(float(t) for t in config.get("replay_thresholds", REPLAY_THRESHOLDS))
     current = embedding_versions()  # windows cached from other models are embedded again
     fit_sites = [site_windows(PROJECT_ROOT / p, cache, current) for p in config["sites"]]
     eval_sites = [site_windows(PROJECT_ROOT / p, cache, current) for p in config.get("eval_sites", [])]
@@ -568,7 +572,7 @@ def fit(config: dict, config_path: str) -> dict:
                    "reranker": str(PROJECT_ROOT / reranker_path) if scorer != "euc" else "none",
                    "source_centring": prior is not None, "source_prior": float(prior if prior is not None else 20.0)}
         link = fit_link_by_replay([(s, fps[s.site]) for s in fit_sites], model, key, options,
-                                  (*REPLAY_THRESHOLDS, thresholds["link:" + key]))
+                                  (*replay_thresholds, thresholds["link:" + key]))
         model.thresholds["link:" + key] = thresholds["link:" + key] = link["threshold"]
         model.thresholds["enrol:" + key] = thresholds["enrol:" + key] = link["enrol_below"]
         if link["consolidate"] is not None:
