@@ -17,7 +17,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,83 @@ class _Stop:
 
 
 STOP = _Stop()
+
+
+@dataclass
+class _OpenSource:
+    """A source being read by `merge_by_video_time`: its items, the next one, and that item's video time."""
+
+    source: Any
+    items: Iterator[Any]
+    next_item: Any = None
+    time_s: float = 0.0
+
+
+def merge_by_video_time(
+    sources: Iterable[Any],
+    max_open: int,
+    stop: threading.Event,
+    on_open: Callable[[Any], None],
+    on_close: Callable[[Any], None],
+) -> Iterator[Any]:
+    """The items of several sources as one stream, earliest video time first; each source's own order
+    is kept and its last item is followed by its ``SourceEnd``.
+
+    Up to ``max_open`` sources are open at once (each decodes in a thread of its own); the next one
+    opens when one ends. Among the open sources the one whose next item is earliest in its own video
+    (seconds since its start; ties: the order they were given) goes first. Auto-enrolment decides each
+    finished track against what the gallery holds at that moment, so the order in which the cameras'
+    tracks end is part of a run's result: merged by video time it is the order in which the cameras
+    recorded them, and the same batch gives the same identities on every run, however fast each
+    decoder happens to be. A source that fails is reported (an error event) and ended; the others go on.
+    """
+    waiting = deque(sources)
+    open_sources: dict[int, _OpenSource] = {}
+    opened = 0
+
+    def end(source: Any, error: Exception | None) -> list[Any]:
+        source.close()
+        on_close(source)
+        failed = [] if error is None else [SourceEvent(source.source_id, "error", f"{type(error).__name__}: {error}".splitlines()[0])]
+        return [*failed, SourceEnd(source.source_id, complete=not stop.is_set())]
+
+    def advance(key: int) -> list[Any]:
+        """Read the next item of an open source; at its end (or failure) the items that end it."""
+        current = open_sources[key]
+        try:
+            current.next_item = next(current.items)
+        except StopIteration:
+            del open_sources[key]
+            return end(current.source, None)
+        except Exception as exc:  # noqa: BLE001 - a broken source must not take the batch down
+            del open_sources[key]
+            return end(current.source, exc)
+        pts_s = getattr(current.next_item, "pts_s", None)
+        if pts_s is not None:  # events without a time keep the time of the frame before them
+            current.time_s = float(pts_s)
+        return []
+
+    while not stop.is_set():
+        while waiting and len(open_sources) < max_open and not stop.is_set():
+            source = waiting.popleft()
+            on_open(source)
+            try:
+                items = iter(source)
+            except Exception as exc:  # noqa: BLE001 - as above
+                yield from end(source, exc)
+                continue
+            key, opened = opened, opened + 1
+            open_sources[key] = _OpenSource(source, items)
+            yield from advance(key)
+        if not open_sources:
+            return
+        key = min(open_sources, key=lambda k: (open_sources[k].time_s, k))
+        yield open_sources[key].next_item
+        yield from advance(key)
+    for current in open_sources.values():  # stopped: what is open ends incomplete
+        current.source.close()
+        on_close(current.source)
+        yield SourceEnd(current.source.source_id, complete=False)
 
 
 @dataclass
@@ -281,55 +359,47 @@ class Runner:
         head, tail = queues[0], queues[-1]
         frames: dict[str, int] = {}
         video_s: dict[str, float] = {}  # time of the latest frame read, per source
-        # Live streams each get a reader of their own: one that is down (retrying) never holds a slot
-        # that the files of the batch need; files share max_open_sources readers.
-        pending_files: queue.Queue = queue.Queue()
-        live: list[queue.Queue] = []
-        for source in sources:
-            if getattr(source, "live", False):
-                live.append(queue.Queue())
-                live[-1].put(source)
-            else:
-                pending_files.put(source)
+        # Files are merged into one stream in video-time order (deterministic results); live streams
+        # each get a reader of their own and arrive as they come, so one that is down (retrying) never
+        # holds up the files of the batch.
+        sources = list(sources)
+        files = [s for s in sources if not getattr(s, "live", False)]
+        live = [s for s in sources if getattr(s, "live", False)]
         open_lock = threading.Lock()
-        readers_left = [0]
+        readers_left = [1 + len(live)]
 
-        def read_sources(pending_sources: queue.Queue) -> None:
-            while not self._stop.is_set():
-                try:
-                    source = pending_sources.get_nowait()
-                except queue.Empty:
-                    break
-                source_id = source.source_id
-                frames.setdefault(source_id, 0)
-                self._open_sources[source_id] = source
-                try:
-                    for item in source:
-                        if self._stop.is_set():
-                            break
-                        if isinstance(item, SourceEvent):
-                            head.put(item)
-                            continue
-                        frames[source_id] += 1
-                        video_s[source_id] = item.pts_s
-                        head.put(FrameResult(item, sv.Detections.empty()))
-                except Exception as exc:  # a broken source must not take the batch down
-                    head.put(SourceEvent(source_id, "error", f"{type(exc).__name__}: {exc}".splitlines()[0]))
-                finally:
-                    source.close()
-                    self._open_sources.pop(source_id, None)
-                head.put(SourceEnd(source_id, complete=not self._stop.is_set()))
+        def opened(source: Any) -> None:
+            frames.setdefault(source.source_id, 0)
+            self._open_sources[source.source_id] = source
+
+        def closed(source: Any) -> None:
+            self._open_sources.pop(source.source_id, None)
+
+        def put(item: Any) -> None:
+            if isinstance(item, (SourceEvent, SourceEnd)):
+                head.put(item)
+                return
+            frames[item.source_id] = frames.get(item.source_id, 0) + 1
+            video_s[item.source_id] = item.pts_s
+            head.put(FrameResult(item, sv.Detections.empty()))
+
+        def reader_done() -> None:
             with open_lock:
                 readers_left[0] -= 1
                 if readers_left[0] == 0:
                     head.put(STOP)
 
-        readers = [
-            threading.Thread(target=read_sources, args=(pending_files,), name=f"reader-{i}", daemon=True)
-            for i in range(max(1, min(self.options.max_open_sources, pending_files.qsize())))
-        ] + [threading.Thread(target=read_sources, args=(q,), name=f"live-reader-{i}", daemon=True)
-             for i, q in enumerate(live)]
-        readers_left[0] = len(readers)
+        def read(group: list[Any], max_open: int) -> None:
+            try:
+                for item in merge_by_video_time(group, max_open, self._stop, opened, closed):
+                    put(item)
+            finally:
+                reader_done()
+
+        readers = [threading.Thread(target=read, args=(files, self.options.max_open_sources), name="reader-files",
+                                    daemon=True)]
+        readers += [threading.Thread(target=read, args=([s], 1), name=f"live-reader-{i}", daemon=True)
+                    for i, s in enumerate(live)]
         for reader in readers:
             reader.start()
 

@@ -7,6 +7,8 @@ frame); the real detectors, trackers and sources are tested end to end elsewhere
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import jsonschema
 import numpy as np
@@ -15,7 +17,7 @@ import supervision as sv
 
 from pipeline.export import SCHEMA_PATH, ExportOptions, SilhouetteStripWriter, TrackRecordWriter, window_record
 from pipeline.messages import Frame, FrameResult, GaitDetection, GaitSegment, IdentityMatch, SourceEvent, TrackWindow
-from pipeline.runner import NamedStage, Runner, RunnerOptions
+from pipeline.runner import NamedStage, Runner, RunnerOptions, SourceEnd, merge_by_video_time
 from stages.tracklets import TrackletAssembler
 
 H, W = 240, 320
@@ -136,6 +138,72 @@ def test_a_failing_source_and_a_failing_stage_do_not_stop_the_run():
     assert any(w.gait is not None for w in windows if w.source_id == "good")
     assert {w.source_id for w in windows if w.is_final} == {"bad", "good"}
     assert result.stage_stats[-1]["errors"] == 1
+
+
+class TimedSource:
+    """Frames of a camera at ``fps`` (video time i / fps); ``delay_s`` per frame makes its decoder slow."""
+
+    def __init__(self, source_id: str, frames: int, fps: float, delay_s: float = 0.0, fail_at: int | None = None) -> None:
+        self.source_id, self.frames, self.fps, self.delay_s, self.fail_at = source_id, frames, fps, delay_s, fail_at
+        self.closed = False
+
+    def __iter__(self):
+        for i in range(self.frames):
+            if self.fail_at == i:
+                raise OSError("stream dropped")
+            time.sleep(self.delay_s)
+            yield Frame(self.source_id, i, i / self.fps, np.zeros((4, 4, 3), np.uint8))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _merged(sources, max_open):
+    opened: list[str] = []
+    items = list(merge_by_video_time(sources, max_open, threading.Event(), lambda s: opened.append(s.source_id),
+                                     lambda s: None))
+    return items, opened
+
+
+def test_files_are_merged_in_video_time_order():
+    sources = [TimedSource("a", 4, fps=2.0), TimedSource("b", 6, fps=4.0), TimedSource("c", 2, fps=1.0, fail_at=1)]
+    items, opened = _merged(sources, max_open=3)
+    frames = [(i.source_id, i.pts_s) for i in items if isinstance(i, Frame)]
+    # earliest video time first, ties in the order the sources were given; each source's order kept
+    assert frames == [("a", 0.0), ("b", 0.0), ("c", 0.0), ("b", 0.25), ("a", 0.5), ("b", 0.5), ("b", 0.75),
+                      ("a", 1.0), ("b", 1.0), ("b", 1.25), ("a", 1.5)]
+    ends = [(i.source_id, i.complete) for i in items if isinstance(i, SourceEnd)]
+    assert ends == [("c", True), ("b", True), ("a", True)]  # c fails after its first frame and ends
+    errors = [i for i in items if isinstance(i, SourceEvent)]
+    assert [(e.source_id, e.kind) for e in errors] == [("c", "error")] and "stream dropped" in errors[0].message
+    assert items.index(errors[0]) < items.index(SourceEnd("c", True))
+    assert all(s.closed for s in sources) and opened == ["a", "b", "c"]
+
+
+def test_at_most_max_open_sources_and_the_next_opens_when_one_ends():
+    sources = [TimedSource("a", 2, fps=1.0), TimedSource("b", 5, fps=1.0), TimedSource("c", 2, fps=1.0)]
+    items, opened = _merged(sources, max_open=2)
+    order = [i.source_id if isinstance(i, Frame) else f"end:{i.source_id}" for i in items]
+    # c opens only when a has ended, then starts at its own video time 0 (before b's later frames)
+    assert order == ["a", "b", "a", "end:a", "c", "b", "c", "end:c", "b", "b", "b", "end:b"]
+    assert opened == ["a", "b", "c"]
+
+
+def test_a_slow_decoder_does_not_change_what_the_stages_see():
+    seen: list[tuple[str, int]] = []
+
+    class Recorder:
+        def process(self, batch):
+            seen.extend((r.frame.source_id, r.frame.index) for r in batch)
+            return batch
+
+    runs = []
+    for slow in ("a", "b"):
+        seen.clear()
+        sources = [TimedSource(s, 12, fps=5.0, delay_s=0.002 if s == slow else 0.0) for s in ("a", "b")]
+        make_runner(Recorder(), progress=False, max_open_sources=2).run(sources, on_window=lambda w: None)
+        runs.append(list(seen))
+    assert runs[0] == runs[1] == [(s, i) for i in range(12) for s in ("a", "b")]
 
 
 def test_records_validate_against_the_published_schema(tmp_path):
