@@ -107,8 +107,10 @@ def merge_by_video_time(
     def end(source: Any, error: Exception | None) -> list[Any]:
         source.close()
         on_close(source)
-        failed = [] if error is None else [SourceEvent(source.source_id, "error", f"{type(error).__name__}: {error}".splitlines()[0])]
-        return [*failed, SourceEnd(source.source_id, complete=not stop.is_set())]
+        if error is None:
+            return [SourceEnd(source.source_id, complete=not stop.is_set())]
+        message = f"{type(error).__name__}: {error}".splitlines()[0]
+        return [SourceEvent(source.source_id, "error", message), SourceEnd(source.source_id, complete=not stop.is_set())]
 
     def advance(key: int) -> list[Any]:
         """Read the next item of an open source; at its end (or failure) the items that end it."""
