@@ -563,9 +563,8 @@ def fit(config: dict, config_path: str) -> dict:
     )
     # The default decision (fused, mean): linking threshold by replaying the matcher itself on the
     # fitting sites; the track-pair simulation above ignores pooled identities and is kept for the others.
-    fps = {s.site: float((yaml.safe_load((PROJECT_ROOT / p).read_text()) or {}).get("fps", 25.0))
-           for p in [*config["sites"], *config.get("eval_sites", [])] for s in [*fit_sites, *eval_sites]
-           if Path(p).stem == s.site}
+    fps = {Path(p).stem: float((yaml.safe_load((PROJECT_ROOT / p).read_text()) or {}).get("fps", 25.0))
+           for p in [*config["sites"], *config.get("eval_sites", [])]}
     for scorer in scorers:
         key = ScoreModel.threshold_key("fused", scorer, "mean")
         options = {"modalities": "fused", "aggregate": "mean",
