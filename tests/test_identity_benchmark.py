@@ -235,3 +235,37 @@ def test_cached_site_windows_are_made_again_when_the_front_end_settings_change()
     assert front_end_fingerprint(load(None, [*FRONT_END_OVERRIDES, "track.minimum_matching_iou=0.45"])) != base
     # the embedding stages are told apart by their model versions, not by this fingerprint
     assert front_end_fingerprint(load(None, [*FRONT_END_OVERRIDES, "gait.flip_test=mean"])) == base
+
+
+def test_cached_site_windows_from_another_emission_order_are_made_again(tmp_path, monkeypatch):
+    import training.site_windows as site_windows_module
+    from training.site_windows import WINDOW_ORDER, SiteWindows, site_windows
+
+    config = tmp_path / "site.yaml"
+    config.write_text("{}")
+    scene = tmp_path / "cache" / "site" / "scene"
+    scene.mkdir(parents=True)
+    (scene / "groundtruth.json").write_text("{}")
+    runs = []
+
+    def front_end(videos, overrides):
+        runs.append(videos)
+        return []
+
+    def windows(site, _windows, _truth):
+        n = np.zeros(0)
+        return SiteWindows(site, n, n, n, n, n, n, n, np.zeros((0, 16, 8)), n, np.zeros((0, 4)), n, n, n,
+                           {"gait": "g@1", "reid": "r@1"})
+
+    monkeypatch.setattr(site_windows_module, "run_front_end", front_end)
+    monkeypatch.setattr(site_windows_module, "to_site_windows", windows)
+    made = site_windows(config, tmp_path / "cache", {"gait": "g@1"})
+    assert made.versions["order"] == WINDOW_ORDER and len(runs) == 1
+    site_windows(config, tmp_path / "cache", {"gait": "g@1"})
+    assert len(runs) == 1  # cached
+    cache = tmp_path / "cache" / "site" / "windows.npz"
+    stale = SiteWindows.load(cache)
+    del stale.versions["order"]  # made by the racing readers of earlier versions
+    stale.save(cache)
+    assert site_windows(config, tmp_path / "cache", {"gait": "g@1"}).versions["order"] == WINDOW_ORDER
+    assert len(runs) == 2

@@ -27,6 +27,9 @@ from pipeline.messages import SilhouetteSequence, TrackWindow
 log = logging.getLogger(__name__)
 
 FRONT_END_OVERRIDES = ["gallery.enabled=false", "attributes.enabled=false"]  # reid embeds every window by default
+# The fit replays auto-enrolment in the windows' order: caches from before the runner merged its files
+# by video time (no "order" in their versions) hold one racing order of many and are re-run.
+WINDOW_ORDER = "video-time"
 
 
 @dataclass
@@ -39,7 +42,7 @@ class SiteWindows:
     purity: (N,) share of the track's frames that overlap that walker (below 1: the tracker also
         followed someone else, or nobody, for part of the track).
     versions: {"gait": ..., "reid": ...} embedding model versions, "front_end": the other stages'
-        configuration (``front_end_fingerprint``).
+        configuration (``front_end_fingerprint``), "order": the order the windows were emitted in.
     """
 
     site: str
@@ -193,9 +196,10 @@ def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versio
     cache = cache_dir / "windows.npz"
     if cache.is_file():
         cached = SiteWindows.load(cache)
-        if expected_versions is None or all(cached.versions.get(k) == v for k, v in expected_versions.items()):
+        current = {**(expected_versions or {}), "order": WINDOW_ORDER}
+        if all(cached.versions.get(k) == v for k, v in current.items()):
             return cached
-        log.info("%s: cached windows come from models %s; re-running", site_config.stem, cached.versions)
+        log.info("%s: cached windows come from %s; re-running", site_config.stem, cached.versions)
     scene = cache_dir / "scene"
     truth_path = scene / "groundtruth.json"
     if not truth_path.is_file():
@@ -208,6 +212,7 @@ def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versio
 
     result = to_site_windows(site_config.stem, run_front_end(videos, overrides or []), truth)
     result.versions["front_end"] = front_end_fingerprint(load(None, [*FRONT_END_OVERRIDES, *(overrides or [])]))
+    result.versions["order"] = WINDOW_ORDER
     result.save(cache)
     return result
 
