@@ -269,3 +269,23 @@ def test_cached_site_windows_from_another_emission_order_are_made_again(tmp_path
     stale.save(cache)
     assert site_windows(config, tmp_path / "cache", {"gait": "g@1"}).versions["order"] == WINDOW_ORDER
     assert len(runs) == 2
+
+
+def test_shifted_camera_clocks_reorder_windows_and_keep_each_cameras_order():
+    from evaluation.enrol_order import reordered, shifted_order
+    from training.site_windows import SiteWindows
+
+    camera = np.array(["a", "b", "a", "b", "a"])
+    t_end = np.array([1.0, 1.5, 2.0, 2.5, 1.9])  # a's last window ends before its previous one (a final window)
+    n = len(camera)
+    site = SiteWindows("s", camera, np.arange(n), np.arange(n), np.zeros(n, bool), t_end - 1, t_end,
+                       np.zeros(n, bool), np.zeros((n, 2, 2)), np.zeros(n, bool), np.zeros((n, 3)),
+                       np.arange(n), np.zeros(n), np.ones(n), {"gait": "g"})
+    assert shifted_order(site, {}).tolist() == [0, 1, 2, 4, 3]
+    order = shifted_order(site, {"b": -1.0})  # b's clock 1 s earlier: its windows come first
+    assert order.tolist() == [1, 0, 3, 2, 4]
+    moved = reordered(site, order)
+    assert moved.track_id.tolist() == [1, 0, 3, 2, 4] and moved.gait.shape == site.gait.shape
+    for cam in ("a", "b"):
+        rows = [r for r in order.tolist() if camera[r] == cam]
+        assert rows == sorted(rows)  # each camera's windows in their own order
