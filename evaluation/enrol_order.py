@@ -42,9 +42,10 @@ def shifted_order(site: SiteWindows, offsets_s: dict[str, float]) -> np.ndarray:
 
 def reordered(site: SiteWindows, order: np.ndarray) -> SiteWindows:
     """The same windows in another emission order."""
-    per_window = {f.name: getattr(site, f.name) for f in dataclasses.fields(site)}
-    per_window = {k: v[order] for k, v in per_window.items() if isinstance(v, np.ndarray) and len(v) == len(site.camera)}
-    return dataclasses.replace(site, **per_window)
+    fields = {f.name: getattr(site, f.name) for f in dataclasses.fields(site)}
+    rows = len(site.camera)
+    moved = {k: v[order] for k, v in fields.items() if isinstance(v, np.ndarray) and len(v) == rows}
+    return dataclasses.replace(site, **moved)
 
 
 def main(argv: list[str] | None = None) -> int:
