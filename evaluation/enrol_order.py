@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     site = site_windows(Path(args.site), args.cache, embedding_versions())
     fps = float((yaml.safe_load(Path(args.site).read_text()) or {}).get("fps", 25.0))
     model = ScoreModel.load(args.scores)
-    key = next(k[len("link:"):] for k in model.thresholds if k.startswith("link:fused/cargait") and k.endswith("/mean"))
+    linking = [k for k in model.thresholds if k.startswith("link:fused/cargait") and k.endswith("/mean")]
+    key = linking[0][len("link:"):] if linking else None
+    if key is None:
+        parser.error(f"{args.scores}: no fused CarGait linking threshold (fit it with python -m training.fusion)")
     options = {"modalities": "fused", "aggregate": "mean", "reranker": str(DEFAULT_RERANKER),
                "source_centring": model.source_prior is not None, "source_prior": float(model.source_prior or 20.0)}
     consolidate = model.thresholds.get(f"{CONSOLIDATE}:{key}")
