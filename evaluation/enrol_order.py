@@ -21,12 +21,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from stages.gallery.scoring import CONSOLIDATE, ScoreModel
+from stages.gallery.search import Reranker
 from stages.gallery.stage import DEFAULT_RERANKER, DEFAULT_SCORES
-from training.fusion import replay_auto_enrol
-from training.site_windows import SiteWindows, embedding_versions, site_windows
+from training.fusion import replay_auto_enrol, replay_options
+from training.site_windows import SiteWindows, embedding_versions, site_fps, site_windows
 
 
 def shifted_order(site: SiteWindows, offsets_s: dict[str, float]) -> np.ndarray:
@@ -59,15 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="~/.cache/gaitscope/fusion_sites")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    site = site_windows(Path(args.site), args.cache, embedding_versions())
-    fps = float((yaml.safe_load(Path(args.site).read_text()) or {}).get("fps", 25.0))
     model = ScoreModel.load(args.scores)
-    linking = [k for k in model.thresholds if k.startswith("link:fused/cargait") and k.endswith("/mean")]
-    key = linking[0][len("link:"):] if linking else None
-    if key is None:
-        parser.error(f"{args.scores}: no fused CarGait linking threshold (fit it with python -m training.fusion)")
-    options = {"modalities": "fused", "aggregate": "mean", "reranker": str(DEFAULT_RERANKER),
-               "source_centring": model.source_prior is not None, "source_prior": float(model.source_prior or 20.0)}
+    key = ScoreModel.threshold_key("fused", Reranker.load(DEFAULT_RERANKER).scorer, "mean")
+    if f"link:{key}" not in model.thresholds:
+        parser.error(f"{args.scores}: no linking threshold {key} (fit it with python -m training.fusion)")
+    site = site_windows(Path(args.site), args.cache, embedding_versions())
+    fps = site_fps(args.site)
+    options = replay_options(str(DEFAULT_RERANKER), model.source_prior)
     consolidate = model.thresholds.get(f"{CONSOLIDATE}:{key}")
     cameras = sorted(set(site.camera.tolist()))
     rng = np.random.default_rng(args.seed)
@@ -80,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         f1s.append(links["f1"])
         print(json.dumps({"order": "as emitted" if n == 0 else "shifted clocks",
                           "offsets_s": {c: round(o, 2) for c, o in offsets.items()}, **links}), flush=True)
-    spread = {"min": min(f1s), "median": float(np.median(f1s)), "max": max(f1s)}
+    spread = {"min": min(f1s), "median": round(float(np.median(f1s)), 4), "max": max(f1s)}
     print(json.dumps({"site": site.site, "link_f1": spread}))
     return 0
 

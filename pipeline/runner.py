@@ -107,10 +107,10 @@ def merge_by_video_time(
     def end(source: Any, error: Exception | None) -> list[Any]:
         source.close()
         on_close(source)
+        ended = SourceEnd(source.source_id, complete=not stop.is_set())
         if error is None:
-            return [SourceEnd(source.source_id, complete=not stop.is_set())]
-        message = f"{type(error).__name__}: {error}".splitlines()[0]
-        return [SourceEvent(source.source_id, "error", message), SourceEnd(source.source_id, complete=not stop.is_set())]
+            return [ended]
+        return [SourceEvent(source.source_id, "error", f"{type(error).__name__}: {error}".splitlines()[0]), ended]
 
     def advance(key: int) -> list[Any]:
         """Read the next item of an open source; at its end (or failure) the items that end it."""
@@ -146,9 +146,7 @@ def merge_by_video_time(
         yield open_sources[key].next_item
         yield from advance(key)
     for current in open_sources.values():  # stopped: what is open ends incomplete
-        current.source.close()
-        on_close(current.source)
-        yield SourceEnd(current.source.source_id, complete=False)
+        yield from end(current.source, None)
 
 
 @dataclass

@@ -54,7 +54,7 @@ from stages.gallery.scoring import (
     threshold_at_far,
 )
 from stages.gallery.stage import DEFAULT_RERANKER
-from training.site_windows import SiteWindows, embedding_versions, site_windows
+from training.site_windows import SiteWindows, embedding_versions, site_fps, site_windows
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -362,6 +362,14 @@ def replay_auto_enrol(site: SiteWindows, fps: float, model: ScoreModel, options:
         return [_links(site, decided, merges_at_threshold(merges, t)) for t in consolidate]
 
 
+def replay_options(reranker: str, source_prior: float | None) -> dict:
+    """The gallery matcher's settings for replaying the default decision (fused, mean): its re-ranker
+    ("none": the plain metric) and per-camera appearance centring (None: raw embeddings)."""
+    return {"modalities": "fused", "aggregate": "mean", "reranker": reranker,
+            "source_centring": source_prior is not None,
+            "source_prior": float(source_prior if source_prior is not None else 20.0)}
+
+
 REPLAY_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0)
 CONSOLIDATE_THRESHOLDS = (None, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 
@@ -563,13 +571,10 @@ def fit(config: dict, config_path: str) -> dict:
     )
     # The default decision (fused, mean): linking threshold by replaying the matcher itself on the
     # fitting sites; the track-pair simulation above ignores pooled identities and is kept for the others.
-    fps = {Path(p).stem: float((yaml.safe_load((PROJECT_ROOT / p).read_text()) or {}).get("fps", 25.0))
-           for p in [*config["sites"], *config.get("eval_sites", [])]}
+    fps = {Path(p).stem: site_fps(PROJECT_ROOT / p) for p in [*config["sites"], *config.get("eval_sites", [])]}
     for scorer in scorers:
         key = ScoreModel.threshold_key("fused", scorer, "mean")
-        options = {"modalities": "fused", "aggregate": "mean",
-                   "reranker": str(PROJECT_ROOT / reranker_path) if scorer != "euc" else "none",
-                   "source_centring": prior is not None, "source_prior": float(prior if prior is not None else 20.0)}
+        options = replay_options(str(PROJECT_ROOT / reranker_path) if scorer != "euc" else "none", prior)
         link = fit_link_by_replay([(s, fps[s.site]) for s in fit_sites], model, key, options,
                                   (*replay_thresholds, thresholds["link:" + key]))
         model.thresholds["link:" + key] = thresholds["link:" + key] = link["threshold"]

@@ -186,6 +186,11 @@ def front_end_fingerprint(config) -> str:
     return hashlib.sha1(json.dumps(others, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def site_fps(site_config: str | Path) -> float:
+    """Frame rate of a rendered site (its config's ``fps``, 25 by default)."""
+    return float((yaml.safe_load(Path(site_config).read_text()) or {}).get("fps", 25.0))
+
+
 def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versions: dict[str, str] | None = None,
                  overrides: list[str] | None = None) -> SiteWindows:
     """Render (once) and run (once per embedding models) a site; cached under ``cache_dir``."""
