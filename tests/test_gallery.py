@@ -615,3 +615,74 @@ def test_a_consolidation_at_a_higher_threshold_is_a_prefix_of_one_at_a_lower_thr
     assert [m["absorbed"] for m in merges_at_threshold(merges, 1.0)] == ["o", "b"]  # stops at the first under 1.0
     assert [m["absorbed"] for m in merges_at_threshold(merges, 0.0)] == ["o", "b", "d", "e"]
     assert [m["absorbed"] for m in merges_at_threshold(merges, None)] == ["o"]
+
+
+def test_together_share_is_the_overlap_of_two_tracks_of_one_camera_over_the_shorter():
+    from stages.gallery.consolidation import Sighting, together_share
+
+    first = [Sighting("cam1", 1, 0.0, 4.0)]
+    assert together_share(first, [Sighting("cam1", 2, 3.0, 5.0)]) == pytest.approx(0.5)  # 1 s of the 2 s track
+    assert together_share(first, [Sighting("cam1", 2, 1.0, 2.0)]) == pytest.approx(1.0)  # inside the other
+    assert together_share(first, [Sighting("cam1", 2, 4.5, 6.0)]) is None  # one after the other
+    assert together_share(first, [Sighting("cam2", 2, 1.0, 2.0), Sighting("cam1", 1, 1.0, 2.0)]) is None  # other camera, same track
+    assert together_share(first, [Sighting("cam1", 2, 4.0, 4.0)]) == 1.0  # an instant inside: together
+
+
+def test_a_track_handed_over_by_the_tracker_keeps_its_persons_identity(tmp_path, scores_file):
+    gait, app = identities(2), appearances(2)
+    rng = np.random.default_rng(9)
+
+    def track(person: int, track_id: int, start: int) -> list[TrackWindow]:
+        return [window(sample(gait[person], rng), appearance=app_sample(app[person], rng), track=track_id,
+                       final=i == 1, start=start + 30 * i) for i in range(2)]
+
+    names = {}
+    for overlap in (0.3, 0.0):
+        matcher = GalleryMatcher(gallery=str(tmp_path / f"g{overlap}"), scores=scores_file, reranker="none",
+                                 source_centring=False, auto_enrol=True, threshold=2.0, enrol_below=2.0,
+                                 min_enrol_frames=1, consolidate=False, handover_overlap=overlap)
+        # person 0 on track 1 over 0.0-3.2 s, then on track 2 from 3.0 s: the tracker ran both for 0.2 s
+        first = matcher.process(track(0, 1, 0))[-1].identity.identity
+        second = matcher.process(track(0, 2, 30))[-1].identity.identity
+        # person 1 beside person 0 the whole time: never person 0
+        other = matcher.process(track(1, 3, 35))[-1].identity.identity
+        names[overlap] = (first, second, other)
+        matcher.close()
+    first, second, other = names[0.3]
+    assert first == second and other not in (None, first)
+    first, second, _ = names[0.0]  # any overlap means two people: the handed-over track cannot be person 0
+    assert second != first
+
+
+def test_consolidation_merges_across_a_handover_only_above_the_handover_bar(tmp_path, scores_file):
+    from stages.gallery.consolidation import Consolidator
+
+    gait, app = identities(1), appearances(1)
+    rng = np.random.default_rng(10)
+    # linking nothing: person 0's two handed-over tracks of cam1 (0.2 s shared) become two identities
+    matcher = GalleryMatcher(gallery=str(tmp_path / "g"), scores=scores_file, reranker="none", source_centring=False,
+                             auto_enrol=True, threshold=1e6, enrol_below=1e6, min_enrol_frames=1, consolidate=False)
+    for track_id, start in ((1, 0), (2, 30)):
+        matcher.process([window(sample(gait[0], rng), appearance=app_sample(app[0], rng), track=track_id,
+                                final=i == 1, start=start + 30 * i) for i in range(2)])
+    assert len(matcher.gallery.identities()) == 2
+    scorer = matcher.scorer
+    assert Consolidator(matcher.gallery, scorer, 2.0, handover_overlap=0.0).run() == []  # overlap: two people
+    assert Consolidator(matcher.gallery, scorer, 2.0, handover_overlap=0.3, handover_above=1e6).run() == []
+    merges = Consolidator(matcher.gallery, scorer, 2.0, handover_overlap=0.3, handover_above=3.0).run()
+    assert len(merges) == 1 and merges[0].score > 3.0
+    assert len(matcher.gallery.identities()) == 1
+    matcher.close()
+
+
+def test_track_pairs_conflict_only_beyond_a_handover():
+    from training.fusion import Track, track_pairs
+
+    def track(camera: str, start: float, end: float) -> Track:
+        empty = {"gait": np.zeros((0, P, C), np.float32), "appearance": np.zeros((0, 8), np.float32)}
+        return Track("s", camera, 0, ("s", 0), 0, empty, 1, start, end)
+
+    # cam1: 0-4 s; handed over to 3.8-8 s (0.2 s shared); a second person 1-6 s; cam2 at the same time as all
+    pairs = track_pairs([track("cam1", 0, 4), track("cam1", 3.8, 8), track("cam1", 1, 6), track("cam2", 0, 8)], {}, 10)
+    assert pairs.conflict.tolist() == [[False, False, True, False], [False, False, True, False],
+                                       [True, True, False, False], [False, False, False, False]]

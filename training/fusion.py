@@ -42,6 +42,7 @@ import yaml
 
 from pipeline.messages import merged_names
 from stages.gait.distance import part_distance
+from stages.gallery.consolidation import HANDOVER_OVERLAP
 from stages.gallery.matching import SourceCentring, appearance_spread, pool
 from stages.gallery.scoring import (
     AGGREGATES,
@@ -206,7 +207,7 @@ class TrackPairs:
     labels: list[tuple[str, int]]
     order: np.ndarray
     distances: dict[str, np.ndarray]
-    conflict: np.ndarray  # (T, T) bool: same camera, overlapping time (cannot be one person)
+    conflict: np.ndarray  # (T, T) bool: same camera at the same time, beyond a handover (cannot be one person)
     mixed: np.ndarray | None = None  # (T,) bool: tracks the matcher identifies but never enrols
 
 
@@ -237,7 +238,11 @@ def track_pairs(tracks: list[Track], scorers: dict[str, object], top_k: int) -> 
                         "gait", q.query("gait"), tracks[j].windows["gait"], "euc", aggregate, reranker)
     camera = np.asarray([tr.camera for tr in tracks])
     start, end = np.asarray([tr.start for tr in tracks]), np.asarray([tr.end for tr in tracks])
-    conflict = (camera[:, None] == camera[None, :]) & (start[:, None] <= end[None, :]) & (start[None, :] <= end[:, None])
+    overlap = np.minimum(end[:, None], end[None, :]) - np.maximum(start[:, None], start[None, :])
+    shorter = np.minimum((end - start)[:, None], (end - start)[None, :])
+    share = np.where(shorter > 0, overlap / np.maximum(shorter, 1e-12), 1.0)
+    # as the matcher: tracks sharing only their edges may be one person handed over by the tracker
+    conflict = (camera[:, None] == camera[None, :]) & (overlap >= 0) & (share > HANDOVER_OVERLAP)
     np.fill_diagonal(conflict, False)
     return TrackPairs([tr.label for tr in tracks], np.argsort(end, kind="stable"), dist, conflict)
 

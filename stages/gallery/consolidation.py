@@ -11,7 +11,11 @@ the score fusion, ``consolidate:<key>``), best pair first, re-scoring the merged
 the next merge (average linkage on the fused log-odds).
 
 Two identities that one camera shows at the same moment on different tracks are different people
-and are never merged. Two identities named by a user (not auto-enrolled) are never merged with each
+and are never merged, unless the two tracks share only their edges: a tracker that loses a person
+and picks them up on a new track often runs both for a moment (a handover). Tracks of one camera
+that overlap by at most ``handover_overlap`` of the shorter one may be one person, and two
+identities seen only that way together merge when they score each other above the linking
+threshold (``handover_above``), not the lower consolidation threshold. Two identities named by a user (not auto-enrolled) are never merged with each
 other; an auto-enrolled one merges into a named one. Every merge is recorded in the gallery with
 its scores (``Gallery.merges``).
 """
@@ -28,6 +32,11 @@ from stages.gallery.matching import IdentityScorer, SourceCentring, pool
 from stages.gallery.store import MODALITIES, Gallery, IdentitySummary
 
 log = logging.getLogger(__name__)
+
+# Tracks of one camera that overlap by at most this share of the shorter one may be one person handed
+# over between tracks; on the rendered fitting sites same-person pairs overlap by up to about 0.3 of the
+# shorter track, pairs of two people by more (docs/gallery.md).
+HANDOVER_OVERLAP = 0.3
 
 
 @dataclass(frozen=True)
@@ -86,16 +95,21 @@ def identity_evidence(gallery: Gallery, name: str, used: tuple[str, ...], centri
     return IdentityEvidence(name, query, sightings)
 
 
-def seen_together(a: Iterable[Sighting], b: Iterable[Sighting]) -> bool:
-    """Whether one camera showed the two at the same moment on two different tracks."""
+def together_share(a: Iterable[Sighting], b: Iterable[Sighting]) -> float | None:
+    """How much one camera showed the two at the same moment on two different tracks: the largest
+    overlap of two such tracks as a share of the shorter one (0 to 1); None when never."""
     b = [s for s in b if s.t_start is not None and s.t_end is not None]
+    share = None
     for x in a:
         if x.t_start is None or x.t_end is None:
             continue
         for y in b:
             if x.source == y.source and x.track_id != y.track_id and x.t_start <= y.t_end and y.t_start <= x.t_end:
-                return True
-    return False
+                overlap = min(x.t_end, y.t_end) - max(x.t_start, y.t_start)
+                shorter = min(x.t_end - x.t_start, y.t_end - y.t_start)
+                s = 1.0 if shorter <= 0 else min(overlap / shorter, 1.0)
+                share = s if share is None else max(share, s)
+    return share
 
 
 class Consolidator:
@@ -103,14 +117,21 @@ class Consolidator:
 
     scorer: the gallery matcher's identity scorer (its modalities, aggregate, calibration, re-ranker).
     centring: the per-source appearance centring the scorer's queries use (None: raw embeddings).
+    handover_overlap: tracks of one camera overlapping by at most this share of the shorter one may be
+        one person handed over between tracks (0: any overlap means two people).
+    handover_above: the score two identities seen together only across handovers must exceed (None:
+        ``threshold``).
     """
 
     def __init__(self, gallery: Gallery, scorer: IdentityScorer, threshold: float,
-                 centring: SourceCentring | None = None) -> None:
+                 centring: SourceCentring | None = None, handover_overlap: float = 0.0,
+                 handover_above: float | None = None) -> None:
         self.gallery = gallery
         self.scorer = scorer
         self.threshold = float(threshold)
         self.centring = centring
+        self.handover_overlap = float(handover_overlap)
+        self.handover_above = self.threshold if handover_above is None else max(float(handover_above), self.threshold)
         self._evidence: dict[str, IdentityEvidence] = {}
         self._scores: dict[str, dict[str, float]] = {}
         self._summaries: dict[str, IdentitySummary] = {}
@@ -134,10 +155,13 @@ class Consolidator:
         forward, backward = self._row(a).get(b), self._row(b).get(a)
         if forward is None or backward is None:
             return None
-        if not (self._summaries[a].auto or self._summaries[b].auto) or seen_together(
-                self._identity(a).sightings, self._identity(b).sightings):
+        if not (self._summaries[a].auto or self._summaries[b].auto):
             return None
-        return min(forward, backward)
+        score = min(forward, backward)
+        share = together_share(self._identity(a).sightings, self._identity(b).sightings)
+        if share is not None and (share > self.handover_overlap or score <= self.handover_above):
+            return None
+        return score
 
     def run(self, names: Iterable[str] | None = None) -> list[Merge]:
         """Merge until no allowed pair clears the threshold; ``names``: only pairs with at least one of

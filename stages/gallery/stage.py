@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.domains import NonNegativeFloat, NonNegativeInt
+from pipeline.domains import NonNegativeFloat, NonNegativeInt, UnitFloat
 from pipeline.messages import IdentityMatch, RankedCandidate, TrackWindow
-from stages.gallery.consolidation import Consolidator, Merge
+from stages.gallery.consolidation import HANDOVER_OVERLAP, Consolidator, Merge
 from stages.gallery.index import IndexSpec
 from stages.gallery.matching import CandidateScore, IdentityScorer, SourceCentring, appearance_spread, pool
 from stages.gallery.scoring import AGGREGATES, CONSOLIDATE, MIXED_SPREAD, MODES, ScoreModel
@@ -137,6 +137,11 @@ class GalleryMatcher:
         ``consolidate_above`` and that no camera showed beside them at the same moment (None: the
         threshold fitted with the score fusion; none fitted: no consolidation). The merges are
         recorded in the gallery and listed by ``outcome()`` (the run summary's ``outcomes.gallery.merged``).
+    handover_overlap: two tracks of one camera overlapping in time by at most this share of the shorter
+        one may be one person whom the tracker handed over to a new track, not two people: the
+        identities of such a track stay candidates (at the linking threshold), and consolidation
+        merges two identities seen together only that way when they score each other above the
+        threshold rather than ``consolidate_above`` (default 0.3). 0: any overlap means two people.
     consolidate_every: also consolidate after every this many finished tracks (0: only when the run ends).
         A live stream never ends, so there it is what merges identities as evidence comes in; records
         already written keep the name they were given (the summary and ``gallery merges`` map it).
@@ -175,6 +180,7 @@ class GalleryMatcher:
         consolidate: bool = True,
         consolidate_above: float | None = None,
         consolidate_every: NonNegativeInt = 0,
+        handover_overlap: UnitFloat = HANDOVER_OVERLAP,
         mixed_spread: float | None = None,
         switch_margin: NonNegativeFloat = 1.0,
         enrol_prefix: str = "person",
@@ -231,6 +237,7 @@ class GalleryMatcher:
         self.consolidate = consolidate
         self.consolidate_above = consolidate_above
         self.consolidate_every = int(consolidate_every)
+        self.handover_overlap = float(handover_overlap)
         self.switch_margin = float(switch_margin)
         self.mixed_spread = mixed_spread if mixed_spread is not None else self.score_model.thresholds.get(MIXED_SPREAD)
         self.enrol_prefix = enrol_prefix
@@ -322,7 +329,8 @@ class GalleryMatcher:
         if all(v is None for v in query.values()):
             return IdentityMatch(None, self.modalities, float("inf"), 0.0, windows=n_windows, mixed=mixed), []
         # one camera shows two different people at the same moment: those identities are not this track's
-        exclude = (self.gallery.identities_seen_with(evidence.source, evidence.track_id, evidence.t_start, evidence.t_end)
+        exclude = (self.gallery.identities_seen_with(evidence.source, evidence.track_id, evidence.t_start, evidence.t_end,
+                                                     self.handover_overlap)
                    if evidence.source and evidence.t_start is not None else set())
         ranked = scorer.score(query, exclude)
         threshold = self.threshold(scorer)
@@ -475,7 +483,8 @@ class GalleryMatcher:
                      scorer.threshold_key())
             return []
         names = {s.name for s in self.gallery.identities()} & (self._touched if names is None else names)
-        merges = Consolidator(self.gallery, scorer, threshold, self.entry_centring).run(names) if names else []
+        merges = Consolidator(self.gallery, scorer, threshold, self.entry_centring, self.handover_overlap,
+                              self.threshold(scorer)).run(names) if names else []
         self._touched.clear()
         return merges
 
