@@ -14,9 +14,10 @@ Two identities that one camera shows at the same moment on different tracks are 
 and are never merged, unless the two tracks share only their edges: a tracker that loses a person
 and picks them up on a new track often runs both for a moment (a handover). Tracks of one camera
 that overlap by at most ``handover_overlap`` of the shorter one may be one person, and two
-identities seen only that way together merge when they score each other above the linking
-threshold (``handover_above``), not the lower consolidation threshold. Two identities named by a user (not auto-enrolled) are never merged with each
-other; an auto-enrolled one merges into a named one. Every merge is recorded in the gallery with
+identities seen together only that way merge when they score each other above the linking
+threshold (``handover_above``), not the lower consolidation threshold. Two identities named by a
+user (not auto-enrolled) are never merged with each other; an auto-enrolled one merges into a named
+one. Every merge is recorded in the gallery with
 its scores (``Gallery.merges``).
 """
 
@@ -34,8 +35,8 @@ from stages.gallery.store import MODALITIES, Gallery, IdentitySummary
 log = logging.getLogger(__name__)
 
 # Tracks of one camera that overlap by at most this share of the shorter one may be one person handed
-# over between tracks; on the rendered fitting sites same-person pairs overlap by up to about 0.3 of the
-# shorter track, pairs of two people by more (docs/gallery.md).
+# over between tracks: on the rendered fitting sites, same-person identities seen together this briefly
+# scored far above two-person ones (docs/gallery.md, "Handovers").
 HANDOVER_OVERLAP = 0.3
 
 

@@ -137,14 +137,14 @@ class GalleryMatcher:
         ``consolidate_above`` and that no camera showed beside them at the same moment (None: the
         threshold fitted with the score fusion; none fitted: no consolidation). The merges are
         recorded in the gallery and listed by ``outcome()`` (the run summary's ``outcomes.gallery.merged``).
+    consolidate_every: also consolidate after every this many finished tracks (0: only when the run ends).
+        A live stream never ends, so there it is what merges identities as evidence comes in; records
+        already written keep the name they were given (the summary and ``gallery merges`` map it).
     handover_overlap: two tracks of one camera overlapping in time by at most this share of the shorter
         one may be one person whom the tracker handed over to a new track, not two people: the
         identities of such a track stay candidates (at the linking threshold), and consolidation
         merges two identities seen together only that way when they score each other above the
         threshold rather than ``consolidate_above`` (default 0.3). 0: any overlap means two people.
-    consolidate_every: also consolidate after every this many finished tracks (0: only when the run ends).
-        A live stream never ends, so there it is what merges identities as evidence comes in; records
-        already written keep the name they were given (the summary and ``gallery merges`` map it).
     mixed_spread: a track whose own windows lie further apart in appearance than this (cosine
         distance between windows that share no frames) shows more than one person, because the
         tracker switched people: it is identified but never enrolled (``identity.mixed``). None: the
