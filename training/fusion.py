@@ -42,7 +42,7 @@ import yaml
 
 from pipeline.messages import merged_names
 from stages.gait.distance import part_distance
-from stages.gallery.consolidation import HANDOVER_OVERLAP
+from stages.gallery.consolidation import HANDOVER_OVERLAP, overlap_share
 from stages.gallery.matching import SourceCentring, appearance_spread, pool
 from stages.gallery.scoring import (
     AGGREGATES,
@@ -236,15 +236,15 @@ def track_pairs(tracks: list[Track], scorers: dict[str, object], top_k: int) -> 
                 for aggregate in AGGREGATES:
                     dist[f"gait/{scorer}/{aggregate}"][i, j] = modality_distance(
                         "gait", q.query("gait"), tracks[j].windows["gait"], "euc", aggregate, reranker)
-    camera = np.asarray([tr.camera for tr in tracks])
-    start, end = np.asarray([tr.start for tr in tracks]), np.asarray([tr.end for tr in tracks])
-    overlap = np.minimum(end[:, None], end[None, :]) - np.maximum(start[:, None], start[None, :])
-    shorter = np.minimum((end - start)[:, None], (end - start)[None, :])
-    share = np.where(shorter > 0, overlap / np.maximum(shorter, 1e-12), 1.0)
-    # as the matcher: tracks sharing only their edges may be one person handed over by the tracker
-    conflict = (camera[:, None] == camera[None, :]) & (overlap >= 0) & (share > HANDOVER_OVERLAP)
-    np.fill_diagonal(conflict, False)
-    return TrackPairs([tr.label for tr in tracks], np.argsort(end, kind="stable"), dist, conflict)
+
+    def seen_beside(q: Track, g: Track) -> bool:
+        # as the matcher: tracks sharing only their edges may be one person handed over by the tracker
+        share = overlap_share(q.start, q.end, g.start, g.end)
+        return q is not g and q.camera == g.camera and share is not None and share > HANDOVER_OVERLAP
+
+    conflict = np.array([[seen_beside(q, g) for g in tracks] for q in tracks], bool).reshape(t, t)
+    order = np.argsort([tr.end for tr in tracks], kind="stable")
+    return TrackPairs([tr.label for tr in tracks], order, dist, conflict)
 
 
 def simulate_auto_enrol(fused: np.ndarray, order: np.ndarray, threshold: float, enrol_below: float,

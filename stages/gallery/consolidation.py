@@ -96,21 +96,22 @@ def identity_evidence(gallery: Gallery, name: str, used: tuple[str, ...], centri
     return IdentityEvidence(name, query, sightings)
 
 
+def overlap_share(a_start: float, a_end: float, b_start: float, b_end: float) -> float | None:
+    """How much two time spans overlap, as a share of the shorter one (0 to 1; a span of no length
+    inside the other: 1); None when they do not overlap."""
+    if a_start > b_end or b_start > a_end:
+        return None
+    shorter = min(a_end - a_start, b_end - b_start)
+    return 1.0 if shorter <= 0 else min((min(a_end, b_end) - max(a_start, b_start)) / shorter, 1.0)
+
+
 def together_share(a: Iterable[Sighting], b: Iterable[Sighting]) -> float | None:
     """How much one camera showed the two at the same moment on two different tracks: the largest
-    overlap of two such tracks as a share of the shorter one (0 to 1); None when never."""
+    ``overlap_share`` of two such tracks; None when never."""
     b = [s for s in b if s.t_start is not None and s.t_end is not None]
-    share = None
-    for x in a:
-        if x.t_start is None or x.t_end is None:
-            continue
-        for y in b:
-            if x.source == y.source and x.track_id != y.track_id and x.t_start <= y.t_end and y.t_start <= x.t_end:
-                overlap = min(x.t_end, y.t_end) - max(x.t_start, y.t_start)
-                shorter = min(x.t_end - x.t_start, y.t_end - y.t_start)
-                s = 1.0 if shorter <= 0 else min(overlap / shorter, 1.0)
-                share = s if share is None else max(share, s)
-    return share
+    shares = [overlap_share(x.t_start, x.t_end, y.t_start, y.t_end) for x in a if x.t_start is not None
+              and x.t_end is not None for y in b if x.source == y.source and x.track_id != y.track_id]
+    return max((s for s in shares if s is not None), default=None)
 
 
 class Consolidator:

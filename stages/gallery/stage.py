@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.domains import NonNegativeFloat, NonNegativeInt, UnitFloat
 from pipeline.messages import IdentityMatch, RankedCandidate, TrackWindow
-from stages.gallery.consolidation import HANDOVER_OVERLAP, Consolidator, Merge
+from stages.gallery.consolidation import HANDOVER_OVERLAP, Consolidator, Merge, overlap_share
 from stages.gallery.index import IndexSpec
 from stages.gallery.matching import CandidateScore, IdentityScorer, SourceCentring, appearance_spread, pool
 from stages.gallery.scoring import AGGREGATES, CONSOLIDATE, MIXED_SPREAD, MODES, ScoreModel
@@ -328,10 +328,7 @@ class GalleryMatcher:
         mixed = self.mixed_spread is not None and evidence.appearance_spread() > self.mixed_spread
         if all(v is None for v in query.values()):
             return IdentityMatch(None, self.modalities, float("inf"), 0.0, windows=n_windows, mixed=mixed), []
-        # one camera shows two different people at the same moment: those identities are not this track's
-        exclude = (self.gallery.identities_seen_with(evidence.source, evidence.track_id, evidence.t_start, evidence.t_end,
-                                                     self.handover_overlap)
-                   if evidence.source and evidence.t_start is not None else set())
+        exclude = self._seen_beside(evidence)
         ranked = scorer.score(query, exclude)
         threshold = self.threshold(scorer)
         if threshold is None:
@@ -350,6 +347,16 @@ class GalleryMatcher:
         scores = {**best.llr, "fused": best.fused}
         return IdentityMatch(best.identity if matched else None, self.modalities, _primary_distance(best), best.confidence,
                              candidates, scores=scores, windows=n_windows, mixed=mixed), ranked
+
+    def _seen_beside(self, evidence: TrackEvidence) -> set[str]:
+        """Identities the track's camera showed beside it, on another track at the same time (one camera
+        cannot show one person twice at once): not this track's. Tracks sharing no more than
+        ``handover_overlap`` of the shorter one do not count (the tracker may have handed one person over)."""
+        if not evidence.source or evidence.t_start is None or evidence.t_end is None:
+            return set()
+        t0, t1 = evidence.t_start, evidence.t_end
+        return {name for name, lo, hi in self.gallery.tracks_seen_with(evidence.source, evidence.track_id, t0, t1)
+                if (overlap_share(t0, t1, lo, hi) or 0.0) > self.handover_overlap}
 
     def _kept(self, announced: str | None, ranked: list[CandidateScore], threshold: float | None) -> CandidateScore | None:
         """The identity the track was last given, when it still clears the threshold and no other

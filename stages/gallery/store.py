@@ -731,12 +731,9 @@ class Gallery:
             out[name].append(int(entry))
         return out
 
-    def identities_seen_with(self, source: str, track_id: int, t_start: float, t_end: float,
-                             handover_overlap: float = 0.0) -> set[str]:
-        """Identities with another track of ``source`` whose time span (its entries' union) overlaps
-        [t_start, t_end] (seconds) by more than ``handover_overlap`` of the shorter of the two: people
-        that source showed at the same time as this track (a shorter overlap may be a tracker handing
-        one person over to a new track)."""
+    def tracks_seen_with(self, source: str, track_id: int, t_start: float, t_end: float) -> list[tuple[str, float, float]]:
+        """Other tracks of ``source`` whose time span (their entries' union, seconds) overlaps [t_start,
+        t_end]: (identity, start, end) of each, the people that source showed beside this track."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT i.name, MIN(e.t_start), MAX(e.t_end) FROM entries e JOIN identities i ON i.id = e.identity_id "
@@ -744,13 +741,7 @@ class Gallery:
                 "GROUP BY i.name, e.track_id HAVING MIN(e.t_start) <= ? AND MAX(e.t_end) >= ?",
                 (source, track_id, t_end, t_start)
             ).fetchall()
-        out = set()
-        for name, lo, hi in rows:
-            shorter = min(t_end - t_start, hi - lo)
-            overlap = min(t_end, hi) - max(t_start, lo)
-            if shorter <= 0 or overlap / shorter > handover_overlap:
-                out.add(name)
-        return out
+        return [(name, float(lo), float(hi)) for name, lo, hi in rows]
 
     def sources_of(self, entry_ids: Sequence[int]) -> dict[int, str]:
         """Source of each entry, by id."""
