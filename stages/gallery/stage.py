@@ -174,7 +174,7 @@ class GalleryMatcher:
         source_prior: float = 20.0,
         auto_enrol: bool = False,
         enrol_below: float | None = None,
-        min_enrol_frames: int = 10,
+        min_enrol_frames: int = 20,
         merge: bool = True,
         merge_above: float | None = None,
         consolidate: bool = True,
