@@ -17,8 +17,7 @@ that overlap by at most ``handover_overlap`` of the shorter one may be one perso
 identities seen together only that way merge when they score each other above the linking
 threshold (``handover_above``), not the lower consolidation threshold. Two identities named by a
 user (not auto-enrolled) are never merged with each other; an auto-enrolled one merges into a named
-one. Every merge is recorded in the gallery with
-its scores (``Gallery.merges``).
+one. Every merge is recorded in the gallery with its scores (``Gallery.merges``).
 """
 
 from __future__ import annotations
