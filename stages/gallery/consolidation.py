@@ -119,13 +119,13 @@ class Consolidator:
     scorer: the gallery matcher's identity scorer (its modalities, aggregate, calibration, re-ranker).
     centring: the per-source appearance centring the scorer's queries use (None: raw embeddings).
     handover_overlap: tracks of one camera overlapping by at most this share of the shorter one may be
-        one person handed over between tracks (0: any overlap means two people).
+        one person handed over between tracks (0: any overlap means two people; default as the matcher).
     handover_above: the score two identities seen together only across handovers must exceed (None:
         ``threshold``).
     """
 
     def __init__(self, gallery: Gallery, scorer: IdentityScorer, threshold: float,
-                 centring: SourceCentring | None = None, handover_overlap: float = 0.0,
+                 centring: SourceCentring | None = None, handover_overlap: float = HANDOVER_OVERLAP,
                  handover_above: float | None = None) -> None:
         self.gallery = gallery
         self.scorer = scorer
