@@ -20,6 +20,7 @@ from trackers import ByteTrackTracker
 
 from pipeline.domains import NonNegativeInt, PositiveInt, UnitFloat
 from pipeline.messages import STARTS_TRACK, FrameResult
+from stages.track_split import AppearanceSplitter
 
 # trackers expresses the lost-track buffer in 30 FPS frames and scales it by the frame rate it is
 # given; passing 30 makes the buffer a plain frame count, whatever the source's rate.
@@ -40,6 +41,12 @@ class ByteTrackStage:
         other person (on the identity benchmark's quick site the gallery flagged 8 of 58 tracks as
         following several people at 0.1, 3 of 79 at 0.3; 0.5 splits people into 133 tracks).
     minimum_consecutive_frames: matched frames in a row before a new track gets an id.
+    split_on_appearance: split a track where the person in its box changes (``stages.track_split``):
+        the rest of the track gets a new id. Costs one appearance embedding per tracked person every
+        ``split_every`` frames.
+    split_weights: the appearance model for it (a ReID checkpoint; default the shipped one).
+    split_distance: cosine distance from the track's reference appearance that counts as someone else.
+    split_checks: that many checks in a row split the track.
     """
 
     def __init__(
@@ -50,6 +57,11 @@ class ByteTrackStage:
         high_confidence_threshold: UnitFloat = 0.5,
         minimum_matching_iou: UnitFloat = 0.3,
         minimum_consecutive_frames: PositiveInt = 2,
+        split_on_appearance: bool = False,
+        split_weights: str = "",
+        split_distance: UnitFloat = 0.55,
+        split_checks: PositiveInt = 3,
+        split_every: PositiveInt = 2,
     ) -> None:
         self._options = {
             "lost_track_buffer": lost_track_buffer,
@@ -63,6 +75,8 @@ class ByteTrackStage:
         self._trackers: dict[str, ByteTrackTracker] = {}
         self._skipped: dict[str, int] = {}  # per source: frames skipped by the detector since its last pass
         self._confidence: dict[tuple[str, int], float] = {}  # (source, track id): last matched confidence
+        self._splitter = _appearance_splitter(split_weights, split_distance, split_checks, split_every) \
+            if split_on_appearance else None
 
     def process(self, batch: list[FrameResult]) -> list[FrameResult]:
         return [self.track(item) for item in batch]
@@ -96,12 +110,16 @@ class ByteTrackStage:
             rows = np.asarray(tracked.data[_ROW])[confirmed]
             ids = tracked.tracker_id[confirmed].astype(np.int64)
         kept = detections[rows]
-        kept.tracker_id = ids
         ended = tuple(sorted(open_before - open_after))
         for track_id in ended:
             self._confidence.pop((source_id, track_id), None)
         if kept.confidence is not None:
             self._confidence.update({(source_id, int(t)): float(c) for t, c in zip(ids, kept.confidence)})
+        if self._splitter is not None:
+            ended = self._splitter.end(source_id, ended)
+            ids, split_ended = self._splitter.update(source_id, item.frame.index, item.frame.image, ids, kept.xyxy)
+            ended += split_ended
+        kept.tracker_id = ids
         return FrameResult(item.frame, kept, item.ended_track_ids + ended)
 
     def _tracker_confidence(self, detections: sv.Detections) -> np.ndarray | None:
@@ -137,7 +155,7 @@ class ByteTrackStage:
             xyxy=xyxy[visible],
             confidence=np.array([self._confidence.get((source_id, t), 0.0) for t in ids_array], dtype=np.float32),
             class_id=np.zeros(len(ids_array), dtype=int),
-            tracker_id=ids_array,
+            tracker_id=ids_array if self._splitter is None else self._splitter.output_ids(source_id, ids_array),
         )
         return FrameResult(item.frame, predicted, item.ended_track_ids)
 
@@ -148,12 +166,24 @@ class ByteTrackStage:
         self._confidence = {key: c for key, c in self._confidence.items() if key[0] != source_id}
         if tracker is None:
             return ()
-        return tuple(sorted(_confirmed_ids(tracker)))
+        open_ids = tuple(sorted(_confirmed_ids(tracker)))
+        if self._splitter is not None:
+            open_ids = tuple(sorted(self._splitter.end(source_id, open_ids)))
+            self._splitter.end_source(source_id)
+        return open_ids
 
     def end_source(self, source_id: str) -> list[FrameResult]:
         """The runner's end-of-source hook: forgets the tracker (the assembler closes the tracks)."""
         self.finish(source_id)
         return []
+
+
+def _appearance_splitter(weights: str, distance: float, checks: int, every: int) -> AppearanceSplitter:
+    from stages.reid.stage import DEFAULT_WEIGHTS, load_appearance_model
+    from stages.silhouette import crop_box
+
+    model, _ = load_appearance_model(weights or DEFAULT_WEIGHTS)
+    return AppearanceSplitter(model.embed_crops, crop_box, distance=distance, frames=checks, every=every)
 
 
 def _confirmed_ids(tracker: ByteTrackTracker) -> set[int]:

@@ -1,0 +1,118 @@
+"""Tracks split where the person in the box changes; ids stay unique; the tracker stage reports the ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import supervision as sv
+
+from pipeline.messages import Frame, FrameResult
+from stages.track import ByteTrackStage
+from stages.track_split import SPLIT_ID_BASE, AppearanceSplitter
+
+SIZE = (120, 200)
+RED, BLUE = (0, 0, 255), (255, 0, 0)
+
+
+def _colour_embed(crops: np.ndarray) -> np.ndarray:
+    """A stand-in appearance model: the unit mean colour of each crop (distinct colours ~ orthogonal)."""
+    x = crops.reshape(len(crops), -1, 3).mean(1).astype(np.float32) + 1e-3
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _box_crop(image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    x1, y1, x2, y2 = box.astype(int)
+    patch = image[y1:y2, x1:x2]
+    return np.resize(patch, (128, 64, 3))
+
+
+def _splitter(**kw) -> AppearanceSplitter:
+    return AppearanceSplitter(_colour_embed, _box_crop, **{"distance": 0.5, "frames": 3, "every": 1, **kw})
+
+
+def _image(colour: tuple[int, int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    image = np.zeros((*SIZE, 3), np.uint8)
+    x1, y1, x2, y2 = box
+    image[y1:y2, x1:x2] = colour
+    return image
+
+
+BOX = (40, 20, 60, 80)
+
+
+def _feed(splitter: AppearanceSplitter, colours: list[tuple[int, int, int]], track: int = 7):
+    out = []
+    for index, colour in enumerate(colours):
+        ids, ended = splitter.update("cam", index, _image(colour, BOX), np.array([track]), np.array([BOX], np.float32))
+        out.append((int(ids[0]), ended))
+    return out
+
+
+def test_a_track_that_changes_person_goes_on_under_a_new_id_and_the_old_one_ends() -> None:
+    out = _feed(_splitter(), [RED] * 10 + [BLUE] * 10)
+    ids = [i for i, _ in out]
+    assert ids[:12] == [7] * 12  # the first two blue checks are not yet a switch
+    assert ids[12:] == [SPLIT_ID_BASE] * 8
+    assert out[12][1] == (7,) and all(not e for k, (_, e) in enumerate(out) if k != 12)
+
+
+def test_a_brief_change_does_not_split() -> None:
+    out = _feed(_splitter(), [RED] * 10 + [BLUE] * 2 + [RED] * 8)
+    assert {i for i, _ in out} == {7} and not any(e for _, e in out)
+
+
+def test_split_ids_are_unique_per_source_and_tracks_are_independent() -> None:
+    splitter = _splitter()
+    boxes = np.array([BOX, (120, 20, 140, 80)], np.float32)
+    ids_seen = []
+    for index in range(20):
+        image = _image(RED if index < 8 else BLUE, BOX)
+        image[20:80, 120:140] = BLUE if index < 14 else RED
+        ids, _ = splitter.update("cam", index, image, np.array([3, 4]), boxes)
+        ids_seen.append(tuple(ids.tolist()))
+    assert ids_seen[0] == (3, 4)
+    assert ids_seen[-1] == (SPLIT_ID_BASE, SPLIT_ID_BASE + 1)
+    assert splitter.end("cam", (3, 4)) == (SPLIT_ID_BASE, SPLIT_ID_BASE + 1)
+    assert splitter.output_ids("cam", np.array([3])).tolist() == [3]  # forgotten: a new track of that id
+
+
+def test_checks_only_every_nth_frame() -> None:
+    embedded = []
+
+    def embed(crops: np.ndarray) -> np.ndarray:
+        embedded.append(len(crops))
+        return _colour_embed(crops)
+
+    splitter = AppearanceSplitter(embed, _box_crop, distance=0.5, frames=3, every=4)
+    _feed(splitter, [RED] * 12)
+    assert len(embedded) == 3
+
+
+def _frame(index: int, image: np.ndarray, box: tuple[int, int, int, int]) -> FrameResult:
+    detections = sv.Detections(xyxy=np.array([box], np.float32), mask=np.ones((1, *SIZE), bool),
+                               confidence=np.array([0.9], np.float32), class_id=np.zeros(1, int))
+    return FrameResult(Frame("cam", index, index / 10, image), detections)
+
+
+def test_tracker_stage_renames_the_rest_of_a_switched_track_and_reports_the_end() -> None:
+    stage = ByteTrackStage(minimum_consecutive_frames=1)
+    stage._splitter = _splitter(every=1)  # the stand-in model instead of the shipped weights
+    ids, ended = {}, []
+    for index in range(24):
+        box = (40 + index, 20, 60 + index, 80)
+        result = stage.track(_frame(index, _image(RED if index < 12 else BLUE, box), box))
+        ids.update({index: int(t) for t in result.detections.tracker_id})
+        ended += list(result.ended_track_ids)
+    first = ids[min(ids)]
+    assert first < SPLIT_ID_BASE and {ids[i] for i in ids if i < 14} == {first}  # blue from 12: split on the third
+    assert {ids[i] for i in ids if i >= 14} == {SPLIT_ID_BASE} and 23 in ids
+    assert ended == [first]
+    assert stage.finish("cam") == (SPLIT_ID_BASE,)
+
+
+def test_split_is_off_unless_asked() -> None:
+    stage = ByteTrackStage(minimum_consecutive_frames=1)
+    ids = []
+    for index in range(24):
+        box = (40 + index, 20, 60 + index, 80)
+        ids += stage.track(_frame(index, _image(RED if index < 12 else BLUE, box), box)).detections.tracker_id.tolist()
+    assert len(set(ids)) == 1
