@@ -100,7 +100,8 @@ def test_tracker_stage_renames_the_rest_of_a_switched_track_and_reports_the_end(
     for index in range(24):
         box = (40 + index, 20, 60 + index, 80)
         result = stage.track(_frame(index, _image(RED if index < 12 else BLUE, box), box))
-        ids.update({index: int(t) for t in result.detections.tracker_id})
+        if len(result.detections):  # the track is confirmed from its first frame on
+            ids[index] = int(result.detections.tracker_id[0])
         ended += list(result.ended_track_ids)
     first = ids[min(ids)]
     assert first < SPLIT_ID_BASE and {ids[i] for i in ids if i < 14} == {first}  # blue from 12: split on the third
