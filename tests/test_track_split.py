@@ -117,3 +117,16 @@ def test_split_is_off_unless_asked() -> None:
         box = (40 + index, 20, 60 + index, 80)
         ids += stage.track(_frame(index, _image(RED if index < 12 else BLUE, box), box)).detections.tracker_id.tolist()
     assert len(set(ids)) == 1
+
+
+def test_split_with_the_shipped_appearance_model_keeps_one_person_in_one_track() -> None:
+    stage = ByteTrackStage(minimum_consecutive_frames=1, split_on_appearance=True, split_every=1)
+    rng = np.random.default_rng(0)
+    person = rng.integers(0, 255, (60, 20, 3), dtype=np.uint8)
+    ids = set()
+    for index in range(12):
+        box = (40 + index, 20, 60 + index, 80)
+        image = np.full((*SIZE, 3), 90, np.uint8)
+        image[20:80, 40 + index:60 + index] = person
+        ids.update(stage.track(_frame(index, image, box)).detections.tracker_id.tolist())
+    assert len(ids) == 1 and next(iter(ids)) < SPLIT_ID_BASE
