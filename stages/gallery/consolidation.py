@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 # Tracks of one camera that overlap by at most this share of the shorter one may be one person handed
 # over between tracks: on the rendered fitting sites, same-person identities seen together this briefly
-# scored far above two-person ones (docs/gallery.md, "Handovers").
-HANDOVER_OVERLAP = 0.3
+# scored far above two-person ones; 0.5 rather than 0.3 linked more of them on the benchmark with as
+# many wrong links (docs/gallery.md, "Handovers").
+HANDOVER_OVERLAP = 0.5
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ class GalleryMatcher:
         one may be one person whom the tracker handed over to a new track, not two people: the
         identities of such a track stay candidates (at the linking threshold), and consolidation
         merges two identities seen together only that way when they score each other above the
-        threshold rather than ``consolidate_above`` (default 0.3). 0: any overlap means two people.
+        threshold rather than ``consolidate_above`` (default 0.5). 0: any overlap means two people.
     mixed_spread: a track whose own windows lie further apart in appearance than this (cosine
         distance between windows that share no frames) shows more than one person, because the
         tracker switched people: it is identified but never enrolled (``identity.mixed``). None: the
