@@ -168,7 +168,8 @@ def _guarded(call, debug: bool = False) -> int:
     except (UserError, FileNotFoundError) as exc:
         if debug:
             traceback.print_exc()
-        message = exc if isinstance(exc, UserError) else one_line(f"{exc.strerror or exc}: {exc.filename or ''}")
+        message = exc if isinstance(exc, UserError) else one_line(
+            f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc))
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
     except pickle.UnpicklingError as exc:  # a weights file refused by torch's weights-only loader

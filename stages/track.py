@@ -47,6 +47,7 @@ class ByteTrackStage:
     split_weights: the appearance model for it (a ReID checkpoint; default the shipped one).
     split_distance: cosine distance from the track's reference appearance that counts as someone else.
     split_checks: that many checks in a row split the track.
+    split_every: check every this many frames of a source.
     """
 
     def __init__(

@@ -76,6 +76,16 @@ def test_bad_config_is_one_line(tmp_path):
     assert len(lines) == 1 and "detect: unknown key 'min_aera'" in lines[0]
 
 
+def test_missing_weights_are_one_line(tmp_path):
+    missing = tmp_path / "absent.pt"
+    proc = run_cli("run", "x.mp4", "--config", "front_half", "--set", "track.split_on_appearance=true",
+                   "--set", f"track.split_weights={missing}", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == (f"error: appearance ReID weights not found: {missing} "
+                                            "(train them with python -m training.reid)")
+
+
 def test_ctrl_c_flushes_then_resume_completes(tmp_path, system_python):  # noqa: F811 - the fixture
     """Deterministic: the source is a live stream that never ends (a real RTSP server looping a clip,
     retries for ever), so the run is still going when the signal arrives, whatever the machine's speed."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import supervision as sv
 
 from pipeline.messages import Frame, FrameResult
@@ -130,3 +131,8 @@ def test_split_with_the_shipped_appearance_model_keeps_one_person_in_one_track()
         image[20:80, 40 + index:60 + index] = person
         ids.update(stage.track(_frame(index, image, box)).detections.tracker_id.tolist())
     assert len(ids) == 1 and next(iter(ids)) < SPLIT_ID_BASE
+
+
+def test_missing_split_weights_are_one_line_at_construction(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="appearance ReID weights not found"):
+        ByteTrackStage(split_on_appearance=True, split_weights=str(tmp_path / "absent.pt"))
