@@ -60,8 +60,8 @@ class ByteTrackStage:
         minimum_consecutive_frames: PositiveInt = 2,
         split_on_appearance: bool = False,
         split_weights: str = "",
-        split_distance: UnitFloat = 0.55,
-        split_checks: PositiveInt = 3,
+        split_distance: UnitFloat = 0.7,
+        split_checks: PositiveInt = 5,
         split_every: PositiveInt = 2,
     ) -> None:
         self._options = {

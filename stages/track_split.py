@@ -46,7 +46,7 @@ class AppearanceSplitter:
     """
 
     def __init__(self, embed: Callable[[np.ndarray], np.ndarray], crop: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                 distance: float = 0.55, frames: int = 3, every: int = 2, smoothing: float = 0.15,
+                 distance: float = 0.7, frames: int = 5, every: int = 2, smoothing: float = 0.15,
                  warmup: int = 3) -> None:
         self.embed = embed
         self.crop = crop
