@@ -654,22 +654,41 @@ def test_a_track_handed_over_by_the_tracker_keeps_its_persons_identity(tmp_path,
     assert second != first
 
 
-def test_consolidation_merges_across_a_handover_only_above_the_handover_bar(tmp_path, scores_file):
-    from stages.gallery.consolidation import Consolidator
-
+def _one_person_on_two_overlapping_tracks(folder, scores_file) -> GalleryMatcher:
+    """Linking nothing: person 0's two tracks of cam1 (0.2 s shared, as in a handover) become two identities."""
     gait, app = identities(1), appearances(1)
     rng = np.random.default_rng(10)
-    # linking nothing: person 0's two handed-over tracks of cam1 (0.2 s shared) become two identities
-    matcher = GalleryMatcher(gallery=str(tmp_path / "g"), scores=scores_file, reranker="none", source_centring=False,
+    matcher = GalleryMatcher(gallery=str(folder), scores=scores_file, reranker="none", source_centring=False,
                              auto_enrol=True, threshold=1e6, enrol_below=1e6, min_enrol_frames=1, consolidate=False)
     for track_id, start in ((1, 0), (2, 30)):
         matcher.process([window(sample(gait[0], rng), appearance=app_sample(app[0], rng), track=track_id,
                                 final=i == 1, start=start + 30 * i) for i in range(2)])
     assert len(matcher.gallery.identities()) == 2
+    return matcher
+
+
+def test_consolidation_merges_across_a_handover_only_above_the_handover_bar(tmp_path, scores_file):
+    from stages.gallery.consolidation import Consolidator
+
+    matcher = _one_person_on_two_overlapping_tracks(tmp_path / "g", scores_file)
     scorer = matcher.scorer
-    assert Consolidator(matcher.gallery, scorer, 2.0, handover_overlap=0.0).run() == []  # overlap: two people
+    # any overlap means two people, whatever the score
+    assert Consolidator(matcher.gallery, scorer, 2.0, handover_overlap=0.0, together_above=None).run() == []
     assert Consolidator(matcher.gallery, scorer, 2.0, handover_overlap=0.3, handover_above=1e6).run() == []
     merges = Consolidator(matcher.gallery, scorer, 2.0, handover_overlap=0.3, handover_above=3.0).run()
+    assert len(merges) == 1 and merges[0].score > 3.0
+    assert len(matcher.gallery.identities()) == 1
+    matcher.close()
+
+
+def test_identities_seen_together_merge_only_on_overwhelming_evidence(tmp_path, scores_file):
+    from stages.gallery.consolidation import Consolidator
+
+    matcher = _one_person_on_two_overlapping_tracks(tmp_path / "g", scores_file)
+    scorer = matcher.scorer
+    # no handover allowance: the two tracks count as seen together
+    assert Consolidator(matcher.gallery, scorer, 2.0, handover_overlap=0.0, together_above=1e6).run() == []
+    merges = Consolidator(matcher.gallery, scorer, 2.0, handover_overlap=0.0, together_above=3.0).run()
     assert len(merges) == 1 and merges[0].score > 3.0
     assert len(matcher.gallery.identities()) == 1
     matcher.close()

@@ -10,12 +10,14 @@ re-ranked), and two identities are merged when each scores the other above a thr
 the score fusion, ``consolidate:<key>``), best pair first, re-scoring the merged identity before
 the next merge (average linkage on the fused log-odds).
 
-Two identities that one camera shows at the same moment on different tracks are different people
-and are never merged, unless the two tracks share only their edges: a tracker that loses a person
-and picks them up on a new track often runs both for a moment (a handover). Tracks of one camera
-that overlap by at most ``handover_overlap`` of the shorter one may be one person, and two
-identities seen together only that way merge when they score each other above the linking
-threshold (``handover_above``), not the lower consolidation threshold. Two identities named by a
+Two identities that one camera shows at the same moment on different tracks are different people,
+unless the two tracks share only their edges: a tracker that loses a person and picks them up on a
+new track often runs both for a moment (a handover). Tracks of one camera that overlap by at most
+``handover_overlap`` of the shorter one may be one person, and two identities seen together only
+that way merge when they score each other above the linking threshold (``handover_above``), not the
+lower consolidation threshold. Seen together for longer, they merge only on overwhelming evidence
+(``together_above``): a track that wandered from its person onto someone else carries its identity
+into the other person's time, and the two look like two people seen at once. Two identities named by a
 user (not auto-enrolled) are never merged with each other; an auto-enrolled one merges into a named
 one. Every merge is recorded in the gallery with its scores (``Gallery.merges``).
 """
@@ -38,6 +40,12 @@ log = logging.getLogger(__name__)
 # scored far above two-person ones; 0.5 rather than 0.3 linked more of them on the benchmark with as
 # many wrong links (docs/gallery.md, "Handovers").
 HANDOVER_OVERLAP = 0.5
+
+# Fused log-odds above which two identities one camera showed together (beyond a handover) still
+# merge: on the rendered fitting sites and the quick benchmark site every such pair above 5 was one
+# person (5.3 to 7.7; a track of theirs had wandered onto someone else), the highest two-person pair
+# scored 4.1 (docs/gallery.md, "Seen together").
+TOGETHER_ABOVE = 5.0
 
 
 @dataclass(frozen=True)
@@ -123,17 +131,19 @@ class Consolidator:
         one person handed over between tracks (0: any overlap means two people; default as the matcher).
     handover_above: the score two identities seen together only across handovers must exceed (None:
         ``threshold``).
+    together_above: the score two identities seen together for longer must exceed (None: they never merge).
     """
 
     def __init__(self, gallery: Gallery, scorer: IdentityScorer, threshold: float,
                  centring: SourceCentring | None = None, handover_overlap: float = HANDOVER_OVERLAP,
-                 handover_above: float | None = None) -> None:
+                 handover_above: float | None = None, together_above: float | None = TOGETHER_ABOVE) -> None:
         self.gallery = gallery
         self.scorer = scorer
         self.threshold = float(threshold)
         self.centring = centring
         self.handover_overlap = float(handover_overlap)
         self.handover_above = self.threshold if handover_above is None else max(float(handover_above), self.threshold)
+        self.together_above = None if together_above is None else max(float(together_above), self.handover_above)
         self._evidence: dict[str, IdentityEvidence] = {}
         self._scores: dict[str, dict[str, float]] = {}
         self._summaries: dict[str, IdentitySummary] = {}
@@ -161,8 +171,10 @@ class Consolidator:
             return None
         score = min(forward, backward)
         share = together_share(self._identity(a).sightings, self._identity(b).sightings)
-        if share is not None and (share > self.handover_overlap or score <= self.handover_above):
-            return None
+        if share is not None:
+            above = self.handover_above if share <= self.handover_overlap else self.together_above
+            if above is None or score <= above:
+                return None
         return score
 
     def run(self, names: Iterable[str] | None = None) -> list[Merge]:

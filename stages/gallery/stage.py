@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.domains import NonNegativeFloat, NonNegativeInt, UnitFloat
 from pipeline.messages import IdentityMatch, RankedCandidate, TrackWindow
-from stages.gallery.consolidation import HANDOVER_OVERLAP, Consolidator, Merge, overlap_share
+from stages.gallery.consolidation import HANDOVER_OVERLAP, TOGETHER_ABOVE, Consolidator, Merge, overlap_share
 from stages.gallery.index import IndexSpec
 from stages.gallery.matching import CandidateScore, IdentityScorer, SourceCentring, appearance_spread, pool
 from stages.gallery.scoring import AGGREGATES, CONSOLIDATE, MIXED_SPREAD, MODES, ScoreModel
@@ -134,7 +134,8 @@ class GalleryMatcher:
         the target false-accept rate: stricter than linking).
     consolidate: in auto-enrol mode, when the matcher closes (the run ends), merge identities created or
         joined in this run with any identity whose pooled entries and theirs score each other above
-        ``consolidate_above`` and that no camera showed beside them at the same moment (None: the
+        ``consolidate_above`` and that no camera showed beside them at the same moment, beyond a
+        handover, unless ``together_above`` says otherwise (``consolidate_above`` None: the
         threshold fitted with the score fusion; none fitted: no consolidation). The merges are
         recorded in the gallery and listed by ``outcome()`` (the run summary's ``outcomes.gallery.merged``).
     consolidate_every: also consolidate after every this many finished tracks (0: only when the run ends).
@@ -145,6 +146,9 @@ class GalleryMatcher:
         identities of such a track stay candidates (at the linking threshold), and consolidation
         merges two identities seen together only that way when they score each other above the
         threshold rather than ``consolidate_above`` (default 0.5). 0: any overlap means two people.
+    together_above: consolidation merges two identities that one camera showed together beyond a
+        handover only when they score each other above this fused log-odds (default 5.0: on the
+        fitting sites only one person split over a wandering track scores that high; None: never).
     mixed_spread: a track whose own windows lie further apart in appearance than this (cosine
         distance between windows that share no frames) shows more than one person, because the
         tracker switched people: it is identified but never enrolled (``identity.mixed``). None: the
@@ -181,6 +185,7 @@ class GalleryMatcher:
         consolidate_above: float | None = None,
         consolidate_every: NonNegativeInt = 0,
         handover_overlap: UnitFloat = HANDOVER_OVERLAP,
+        together_above: float | None = TOGETHER_ABOVE,
         mixed_spread: float | None = None,
         switch_margin: NonNegativeFloat = 1.0,
         enrol_prefix: str = "person",
@@ -238,6 +243,7 @@ class GalleryMatcher:
         self.consolidate_above = consolidate_above
         self.consolidate_every = int(consolidate_every)
         self.handover_overlap = float(handover_overlap)
+        self.together_above = together_above
         self.switch_margin = float(switch_margin)
         self.mixed_spread = mixed_spread if mixed_spread is not None else self.score_model.thresholds.get(MIXED_SPREAD)
         self.enrol_prefix = enrol_prefix
@@ -491,7 +497,7 @@ class GalleryMatcher:
             return []
         names = {s.name for s in self.gallery.identities()} & (self._touched if names is None else names)
         merges = Consolidator(self.gallery, scorer, threshold, self.entry_centring, self.handover_overlap,
-                              self.threshold(scorer)).run(names) if names else []
+                              self.threshold(scorer), self.together_above).run(names) if names else []
         self._touched.clear()
         return merges
 
