@@ -20,7 +20,7 @@ from trackers import ByteTrackTracker
 
 from pipeline.domains import NonNegativeInt, PositiveInt, UnitFloat
 from pipeline.messages import STARTS_TRACK, FrameResult
-from stages.track_split import AppearanceSplitter
+from stages.track_split import SPLIT_CHECKS, SPLIT_DISTANCE, SPLIT_EVERY, AppearanceSplitter
 
 # trackers expresses the lost-track buffer in 30 FPS frames and scales it by the frame rate it is
 # given; passing 30 makes the buffer a plain frame count, whatever the source's rate.
@@ -60,9 +60,9 @@ class ByteTrackStage:
         minimum_consecutive_frames: PositiveInt = 2,
         split_on_appearance: bool = False,
         split_weights: str = "",
-        split_distance: UnitFloat = 0.7,
-        split_checks: PositiveInt = 5,
-        split_every: PositiveInt = 2,
+        split_distance: UnitFloat = SPLIT_DISTANCE,
+        split_checks: PositiveInt = SPLIT_CHECKS,
+        split_every: PositiveInt = SPLIT_EVERY,
     ) -> None:
         self._options = {
             "lost_track_buffer": lost_track_buffer,

@@ -3,8 +3,8 @@
 A box tracker follows boxes, not people: where people cross or walk close together, a track can
 move from one person to the next and carry on with the wrong one. Every later stage then mixes two
 people in one track (on the identity benchmark's quick site 11 of the tracker's 79 tracks follow one
-person for less than half their frames; docs/detect.md). The
-appearance of the person inside a track's box changes little while one person is followed and
+person for less than half their frames; docs/detect.md). The appearance of the person inside a
+track's box changes little while one person is followed and
 abruptly at a switch, so each track keeps a reference appearance embedding (a running mean of the
 embeddings of its box crops) and, when ``frames`` consecutive checks in a row are further than
 ``distance`` (cosine) from it, the track is split: the tracker's track carries on under a new id
@@ -23,6 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SPLIT_ID_BASE = 1_000_000_000
+
+# The rule measured on the identity benchmark (docs/detect.md): a switch is 5 checks in a row further
+# than 0.7 (cosine) from the track's reference, one check every 2nd frame; eager settings cut
+# one-person tracks too.
+SPLIT_DISTANCE = 0.7
+SPLIT_CHECKS = 5
+SPLIT_EVERY = 2
 
 
 @dataclass
@@ -46,8 +53,8 @@ class AppearanceSplitter:
     """
 
     def __init__(self, embed: Callable[[np.ndarray], np.ndarray], crop: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                 distance: float = 0.7, frames: int = 5, every: int = 2, smoothing: float = 0.15,
-                 warmup: int = 3) -> None:
+                 distance: float = SPLIT_DISTANCE, frames: int = SPLIT_CHECKS, every: int = SPLIT_EVERY,
+                 smoothing: float = 0.15, warmup: int = 3) -> None:
         self.embed = embed
         self.crop = crop
         self.distance = float(distance)
