@@ -62,10 +62,14 @@ def main(argv: list[str]) -> int:
     truth = json.loads(truth_path.read_text())
     merges = gallery_merges(config)
     renamed = merged_names(merges)
-    merged_at_end = summary.get("outcomes", {}).get("gallery", {}).get("merged", [])
+    outcome = summary.get("outcomes", {}).get("gallery", {})
+    merged_at_end, named = outcome.get("merged", []), outcome.get("named", [])
     if merged_at_end:
         print(f"  gallery: {len(merged_at_end)} identities merged into others at the end of the run "
               "(their tracks are listed under the identity they joined)")
+    if named:
+        print(f"  gallery: {len(named)} track(s) that ended unnamed named on a second look at the end of the run")
+    late = {(n["source"], n["track_id"]): n["identity"] for n in named}
     for camera in truth["cameras"]:
         name = camera["name"]
         people = {p["visit"] for frame in truth["frames"][name] for p in frame} if truth["frames"].get(name) else set()
@@ -76,12 +80,14 @@ def main(argv: list[str]) -> int:
                 record = json.loads(line)
                 if record["type"] == "track":
                     tracks.add(record["track_id"])
-                    if record["final"] and record["identity"] and record["identity"]["id"]:
-                        identities.add(renamed.get(record["identity"]["id"], record["identity"]["id"]))
+                    decided = record["identity"]["id"] if record["final"] and record["identity"] else None
+                    decided = late.get((record["source"], record["track_id"]), decided) if record["final"] else None
+                    if decided:
+                        identities.add(renamed.get(decided, decided))
         print(f"  {name}: {len(people)} walker(s) in the ground truth, {len(tracks)} track(s) found, "
               f"identities: {', '.join(sorted(identities)) or 'none'}")
     print(f"records: {out / 'tracks'}  video: {out / 'video'}  ground truth: {truth_path}")
-    print_identity_scores(config, outputs.track_files, truth, merges)
+    print_identity_scores(config, outputs.track_files, truth, merges, named)
     return 0
 
 
@@ -98,7 +104,8 @@ def gallery_merges(config) -> list[dict]:
         return gallery.merges()
 
 
-def print_identity_scores(config, track_files: list[Path], truth: dict, merges: list[dict] | None = None) -> None:
+def print_identity_scores(config, track_files: list[Path], truth: dict, merges: list[dict] | None = None,
+                          named: list[dict] | None = None) -> None:
     """The identity benchmark's scores of this run against the scene's ground truth."""
     from evaluation.identity.benchmark import markdown_table, score_run
 
@@ -106,7 +113,7 @@ def print_identity_scores(config, track_files: list[Path], truth: dict, merges: 
         print("identity scores: the gallery stage is disabled, nothing to score")
         return
     try:
-        scores = score_run(config, track_files, truth, name="demo", merges=merges)
+        scores = score_run(config, track_files, truth, name="demo", merges=merges, named=named)
     except ValueError as exc:
         print(f"identity scores: not computed ({exc})")
         return

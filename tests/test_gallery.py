@@ -705,3 +705,37 @@ def test_track_pairs_conflict_only_beyond_a_handover():
     pairs = track_pairs([track("cam1", 0, 4), track("cam1", 3.8, 8), track("cam1", 1, 6), track("cam2", 0, 8)], {}, 10)
     assert pairs.conflict.tolist() == [[False, False, True, False], [False, False, True, False],
                                        [True, True, False, False], [False, False, False, False]]
+
+
+def test_a_track_too_short_to_start_an_identity_is_named_on_a_second_look(tmp_path, scores_file):
+    gait, app = identities(3), appearances(3)
+    rng = np.random.default_rng(6)
+
+    def track(person: int, source: str, track_id: int, start: int, windows: int, frames: int = 30) -> list[TrackWindow]:
+        return [window(sample(gait[person], rng), appearance=app_sample(app[person], rng), track=track_id, source=source,
+                       final=i == windows - 1, start=start + frames * i, frames=frames) for i in range(windows)]
+
+    def run(second_look: bool, folder: str) -> tuple[GalleryMatcher, dict[str, str | None]]:
+        matcher = GalleryMatcher(gallery=str(tmp_path / folder), scores=scores_file, reranker="none", source_centring=False,
+                                 auto_enrol=True, threshold=2.0, min_enrol_frames=40, second_look=second_look)
+        decided = {}
+        # person 0 and person 2 are first seen on tracks too short to start an identity (an empty gallery)
+        for key, args in {"p0 short": (0, "cam1", 1, 0, 1, 20), "p2 short": (2, "cam1", 2, 100, 1, 20),
+                          "p0 long": (0, "cam2", 1, 300, 2), "p1 long": (1, "cam2", 2, 500, 2)}.items():
+            decided[key] = matcher.process(track(*args))[-1].identity.identity
+        matcher.close()
+        return matcher, decided
+
+    matcher, decided = run(True, "g")
+    assert decided["p0 short"] is None and decided["p2 short"] is None  # as the tracks ended
+    assert decided["p0 long"] is not None and decided["p1 long"] not in (None, decided["p0 long"])
+    named = matcher.outcome()["named"]
+    # person 0's short track joins the identity their later track started; person 2 was never enrolled
+    assert [(n["source"], n["track_id"], n["identity"]) for n in named] == [("cam1", 1, decided["p0 long"])]
+    assert named[0]["score"] > 2.0
+    with Gallery(tmp_path / "g", create=False) as g:
+        entries = g.entries(decided["p0 long"])
+        assert len(entries) == 6 and {(e.source, e.track_id) for e in entries} == {("cam1", 1), ("cam2", 1)}
+
+    without, decided = run(False, "g2")
+    assert without.outcome()["named"] == [] and decided["p0 short"] is None

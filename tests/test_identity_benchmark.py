@@ -10,7 +10,7 @@ import pytest
 from evaluation.identity.benchmark import BenchConfig, markdown_table, open_set_folds, run_benchmark
 from evaluation.identity.metrics import ProbeRanking, average_precision, closed_set, open_set, pairwise_links
 from evaluation.identity.protocol import Probe, probe_rankings, track_decision
-from evaluation.identity.runs import split_overrides
+from evaluation.identity.runs import follow_merges, named_late, split_overrides
 from evaluation.identity.truth import TrackTruth, box_iou, match_track
 from pipeline.messages import IdentityMatch, SilhouetteSequence, TrackWindow
 
@@ -134,6 +134,14 @@ def _window(final: bool, identity: str | None, index: int = 0) -> TrackWindow:
 def test_track_decision_is_the_final_window():
     assert track_decision([_window(False, "a", 0), _window(True, "b", 1)]) == "b"
     assert track_decision([_window(False, "a", 0), _window(False, None, 1)]) is None
+
+
+def test_a_track_named_on_a_second_look_ends_with_that_name_and_follows_later_merges():
+    windows = [_window(False, None, 0), _window(True, None, 1)]
+    named = named_late(windows, [{"source": "cam", "track_id": 1, "identity": "person-2", "score": 3.0}])
+    assert track_decision(named) == "person-2" and named[0].identity.identity is None
+    assert track_decision(follow_merges(named, [{"kept": "person-1", "absorbed": "person-2"}])) == "person-1"
+    assert track_decision(named_late(windows, [{"source": "cam", "track_id": 2, "identity": "person-2"}])) is None
 
 
 def test_split_overrides_keeps_gait_and_gallery_keys_apart():

@@ -31,6 +31,7 @@ from evaluation.identity.runs import (
     FrontEndRun,
     follow_merges,
     gait_replayable,
+    named_late,
     replay_gallery,
     rerun_gait_stages,
     run_front_end_isolated,
@@ -289,14 +290,16 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 def score_run(config, track_files: list[Path], truth: dict, scorers: tuple[str, ...] = ("system", "gait", "appearance"),
               far: float = 0.01, min_iou: float = 0.5, min_share: float = 0.5, name: str = "run",
-              merges: list[dict] | None = None) -> dict[str, Any]:
+              merges: list[dict] | None = None, named: list[dict] | None = None) -> dict[str, Any]:
     """Score a finished run's records (made with ``export.save_embeddings=true``) against a rendered
     site's ground truth, as one benchmark variant: auto-enrol links from the identities the run
-    decided (followed through the gallery's ``merges``, as ``Gallery.merges`` lists them), closed
-    and open set through ``config``'s gallery stage on fresh galleries."""
+    decided (with the tracks it ``named`` on a second look, as the run summary's
+    ``outcomes.gallery.named`` lists them, followed through the gallery's ``merges``, as
+    ``Gallery.merges`` lists them), closed and open set through ``config``'s gallery stage on fresh
+    galleries."""
     from evaluation.identity.records import windows_from_records
 
-    windows = follow_merges(windows_from_records(track_files), merges or [])
+    windows = follow_merges(named_late(windows_from_records(track_files), named or []), merges or [])
     tracks = match_tracks(windows, truth, min_iou, min_share)
     site = score_site(config, windows, windows, truth, scorers, tracks)
     decided = {track_decision(ws) for ws in by_track(windows).values()} - {None}

@@ -175,9 +175,10 @@ def fresh_windows(windows: list[TrackWindow]) -> list[TrackWindow]:
 def replay_gallery(config: PipelineConfig, run: FrontEndRun, **params) -> tuple[list[TrackWindow], int]:
     """Feed the run's windows through a fresh gallery stage in emission order and runner batches.
 
-    Returns the windows with their identities (auto-enrol when the config or ``params`` ask; an
-    identity later merged into another, online or when the stage closed, is renamed to the one it
-    lives on in) and the number of identities in the gallery afterwards.
+    Returns the windows with their identities (auto-enrol when the config or ``params`` ask; a track
+    named on the stage's second look takes that name on its final window; an identity later merged
+    into another, online or when the stage closed, is renamed to the one it lives on in) and the
+    number of identities in the gallery afterwards.
     """
     from stages.gallery.store import Gallery
 
@@ -192,7 +193,17 @@ def replay_gallery(config: PipelineConfig, run: FrontEndRun, **params) -> tuple[
         with Gallery(Path(tmp) / "gallery", create=False) as gallery:
             identities = len(gallery.identities())
             merges = gallery.merges()
-    return follow_merges(windows, merges), identities
+    return follow_merges(named_late(windows, stage.outcome().get("named", [])), merges), identities
+
+
+def named_late(windows: list[TrackWindow], named: list[dict]) -> list[TrackWindow]:
+    """The windows with each track the gallery named on a second look (``outcome()["named"]``:
+    source, track_id, identity) carrying that name on its final window, where its decision is read."""
+    late = {(n["source"], int(n["track_id"])): n["identity"] for n in named}
+    if not late:
+        return windows
+    return [dataclasses.replace(w, identity=dataclasses.replace(w.identity, identity=late[(w.source_id, int(w.track_id))]))
+            if w.is_final and w.identity is not None and (w.source_id, int(w.track_id)) in late else w for w in windows]
 
 
 def follow_merges(windows: list[TrackWindow], merges: list[dict]) -> list[TrackWindow]:

@@ -9,7 +9,8 @@ whole track. In auto-enrol mode a finished track adds all its embeddings, with t
 the identity it matched, or becomes a new identity when it matched nobody with confidence; a track
 that links two identities strongly merges them (the merge is recorded in the gallery). When the run
 ends, the identities it created or joined are consolidated: two that score each other above the
-fitted threshold on all their evidence are merged (stages.gallery.consolidation).
+fitted threshold on all their evidence are merged (stages.gallery.consolidation); then the tracks
+that ended without an identity are decided once more against the consolidated gallery.
 """
 
 from __future__ import annotations
@@ -50,6 +51,20 @@ def window_meta(window: TrackWindow, identity: str) -> EntryMeta:
         t_end=float(pts[-1]) if len(pts) else None,
         attributes=attributes,
     )
+
+
+@dataclass(frozen=True)
+class LateName:
+    """A track that ended without an identity and was given one later, against the gallery as a
+    consolidation left it; ``score``: its fused log-odds for that identity."""
+
+    source: str
+    track_id: int
+    identity: str
+    score: float
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "track_id": self.track_id, "identity": self.identity, "score": round(self.score, 4)}
 
 
 @dataclass
@@ -141,6 +156,12 @@ class GalleryMatcher:
     consolidate_every: also consolidate after every this many finished tracks (0: only when the run ends).
         A live stream never ends, so there it is what merges identities as evidence comes in; records
         already written keep the name they were given (the summary and ``gallery merges`` map it).
+    second_look: in auto-enrol mode, after each consolidation (at the latest when the run ends), decide
+        again the tracks that finished since the previous one without an identity (too short to start
+        one, between the two thresholds, or mixed), against the gallery as it is now, at the same
+        threshold: a person's first short sighting joins the identity their later tracks built. A
+        track named so adds its embeddings to the identity (a mixed one does not) and is listed by
+        ``outcome()`` (the run summary's ``outcomes.gallery.named``); its records keep ``null``.
     handover_overlap: two tracks of one camera overlapping in time by at most this share of the shorter
         one may be one person whom the tracker handed over to a new track, not two people: the
         identities of such a track stay candidates (at the linking threshold), and consolidation
@@ -184,6 +205,7 @@ class GalleryMatcher:
         consolidate: bool = True,
         consolidate_above: float | None = None,
         consolidate_every: NonNegativeInt = 0,
+        second_look: bool = True,
         handover_overlap: UnitFloat = HANDOVER_OVERLAP,
         together_above: float | None = TOGETHER_ABOVE,
         mixed_spread: float | None = None,
@@ -242,6 +264,7 @@ class GalleryMatcher:
         self.consolidate = consolidate
         self.consolidate_above = consolidate_above
         self.consolidate_every = int(consolidate_every)
+        self.second_look = second_look
         self.handover_overlap = float(handover_overlap)
         self.together_above = together_above
         self.switch_margin = float(switch_margin)
@@ -256,6 +279,8 @@ class GalleryMatcher:
         self._touched: set[str] = set()  # identities created or added to since the last consolidation
         self._finished_since_consolidation = 0
         self.consolidated: list[Merge] = []  # this run's consolidation merges, in order
+        self._unnamed: dict[tuple[str, int], TrackEvidence] = {}  # finished without an identity since the last consolidation
+        self.named_late: list[LateName] = []  # this run's second-look decisions, in order
 
     @staticmethod
     def _load_reranker(path: str, metric: str) -> Reranker | None:
@@ -388,6 +413,8 @@ class GalleryMatcher:
                 if w.is_final and self.auto_enrol:
                     self._enrol(w, evidence, ranked)
                     self._finished_since_consolidation += 1
+                    if self.second_look and w.identity.identity is None and any(evidence.embeddings.values()):
+                        self._unnamed[key] = evidence
             finally:
                 if w.is_final:
                     self.tracks.pop(key, None)
@@ -505,10 +532,29 @@ class GalleryMatcher:
         self._finished_since_consolidation = 0
         if self.auto_enrol and self.consolidate and self._touched and not self.gallery.read_only:
             self.consolidated.extend(self.consolidate_identities())
+        if self.auto_enrol and self._unnamed and not self.gallery.read_only:
+            self._look_again()
+
+    def _look_again(self) -> None:
+        """The tracks that finished unnamed since the last consolidation, decided once more against
+        the gallery as it is now (it holds every track that finished since, merged where consolidation
+        merged): a person whose first sighting was too short to start an identity has one by now."""
+        pending, self._unnamed = self._unnamed, {}
+        for (source, track_id), evidence in pending.items():
+            evidence.announced = None
+            match, _ = self.identify(evidence)
+            if match.identity is None:
+                continue
+            if not match.mixed:
+                self._add(evidence, match.identity, auto=True)
+            self.named_late.append(LateName(source, track_id, match.identity, float(match.scores.get("fused", 0.0))))
+            log.info("gallery: track %s#%d named %s on a second look (fused log-odds %.2f)", source, track_id,
+                     match.identity, self.named_late[-1].score)
 
     def outcome(self) -> dict:
-        """What the run changed beyond its records, for the run summary: identities consolidated."""
-        return {"merged": [m.as_dict() for m in self.consolidated]}
+        """What the run changed beyond its records, for the run summary: identities consolidated,
+        tracks named on a second look."""
+        return {"merged": [m.as_dict() for m in self.consolidated], "named": [n.as_dict() for n in self.named_late]}
 
     def close(self) -> None:
         self._save_source_sums()
