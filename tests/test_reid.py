@@ -96,6 +96,18 @@ def test_shipped_weights_load_with_manifest():
     assert win.appearance_embedding.shape == (stage.model.config.embed_dim,)
 
 
+def test_the_shipped_model_tells_rendered_walkers_apart_and_random_weights_do_not():
+    from evaluation.reid import evaluate_rendered
+    from stages.reid.stage import load_appearance_model
+
+    shipped, _ = load_appearance_model()
+    torch.manual_seed(0)
+    untrained = AppearanceNet(AppearanceConfig.from_dict(shipped.config.to_dict())).eval()
+    good, chance = evaluate_rendered(shipped, identities=12, frames=4), evaluate_rendered(untrained, identities=12, frames=4)
+    assert good["queries"] == chance["queries"] == 36
+    assert good["rank1"] >= 90 and good["map"] > chance["map"] + 20
+
+
 def test_fine_tuning_copies_everything_but_the_classifier(weights):
     from training.reid import init_from
 
