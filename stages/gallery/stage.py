@@ -547,6 +547,7 @@ class GalleryMatcher:
                 continue
             if not match.mixed:
                 self._add(evidence, match.identity, auto=True)
+                self._touched.add(match.identity)
             self.named_late.append(LateName(source, track_id, match.identity, float(match.scores.get("fused", 0.0))))
             log.info("gallery: track %s#%d named %s on a second look (fused log-odds %.2f)", source, track_id,
                      match.identity, self.named_late[-1].score)
