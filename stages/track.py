@@ -20,7 +20,7 @@ from trackers import ByteTrackTracker
 
 from pipeline.domains import NonNegativeInt, PositiveInt, UnitFloat
 from pipeline.messages import STARTS_TRACK, FrameResult
-from stages.track_split import SPLIT_CHECKS, SPLIT_DISTANCE, SPLIT_EVERY, AppearanceSplitter
+from stages.track_split import SPLIT_CHECKS, SPLIT_DISTANCE, SPLIT_EVERY, SPLIT_WEIGHTS, AppearanceSplitter
 
 # trackers expresses the lost-track buffer in 30 FPS frames and scales it by the frame rate it is
 # given; passing 30 makes the buffer a plain frame count, whatever the source's rate.
@@ -44,7 +44,8 @@ class ByteTrackStage:
     split_on_appearance: split a track where the person in its box changes (``stages.track_split``):
         the rest of the track gets a new id. Costs one appearance embedding per tracked person every
         ``split_every`` frames.
-    split_weights: the appearance model for it (a ReID checkpoint; default the shipped one).
+    split_weights: the appearance model for it (a ReID checkpoint; default weights/reid_synth.pt, the
+        model the split rule was measured with).
     split_distance: cosine distance from the track's reference appearance that counts as someone else.
     split_checks: that many checks in a row split the track.
     split_every: check every this many frames of a source.
@@ -180,10 +181,10 @@ class ByteTrackStage:
 
 
 def _appearance_splitter(weights: str, distance: float, checks: int, every: int) -> AppearanceSplitter:
-    from stages.reid.stage import DEFAULT_WEIGHTS, load_appearance_model
+    from stages.reid.stage import load_appearance_model
     from stages.silhouette import crop_box
 
-    model, _ = load_appearance_model(weights or DEFAULT_WEIGHTS)
+    model, _ = load_appearance_model(weights or SPLIT_WEIGHTS)
     return AppearanceSplitter(model.embed_crops, crop_box, distance=distance, frames=checks, every=every)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -26,10 +27,12 @@ SPLIT_ID_BASE = 1_000_000_000
 
 # The rule measured on the identity benchmark (docs/detect.md): a switch is 5 checks in a row further
 # than 0.7 (cosine) from the track's reference, one check every 2nd frame; eager settings cut
-# one-person tracks too.
+# one-person tracks too. The distance is that appearance model's: the split keeps the model it was
+# measured with.
 SPLIT_DISTANCE = 0.7
 SPLIT_CHECKS = 5
 SPLIT_EVERY = 2
+SPLIT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "reid_synth.pt"
 
 
 @dataclass
