@@ -541,7 +541,7 @@ class GalleryMatcher:
         merged): a person whose first sighting was too short to start an identity has one by now."""
         pending, self._unnamed = self._unnamed, {}
         for (source, track_id), evidence in pending.items():
-            evidence.announced = None
+            evidence.announced = None  # decided afresh, not held to a name an earlier window gave
             match, _ = self.identify(evidence)
             if match.identity is None:
                 continue
