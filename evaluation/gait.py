@@ -14,6 +14,8 @@ Commands::
     python -m evaluation.gait report --weights weights/gar_casiab.pt [--flip-test mean] --out REPORT.json
     # only the rendered walkers, with the three ways of handling the walking direction side by side
     python -m evaluation.gait report --weights weights/gar_site.pt --frames '' --corruptions '' --directions
+    # with a discriminant projection of the model's embeddings scored beside the plain metric
+    python -m evaluation.gait report --weights weights/gar_site.pt --projection weights/gait_projection_site.npz
 
 Corruption protocol (``--corruption LEVEL``; ``report`` uses ``--corruptions``): the embedded
 frames of every test sequence (gallery and probes) get independent pixel noise, seeded by the
@@ -35,6 +37,7 @@ import numpy as np
 
 from evaluation.casia_b import evaluate_casia_b, gei_baseline, summary_line
 from stages.gait.embedding import FLIP_COMBINE, embed_sequences
+from stages.gait.projection import GaitProjection
 from stages.gait.weights import DEFAULT_WEIGHTS, load_gait_model
 from training.augment import CORRUPTION_LEVELS
 from training.casia_b import TEST_SUBJECTS, TRAIN_SUBJECTS, CasiaB, CasiaSequence, unpack_sequence
@@ -83,13 +86,20 @@ def report_card(
     site_identities: int = 100,
     cache_dir: Path | None = None,
     directions: bool = False,
+    projection: str | None = None,
 ) -> dict:
-    """Every number of the gait report card for one checkpoint (see the module docstring)."""
+    """Every number of the gait report card for one checkpoint (see the module docstring);
+    ``projection``: a discriminant projection file of this model, scored beside the plain metric."""
     from evaluation.gait_sites import cross_camera_rank1, direction_handling, render_site_walks
 
     model, version = load_gait_model(weights)
+    projector = GaitProjection.load(projection) if projection else None
+    if projector is not None and projector.gait_model_version != version:
+        raise ValueError(f"projection {projection} maps {projector.gait_model_version!r} embeddings, not {version!r}")
     cache_dir = cache_dir or FEATURES_DIR / "report"
     out: dict = {"weights": weights, "version": version, "flip_test": flip_test, "casia_b": {}}
+    if projector is not None:
+        out.update(projection=projection, casia_b_projected={})
     keys = reader.keys(subjects=TEST_SUBJECTS)
     test_set = InMemoryCasiaB(reader, keys)
     for frames in frame_settings:
@@ -104,11 +114,19 @@ def report_card(
             out["casia_b"][name] = res
             print(f"CASIA-B {name}: " + "  ".join(f"{c} {r['rank1']:.2f}" for c, r in res.items())
                   + f"  ({time.time() - t0:.0f}s)", flush=True)
+            if projector is not None:
+                projected = projector.project(feats["embeddings"])[:, None]  # one "part": plain Euclidean
+                res = brief(evaluate_casia_b(projected, feats["labels"], feats["types"], feats["views"]))
+                out["casia_b_projected"][name] = res
+                print(f"CASIA-B {name}, projected: " + "  ".join(f"{c} {r['rank1']:.2f}" for c, r in res.items()), flush=True)
     if site_identities > 0:
         walks = render_site_walks(site_identities)
         emb = embed_sequences(model, list(zip(walks.silhouettes, walks.ratios)), flip_test=flip_test)
         out["cross_camera_synthetic"] = cross_camera_rank1(emb, walks)
         print(f"cross-camera (rendered walkers): {out['cross_camera_synthetic']}", flush=True)
+        if projector is not None:
+            out["cross_camera_synthetic_projected"] = cross_camera_rank1(projector.project(emb)[:, None], walks)
+            print(f"cross-camera (rendered walkers), projected: {out['cross_camera_synthetic_projected']}", flush=True)
         if directions:
             plain = None if flip_test else emb
             out["direction_handling"] = direction_handling(model, walks, plain)
@@ -152,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--site-identities", type=int, default=100, help="report: rendered identities (0 skips)")
     ap.add_argument("--directions", action="store_true",
                     help="report: also compare plain, flip-mean and direction-normalised embeddings on the rendered walkers")
+    ap.add_argument("--projection", default=None,
+                    help="report: also score through this discriminant projection (training.gait_projection)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="JSON file for the metrics")
     args = ap.parse_args(argv)
@@ -162,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         frames = tuple(None if f == "all" else int(f) for f in args.frames.split(",") if f)
         corruptions = tuple(c for c in args.corruptions.split(",") if c)
         result = report_card(
-            args.weights, reader, frames, corruptions, args.flip_test, args.site_identities, directions=args.directions
+            args.weights, reader, frames, corruptions, args.flip_test, args.site_identities, directions=args.directions,
+            projection=args.projection,
         )
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))
