@@ -95,7 +95,7 @@ def gallery_main(argv: list[str] | None = None) -> int:
     co.add_argument("--above", type=float, default=None,
                     help="fused log-odds both identities must give each other (default: the fitted threshold)")
     co.add_argument("--scores", default="", help="score-fusion parameters ('' = shipped weights/score_fusion.params.json)")
-    co.add_argument("--reranker", default="", help="CarGait checkpoint ('' shipped, 'none' to disable)")
+    co.add_argument("--reranker", default="", help="gait re-scorer: CarGait checkpoint or discriminant projection (.npz) ('' shipped, 'none' to disable)")
     co.add_argument("--json", action="store_true", help="the merges as JSON")
     mg = sub.add_parser("merges", help="identities merged into others so far, oldest first, with the evidence")
     _gallery_arg(mg)
@@ -171,7 +171,7 @@ def search_main(argv: list[str] | None = None) -> int:
     p.add_argument("--jsonl", default=None, help="or: track records of a previous run made with --save-embeddings")
     p.add_argument("--modalities", choices=["fused", "gait", "appearance"], default="fused", help="evidence that decides")
     p.add_argument("--scores", default="", help="score-fusion parameters ('' = shipped weights/score_fusion.params.json)")
-    p.add_argument("--reranker", default="", help="CarGait checkpoint ('' shipped, 'none' to disable)")
+    p.add_argument("--reranker", default="", help="gait re-scorer: CarGait checkpoint or discriminant projection (.npz) ('' shipped, 'none' to disable)")
     p.add_argument("--metric", choices=["euc", "cos"], default="euc")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--json", action="store_true", help="one JSON object per track")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.gallery.scoring import CONSOLIDATE, ScoreModel
-from stages.gallery.search import Reranker
+from stages.gallery.search import load_gait_rescorer
 from stages.gallery.stage import DEFAULT_RERANKER, DEFAULT_SCORES
 from training.fusion import replay_auto_enrol, replay_options
 from training.site_windows import SiteWindows, embedding_versions, site_fps, site_windows
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     model = ScoreModel.load(args.scores)
-    key = ScoreModel.threshold_key("fused", Reranker.load(DEFAULT_RERANKER).scorer, "mean")
+    key = ScoreModel.threshold_key("fused", load_gait_rescorer(DEFAULT_RERANKER).scorer, "mean")
     if f"link:{key}" not in model.thresholds:
         parser.error(f"{args.scores}: no linking threshold {key} (fit it with python -m training.fusion)")
     site = site_windows(Path(args.site), args.cache, embedding_versions())

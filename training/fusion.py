@@ -7,7 +7,8 @@ training.site_windows). Every track is then a query against the identities forme
 tracks of its site, exactly as the gallery matcher sees them after auto-enrolment: the query is the
 track's pooled embeddings, an identity's entries are all windows of its other tracks. From these:
 
-1. per modality, scorer (gait: the plain metric and CarGait; appearance: cosine) and aggregate
+1. per modality, scorer (gait: the plain metric and each re-scorer of ``rescorers``, CarGait
+   checkpoints or discriminant projections; appearance: cosine) and aggregate
    (``best`` entry / ``mean`` of entries), a distance -> log-likelihood-ratio logistic fit on the
    query-identity distances (genuine vs impostor, classes weighted equally);
 2. per gait scorer and aggregate, the fusion: logistic regression of same-person on the
@@ -500,12 +501,11 @@ def _mean(x: np.ndarray) -> float | None:
 
 
 def fit(config: dict, config_path: str) -> dict:
-    from stages.gallery.search import Reranker
+    from stages.gallery.search import load_gait_rescorer
 
     t0 = time.time()
     cache = config.get("cache", "~/.cache/gaitscope/fusion_sites")
-    reranker_path = config.get("reranker", str(DEFAULT_RERANKER.relative_to(PROJECT_ROOT)))  # the matcher's
-    reranker = Reranker.load(PROJECT_ROOT / reranker_path) if reranker_path else None
+    rescorer_paths = config.get("rescorers", [str(DEFAULT_RERANKER.relative_to(PROJECT_ROOT))])  # the matcher's
     top_k = int(config.get("top_k", 10))
     target_far = float(config.get("target_far", 0.01))
     replay_thresholds = tuple(float(t) for t in config.get("replay_thresholds", REPLAY_THRESHOLDS))
@@ -516,11 +516,16 @@ def fit(config: dict, config_path: str) -> dict:
     for s in fit_sites + eval_sites:
         if s.versions != versions:
             raise ValueError(f"site {s.site} was embedded by {s.versions}, {fit_sites[0].site} by {versions}: clear the cache")
-    if reranker is not None and reranker.info.gait_model_version != versions.get("gait"):
-        log.warning("re-ranker %s belongs to gait model %s, sites embedded by %s: CarGait is not calibrated",
-                    reranker_path, reranker.info.gait_model_version, versions.get("gait"))
-        reranker = None
-    scorers = {"euc": None, **({reranker.scorer: reranker} if reranker is not None else {})}
+    rescorer_files: dict[str, str] = {}  # scorer name -> file, for the replay's matcher
+    scorers: dict[str, object] = {"euc": None}
+    for path in rescorer_paths:
+        rescorer = load_gait_rescorer(PROJECT_ROOT / path)
+        if rescorer.gait_model_version != versions.get("gait"):
+            log.warning("re-scorer %s belongs to gait model %s, sites embedded by %s: it is not calibrated",
+                        path, rescorer.gait_model_version, versions.get("gait"))
+            continue
+        scorers[rescorer.scorer] = rescorer
+        rescorer_files[rescorer.scorer] = str(PROJECT_ROOT / path)
     prior = config.get("source_prior", 20.0)
     fit_sets = [query_scores(tracks_of(s, prior), scorers, top_k) for s in fit_sites]
     eval_sets = [query_scores(tracks_of(s, prior), scorers, top_k) for s in eval_sites]
@@ -579,7 +584,7 @@ def fit(config: dict, config_path: str) -> dict:
     fps = {Path(p).stem: site_fps(PROJECT_ROOT / p) for p in [*config["sites"], *config.get("eval_sites", [])]}
     for scorer in scorers:
         key = ScoreModel.threshold_key("fused", scorer, "mean")
-        options = replay_options(str(PROJECT_ROOT / reranker_path) if scorer != "euc" else "none", prior)
+        options = replay_options(rescorer_files.get(scorer, "none"), prior)
         link = fit_link_by_replay([(s, fps[s.site]) for s in fit_sites], model, key, options,
                                   (*replay_thresholds, thresholds["link:" + key]))
         model.thresholds["link:" + key] = thresholds["link:" + key] = link["threshold"]

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stages.gallery.scoring import MODALITIES, Fusion, ScoreModel, sigmoid
 from stages.gait.distance import part_distance
-from stages.gallery.search import Reranker
+from stages.gallery.scoring import MODALITIES, Fusion, ScoreModel, sigmoid
+from stages.gallery.search import GaitRescorer
 from stages.gallery.store import Gallery, search_vector
 
 
@@ -113,13 +113,14 @@ class IdentityScorer:
 
     modalities: "fused", "gait" or "appearance" (which evidence decides). aggregate: "best" or
     "mean". metric: gait metric ("euc"/"cos"). shortlist: FAISS entries per modality per query.
-    top_k: identities whose gait distance CarGait re-scores. reranker: CarGait or None.
+    top_k: identities whose gait distance the re-scorer re-scores. reranker: CarGait, a discriminant
+    projection (stages.gait.projection) or None.
     centring: per-source appearance centring (None: raw appearance embeddings). Queries passed to
     ``score`` are already centred; gallery entries are centred by their own source.
     """
 
     def __init__(self, gallery: Gallery, scores: ScoreModel, modalities: str = "fused", aggregate: str = "best",
-                 metric: str = "euc", shortlist: int = 200, top_k: int = 10, reranker: Reranker | None = None,
+                 metric: str = "euc", shortlist: int = 200, top_k: int = 10, reranker: GaitRescorer | None = None,
                  centring: SourceCentring | None = None) -> None:
         self.gallery = gallery
         self.centring = centring

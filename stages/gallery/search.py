@@ -1,7 +1,8 @@
-"""CarGait re-ranking of gait shortlists: a loaded checkpoint and the name of the distance it produces.
+"""Gait re-scorers of shortlists: CarGait checkpoints and discriminant projections, and the name of
+the distance each produces.
 
 The gallery (stages.gallery.matching) re-scores the gait distances of the identities nearest by the
-plain metric with CarGait; calibrations are per distance name (``scorer``).
+plain metric with one of them; calibrations are per distance name (``scorer``).
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from stages.gait.projection import GaitProjection
 from stages.rerank.model import CarGait, strip_euclidean
 from stages.rerank.weights import RerankerInfo, load_reranker
 
@@ -31,6 +34,15 @@ class Reranker:
         model, info = load_reranker(path)
         return cls(model, info, f"cargait:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}")
 
+    @property
+    def gait_model_version(self) -> str:
+        return self.info.gait_model_version
+
+    @property
+    def metric(self) -> str:
+        """The plain gait metric whose shortlists CarGait was trained to re-rank."""
+        return self.info.metric
+
     def pair_distances(self, probes: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """CarGait distances of pairs: probes (N, P, C), candidates (N, P, C) -> (N,)."""
         if len(probes) == 0:
@@ -41,3 +53,26 @@ class Reranker:
             pc = self.model.project(torch.as_tensor(candidates))
             ep, ec = self.model.condition(pp, pc)
             return strip_euclidean(ep, ec).numpy()
+
+
+class GaitRescorer(Protocol):
+    """What the gallery needs of a gait re-scorer: the distance's name, the gait model whose embeddings
+    it compares, the plain metric it re-ranks ("" any) and distances of (probe, candidate) pairs."""
+
+    scorer: str
+
+    @property
+    def gait_model_version(self) -> str: ...
+
+    @property
+    def metric(self) -> str: ...
+
+    def pair_distances(self, probes: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+
+
+def load_gait_rescorer(path: str | Path) -> GaitRescorer:
+    """A discriminant projection (``.npz``) or a CarGait checkpoint (anything else)."""
+    path = Path(path).expanduser()
+    if path.suffix == ".npz":
+        return GaitProjection.load(path)
+    return Reranker.load(path)

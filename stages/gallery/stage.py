@@ -28,7 +28,7 @@ from stages.gallery.consolidation import HANDOVER_OVERLAP, TOGETHER_ABOVE, Conso
 from stages.gallery.index import IndexSpec
 from stages.gallery.matching import CandidateScore, IdentityScorer, SourceCentring, appearance_spread, pool
 from stages.gallery.scoring import AGGREGATES, CONSOLIDATE, MIXED_SPREAD, MODES, ScoreModel
-from stages.gallery.search import Reranker
+from stages.gallery.search import GaitRescorer, load_gait_rescorer
 from stages.gallery.store import FORMAT, MODALITIES, EntryMeta, Gallery
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,9 @@ class GalleryMatcher:
     threshold: fused log-odds a match must exceed; None = fitted for this mode, gait scorer and
         aggregate: with auto_enrol the linking threshold (best link F1 on the fitting sites), else
         the open-set threshold at the target false-accept rate.
-    reranker: CarGait checkpoint re-scoring the gait distances of the top_k identities; "" = shipped
-        weights, "none" = no re-ranking (a checkpoint of another gait model is skipped with a notice).
+    reranker: gait re-scorer of the top_k identities' gait distances: a CarGait checkpoint or a
+        discriminant projection (``.npz``, stages.gait.projection); "" = the shipped default, "none" =
+        the plain metric only (a re-scorer of another gait model is skipped with a notice).
     metric: gait metric ("euc" or "cos"). shortlist: FAISS entries per modality per track.
     source_centring: remove each camera's mean appearance (shrunk by ``source_prior`` windows) before
         comparing appearance; the per-source statistics are kept in the gallery.
@@ -283,16 +284,16 @@ class GalleryMatcher:
         self.named_late: list[LateName] = []  # this run's second-look decisions, in order
 
     @staticmethod
-    def _load_reranker(path: str, metric: str) -> Reranker | None:
+    def _load_reranker(path: str, metric: str) -> GaitRescorer | None:
         if path.lower() == "none":
             return None
         if not path and not DEFAULT_RERANKER.is_file():
             log.warning("gallery: no shipped CarGait weights at %s; gait shortlists are not re-ranked", DEFAULT_RERANKER)
             return None
         weights = Path(path).expanduser() if path else DEFAULT_RERANKER
-        reranker = Reranker.load(weights)
-        if reranker.info.metric != metric:
-            raise ValueError(f"re-ranker {weights} works on the {reranker.info.metric!r} metric; set metric: {reranker.info.metric}")
+        reranker = load_gait_rescorer(weights)
+        if reranker.metric and reranker.metric != metric:
+            raise ValueError(f"re-ranker {weights} works on the {reranker.metric!r} metric; set metric: {reranker.metric}")
         return reranker
 
     def _notice(self, key: str, message: str) -> None:
@@ -306,9 +307,9 @@ class GalleryMatcher:
         rr = self.reranker
         if rr is None or not gait_version:
             return self.scorer
-        if gait_version == rr.info.gait_model_version:
+        if gait_version == rr.gait_model_version:
             return self.scorer
-        problem = f"re-ranker was trained on gait model {rr.info.gait_model_version!r}, embeddings come from {gait_version!r}"
+        problem = f"re-ranker was trained on gait model {rr.gait_model_version!r}, embeddings come from {gait_version!r}"
         if self.reranker_explicit:
             raise ValueError(f"{problem}: set gallery.reranker to a matching checkpoint or 'none'")
         self._notice("rerank", f"{problem}; gait distances are not re-ranked")
