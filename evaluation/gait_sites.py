@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,10 +95,13 @@ def render_site_walks(
         )
 
 
-def cross_camera_rank1(embeddings: np.ndarray, walks: SiteWalks) -> dict:
-    """{"same_outfit": rank1, "changed_outfit": rank1, "probes": {...}, "identities": n} (fractions)."""
+def cross_camera_rank1(embeddings: np.ndarray, walks: SiteWalks, rerank: Callable | None = None) -> dict:
+    """{"same_outfit": rank1, "changed_outfit": rank1, "probes": {...}, "identities": n} (fractions).
+    rerank: a shortlist re-ranker over ``embeddings`` (``evaluation.rerank.ShortlistReranker``)."""
     g = walks.gallery
     dist = part_distance(embeddings[~g], embeddings[g])
+    if rerank is not None:
+        dist = rerank(np.flatnonzero(~g), np.flatnonzero(g), dist, np.ones(dist.shape, bool))
     predicted = walks.identity[g][np.argmin(dist, axis=1)]
     correct = predicted == walks.identity[~g]
     changed = walks.outfit[~g] != walks.outfit[g][0]  # the gallery wears outfit 0

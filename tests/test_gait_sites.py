@@ -50,3 +50,19 @@ def test_normalising_the_direction_matches_walks_seen_from_both_sides():
     assert normalised["same_outfit"] == 1.0 and normalised["changed_outfit"] == 1.0
     as_seen = cross_camera_rank1(plain, w)
     assert as_seen["same_outfit"] == 0.5 and as_seen["changed_outfit"] == 0.5  # the right-to-left probes miss
+
+
+def test_a_reranker_reorders_the_shortlist_it_is_given():
+    w = walks(3, [90.0] * 15)
+    emb = np.repeat(np.eye(3, dtype=np.float32), 5, axis=0)[:, None, :]
+    emb[1] = 0.9 * emb[5] + 0.1 * emb[0]  # identity 0's first probe sits near identity 1
+    assert cross_camera_rank1(emb, w)["same_outfit"] == round(5 / 6, 4)
+    seen = {}
+
+    def rerank_by_identity(probe_idx, gallery_idx, dist, valid):  # a re-ranker that knows who is who
+        seen["shape"] = (len(probe_idx), len(gallery_idx), dist.shape)
+        return (w.identity[probe_idx][:, None] != w.identity[gallery_idx][None, :]).astype(float)
+
+    res = cross_camera_rank1(emb, w, rerank=rerank_by_identity)
+    assert res["same_outfit"] == 1.0 and res["changed_outfit"] == 1.0
+    assert seen["shape"] == (12, 3, (12, 3))

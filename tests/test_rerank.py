@@ -205,3 +205,42 @@ def test_strip_euclidean_is_mean_over_strips():
     a = torch.zeros(1, 2, 3)
     b = torch.tensor([[[3.0, 4.0, 0.0], [0.0, 0.0, 1.0]]])
     assert torch.isclose(strip_euclidean(a, b), torch.tensor([3.0]))
+
+
+def _set(prefix: str, ids: int, version: str = "g@1") -> FeatureSet:
+    n = ids * 3
+    return FeatureSet(np.random.default_rng(0).normal(size=(n, 2, 4)).astype(np.float32),
+                      np.array([f"{prefix}{i // 3:03d}" for i in range(n)]), np.array(["nm-01"] * n),
+                      np.array(["090"] * n), version)
+
+
+def test_rendered_walkers_join_both_training_and_validation(monkeypatch):
+    import training.rerank as rerank
+
+    calls = {}
+
+    def fake_walkers(weights, identities, seed, frames=40, mask_noise=1.0):
+        calls.update(identities=identities, seed=seed)
+        return _set("w", identities), None
+
+    monkeypatch.setattr(rerank, "walker_features", fake_walkers)
+    casia = _set("", 20)
+    train, val = rerank.training_sets(TrainConfig(train_features="x", val_fraction=0.1), casia)
+    assert not any(s.startswith("w") for s in train.subjects) and len(set(val.subjects)) == 2
+    cfg = TrainConfig(train_features="x", val_fraction=0.1, walkers={"identities": 30, "seed": 31})
+    train, val = rerank.training_sets(cfg, casia)
+    assert calls == {"identities": 30, "seed": 31}
+    assert {s[0] == "w" for s in val.subjects} == {True, False}  # both sources validate
+    assert len(set(train.subjects)) == 18 + 27 and len(set(val.subjects)) == 2 + 3
+    assert not set(train.subjects) & set(val.subjects)
+    with pytest.raises(SystemExit, match="held-out"):
+        rerank.training_sets(TrainConfig(train_features="x", walkers={"seed": 2026}), casia)
+    with pytest.raises(SystemExit, match="unknown walkers keys"):
+        rerank.training_sets(TrainConfig(train_features="x", walkers={"people": 3}), casia)
+
+
+def test_feature_sets_of_two_gait_models_are_not_joined():
+    joined = FeatureSet.concatenate([_set("a", 2), _set("b", 3)])
+    assert len(joined) == 15 and joined.model_version == "g@1"
+    with pytest.raises(ValueError, match="different gait models"):
+        FeatureSet.concatenate([_set("a", 2), _set("b", 3, "h@2")])

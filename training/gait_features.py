@@ -50,6 +50,15 @@ class FeatureSet:
             self.features[mask], self.subjects[mask], self.types[mask], self.views[mask], self.model_version
         )
 
+    @classmethod
+    def concatenate(cls, sets: list[FeatureSet]) -> FeatureSet:
+        """One set of several made by the same gait model."""
+        versions = {fs.model_version for fs in sets}
+        if len(versions) != 1:
+            raise ValueError(f"feature sets of different gait models cannot be joined: {sorted(versions)}")
+        arrays = (np.concatenate([getattr(fs, k) for fs in sets]) for k in ("features", "subjects", "types", "views"))
+        return cls(*arrays, versions.pop())
+
     def save(self, path: Path) -> None:
         np.savez(
             path,

@@ -1,4 +1,5 @@
-"""Train CarGait on the frozen gait model's CASIA-B train features and evaluate it on the test set.
+"""Train CarGait on the frozen gait model's CASIA-B train features (and, optionally, rendered walkers)
+and evaluate it on the CASIA-B test set (and held-out rendered walkers).
 
     python -m training.rerank --config configs/train/cargait.yaml
 
@@ -73,6 +74,10 @@ class TrainConfig:
     baseline_classifier_iterations: int = 0
     kreciprocal: bool = True
     calibration_far: float = 0.01
+    # Rendered walkers added to the training features: {identities, seed, frames, mask_noise}
+    # (evaluation.gait_sites: five walks each, random surveillance cameras, two in other clothes).
+    walkers: dict | None = None
+    held_out_walkers: int = 0  # identities of the gait report's held-out walkers to measure on (0: none)
 
 
 def _path(p: str) -> Path:
@@ -225,6 +230,53 @@ def split_validation(fs: FeatureSet, fraction: float) -> tuple[FeatureSet, Featu
     return fs.select(~val_mask), fs.select(val_mask)
 
 
+def walker_features(gait_weights: Path, identities: int, seed: int, frames: int = 40, mask_noise: float = 1.0):
+    """(FeatureSet, SiteWalks) of rendered walkers embedded by the gait model: subjects "w<id>",
+    types "<condition>-<outfit>", views the camera's view angle in degrees."""
+    from evaluation.gait_sites import render_site_walks
+    from stages.gait.embedding import embed_sequences
+    from stages.gait.weights import load_gait_model
+
+    model, version = load_gait_model(gait_weights)
+    walks = render_site_walks(identities, frames, seed, mask_noise)
+    with torch.inference_mode():
+        features = embed_sequences(model, list(zip(walks.silhouettes, walks.ratios)))
+    fs = FeatureSet(features, np.array([f"w{i:05d}" for i in walks.identity]),
+                    np.array([f"{c}-{o}" for c, o in zip(walks.condition, walks.outfit)]),
+                    np.array([f"{v:.0f}" for v in walks.view_deg]), version)
+    return fs, walks
+
+
+def training_sets(cfg: TrainConfig, casia: FeatureSet) -> tuple[FeatureSet, FeatureSet]:
+    """(train, validation): CASIA-B's and, when configured, the walkers' last identities validate."""
+    train, val = split_validation(casia, cfg.val_fraction)
+    if not cfg.walkers:
+        return train, val
+    from evaluation.gait_sites import SITE_SEED
+
+    unknown = set(cfg.walkers) - {"identities", "seed", "frames", "mask_noise"}
+    if unknown:
+        raise SystemExit(f"unknown walkers keys {sorted(unknown)}; valid: identities, seed, frames, mask_noise")
+    seed = int(cfg.walkers.get("seed", 31))
+    if seed == SITE_SEED:
+        raise SystemExit(f"walkers.seed {seed} is the held-out walkers' seed; pick another")
+    walkers, _ = walker_features(_path(cfg.gait_weights), int(cfg.walkers.get("identities", 400)), seed,
+                                 int(cfg.walkers.get("frames", 40)), float(cfg.walkers.get("mask_noise", 1.0)))
+    if walkers.model_version != casia.model_version:
+        raise SystemExit(f"walkers embedded by {walkers.model_version!r}, features from {casia.model_version!r}")
+    w_train, w_val = split_validation(walkers, cfg.val_fraction)
+    return FeatureSet.concatenate([train, w_train]), FeatureSet.concatenate([val, w_val])
+
+
+def held_out_walker_rank1(cfg: TrainConfig, model: CarGait) -> dict:
+    """Cross-camera Rank-1 of the gait report's held-out walkers, plain metric and re-ranked."""
+    from evaluation.gait_sites import SITE_SEED, cross_camera_rank1
+
+    fs, walks = walker_features(_path(cfg.gait_weights), cfg.held_out_walkers, SITE_SEED)
+    return {"seed": SITE_SEED, "plain": cross_camera_rank1(fs.features, walks),
+            "cargait": cross_camera_rank1(fs.features, walks, ShortlistReranker(model, fs.features, cfg.rerank_k))}
+
+
 def gait_model_version(weights: Path) -> str:
     """The gait stage's version string of a checkpoint ("<stem>@<sha256[:12]>"), without loading it."""
     if not weights.is_file():
@@ -266,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(cfg.threads)
     version = gait_model_version(_path(cfg.gait_weights)) if cfg.gait_weights else ""
     full = FeatureSet.load(_path(cfg.train_features), version)
-    train, val = split_validation(full, cfg.val_fraction)
+    train, val = training_sets(cfg, full)
     print(f"train {len(train)} sequences / {len(set(train.subjects))} ids, val {len(val)} / {len(set(val.subjects))} ids, "
           f"gait model {full.model_version!r}", flush=True)
     log = lambda s: print(s, flush=True)
@@ -290,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate_casia_b(test, rerankers, cfg.metric)
         print(format_table(results), flush=True)
         metrics["casia_b_test"] = as_dict(results)
+    if cfg.held_out_walkers:
+        metrics["held_out_walkers"] = held_out_walker_rank1(cfg, model)
+        print(f"held-out walkers Rank-1 same / changed outfit: {metrics['held_out_walkers']}", flush=True)
     calibrations = shipped_calibrations(cfg, out, test, full.model_version) if cfg.test_features else {}
     manifest = {
         "file": out.name,
@@ -297,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m training.rerank " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "data": {
             "train_features": str(cfg.train_features),
+            "walkers": cfg.walkers,
             "test_features": str(cfg.test_features),
             "gait_model_version": full.model_version,
             "train_identities": sorted(set(train.subjects.tolist())),
