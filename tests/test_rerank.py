@@ -219,11 +219,12 @@ def test_rendered_walkers_join_both_training_and_validation(monkeypatch):
 
     calls = {}
 
-    def fake_walkers(weights, identities, seed, frames=40, mask_noise=1.0):
+    def fake_walkers(model, version, identities, seed, frames=40, mask_noise=1.0):
         calls.update(identities=identities, seed=seed)
-        return _set("w", identities), None
+        return _set("w", identities, version), None
 
     monkeypatch.setattr(rerank, "walker_features", fake_walkers)
+    monkeypatch.setattr(rerank, "load_gait_model", lambda path: (None, "g@1"))
     casia = _set("", 20)
     train, val = rerank.training_sets(TrainConfig(train_features="x", val_fraction=0.1), casia)
     assert not any(s.startswith("w") for s in train.subjects) and len(set(val.subjects)) == 2

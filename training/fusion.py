@@ -505,6 +505,8 @@ def fit(config: dict, config_path: str) -> dict:
 
     t0 = time.time()
     cache = config.get("cache", "~/.cache/gaitscope/fusion_sites")
+    if "reranker" in config:
+        raise ValueError("fusion config key 'reranker' is now 'rescorers', a list of CarGait checkpoints or projections")
     rescorer_paths = config.get("rescorers", [str(DEFAULT_RERANKER.relative_to(PROJECT_ROOT))])  # the matcher's
     top_k = int(config.get("top_k", 10))
     target_far = float(config.get("target_far", 0.01))

@@ -9,12 +9,16 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stages.gait.embedding import embed_sequences, spread_positions
 from stages.gait.model import GaitBase
 from training.casia_b import CasiaB, SequenceKey
+
+if TYPE_CHECKING:
+    from evaluation.gait_sites import SiteWalks
 
 FEATURES_DIR = Path("~/.cache/gaitscope/features").expanduser()
 
@@ -92,6 +96,20 @@ class FeatureSet:
                 z["views"].astype(str),
                 version,
             )
+
+
+def walker_features(model: GaitBase, version: str, identities: int, seed: int, frames: int = 40,
+                    mask_noise: float = 1.0) -> tuple[FeatureSet, SiteWalks]:
+    """Rendered walkers (``evaluation.gait_sites``) embedded by the gait model, and the walks:
+    subjects "w<id>", types "<condition>-<outfit>", views the camera's view angle in degrees."""
+    from evaluation.gait_sites import render_site_walks
+
+    walks = render_site_walks(identities, frames, seed, mask_noise)
+    features = embed_sequences(model, list(zip(walks.silhouettes, walks.ratios)))
+    fs = FeatureSet(features, np.array([f"w{i:05d}" for i in walks.identity]),
+                    np.array([f"{c}-{o}" for c, o in zip(walks.condition, walks.outfit)]),
+                    np.array([f"{v:.0f}" for v in walks.view_deg]), version)
+    return fs, walks
 
 
 def sequence_seed(name: str) -> int:

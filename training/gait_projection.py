@@ -81,9 +81,9 @@ def casia_b_features(model, version: str, frames: int | None) -> dict[str, np.nd
 
 def fit(config: dict) -> tuple[GaitProjection, dict]:
     """The projection of ``config`` and what was measured on the held-out walkers."""
-    from evaluation.gait_sites import SITE_SEED, cross_camera_rank1, render_site_walks
-    from stages.gait.embedding import embed_sequences
+    from evaluation.gait_sites import SITE_SEED, cross_camera_rank1
     from stages.gait.weights import load_gait_model
+    from training.gait_features import walker_features
 
     walkers = config.get("walkers", {})
     seed = int(walkers.get("seed", 31))
@@ -94,10 +94,9 @@ def fit(config: dict) -> tuple[GaitProjection, dict]:
         raise ValueError(f"casia_b_share must be in [0, 1), got {casia_share}")
     model, version = load_gait_model(PROJECT_ROOT / config.get("gait_weights", "weights/gar_site.pt"))
     t0 = time.time()
-    walks = render_site_walks(int(walkers.get("identities", 1500)), int(walkers.get("frames", 40)), seed,
-                              float(walkers.get("mask_noise", 1.0)))
-    features = embed_sequences(model, list(zip(walks.silhouettes, walks.ratios)))
-    labels = np.array([f"w{i}" for i in walks.identity])
+    frames, mask_noise = int(walkers.get("frames", 40)), float(walkers.get("mask_noise", 1.0))
+    walks, _ = walker_features(model, version, int(walkers.get("identities", 1500)), seed, frames, mask_noise)
+    features, labels = walks.features, walks.subjects
     weights = np.full(len(features), (1.0 - casia_share) / len(features))
     log.info("embedded %d walks of %d identities in %.0f s", len(features), len(set(labels.tolist())), time.time() - t0)
     data = {"walkers": {"identities": len(set(labels.tolist())), "walks": len(features), "share": 1.0 - casia_share}}
@@ -111,9 +110,9 @@ def fit(config: dict) -> tuple[GaitProjection, dict]:
     mean, matrix = fit_discriminant(features, labels, int(config.get("pca_dim", 96)),
                                     float(config.get("regulariser", 0.1)), int(config.get("out_dim", 32)), weights)
     projection = GaitProjection(mean, matrix, features.shape[1], features.shape[2], version)
-    held = render_site_walks(int(config.get("held_out_identities", 100)), int(walkers.get("frames", 40)), SITE_SEED,
-                             float(walkers.get("mask_noise", 1.0)))
-    held_features = embed_sequences(model, list(zip(held.silhouettes, held.ratios)))
+    held_set, held = walker_features(model, version, int(config.get("held_out_identities", 100)), SITE_SEED, frames,
+                                     mask_noise)
+    held_features = held_set.features
     measured = {
         "held_out_walkers": {"seed": SITE_SEED, "identities": int(held.gallery.sum()),
                              "plain": cross_camera_rank1(held_features, held),

@@ -39,9 +39,10 @@ from evaluation.rerank import (
 from stages.checkpoints import sha256_of
 from stages.gait.distance import part_distance
 from stages.rerank.model import CarGait, PairClassifier, ranking_loss, strip_euclidean
+from stages.gait.weights import load_gait_model
 from stages.rerank.weights import save_reranker
 from training.casia_b import GALLERY_TYPES
-from training.gait_features import FeatureSet
+from training.gait_features import FeatureSet, walker_features
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -230,23 +231,6 @@ def split_validation(fs: FeatureSet, fraction: float) -> tuple[FeatureSet, Featu
     return fs.select(~val_mask), fs.select(val_mask)
 
 
-def walker_features(gait_weights: Path, identities: int, seed: int, frames: int = 40, mask_noise: float = 1.0):
-    """(FeatureSet, SiteWalks) of rendered walkers embedded by the gait model: subjects "w<id>",
-    types "<condition>-<outfit>", views the camera's view angle in degrees."""
-    from evaluation.gait_sites import render_site_walks
-    from stages.gait.embedding import embed_sequences
-    from stages.gait.weights import load_gait_model
-
-    model, version = load_gait_model(gait_weights)
-    walks = render_site_walks(identities, frames, seed, mask_noise)
-    with torch.inference_mode():
-        features = embed_sequences(model, list(zip(walks.silhouettes, walks.ratios)))
-    fs = FeatureSet(features, np.array([f"w{i:05d}" for i in walks.identity]),
-                    np.array([f"{c}-{o}" for c, o in zip(walks.condition, walks.outfit)]),
-                    np.array([f"{v:.0f}" for v in walks.view_deg]), version)
-    return fs, walks
-
-
 def training_sets(cfg: TrainConfig, casia: FeatureSet) -> tuple[FeatureSet, FeatureSet]:
     """(train, validation): CASIA-B's and, when configured, the walkers' last identities validate."""
     train, val = split_validation(casia, cfg.val_fraction)
@@ -260,8 +244,8 @@ def training_sets(cfg: TrainConfig, casia: FeatureSet) -> tuple[FeatureSet, Feat
     seed = int(cfg.walkers.get("seed", 31))
     if seed == SITE_SEED:
         raise SystemExit(f"walkers.seed {seed} is the held-out walkers' seed; pick another")
-    walkers, _ = walker_features(_path(cfg.gait_weights), int(cfg.walkers.get("identities", 400)), seed,
-                                 int(cfg.walkers.get("frames", 40)), float(cfg.walkers.get("mask_noise", 1.0)))
+    walkers, _ = walker_features(*load_gait_model(_path(cfg.gait_weights)), int(cfg.walkers.get("identities", 400)),
+                                 seed, int(cfg.walkers.get("frames", 40)), float(cfg.walkers.get("mask_noise", 1.0)))
     if walkers.model_version != casia.model_version:
         raise SystemExit(f"walkers embedded by {walkers.model_version!r}, features from {casia.model_version!r}")
     w_train, w_val = split_validation(walkers, cfg.val_fraction)
@@ -272,7 +256,7 @@ def held_out_walker_rank1(cfg: TrainConfig, model: CarGait) -> dict:
     """Cross-camera Rank-1 of the gait report's held-out walkers, plain metric and re-ranked."""
     from evaluation.gait_sites import SITE_SEED, cross_camera_rank1
 
-    fs, walks = walker_features(_path(cfg.gait_weights), cfg.held_out_walkers, SITE_SEED)
+    fs, walks = walker_features(*load_gait_model(_path(cfg.gait_weights)), cfg.held_out_walkers, SITE_SEED)
     return {"seed": SITE_SEED, "plain": cross_camera_rank1(fs.features, walks),
             "cargait": cross_camera_rank1(fs.features, walks, ShortlistReranker(model, fs.features, cfg.rerank_k))}
 
