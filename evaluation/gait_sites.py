@@ -142,3 +142,98 @@ def direction_handling(model, walks: SiteWalks, plain: np.ndarray | None = None)
     mirrored = embed_sequences(model, [(np.ascontiguousarray(s[:, :, ::-1]), r) for s, r in sequences])
     variants = direction_variants(plain, mirrored, moves_right_to_left(walks))
     return {name: cross_camera_rank1(emb, walks) for name, emb in variants.items()}
+
+
+@dataclass(frozen=True)
+class SiteTrackWalks:
+    """The walks of a rendered benchmark site as ground truth shows them: per camera and visit, the
+    frames where the walker is walking with the whole body in view, silhouettes made from the
+    visible masks. silhouettes / ratios: lists of (T, 64, 44) uint8 / (T,) float32; identity,
+    clothes ((outfit, wears a coat), as the identity benchmark), camera: per walk."""
+
+    silhouettes: list[np.ndarray]
+    ratios: list[np.ndarray]
+    identity: np.ndarray
+    clothes: list[tuple[int, bool]]
+    camera: np.ndarray
+
+
+def site_track_walks(truth: dict, mask_noise: float = 0.0, min_frames: int = 30, seed: int = 0) -> SiteTrackWalks:
+    """Walks of a site's ``groundtruth.json`` (as a dict, rendered with masks). mask_noise: strength of
+    the training segmentation-error model (``synth.noise``) applied to every mask; 0 keeps them exact."""
+    from evaluation.identity.truth import clothes_of
+    from stages.silhouette import cut_sides
+    from synth.dataset import pretreat_mask
+    from synth.groundtruth import decode_mask
+    from synth.noise import segmentation_noise
+
+    rng = np.random.default_rng(seed)
+    visits = {int(v["visit"]): v for v in truth["visits"]}
+    frames: dict[tuple[str, int], list[tuple[np.ndarray, float]]] = {}
+    for camera in truth["cameras"]:
+        name, size = camera["name"], (camera["height"], camera["width"])
+        for people in truth["frames"][name]:
+            for person in people:
+                if "mask" not in person or person["state"] != "walking" or not person["full_body"]:
+                    continue
+                mask, roi = decode_mask(person["mask"]), tuple(person["mask"]["roi"])
+                if mask_noise > 0:
+                    mask, roi = segmentation_noise(mask, roi, size, rng, mask_noise)
+                silhouette = pretreat_mask(mask, roi, camera["width"])
+                if silhouette is not None:
+                    box = person["box"]
+                    frames.setdefault((name, int(person["visit"])), []).append((cut_sides(silhouette), (box[3] - box[1]) / 64.0))
+    keys = [k for k in sorted(frames) if len(frames[k]) >= min_frames]
+    return SiteTrackWalks(
+        silhouettes=[np.stack([s for s, _ in frames[k]]) for k in keys],
+        ratios=[np.array([r for _, r in frames[k]], np.float32) for k in keys],
+        identity=np.array([visits[v]["identity"] for _, v in keys]),
+        clothes=[clothes_of(visits[v]) for _, v in keys],
+        camera=np.array([c for c, _ in keys]),
+    )
+
+
+def pipeline_windows(length: int, every: int = 30, longest: int = 120) -> list[slice]:
+    """The frames of the windows the tracklet assembler emits for a track of ``length`` frames: every
+    ``every`` frames, the last ``longest`` of them (``stages.tracklets``)."""
+    return [slice(max(0, end - longest), end) for end in range(every, length + 1, every)]
+
+
+def leave_out_rank1(embeddings: np.ndarray, identity: np.ndarray, clothes: list[tuple[int, bool]],
+                    camera: np.ndarray) -> dict:
+    """Cross-camera Rank-1 of every walk against the walks of the other cameras, split like the
+    identity benchmark: "same" leaves out the person's walks in other clothes, "changed" those in the
+    probe's clothes (only a look-independent cue can find the person then). A probe counts when its
+    person has a walk of that kind on another camera."""
+    dist = part_distance(embeddings, embeddings)
+    same_clothes = np.array([[a == b for b in clothes] for a in clothes])
+    hits: dict[str, list[bool]] = {"same_outfit": [], "changed_outfit": []}
+    for p in range(len(identity)):
+        other = camera != camera[p]
+        mate = identity == identity[p]
+        for kind, left_out in (("same_outfit", ~same_clothes[p]), ("changed_outfit", same_clothes[p])):
+            candidates = other & ~(mate & left_out)
+            if (mate & candidates).any():
+                hits[kind].append(bool(identity[np.flatnonzero(candidates)[np.argmin(dist[p, candidates])]] == identity[p]))
+    return {**{k: round(float(np.mean(v)), 4) if v else None for k, v in hits.items()},
+            "probes": {k: len(v) for k, v in hits.items()}}
+
+
+def site_gait_rank1(model, walks: SiteTrackWalks) -> dict[str, dict]:
+    """``leave_out_rank1`` with each walk embedded whole, and as the pipeline sees a track: windows
+    (``pipeline_windows``) embedded one by one and pooled by their mean, as the gallery pools a
+    track's windows."""
+    from stages.gait.embedding import embed_sequences
+
+    whole = embed_sequences(model, list(zip(walks.silhouettes, walks.ratios)))
+    pieces, owner = [], []
+    for i, (sils, ratios) in enumerate(zip(walks.silhouettes, walks.ratios)):
+        for window in pipeline_windows(len(sils)):
+            pieces.append((sils[window], ratios[window]))
+            owner.append(i)
+    windows = embed_sequences(model, pieces)
+    owner_array = np.array(owner)
+    pooled = np.stack([windows[owner_array == i].mean(0) for i in range(len(walks.identity))])
+    scores = {name: leave_out_rank1(emb, walks.identity, walks.clothes, walks.camera)
+              for name, emb in (("whole_walk", whole), ("windows_mean", pooled))}
+    return {**scores, "walks": len(walks.identity), "identities": int(len(np.unique(walks.identity)))}

@@ -66,3 +66,58 @@ def test_a_reranker_reorders_the_shortlist_it_is_given():
     res = cross_camera_rank1(emb, w, rerank=rerank_by_identity)
     assert res["same_outfit"] == 1.0 and res["changed_outfit"] == 1.0
     assert seen["shape"] == (12, 3, (12, 3))
+
+
+def test_pipeline_windows_are_the_assemblers_windows():
+    from evaluation.gait_sites import pipeline_windows
+
+    assert pipeline_windows(29) == []
+    assert pipeline_windows(95) == [slice(0, 30), slice(0, 60), slice(0, 90)]
+    assert pipeline_windows(150)[-1] == slice(30, 150) and len(pipeline_windows(150)) == 5
+
+
+def test_leave_out_rank1_splits_by_clothes_and_looks_only_at_other_cameras():
+    from evaluation.gait_sites import leave_out_rank1
+
+    # Person 1 on camera a and b in the same clothes and on b in a coat; person 2 on b only.
+    identity = np.array([1, 1, 1, 2])
+    clothes = [(0, False), (0, False), (0, True), (0, False)]
+    camera = np.array(["a", "b", "b", "b"])
+    emb = np.zeros((4, 2, 3), np.float32)
+    emb[0, :, 0] = 1.0
+    emb[1, :, 0] = 0.9   # nearest to walk 0
+    emb[2, :, 1] = 1.0   # the coat walk looks like nobody
+    emb[3, :, 0] = 0.8   # person 2 is closer to walk 0 than the coat walk is
+    scores = leave_out_rank1(emb, identity, clothes, camera)
+    # same clothes: walk 0 finds walk 1 and walk 1 finds walk 0; walk 3 has no mate on another camera
+    assert scores["same_outfit"] == 1.0 and scores["probes"]["same_outfit"] == 2
+    # changed: walk 0 (its same-clothes mate left out) finds person 2 before the coat walk; walk 2 finds walk 0
+    assert scores["changed_outfit"] == 0.5 and scores["probes"]["changed_outfit"] == 2
+
+
+def test_site_track_walks_keep_walking_whole_body_frames_per_camera_and_visit():
+    from evaluation.gait_sites import site_track_walks
+    from synth.groundtruth import encode_mask
+
+    body = np.zeros((40, 16), bool)
+    body[2:38, 4:12] = True
+
+    def person(visit, state="walking", full_body=True):
+        return {"visit": visit, "box": [20, 10, 36, 50], "state": state, "full_body": full_body,
+                "mask": encode_mask(body, (20, 10, 36, 50))}
+
+    frames = {"a": [[person(0), person(1, state="standing")] for _ in range(35)],
+              "b": [[person(2, full_body=i % 2 == 0)] for i in range(70)]}
+    truth = {"cameras": [{"name": "a", "width": 80, "height": 60}, {"name": "b", "width": 80, "height": 60}],
+             "visits": [{"visit": 0, "identity": 7, "outfit": 0, "condition": "nm"},
+                        {"visit": 1, "identity": 8, "outfit": 0, "condition": "nm"},
+                        {"visit": 2, "identity": 7, "outfit": 1, "condition": "cl"}],
+             "frames": frames}
+    walks = site_track_walks(truth)
+    # visit 1 never walks; visit 2 is whole-body in 35 of its frames
+    assert list(walks.identity) == [7, 7] and list(walks.camera) == ["a", "b"]
+    assert walks.clothes == [(0, False), (1, True)]
+    assert [len(s) for s in walks.silhouettes] == [35, 35] and walks.silhouettes[0].shape[1:] == (64, 44)
+    assert np.allclose(walks.ratios[0], 40 / 64)
+    noisy = site_track_walks(truth, mask_noise=1.0)
+    assert not np.array_equal(noisy.silhouettes[0], walks.silhouettes[0])

@@ -151,6 +151,45 @@ def test_split_overrides_keeps_gait_and_gallery_keys_apart():
     assert gait == ["gait_detector.every_window=true", "gait.max_frames=60"] and gallery == ["gallery.reranker=none"]
 
 
+def test_bench_config_reports_an_unknown_mask_source(tmp_path):
+    (tmp_path / "site.yaml").write_text("cameras: [{name: c, position: [0, -9, 3], target: [0, 0, 0.8]}]\n")
+    (tmp_path / "bench.yaml").write_text("sites: [site.yaml]\nvariants: [{name: a, masks: oracle}]\n")
+    with pytest.raises(ValueError, match="oracle"):
+        BenchConfig.load(tmp_path / "bench.yaml")
+    (tmp_path / "bench.yaml").write_text("sites: [site.yaml]\nvariants: [{name: a, masks: truth}]\n")
+    assert BenchConfig.load(tmp_path / "bench.yaml").variants[0].masks == "truth"
+
+
+def test_truth_masks_give_each_box_the_visible_mask_of_the_person_it_overlaps(tmp_path):
+    import supervision as sv
+
+    from evaluation.identity.truth_masks import TruthMasks
+    from pipeline.messages import Frame, FrameResult
+    from synth.groundtruth import encode_mask
+
+    size = (40, 60)
+    left = np.zeros((20, 10), bool)
+    left[2:18, 3:7] = True
+    right = np.zeros((20, 10), bool)
+    right[5:20, 1:9] = True
+    people = [{"visit": 0, "box": [5, 10, 15, 30], "mask": encode_mask(left, (5, 10, 15, 30))},
+              {"visit": 1, "box": [40, 15, 50, 35], "mask": encode_mask(right, (40, 15, 50, 35))}]
+    (tmp_path / "groundtruth.json").write_text(
+        json.dumps({"format": "gaitscope-synth-groundtruth/1", "frames": {"east": [people]}}))
+    segmenter = TruthMasks(tmp_path / "groundtruth.json")
+    # Boxes near the right person, near the left one (a little looser), and over nobody.
+    boxes = np.array([[40, 14, 50, 35], [4, 9, 16, 31], [25, 0, 35, 10]], np.float32)
+    detections = sv.Detections(xyxy=boxes, tracker_id=np.array([1, 2, 3]))
+    frame = Frame("/videos/site/east.mp4", 0, 0.0, np.zeros((*size, 3), np.uint8))
+    masks = segmenter.process([FrameResult(frame, detections)])[0].detections.mask
+    assert masks.shape == (3, *size)
+    assert np.array_equal(masks[0][15:35, 40:50], right) and masks[0].sum() == right.sum()
+    assert np.array_equal(masks[1][10:30, 5:15], left) and masks[1].sum() == left.sum()
+    assert not masks[2].any()
+    with pytest.raises(ValueError, match="west"):
+        segmenter.process([FrameResult(Frame("/videos/site/west.mp4", 0, 0.0, frame.image), detections)])
+
+
 def test_bench_config_reports_unknown_scorer(tmp_path):
     (tmp_path / "site.yaml").write_text("cameras: [{name: c, position: [0, -9, 3], target: [0, 0, 0.8]}]\n")
     (tmp_path / "bench.yaml").write_text("sites: [site.yaml]\nvariants: [{name: a, closed_set: [fused3]}]\n")
@@ -181,14 +220,18 @@ def test_tiny_site_end_to_end(tmp_path):
     (tmp_path / "bench.yaml").write_text(
         "overrides: [runner.batch_size=4, gait.batch_frames=120]\nsites: [tiny.yaml]\n"
         "variants: [{name: default, closed_set: [system, gait, appearance]},\n"
-        "           {name: every, overrides: [gait_detector.every_window=true], closed_set: [gait]}]\n")
+        "           {name: every, overrides: [gait_detector.every_window=true], closed_set: [gait]},\n"
+        "           {name: truth, masks: truth, closed_set: [gait]}]\n")
     result = run_benchmark(BenchConfig.load(tmp_path / "bench.yaml"), cache=tmp_path / "cache")
     json.dumps(result, allow_nan=False)
     site = result["sites"][0]
     assert site["cameras"] == 2 and site["people"] >= 2
     assert site["front_end"][0]["tracks_matched"] >= 2, "tracks should be mapped to the rendered people"
-    # One front-end run; the second variant re-ran only the gait stages, on every window.
-    assert [f.get("gait_stages_only", False) for f in site["front_end"]] == [False, True]
+    # One front-end run; the second variant re-ran only the gait stages, on every window; the third
+    # ran the front end again with the rendered masks in place of the segmenter.
+    assert [f.get("gait_stages_only", False) for f in site["front_end"]] == [False, True, False]
+    assert "masks=truth" in site["front_end"][2]["overrides"] and site["front_end"][2]["tracks_matched"] >= 2
+    assert result["variants"][2]["masks"] == "truth" and result["variants"][2]["closed_set"]["gait"]["all"]["probes"]
     every = result["variants"][1]["closed_set"]["gait"]["all"]
     assert every["coverage"] == 1.0
     variant = result["variants"][0]

@@ -44,15 +44,19 @@ from pipeline.messages import TrackWindow
 log = logging.getLogger(__name__)
 
 DEFAULT_BENCH = Path(__file__).resolve().parents[2] / "configs" / "bench" / "identity.yaml"
+MASK_SOURCES = ("segmenter", "truth")
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One row group of the table: overrides on top of the benchmark's, and the scorers to report."""
+    """One row group of the table: overrides on top of the benchmark's, and the scorers to report.
+    masks: "segmenter" (the configured segmentation stage) or "truth" (the site's ground-truth
+    masks in its place: what perfect segmentation would give, ``truth_masks``)."""
 
     name: str
     overrides: tuple[str, ...] = ()
     closed_set: tuple[str, ...] = ("system",)
+    masks: str = "segmenter"
 
 
 @dataclass(frozen=True)
@@ -85,14 +89,18 @@ class BenchConfig:
 
         variants = []
         for i, v in enumerate(data.get("variants") or []):
-            extra = sorted(set(v) - {"name", "overrides", "closed_set"})
+            extra = sorted(set(v) - {"name", "overrides", "closed_set", "masks"})
             if extra or "name" not in v:
-                raise ValueError(f"{path}: variants[{i}] needs a name and takes overrides, closed_set (got {sorted(v)})")
+                raise ValueError(f"{path}: variants[{i}] needs a name and takes overrides, closed_set, masks "
+                                 f"(got {sorted(v)})")
+            masks = str(v.get("masks", "segmenter"))
+            if masks not in MASK_SOURCES:
+                raise ValueError(f"{path}: variants[{i}].masks: {masks!r}; choose from {list(MASK_SOURCES)}")
             scorers = tuple(v.get("closed_set") or ("system",))
             bad = sorted(set(scorers) - set(SCORERS))
             if bad:
                 raise ValueError(f"{path}: variants[{i}].closed_set: unknown {bad}; choose from {list(SCORERS)}")
-            variants.append(Variant(str(v["name"]), tuple(v.get("overrides") or ()), scorers))
+            variants.append(Variant(str(v["name"]), tuple(v.get("overrides") or ()), scorers, masks))
         if not variants:
             raise ValueError(f"{path}: no variants")
         match = data.get("track_match") or {}
@@ -172,7 +180,7 @@ def _round(value: float | None) -> float | None:
 
 
 def summarise(name: str, overrides: list[str], sites: list[SiteScores], identities: int, people: int,
-              far: float) -> dict[str, Any]:
+              far: float, masks: str = "segmenter") -> dict[str, Any]:
     """A variant's row group: closed-set and open-set scores per scorer, auto-enrol links, pooled over sites."""
     scorers = {}
     for scorer in sites[0].pools if sites else []:
@@ -186,7 +194,7 @@ def summarise(name: str, overrides: list[str], sites: list[SiteScores], identiti
             "all": closed_set(closed).as_dict(),
             "open_set": open_set(known, unknown, far).as_dict(),
         }
-    return {"name": name, "overrides": overrides, "closed_set": scorers,
+    return {"name": name, "overrides": overrides, "masks": masks, "closed_set": scorers,
             "auto_enrol": {**_sum_links([s.links for s in sites]), "identities": identities, "people": people}}
 
 
@@ -228,9 +236,12 @@ def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = D
             config = configs[variant.name]
             front_over, gait_over, _ = split_overrides([*bench.overrides, *variant.overrides])
             front_key = tuple(front_over) if gait_replayable(config) else (*front_over, *gait_over)
+            if variant.masks == "truth":
+                front_key = (*front_key, "masks=truth")
             if front_key not in fronts:
                 log.info("site %s: front end %s", name, [*front_key, *gait_over] or "(defaults)")
-                run = run_front_end_isolated(config, [str(v) for v in rendered.videos])
+                truth_masks = rendered.truth_path if variant.masks == "truth" else None
+                run = run_front_end_isolated(config, [str(v) for v in rendered.videos], truth_masks)
                 tracks = match_tracks(run.windows, truth, bench.min_iou, bench.min_share)
                 fronts[front_key] = (run, tuple(gait_over), tracks)
                 runs[(front_key, tuple(gait_over))] = run
@@ -257,8 +268,8 @@ def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = D
                      site_scores.links.f1, n_identities, len(seen), time.time() - t1)
         site_rows.append(row)
     people = sum(r["people"] for r in site_rows)
-    results = [summarise(v.name, [*bench.overrides, *v.overrides], scores[v.name], identities[v.name], people, bench.far)
-               for v in chosen]
+    results = [summarise(v.name, [*bench.overrides, *v.overrides], scores[v.name], identities[v.name], people, bench.far,
+                         v.masks) for v in chosen]
     return {"format": "gaitscope-identity-benchmark/1", "quick": quick, "pipeline": bench.pipeline, "far": bench.far,
             "track_match": {"min_iou": bench.min_iou, "min_share": bench.min_share},
             "seconds": round(time.time() - started, 1), "sites": site_rows, "variants": results}

@@ -75,9 +75,12 @@ def _light(window: TrackWindow) -> TrackWindow:
     return dataclasses.replace(window, sequence=dataclasses.replace(window.sequence, crops=None))
 
 
-def run_front_end(config: PipelineConfig, sources: list[str]) -> FrontEndRun:
+def run_front_end(config: PipelineConfig, sources: list[str], truth_masks: Path | None = None) -> FrontEndRun:
     """Run every stage before the gallery over ``sources`` (one run, sources interleaved as in a
-    live multi-camera deployment) and keep all windows, intermediate and final."""
+    live multi-camera deployment) and keep all windows, intermediate and final.
+
+    truth_masks: a rendered site's ``groundtruth.json``: its visible masks replace the segmenter
+    (``evaluation.identity.truth_masks``)."""
     from pipeline.sources import SourceOptions, expand_sources, open_source
 
     stages = {k: v for k, v in config.stages.items() if k != GALLERY_SECTION and k not in AFTER_GALLERY}
@@ -85,7 +88,12 @@ def run_front_end(config: PipelineConfig, sources: list[str]) -> FrontEndRun:
     source_options = options_from(SourceOptions, front.source, "source")
     runner_options = options_from(RunnerOptions, {**front.runner, "progress": False}, "runner")
     set_compute_threads(runner_options)
-    pipeline = build_stages(front)
+    prebuilt = None
+    if truth_masks is not None:
+        from evaluation.identity.truth_masks import TruthMasks
+
+        prebuilt = {"segment": (TruthMasks(truth_masks), "ground-truth masks")}
+    pipeline = build_stages(front, prebuilt)
     windows: list[TrackWindow] = []
     errors: list[str] = []
 
@@ -104,8 +112,8 @@ def run_front_end(config: PipelineConfig, sources: list[str]) -> FrontEndRun:
     return FrontEndRun(windows, result.seconds, sum(result.frames.values()), errors, runner_options.batch_size)
 
 
-def _front_end(config: PipelineConfig, sources: list[str]) -> FrontEndRun:
-    return run_front_end(config, sources)
+def _front_end(config: PipelineConfig, sources: list[str], truth_masks: Path | None) -> FrontEndRun:
+    return run_front_end(config, sources, truth_masks)
 
 
 def _exit_with(parent: int) -> None:
@@ -127,9 +135,9 @@ def _in_child(function, *args):
         return pool.submit(function, *args).result()
 
 
-def run_front_end_isolated(config: PipelineConfig, sources: list[str]) -> FrontEndRun:
+def run_front_end_isolated(config: PipelineConfig, sources: list[str], truth_masks: Path | None = None) -> FrontEndRun:
     """``run_front_end`` in a child process."""
-    return _in_child(_front_end, config, sources)
+    return _in_child(_front_end, config, sources, truth_masks)
 
 
 def _gait_stages(config: PipelineConfig, run: FrontEndRun) -> FrontEndRun:
