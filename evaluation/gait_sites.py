@@ -162,7 +162,7 @@ def site_track_walks(truth: dict, mask_noise: float = 0.0, min_frames: int = 30,
     """Walks of a site's ``groundtruth.json`` (as a dict, rendered with masks). mask_noise: strength of
     the training segmentation-error model (``synth.noise``) applied to every mask; 0 keeps them exact."""
     from evaluation.identity.truth import clothes_of
-    from stages.silhouette import cut_sides
+    from stages.silhouette import cut_sides, resize_ratio
     from synth.dataset import pretreat_mask
     from synth.groundtruth import decode_mask
     from synth.noise import segmentation_noise
@@ -181,8 +181,8 @@ def site_track_walks(truth: dict, mask_noise: float = 0.0, min_frames: int = 30,
                     mask, roi = segmentation_noise(mask, roi, size, rng, mask_noise)
                 silhouette = pretreat_mask(mask, roi, camera["width"])
                 if silhouette is not None:
-                    box = person["box"]
-                    frames.setdefault((name, int(person["visit"])), []).append((cut_sides(silhouette), (box[3] - box[1]) / 64.0))
+                    frames.setdefault((name, int(person["visit"])), []).append(
+                        (cut_sides(silhouette), resize_ratio(person["box"])))
     keys = [k for k in sorted(frames) if len(frames[k]) >= min_frames]
     return SiteTrackWalks(
         silhouettes=[np.stack([s for s, _ in frames[k]]) for k in keys],
