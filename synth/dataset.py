@@ -52,10 +52,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 
 from pipeline.messages import SilhouetteSequence
+from stages.detect.background import box_pixels
+from stages.segment.crops import region_around
 from stages.silhouette import crop_box, cut_sides, opengait_pretreat
 from synth.appearance import Appearance, make_appearance
 from synth.background import make_background
@@ -83,6 +86,19 @@ class CameraRange:
 
 SURVEILLANCE = CameraRange()
 CASIA_LIKE = CameraRange(height_m=(0.9, 1.4), distance_m=(4.0, 6.0), hfov_deg=(45.0, 60.0))
+# The identity benchmark's site cameras (configs/bench/sites): 3-4.5 m high, people 7-16 m away; in
+# 360x480 frames they are 45-100 px tall.
+SITE = CameraRange(height_m=(3.0, 4.5), distance_m=(7.0, 16.0), hfov_deg=(55.0, 65.0))
+CAMERA_RANGES = {"surveillance": SURVEILLANCE, "casia_like": CASIA_LIKE, "site": SITE}
+
+
+class BoxSegmenter(Protocol):
+    """A crop segmenter the way the pipeline runs it on tracked boxes (stages.segment.pose_crop)."""
+
+    crop_scale: float
+    min_height: int
+
+    def box_masks(self, people: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -149,7 +165,8 @@ def generate_sequences(n_identities: int, seqs_per_identity: int, frames: int, s
                        fps: float = 25.0, crops: bool = True, population: Population = DEFAULT_POPULATION,
                        first_identity: int = 0, identities: list[Identity] | None = None,
                        masks: bool = False, cameras: CameraRange = SURVEILLANCE,
-                       mask_noise: float = 0.0, outfits: int = 1) -> list[SyntheticSequence]:
+                       mask_noise: float = 0.0, outfits: int = 1,
+                       segmenter: BoxSegmenter | None = None) -> list[SyntheticSequence]:
     """Render ``seqs_per_identity`` sequences of ``frames`` frames for each identity.
 
     identities: use these instead of drawing ``n_identities`` from ``seed`` (e.g. a held-out set).
@@ -161,11 +178,15 @@ def generate_sequences(n_identities: int, seqs_per_identity: int, frames: int, s
     outfits: each sequence wears one of this many outfits of its identity, drawn at random (1: the
     identity always wears the same clothes; more: clothes change between sequences, as between
     cameras or days).
+    segmenter: make the silhouettes as the pipeline does, by this segmenter on the rendered frame
+    around the person's box (people shorter than its ``min_height`` get none), instead of from the
+    rendered mask; boxes, ratios and labels stay the rendered ones.
     """
     return list(iter_sequences(n_identities, seqs_per_identity, frames, seed, conditions=conditions, views=views,
                                behaviours=behaviours, frame_size=frame_size, fps=fps, crops=crops,
                                population=population, first_identity=first_identity, identities=identities,
-                               masks=masks, cameras=cameras, mask_noise=mask_noise, outfits=outfits))
+                               masks=masks, cameras=cameras, mask_noise=mask_noise, outfits=outfits,
+                               segmenter=segmenter))
 
 
 def iter_sequences(n_identities: int, seqs_per_identity: int, frames: int, seed: int = 0, *,
@@ -174,8 +195,11 @@ def iter_sequences(n_identities: int, seqs_per_identity: int, frames: int, seed:
                    fps: float = 25.0, crops: bool = True, population: Population = DEFAULT_POPULATION,
                    first_identity: int = 0, identities: list[Identity] | None = None,
                    masks: bool = False, cameras: CameraRange = SURVEILLANCE,
-                   mask_noise: float = 0.0, outfits: int = 1) -> Iterator[SyntheticSequence]:
+                   mask_noise: float = 0.0, outfits: int = 1,
+                   segmenter: BoxSegmenter | None = None) -> Iterator[SyntheticSequence]:
     """``generate_sequences`` one sequence at a time (constant memory for large sets)."""
+    if segmenter is not None and mask_noise > 0:
+        raise ValueError("mask_noise models a segmenter's errors: give either a segmenter or mask_noise, not both")
     for b in behaviours:
         if b not in BEHAVIOURS:
             raise ValueError(f"unknown behaviour {b!r}; choose from {BEHAVIOURS}")
@@ -193,7 +217,7 @@ def iter_sequences(n_identities: int, seqs_per_identity: int, frames: int, seed:
             outfit = int(rng.integers(outfits)) if outfits > 1 else 0
             yield render_sequence(ident, k, condition, view, behaviour, frames, rng,
                                   frame_size=frame_size, fps=fps, crops=crops, masks=masks, cameras=cameras,
-                                  mask_noise=mask_noise, outfit=outfit)
+                                  mask_noise=mask_noise, outfit=outfit, segmenter=segmenter)
 
 
 def _states(behaviour: str, frames: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
@@ -276,7 +300,8 @@ def _make_partial(rng: np.random.Generator, camera: Camera, track: Track, statur
 def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, behaviour: str, frames: int,
                     rng: np.random.Generator, frame_size: tuple[int, int] = (480, 640), fps: float = 25.0,
                     crops: bool = True, masks: bool = False, cameras: CameraRange = SURVEILLANCE,
-                    mask_noise: float = 0.0, outfit: int = 0) -> SyntheticSequence:
+                    mask_noise: float = 0.0, outfit: int = 0,
+                    segmenter: BoxSegmenter | None = None) -> SyntheticSequence:
     """One person-centred sequence (see module docstring)."""
     gait = sequence_variation(ident.gait, rng)
     carry = carry_for(condition, rng)
@@ -303,9 +328,11 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
     projected = project_volumes(camera, vol)
     bg_seed = int(rng.integers(0, 2**31 - 1))
     background = None
-    if crops:
-        # Only the window the walker crosses is rendered: the crops read nothing else.
+    if crops or segmenter is not None:
+        # Only the window the walker crosses (with the segmenter's context) is rendered: nothing else is read.
         boxes_all = projected.box[projected.valid]
+        if segmenter is not None and len(boxes_all):
+            boxes_all = np.array([_region_bounds(b, segmenter.crop_scale) for b in boxes_all])
         region = (int(boxes_all[:, 0].min()) - 2, int(boxes_all[:, 1].min()) - 2,
                   int(boxes_all[:, 2].max()) + 3, int(boxes_all[:, 3].max()) + 3) if len(boxes_all) else None
         background = make_background(camera, bg_seed, region=region)
@@ -321,6 +348,7 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
     mask_arr = np.zeros((frames,) + tuple(frame_size), bool) if masks else None
     camera_size = (camera.height, camera.width)
     noise_rng = np.random.default_rng([int(rng.integers(0, 2**31 - 1)), 13])
+    to_segment: list[tuple[int, np.ndarray, np.ndarray]] = []  # (frame, rendered frame, box)
     for t in range(frames):
         draw = [PersonDraw(0, projected, t, appearance)]
         renderer.draw_labels(draw)
@@ -328,7 +356,11 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
         full[t] = pf.full_body
         if pf.box is None:
             continue
-        if mask_noise > 0:
+        if segmenter is not None:
+            sil = None
+            if pf.box[3] - pf.box[1] >= segmenter.min_height:
+                to_segment.append((t, _rendered_around(renderer, draw, pf, t, camera_size, segmenter.crop_scale), pf.box))
+        elif mask_noise > 0:
             noisy, roi = segmentation_noise(pf.mask, pf.roi, camera_size, noise_rng, mask_noise)
             sil = pretreat_mask(noisy, roi, camera.width)
         else:
@@ -346,12 +378,36 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
             x1, y1, x2, y2 = (round(float(v)) for v in pf.box)
             patch = renderer.compose_rgb(draw, [pf], t, region=(x1, y1, x2, y2))
             crop_arr[t] = crop_box(patch, pf.box - np.array([x1, y1, x1, y1], np.float32))
+    if to_segment:
+        for (t, image, box), mask in zip(to_segment, segmenter.box_masks([(image, box) for _, image, box in to_segment])):
+            sil = pretreat_mask(mask, box_pixels(box, camera_size), camera.width)
+            if sil is not None:
+                sil64[t] = sil
+                visible[t] = True
     views = view_angle_deg(track.heading, track.position, camera).astype(np.float32)
     return SyntheticSequence(
         identity=ident.identity, sequence=k, condition=condition, outfit=outfit, behaviour=behaviour,
         view_deg=float(view_deg % 360.0), silhouettes=cut_sides(sil64), silhouettes64=sil64, ratios=ratios,
         boxes=boxes, crops=crop_arr, walking=track.walking.copy(), full_body=full, visible=visible, views=views,
         attributes=dict(ident.attributes), camera=camera, fps=fps, masks=mask_arr)
+
+
+def _region_bounds(box: np.ndarray, crop_scale: float) -> tuple[float, float, float, float]:
+    """x1, y1, x2, y2 of the square a crop segmenter cuts around a box."""
+    region = region_around(box, crop_scale, (1, 1))
+    return region.x1, region.y1, region.x1 + region.width, region.y1 + region.height
+
+
+def _rendered_around(renderer: FrameRenderer, draw: list[PersonDraw], pf: PersonFrame, t: int,
+                     frame_size: tuple[int, int], crop_scale: float) -> np.ndarray:
+    """A frame (H, W, 3) rendered only where a crop segmenter reads around the person (black elsewhere)."""
+    x1, y1, x2, y2 = _region_bounds(pf.box, crop_scale)
+    window = (int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x2)) + 1, int(np.ceil(y2)) + 1)
+    frame = np.zeros((*frame_size, 3), np.uint8)
+    patch = renderer.compose_rgb(draw, [pf], t, region=window)
+    left, top = max(window[0], 0), max(window[1], 0)
+    frame[top:top + patch.shape[0], left:left + patch.shape[1]] = patch
+    return frame
 
 
 def pretreat_person(pf: PersonFrame, frame_width: int) -> np.ndarray | None:

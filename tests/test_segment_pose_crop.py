@@ -145,3 +145,26 @@ def test_missing_corrupt_and_wrong_models_are_one_line_each(tmp_path) -> None:
         errors.append(error.value)
     for error in errors:
         assert "\n" not in str(error) and ".tflite" in str(error)
+
+
+def test_box_masks_are_the_stage_masks_and_segment_rendered_walkers() -> None:
+    """``box_masks`` (what the synthetic gait walkers are segmented with) gives the stage's own
+    masks, and on rendered walkers the pipeline's size it finds the rendered person."""
+    from synth.dataset import generate_sequences
+
+    stage = PoseCropSegmenter(model=str(require_model(POSE)), min_height=30)
+    kw = {"seed": 4, "views": (90.0,), "conditions": ("nm",), "crops": False, "frame_size": (360, 480), "masks": True}
+    (walker,) = generate_sequences(1, 1, 4, **kw)
+    ious = []
+    for t in np.flatnonzero(walker.visible):
+        truth = walker.masks[t]
+        frame = np.full((360, 480, 3), 90, np.uint8)  # a plain wall, the walker painted in one colour
+        frame[truth] = (40, 60, 200)
+        (from_stage,) = stage.process([_tracked(frame, walker.boxes[t : t + 1])])
+        (mask,) = stage.box_masks([(frame, walker.boxes[t])])
+        bx1, by1 = int(np.floor(walker.boxes[t, 0])), int(np.floor(walker.boxes[t, 1]))
+        pasted = np.zeros(truth.shape, bool)
+        pasted[by1 : by1 + mask.shape[0], bx1 : bx1 + mask.shape[1]] = mask
+        np.testing.assert_array_equal(pasted, from_stage.detections.mask[0])
+        ious.append((pasted & truth).sum() / (pasted | truth).sum())
+    assert ious and np.mean(ious) > 0.8, ious

@@ -297,3 +297,66 @@ def test_realism_statistics_on_synthetic_and_casia():
         pytest.skip("CASIA-B not found at ../shared/data/casia-b")
     real = sequence_stats(load_casia_subject(casia, "001")["nm-01/090"])
     assert 20 <= real["period"] <= 30 and real["leg_swing"] > 6
+
+
+class _UpperHalfSegmenter:
+    """A stand-in crop segmenter: the upper half of each box; keeps what it was shown."""
+
+    crop_scale = 1.3
+
+    def __init__(self, min_height: int) -> None:
+        self.min_height = min_height
+        self.seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def box_masks(self, people):
+        self.seen += people
+        masks = []
+        for _, box in people:
+            x1, y1, x2, y2 = int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3]))
+            mask = np.zeros((y2 - y1, x2 - x1), bool)
+            mask[: (y2 - y1) // 2] = True
+            masks.append(mask)
+        return masks
+
+
+def test_segmenter_makes_the_silhouettes_from_rendered_frames_labels_stay():
+    from stages.segment.crops import region_around
+
+    kw = {"seed": 3, "views": (60.0,), "conditions": ("nm",), "crops": False, "frame_size": (240, 320)}
+    clean = generate_sequences(1, 1, 10, **kw)[0]
+    segmenter = _UpperHalfSegmenter(min_height=0)
+    made = generate_sequences(1, 1, 10, segmenter=segmenter, **kw)[0]
+    for field in ("ratios", "boxes", "walking", "full_body"):
+        np.testing.assert_array_equal(getattr(made, field), getattr(clean, field))
+    assert len(segmenter.seen) == clean.visible.sum() == made.visible.sum()
+    # Each silhouette is the segmenter's mask (a filled block), not the rendered body's outline.
+    frame = made.silhouettes[made.visible][0] > 127
+    cols = np.flatnonzero(frame.any(axis=0))
+    assert frame[:, cols[0]:cols[-1] + 1].all()
+    assert not np.array_equal(made.silhouettes, clean.silhouettes)
+    # The segmenter sees the person with the context it cuts around the box rendered, not black.
+    image, box = segmenter.seen[0]
+    region = region_around(box, segmenter.crop_scale, (1, 1))
+    x1, y1 = max(int(region.x1) + 1, 0), max(int(region.y1) + 1, 0)
+    x2, y2 = min(int(region.x1 + region.width) - 1, 320), min(int(region.y1 + region.height) - 1, 240)
+    assert (image[y1:y2, x1:x2].max(axis=2) > 0).mean() > 0.99
+    assert image[:, : max(x1 - 3, 0)].max(initial=0) == 0  # nothing else is rendered
+
+
+def test_segmenter_skips_people_below_its_least_height_and_refuses_mask_noise():
+    kw = {"seed": 3, "views": (60.0,), "conditions": ("nm",), "crops": False, "frame_size": (240, 320)}
+    tall = generate_sequences(1, 1, 6, **kw)[0]
+    least = int(np.ceil((tall.boxes[:, 3] - tall.boxes[:, 1]).max())) + 1
+    made = generate_sequences(1, 1, 6, segmenter=_UpperHalfSegmenter(min_height=least), **kw)[0]
+    assert not made.visible.any() and not made.silhouettes.any()
+    with pytest.raises(ValueError, match="either a segmenter or mask_noise"):
+        generate_sequences(1, 1, 6, segmenter=_UpperHalfSegmenter(0), mask_noise=1.0, **kw)
+
+
+def test_synthetic_walkers_refuse_unknown_segmenters_and_cameras():
+    from training.synthetic import synthetic_arrays
+
+    with pytest.raises(ValueError, match="unknown segmenter 'sam'"):
+        synthetic_arrays(1, 1, 4, 0, segmenter="sam")
+    with pytest.raises(ValueError, match="unknown cameras 'drone'"):
+        synthetic_arrays(1, 1, 4, 0, cameras="drone")

@@ -68,6 +68,10 @@ def _synthetic_set(syn: dict) -> SequenceSet:
         crops=syn.get("crops", True),
         outfits=syn.get("outfits", 1),
         mask_noise=syn.get("mask_noise", 0.0),
+        segmenter=syn.get("segmenter"),
+        cameras=syn.get("cameras", "surveillance"),
+        frame_size=tuple(syn.get("frame_size", (480, 640))),
+        workers=syn.get("workers", 1),
     )
 
 

@@ -3,7 +3,7 @@ RGB crops, every view in both walking directions, surveillance camera heights an
 
 Sets are generated with ``synth.dataset.generate_sequences`` (deterministic in the seed) and cached
 as npz under ``~/.cache/gaitscope/synth`` (rendering costs ~0.06 s per 30-frame sequence without
-crops, ~0.1 s with them). Identities are named ``s00000``, ... so that they sort after CASIA-B's
+crops, ~0.1 s with them, ~1 s with silhouettes from the pipeline's BlazePose segmenter on one core). Identities are named ``s00000``, ... so that they sort after CASIA-B's
 ``001``..``124`` when both are mixed in one set.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,17 @@ def synthetic_arrays(
     crops: bool = True,
     outfits: int = 1,
     mask_noise: float = 0.0,
+    segmenter: str | None = None,
+    cameras: str = "surveillance",
+    frame_size: tuple[int, int] = (480, 640),
 ) -> dict[str, np.ndarray]:
     """Stacked walking sequences: silhouettes (N, T, 64, 44), ratios (N, T), crops (N, T, 128, 64, 3)
     BGR (only with ``crops``), identity (N,), condition (N,), outfit (N,), view_deg (N,). Frames the
     pretreatment dropped are kept as empty silhouettes (the walkers stay in view in 'walk' sequences).
+
+    segmenter: None (silhouettes from the rendered masks, with ``mask_noise``) or ``pose_crop``
+    (the pipeline's BlazePose crop segmenter on the rendered frames, model from the models directory).
+    cameras: a ``synth.dataset.CAMERA_RANGES`` name; frame_size: (height, width) of the cameras.
     """
     args = {
         "n_identities": n_identities,
@@ -41,8 +49,18 @@ def synthetic_arrays(
         "seed": seed,
         "first_identity": first_identity,
     }
+    if segmenter is not None and segmenter not in SEGMENTERS:
+        raise ValueError(f"unknown segmenter {segmenter!r}; choose from {sorted(SEGMENTERS)} or none")
+    from synth.dataset import CAMERA_RANGES
+
+    if cameras not in CAMERA_RANGES:
+        raise ValueError(f"unknown cameras {cameras!r}; choose from {sorted(CAMERA_RANGES)}")
     extra = {"crops": crops, "outfits": outfits, "mask_noise": mask_noise}
-    # Older caches were keyed on ``args`` alone (crops on, one outfit, exact masks).
+    # Keys of older caches hold only what differs from their defaults.
+    view = {"segmenter": segmenter, "cameras": cameras, "frame_size": list(frame_size)}
+    extra.update({k: v for k, v in view.items() if v != {"segmenter": None, "cameras": "surveillance",
+                                                         "frame_size": [480, 640]}[k]})
+    # The oldest caches were keyed on ``args`` alone (crops on, one outfit, exact masks).
     key = args if extra == {"crops": True, "outfits": 1, "mask_noise": 0.0} else {**args, **extra}
     tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = CACHE / f"walkers_{tag}.npz"
@@ -51,7 +69,9 @@ def synthetic_arrays(
             return {k: z[k] for k in z.files}
     from synth.dataset import generate_sequences
 
-    seqs = generate_sequences(behaviours=("walk",), **args, **extra)
+    seqs = generate_sequences(behaviours=("walk",), **args, crops=crops, outfits=outfits, mask_noise=mask_noise,
+                              segmenter=SEGMENTERS[segmenter]() if segmenter else None, cameras=CAMERA_RANGES[cameras],
+                              frame_size=tuple(frame_size))
     arrays = {
         "silhouettes": np.stack([s.silhouettes for s in seqs]),
         "ratios": np.stack([s.ratios for s in seqs]).astype(np.float32),
@@ -69,6 +89,20 @@ def synthetic_arrays(
     return arrays
 
 
+def _pose_crop():
+    from stages.segment.pose_crop import PoseCropSegmenter
+
+    return PoseCropSegmenter(threads=1)
+
+
+# Segmenters the silhouettes can be made with (besides the rendered masks themselves).
+SEGMENTERS = {"pose_crop": _pose_crop}
+
+
+def _cache_chunk(args: tuple) -> None:
+    synthetic_arrays(*args)
+
+
 def identity_name(identity: int) -> str:
     return f"s{int(identity):05d}"
 
@@ -82,14 +116,26 @@ def synthetic_set(
     crops: bool = True,
     outfits: int = 1,
     mask_noise: float = 0.0,
+    segmenter: str | None = None,
+    cameras: str = "surveillance",
+    frame_size: tuple[int, int] = (480, 640),
     chunk: int = 250,
+    workers: int = 1,
 ) -> SequenceSet:
     """A SequenceSet of synthetic walkers with ratios (and RGB crops when ``crops``), generated and
-    cached ``chunk`` identities at a time (identity i depends only on (seed, i), so chunks compose)."""
+    cached ``chunk`` identities at a time (identity i depends only on (seed, i), so chunks compose;
+    ``workers`` processes render the chunks that are not cached yet)."""
+    chunks = [
+        (min(chunk, first_identity + n_identities - start), seqs_per_identity, frames, seed, start, crops, outfits,
+         mask_noise, segmenter, cameras, tuple(frame_size))
+        for start in range(first_identity, first_identity + n_identities, chunk)
+    ]
+    if workers > 1 and len(chunks) > 1:
+        with ProcessPoolExecutor(min(workers, len(chunks))) as pool:
+            list(pool.map(_cache_chunk, chunks))
     sils, names, ratios, rgb = [], [], [], []
-    for start in range(first_identity, first_identity + n_identities, chunk):
-        n = min(chunk, first_identity + n_identities - start)
-        a = synthetic_arrays(n, seqs_per_identity, frames, seed, start, crops, outfits, mask_noise)
+    for args in chunks:
+        a = synthetic_arrays(*args)
         sils += list(a["silhouettes"])
         names += [identity_name(i) for i in a["identity"]]
         ratios += list(a["ratios"])

@@ -67,7 +67,7 @@ class PoseCropSegmenter:
         self.max_batch = max(1, int(max_batch))
 
     def process(self, batch: list[FrameResult]) -> list[FrameResult]:
-        masks, crops, places = [], [], []
+        masks, wanted = [], []
         for item_index, item in enumerate(batch):
             detections = item.detections
             if detections.mask is None:
@@ -75,19 +75,27 @@ class PoseCropSegmenter:
             else:
                 item_masks = clear_outside_boxes(np.array(detections.mask, dtype=bool), detections.xyxy)
             masks.append(item_masks)
-            for row in self._wanted(item):
-                region = region_around(detections.xyxy[row], self.crop_scale, INPUT_SIZE)
-                crops.append(cut_region(item.frame.image, region, INPUT_SIZE))
-                places.append((item_index, row, region))
-        for (item_index, row, region), logits in zip(places, self.logits(crops)):
+            wanted += [(item_index, row) for row in self._wanted(item)]
+        people = [(batch[i].frame.image, batch[i].detections.xyxy[row]) for i, row in wanted]
+        for (item_index, row), box_mask in zip(wanted, self.box_masks(people)):
             x1, y1, x2, y2 = box_pixels(batch[item_index].detections.xyxy[row], batch[item_index].frame.size)
             mask = masks[item_index][row]
             mask[:] = False
-            mask[y1:y2, x1:x2] = region_map_in_box(logits, region, (x1, y1, x2, y2)) > 0.0
+            mask[y1:y2, x1:x2] = box_mask
         return [
             FrameResult(item.frame, with_masks(item.detections, item_masks), item.ended_track_ids)
             for item, item_masks in zip(batch, masks)
         ]
+
+    def box_masks(self, people: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """(frame BGR uint8, person box xyxy) pairs -> each person's mask over its box's pixels
+        (``box_pixels`` bounds), bool (y2 - y1, x2 - x1). Boxes must not be empty inside the frame."""
+        crops, places = [], []
+        for image, box in people:
+            region = region_around(box, self.crop_scale, INPUT_SIZE)
+            crops.append(cut_region(image, region, INPUT_SIZE))
+            places.append((region, box_pixels(box, image.shape[:2])))
+        return [region_map_in_box(logits, region, box_px) > 0.0 for (region, box_px), logits in zip(places, self.logits(crops))]
 
     def _wanted(self, item: FrameResult) -> list[int]:
         """Rows of the detections to segment: tracked (when asked), tall enough, inside the frame."""
