@@ -14,6 +14,8 @@ Commands::
     python -m evaluation.gait report --weights weights/gar_casiab.pt [--flip-test mean] --out REPORT.json
     # only the rendered walkers, with the three ways of handling the walking direction side by side
     python -m evaluation.gait report --weights weights/gar_site.pt --frames '' --corruptions '' --directions
+    # only the rendered walkers, their silhouettes made by the pipeline's own segmenter (BlazePose crops)
+    python -m evaluation.gait report --weights weights/gar_site.pt --frames '' --corruptions '' --walker-masks pose_crop
     # with a discriminant projection of the model's embeddings scored beside the plain metric
     python -m evaluation.gait report --weights weights/gar_site.pt --projection weights/gait_projection_site.npz
     # cross-camera Rank-1 on the identity benchmark's sites as ground truth shows them (no front end):
@@ -90,9 +92,11 @@ def report_card(
     cache_dir: Path | None = None,
     directions: bool = False,
     projection: str | None = None,
+    walker_segmenter: str | None = None,
 ) -> dict:
     """Every number of the gait report card for one checkpoint (see the module docstring);
-    ``projection``: a discriminant projection file of this model, scored beside the plain metric."""
+    ``projection``: a discriminant projection file of this model, scored beside the plain metric;
+    ``walker_segmenter``: make the rendered walkers' silhouettes with this segmenter (``pose_crop``)."""
     from evaluation.gait_sites import cross_camera_rank1, direction_handling, render_site_walks
 
     model, version = load_gait_model(weights)
@@ -123,8 +127,9 @@ def report_card(
                 out["casia_b_projected"][name] = res
                 print(f"CASIA-B {name}, projected: " + "  ".join(f"{c} {r['rank1']:.2f}" for c, r in res.items()), flush=True)
     if site_identities > 0:
-        walks = render_site_walks(site_identities)
+        walks = render_site_walks(site_identities, segmenter=walker_segmenter)
         emb = embed_sequences(model, list(zip(walks.silhouettes, walks.ratios)), flip_test=flip_test)
+        out["walker_masks"] = walker_segmenter or "noise"
         out["cross_camera_synthetic"] = cross_camera_rank1(emb, walks)
         print(f"cross-camera (rendered walkers): {out['cross_camera_synthetic']}", flush=True)
         if projector is not None:
@@ -196,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--site-identities", type=int, default=100, help="report: rendered identities (0 skips)")
     ap.add_argument("--directions", action="store_true",
                     help="report: also compare plain, flip-mean and direction-normalised embeddings on the rendered walkers")
+    ap.add_argument("--walker-masks", choices=["noise", "pose_crop"], default="noise",
+                    help="report: the rendered walkers' silhouettes from their masks with segmenter-like errors "
+                         "(noise), or made by the pipeline's BlazePose crop segmenter at the benchmark sites' sizes")
     ap.add_argument("--projection", default=None,
                     help="report: also score through this discriminant projection (training.gait_projection)")
     ap.add_argument("--site", action="append", default=[],
@@ -217,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         corruptions = tuple(c for c in args.corruptions.split(",") if c)
         result = report_card(
             args.weights, reader, frames, corruptions, args.flip_test, args.site_identities, directions=args.directions,
-            projection=args.projection,
+            projection=args.projection, walker_segmenter=None if args.walker_masks == "noise" else args.walker_masks,
         )
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))

@@ -54,22 +54,29 @@ class SiteWalks:
 
 
 def render_site_walks(
-    identities: int = 100, frames: int = 40, seed: int = SITE_SEED, mask_noise: float = 1.0
+    identities: int = 100, frames: int = 40, seed: int = SITE_SEED, mask_noise: float = 1.0, segmenter: str | None = None
 ) -> SiteWalks:
-    """Render (or read from the cache) the benchmark's walks."""
+    """Render (or read from the cache) the benchmark's walks. segmenter: ``pose_crop`` makes the
+    silhouettes with the pipeline's BlazePose crop segmenter instead of noisy rendered masks, from
+    cameras like the identity benchmark's sites (``synth.dataset.SITE``, 360x480 frames)."""
     key = {"identities": identities, "frames": frames, "seed": seed, "mask_noise": mask_noise, "plan": SEQUENCE_PLAN}
+    if segmenter is not None:
+        key = {**key, "mask_noise": 0.0, "segmenter": segmenter, "cameras": "site"}
     tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = CACHE / f"sites_{tag}.npz"
     if not path.is_file():
-        from synth.dataset import generate_identities, render_sequence
+        from synth.dataset import SITE, SURVEILLANCE, generate_identities, make_segmenter, render_sequence
 
+        segment = make_segmenter(segmenter)
+        render = {"cameras": SITE, "frame_size": (360, 480), "segmenter": segment} if segment else {
+            "cameras": SURVEILLANCE, "mask_noise": mask_noise}
         sils, ratios, ident, outfit, cond, view = [], [], [], [], [], []
         for person in generate_identities(identities, seed):
             for k, (condition, dress) in enumerate(SEQUENCE_PLAN):
                 rng = np.random.default_rng([seed, person.identity, k + 1])
                 s = render_sequence(
                     person, k, condition, float(rng.uniform(0, 360)), "walk", frames, rng,
-                    crops=False, mask_noise=mask_noise, outfit=dress,
+                    crops=False, outfit=dress, **render,
                 )
                 sils.append(s.silhouettes)
                 ratios.append(s.ratios.astype(np.float32))

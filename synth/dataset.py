@@ -101,6 +101,22 @@ class BoxSegmenter(Protocol):
     def box_masks(self, people: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]: ...
 
 
+# Segmenters synthetic silhouettes can be made with, besides the rendered masks themselves.
+SEGMENTERS = ("pose_crop",)
+
+
+def make_segmenter(name: str | None) -> BoxSegmenter | None:
+    """A segmenter of ``SEGMENTERS`` by name, on one thread (None: none, the rendered masks are used).
+    ``pose_crop``: the pipeline's BlazePose crop segmenter, its model from the models directory."""
+    if name is None:
+        return None
+    if name != "pose_crop":
+        raise ValueError(f"unknown segmenter {name!r}; choose from {SEGMENTERS} or none")
+    from stages.segment.pose_crop import PoseCropSegmenter
+
+    return PoseCropSegmenter(threads=1)
+
+
 @dataclass(frozen=True)
 class SyntheticSequence:
     """One rendered sequence of one identity with per-frame ground truth (see module docstring)."""

@@ -121,3 +121,27 @@ def test_site_track_walks_keep_walking_whole_body_frames_per_camera_and_visit():
     assert np.allclose(walks.ratios[0], 40 / 64)
     noisy = site_track_walks(truth, mask_noise=1.0)
     assert not np.array_equal(noisy.silhouettes[0], walks.silhouettes[0])
+
+
+def test_held_out_walkers_segmented_by_the_pipelines_blazepose(tmp_path, monkeypatch):
+    """``--walker-masks pose_crop``: the walkers' silhouettes come from the BlazePose crop segmenter
+    (cached apart from the noisy-mask walks): whole people, not the rendered outlines."""
+    from evaluation import gait_sites
+    from tests.helpers import SHARED_MODELS, require_model
+
+    require_model("mediapipe_pose/pose_landmark_full.tflite")
+    monkeypatch.setenv("GAITSCOPE_MODELS", str(SHARED_MODELS))
+    monkeypatch.setattr(gait_sites, "CACHE", tmp_path)
+    segmented = gait_sites.render_site_walks(identities=2, frames=6, segmenter="pose_crop")
+    noisy = gait_sites.render_site_walks(identities=2, frames=6)
+    assert len(list(tmp_path.glob("sites_*.npz"))) == 2
+    np.testing.assert_array_equal(segmented.identity, noisy.identity)
+    for sil, ratio in zip(segmented.silhouettes, segmented.ratios):
+        assert sil.shape == (6, 64, 44)
+        shown = sil.reshape(6, -1).max(axis=1) > 0
+        assert shown.sum() >= 5  # people of the sites' size are tall enough to be segmented
+        # A person: foreground in the middle column from head to legs, empty at the sides.
+        person = sil[shown] > 127
+        assert person[:, 10:50, 22].mean() > 0.8 and person[:, :, :3].mean() < 0.05
+        assert (ratio[shown] * 64 >= 40).all()
+    assert not all(np.array_equal(a, b) for a, b in zip(segmented.silhouettes, noisy.silhouettes))

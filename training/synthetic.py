@@ -19,6 +19,7 @@ import numpy as np
 from training.sequences import SequenceSet
 
 CACHE = Path("~/.cache/gaitscope/synth").expanduser()
+VIEW_DEFAULTS = {"segmenter": None, "cameras": "surveillance", "frame_size": [480, 640]}
 
 
 def synthetic_arrays(
@@ -49,17 +50,16 @@ def synthetic_arrays(
         "seed": seed,
         "first_identity": first_identity,
     }
-    if segmenter is not None and segmenter not in SEGMENTERS:
-        raise ValueError(f"unknown segmenter {segmenter!r}; choose from {sorted(SEGMENTERS)} or none")
-    from synth.dataset import CAMERA_RANGES
+    from synth.dataset import CAMERA_RANGES, SEGMENTERS, make_segmenter
 
+    if segmenter is not None and segmenter not in SEGMENTERS:
+        raise ValueError(f"unknown segmenter {segmenter!r}; choose from {SEGMENTERS} or none")
     if cameras not in CAMERA_RANGES:
         raise ValueError(f"unknown cameras {cameras!r}; choose from {sorted(CAMERA_RANGES)}")
     extra = {"crops": crops, "outfits": outfits, "mask_noise": mask_noise}
-    # Keys of older caches hold only what differs from their defaults.
+    # Caches made before these options existed are keyed without them: they join the key when set.
     view = {"segmenter": segmenter, "cameras": cameras, "frame_size": list(frame_size)}
-    extra.update({k: v for k, v in view.items() if v != {"segmenter": None, "cameras": "surveillance",
-                                                         "frame_size": [480, 640]}[k]})
+    extra.update({k: v for k, v in view.items() if v != VIEW_DEFAULTS[k]})
     # The oldest caches were keyed on ``args`` alone (crops on, one outfit, exact masks).
     key = args if extra == {"crops": True, "outfits": 1, "mask_noise": 0.0} else {**args, **extra}
     tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -70,7 +70,7 @@ def synthetic_arrays(
     from synth.dataset import generate_sequences
 
     seqs = generate_sequences(behaviours=("walk",), **args, crops=crops, outfits=outfits, mask_noise=mask_noise,
-                              segmenter=SEGMENTERS[segmenter]() if segmenter else None, cameras=CAMERA_RANGES[cameras],
+                              segmenter=make_segmenter(segmenter), cameras=CAMERA_RANGES[cameras],
                               frame_size=tuple(frame_size))
     arrays = {
         "silhouettes": np.stack([s.silhouettes for s in seqs]),
@@ -87,16 +87,6 @@ def synthetic_arrays(
     np.savez(tmp, **arrays)
     tmp.replace(path)
     return arrays
-
-
-def _pose_crop():
-    from stages.segment.pose_crop import PoseCropSegmenter
-
-    return PoseCropSegmenter(threads=1)
-
-
-# Segmenters the silhouettes can be made with (besides the rendered masks themselves).
-SEGMENTERS = {"pose_crop": _pose_crop}
 
 
 def _cache_chunk(args: tuple) -> None:

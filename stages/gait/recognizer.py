@@ -29,7 +29,7 @@ class GaitRecognizer:
     attention when the model has it.
 
     weights: checkpoint of this project or an OpenGait GaitBase checkpoint (default: the shipped
-    weights/gar_robust.pt). max_frames: at most this many frames per window, spread evenly over its
+    ``stages.gait.weights.DEFAULT_WEIGHTS``). max_frames: at most this many frames per window, spread evenly over its
     gait frames (0: all). min_frames: windows with fewer gait frames get no embedding.
     flip_test: ``"mean"`` or ``"max"`` also embeds the window mirrored left-right and combines the
     two (the embedding no longer depends on the walking direction; twice the compute); ``""``: off.
