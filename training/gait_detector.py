@@ -128,10 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     train_seconds = time.time() - started
     sha = save_checkpoint(output, model, dhs_config)
 
-    results = evaluate(model, build_eval_datasets(cfg, dhs_config), cfg)
+    results = evaluate(model, build_eval_datasets(cfg, dhs_config), cfg, dhs_config)
     print(json.dumps(results, indent=2))
-    command = "python -m stages.gait_detector." + " ".join(
-        ["train"] + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])]
+    command = " ".join(
+        ["python -m training.gait_detector"] + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])]
     )
     manifest = {
         "file": output.name,
