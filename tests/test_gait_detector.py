@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.messages import SilhouetteSequence, TrackWindow
-from stages.gait_detector.checkpoint import load_checkpoint, save_checkpoint
+from stages.gait_detector.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, save_checkpoint
 from stages.gait_detector.detect import (
     Detection,
     DetectorParams,
@@ -341,3 +341,15 @@ def test_review_reads_back_the_silhouette_strips_the_pipeline_writes():
     frames = stick_figure(23, walking=True)
     frames[5] = 0  # an empty silhouette is still a frame, not padding
     np.testing.assert_array_equal(untile(tile(frames, per_row=20)), frames)
+
+
+def test_routing_by_clothing_condition_reports_each_condition():
+    """The shipped detector routes people walking in full view to gait in every clothing condition."""
+    from evaluation.gait_detector import routed_by_condition
+
+    model, dhs_config, _ = load_checkpoint(DEFAULT_WEIGHTS)
+    result = routed_by_condition(model, dhs_config, DetectorParams(), RoutingParams(), identities=6, frames=60)
+    assert set(result) == {"nm", "bg", "cl"}
+    for condition, shares in result.items():
+        assert 0.0 <= shares["people_with_none"] <= 1.0
+        assert shares["routed_to_gait"] >= 0.5, (condition, shares)
