@@ -343,11 +343,12 @@ def test_review_reads_back_the_silhouette_strips_the_pipeline_writes():
     np.testing.assert_array_equal(untile(tile(frames, per_row=20)), frames)
 
 
-def test_routing_by_clothing_condition_reports_each_condition():
-    """The shipped detector routes people walking in full view to gait in every clothing condition."""
+def test_the_shins_detector_routes_walkers_in_every_clothing_condition():
+    """weights/gader_shins.pt sends people walking in full view to gait in coats too (the default,
+    knee-row weights send most people in coats to appearance: docs/gait_detector.md)."""
     from evaluation.gait_detector import routed_by_condition
 
-    model, dhs_config, _ = load_checkpoint(DEFAULT_WEIGHTS)
+    model, dhs_config, _ = load_checkpoint(DEFAULT_WEIGHTS.with_name("gader_shins.pt"))
     result = routed_by_condition(model, dhs_config, DetectorParams(), RoutingParams(), identities=6, frames=60)
     assert set(result) == {"nm", "bg", "cl"}
     for condition, shares in result.items():
