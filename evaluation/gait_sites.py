@@ -54,7 +54,11 @@ class SiteWalks:
 
 
 def render_site_walks(
-    identities: int = 100, frames: int = 40, seed: int = SITE_SEED, mask_noise: float = 1.0, segmenter: str | None = None
+    identities: int = 100,
+    frames: int = 40,
+    seed: int = SITE_SEED,
+    mask_noise: float = 1.0,
+    segmenter: str | None = None,
 ) -> SiteWalks:
     """Render (or read from the cache) the benchmark's walks. segmenter: ``pose_crop`` makes the
     silhouettes with the pipeline's BlazePose crop segmenter instead of noisy rendered masks, from

@@ -375,7 +375,8 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
         if segmenter is not None:
             sil = None
             if pf.box[3] - pf.box[1] >= segmenter.min_height:
-                to_segment.append((t, _rendered_around(renderer, draw, pf, t, camera_size, segmenter.crop_scale), pf.box))
+                image = _rendered_around(renderer, draw, pf, t, camera_size, segmenter.crop_scale)
+                to_segment.append((t, image, pf.box))
         elif mask_noise > 0:
             noisy, roi = segmentation_noise(pf.mask, pf.roi, camera_size, noise_rng, mask_noise)
             sil = pretreat_mask(noisy, roi, camera.width)
@@ -395,7 +396,8 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
             patch = renderer.compose_rgb(draw, [pf], t, region=(x1, y1, x2, y2))
             crop_arr[t] = crop_box(patch, pf.box - np.array([x1, y1, x1, y1], np.float32))
     if to_segment:
-        for (t, image, box), mask in zip(to_segment, segmenter.box_masks([(image, box) for _, image, box in to_segment])):
+        segmented = segmenter.box_masks([(image, box) for _, image, box in to_segment])
+        for (t, _, box), mask in zip(to_segment, segmented):
             sil = pretreat_mask(mask, box_pixels(box, camera_size), camera.width)
             if sil is not None:
                 sil64[t] = sil
@@ -409,7 +411,7 @@ def render_sequence(ident: Identity, k: int, condition: str, view_deg: float, be
 
 
 def _region_bounds(box: np.ndarray, crop_scale: float) -> tuple[float, float, float, float]:
-    """x1, y1, x2, y2 of the square a crop segmenter cuts around a box."""
+    """x1, y1, x2, y2 of the square a crop segmenter cuts around a box (BlazePose's input is square)."""
     region = region_around(box, crop_scale, (1, 1))
     return region.x1, region.y1, region.x1 + region.width, region.y1 + region.height
 

@@ -3,8 +3,9 @@ RGB crops, every view in both walking directions, surveillance camera heights an
 
 Sets are generated with ``synth.dataset.generate_sequences`` (deterministic in the seed) and cached
 as npz under ``~/.cache/gaitscope/synth`` (rendering costs ~0.06 s per 30-frame sequence without
-crops, ~0.1 s with them, ~1 s with silhouettes from the pipeline's BlazePose segmenter on one core). Identities are named ``s00000``, ... so that they sort after CASIA-B's
-``001``..``124`` when both are mixed in one set.
+crops, ~0.1 s with them, ~1 s with silhouettes from the pipeline's BlazePose segmenter on one core).
+Identities are named ``s00000``, ... so that they sort after CASIA-B's ``001``..``124`` when both
+are mixed in one set.
 """
 
 from __future__ import annotations

@@ -95,7 +95,8 @@ class PoseCropSegmenter:
             region = region_around(box, self.crop_scale, INPUT_SIZE)
             crops.append(cut_region(image, region, INPUT_SIZE))
             places.append((region, box_pixels(box, image.shape[:2])))
-        return [region_map_in_box(logits, region, box_px) > 0.0 for (region, box_px), logits in zip(places, self.logits(crops))]
+        logits = self.logits(crops)
+        return [region_map_in_box(values, region, box_px) > 0.0 for (region, box_px), values in zip(places, logits)]
 
     def _wanted(self, item: FrameResult) -> list[int]:
         """Rows of the detections to segment: tracked (when asked), tall enough, inside the frame."""
