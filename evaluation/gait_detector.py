@@ -125,12 +125,12 @@ def routed_by_condition(
     """Per clothing condition: of ``identities`` rendered people walking in full view throughout
     (site cameras, 360x480 frames, mask noise 1), the share of their frames routed to gait and the
     share of people with no frame routed to gait."""
-    from synth.dataset import CONDITIONS, SITE, generate_sequences
+    from synth.dataset import CONDITIONS, SITE, SITE_FRAME_SIZE, generate_sequences
 
     out = {}
     for condition in CONDITIONS:
         walkers = generate_sequences(identities, 1, frames, seed, conditions=(condition,), crops=False, cameras=SITE,
-                                     frame_size=(360, 480), mask_noise=1.0)
+                                     frame_size=SITE_FRAME_SIZE, mask_noise=1.0)
         shares = []
         for walker in walkers:
             silhouettes = walker.silhouettes[walker.visible]

@@ -69,10 +69,10 @@ def render_site_walks(
     tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = CACHE / f"sites_{tag}.npz"
     if not path.is_file():
-        from synth.dataset import SITE, SURVEILLANCE, generate_identities, make_segmenter, render_sequence
+        from synth.dataset import SITE, SITE_FRAME_SIZE, SURVEILLANCE, generate_identities, make_segmenter, render_sequence
 
         segment = make_segmenter(segmenter)
-        render = {"cameras": SITE, "frame_size": (360, 480), "segmenter": segment} if segment else {
+        render = {"cameras": SITE, "frame_size": SITE_FRAME_SIZE, "segmenter": segment} if segment else {
             "cameras": SURVEILLANCE, "mask_noise": mask_noise}
         sils, ratios, ident, outfit, cond, view = [], [], [], [], [], []
         for person in generate_identities(identities, seed):

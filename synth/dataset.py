@@ -89,6 +89,7 @@ CASIA_LIKE = CameraRange(height_m=(0.9, 1.4), distance_m=(4.0, 6.0), hfov_deg=(4
 # The identity benchmark's site cameras (configs/bench/sites): 3-4.5 m high, people 7-16 m away; in
 # 360x480 frames they are 45-100 px tall.
 SITE = CameraRange(height_m=(3.0, 4.5), distance_m=(7.0, 16.0), hfov_deg=(55.0, 65.0))
+SITE_FRAME_SIZE = (360, 480)
 CAMERA_RANGES = {"surveillance": SURVEILLANCE, "casia_like": CASIA_LIKE, "site": SITE}
 
 
