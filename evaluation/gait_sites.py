@@ -69,7 +69,9 @@ def render_site_walks(
     tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = CACHE / f"sites_{tag}.npz"
     if not path.is_file():
-        from synth.dataset import SITE, SITE_FRAME_SIZE, SURVEILLANCE, generate_identities, make_segmenter, render_sequence
+        from synth.dataset import (
+            SITE, SITE_FRAME_SIZE, SURVEILLANCE, generate_identities, make_segmenter, render_sequence,
+        )
 
         segment = make_segmenter(segmenter)
         render = {"cameras": SITE, "frame_size": SITE_FRAME_SIZE, "segmenter": segment} if segment else {
