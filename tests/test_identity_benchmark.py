@@ -124,6 +124,30 @@ def test_probe_rankings_split_by_clothes():
     assert changed == [] and natural[0].relevant == 1
 
 
+def test_a_modality_ranks_gallery_tracks_by_calibrated_score_not_raw_distance():
+    """CarGait re-scores the shortlist's first few on a scale of its own (about three times the plain
+    metric's): sorted by raw distance, the re-scored nearest identities would sink to the bottom."""
+    from types import SimpleNamespace
+
+    from evaluation.identity.protocol import _probe_modality
+    from pipeline.messages import RankedCandidate
+
+    def track(camera, tid, identity):
+        return TrackTruth(camera, tid, camera, identity, tid, (0, False), 10, 10)
+
+    near, far, probe_track = track("a", 1, 7), track("a", 2, 8), track("b", 3, 7)
+    ranked = [RankedCandidate("track-0000", 3.4, 1, 11, score=2.0),   # re-scored by CarGait
+              RankedCandidate("track-0001", 1.3, 0, 12, score=-1.5)]  # the plain metric's distance
+    gallery = SimpleNamespace(count=lambda modality: 2)
+    stage = SimpleNamespace(gallery=gallery, match=lambda modality, chunk, version: [
+        IdentityMatch(None, "gait", 3.4, 0.9, ranked) for _ in chunk])
+    windows = {probe_track.key: [_window(True, None)]}
+    windows[probe_track.key][0].gait_embedding = np.zeros((2, 4), np.float32)
+    probes = _probe_modality(stage, "gait", windows, [probe_track.key], {probe_track.key: probe_track},
+                             {"track-0000": near.key, "track-0001": far.key})
+    assert [key for key, _ in probes[0].ranked] == [near.key, far.key]
+
+
 def _window(final: bool, identity: str | None, index: int = 0) -> TrackWindow:
     seq = SilhouetteSequence(np.zeros((1, 64, 44), np.uint8), np.ones(1, np.float32), np.zeros((1, 4), np.float32),
                              np.array([index]), np.zeros(1), (10, 10))

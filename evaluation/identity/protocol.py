@@ -10,7 +10,9 @@ tracks of the other cameras probe that gallery. Scorers:
   ranking is the final window's candidate list, the one a track record reports.
 - ``gait`` / ``appearance``: that modality's embedding of every window of the probe is searched
   (``GalleryMatcher.match``: FAISS shortlist, the exact metric, CarGait when configured); a gallery
-  track's distance is its nearest one over the probe's windows.
+  track's score is its best calibrated score over the probe's windows. Raw distances are not
+  comparable across a ranking: CarGait re-scores only the shortlist's first ``top_k``, on a scale
+  of its own, and each scorer's calibration puts the two on one scale.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from evaluation.identity.metrics import LinkScores, ProbeRanking, pairwise_links
 from evaluation.identity.runs import build_gallery_stage, fresh_windows
 from evaluation.identity.truth import TrackKey, TrackTruth
 from pipeline.config import PipelineConfig
-from pipeline.messages import TrackWindow
+from pipeline.messages import RankedCandidate, TrackWindow
 
 SCORERS = ("system", "gait", "appearance")
 EMBEDDING = {"gait": "gait_embedding", "appearance": "appearance_embedding"}
@@ -60,7 +62,8 @@ def auto_enrol_links(windows: Sequence[TrackWindow], tracks: dict[TrackKey, Trac
 
 @dataclass(frozen=True)
 class Probe:
-    """A probe track and its ranking of the gallery's tracks: (gallery track, distance), nearest first."""
+    """A probe track and its ranking of the gallery's tracks: (gallery track, rank key), nearest first;
+    the key is the negated calibrated score where the gallery scores, else the distance."""
 
     track: TrackTruth
     ranked: list[tuple[TrackKey, float]]
@@ -128,11 +131,14 @@ def _probe_system(stage, windows, probe_keys, matched, names, batch_size: int) -
         ws = result[key]
         final = ([w for w in ws if w.is_final] or ws[-1:])[-1]
         match = final.identity
-        # the stage ranks by fused score (higher is better) when it has one, else by distance
-        cands = [] if match is None else [(c.identity, -c.score if c.score is not None else c.distance)
-                                          for c in match.candidates if c.identity in names]
+        cands = [] if match is None else [(c.identity, _rank_key(c)) for c in match.candidates if c.identity in names]
         probes.append(Probe(matched[key], _ranking(cands, names)))
     return probes
+
+
+def _rank_key(candidate: RankedCandidate) -> float:
+    """Lower is nearer: the negated calibrated score where the gallery has one, else the distance."""
+    return -candidate.score if candidate.score is not None else candidate.distance
 
 
 def _probe_modality(stage, modality: str, windows, probe_keys, matched, names) -> list[Probe]:
@@ -154,7 +160,7 @@ def _probe_modality(stage, modality: str, windows, probe_keys, matched, names) -
         for start in range(0, len(embeddings), PROBES_PER_CALL):
             chunk = embeddings[start : start + PROBES_PER_CALL]
             for key, match in zip(owners[start : start + PROBES_PER_CALL], stage.match(modality, chunk, version)):
-                cands[key].extend((c.identity, c.distance) for c in match.candidates if c.identity in names)
+                cands[key].extend((c.identity, _rank_key(c)) for c in match.candidates if c.identity in names)
     return [Probe(matched[k], _ranking(cands.get(k, []), names)) for k in probe_keys]
 
 
