@@ -21,6 +21,8 @@ Commands::
     # cross-camera Rank-1 on the identity benchmark's sites as ground truth shows them (no front end):
     # what the model alone gives there, with exact masks and with the training segmentation errors
     python -m evaluation.gait site --site configs/bench/sites/station.yaml --mask-noise 0,1
+    # the same on the chain's own tracks of those sites: the segmenter's silhouettes against exact ones
+    python -m evaluation.gait tracks --site configs/bench/sites/station.yaml
 
 Corruption protocol (``--corruption LEVEL``; ``report`` uses ``--corruptions``): the embedded
 frames of every test sequence (gallery and probes) get independent pixel noise, seeded by the
@@ -176,13 +178,32 @@ def site_report(weights: str, sites: list[str], mask_noise: list[float]) -> dict
     return result
 
 
+def tracks_report(weights: str, sites: list[str]) -> dict:
+    """Cross-camera gait Rank-1 on the chain's own tracks of rendered sites, with the segmenter's and
+    with exact silhouettes (``gait_tracks``); printed as it goes."""
+    from evaluation.gait_tracks import SELECTIONS, site_tracks_report
+
+    if not sites:
+        raise SystemExit("tracks: give at least one --site (e.g. configs/bench/sites/station.yaml)")
+    model, version = load_gait_model(weights)
+    result: dict = {"weights": weights, "version": version, "sites": {}}
+    for path in sites:
+        name = Path(path).stem
+        scores = result["sites"][name] = site_tracks_report(model, path)
+        print(f"{name} ({scores['tracks']} tracks, {scores['walking_frames']} of {scores['frames']} frames walking): "
+              + "; ".join(f"{s} same {scores[s]['same_outfit']} ({scores[s]['probes']['same_outfit']}), changed "
+                          f"{scores[s]['changed_outfit']} ({scores[s]['probes']['changed_outfit']})"
+                          for s in SELECTIONS if scores[s]["tracks"]), flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
 
     ap = argparse.ArgumentParser(
         prog="python -m evaluation.gait", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("action", choices=["evaluate", "extract", "report", "site"])
+    ap.add_argument("action", choices=["evaluate", "extract", "report", "site", "tracks"])
     ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     ap.add_argument("--root", default=None, help="CASIA-B compact copy (default ../shared/data/casia-b)")
     ap.add_argument("--split", choices=["train", "test"], default="test")
@@ -207,15 +228,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--projection", default=None,
                     help="report: also score through this discriminant projection (training.gait_projection)")
     ap.add_argument("--site", action="append", default=[],
-                    help="site: a rendered site config (configs/bench/sites/*.yaml), repeatable")
+                    help="site, tracks: a rendered site config (configs/bench/sites/*.yaml), repeatable")
     ap.add_argument("--mask-noise", default="0", help="site: segmentation-error strengths, comma-separated")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="JSON file for the metrics")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    if args.action == "site":
-        result = site_report(args.weights, args.site, [float(n) for n in args.mask_noise.split(",") if n])
+    if args.action in ("site", "tracks"):
+        result = (site_report(args.weights, args.site, [float(n) for n in args.mask_noise.split(",") if n])
+                  if args.action == "site" else tracks_report(args.weights, args.site))
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))
         return

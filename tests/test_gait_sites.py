@@ -145,3 +145,78 @@ def test_held_out_walkers_segmented_by_the_pipelines_blazepose(tmp_path, monkeyp
         assert person[:, 10:50, 22].mean() > 0.8 and person[:, :, :3].mean() < 0.05
         assert (ratio[shown] * 64 >= 40).all()
     assert not all(np.array_equal(a, b) for a, b in zip(segmented.silhouettes, noisy.silhouettes))
+
+
+def _rendered_person(frame_size, box, visit, state="walking"):
+    from synth.groundtruth import encode_mask
+
+    mask = np.zeros(frame_size, bool)
+    x1, y1, x2, y2 = box
+    mask[y1:y2, x1:x2] = True
+    mask[y1 + (y2 - y1) // 2 :, (x1 + x2) // 2] = False  # a gap between the legs
+    roi = (x1, y1, x2, y2)
+    return {"visit": visit, "state": state, "full_body": True, "visible_fraction": 1.0, "box": list(box),
+            "mask": encode_mask(mask[y1:y2, x1:x2], roi)}, mask
+
+
+def test_track_frames_pair_the_segmenters_silhouettes_with_exact_ones_on_walking_frames():
+    from evaluation.gait_tracks import track_frames
+    from evaluation.identity.truth import TrackTruth
+    from pipeline.messages import SilhouetteSequence, TrackWindow
+    from stages.silhouette import silhouette_from_mask
+
+    size, box = (120, 80), (20, 10, 50, 100)
+    people, masks = [], []
+    for index in range(6):
+        person, mask = _rendered_person(size, box, visit=3, state="standing" if index == 4 else "walking")
+        people.append([person, {**person, "visit": 9}])
+        masks.append(mask)
+    truth = {"frame_size": list(size), "frames": {"cam": people}}
+    segmenter = np.full((1, 64, 44), 7, np.uint8)
+
+    def window(indices):
+        n = len(indices)
+        seq = SilhouetteSequence(np.repeat(segmenter, n, 0), np.full(n, 1.5, np.float32),
+                                 np.tile(np.array(box, np.float32), (n, 1)), np.array(indices), np.zeros(n), size)
+        return TrackWindow("cam.mp4", 1, 0, False, seq)
+
+    track = TrackTruth("cam.mp4", 1, "cam", 5, 3, (0, False), 6, 6)
+    frames = track_frames([window([0, 1, 2, 3]), window([2, 3, 4, 5])], track, truth)  # windows overlap
+    assert len(frames.silhouettes) == 6 and (frames.silhouettes == 7).all()
+    assert frames.walking.tolist() == [True, True, True, True, False, True]
+    assert np.array_equal(frames.exact[0], silhouette_from_mask(masks[0]))
+    walking, ratios = frames.selection("exact_walking")
+    assert len(walking) == 5 and np.allclose(ratios, 1.5)
+    assert len(frames.selection("segmenter_all_frames")[0]) == 6
+
+
+def test_tracks_rank1_scores_each_selection_across_cameras():
+    import torch
+
+    from evaluation.gait_tracks import SELECTIONS, TrackFrames, tracks_rank1
+    from evaluation.identity.truth import TrackTruth
+
+    class MeanModel(torch.nn.Module):
+        """Embeds a packed sequence by each sequence's mean pixel (enough to tell the tracks apart)."""
+
+        def forward(self, sils, ratios, seq_lengths):
+            means = torch.stack([s.mean() for s in sils[0].split(seq_lengths)])
+            return type("Out", (), {"embeddings": means[:, None, None].repeat(1, 1, 2)})()
+
+    model = MeanModel()
+    model.config = type("C", (), {"parts": 1, "embed_dim": 2})()
+    model.register_parameter("p", torch.nn.Parameter(torch.zeros(1)))
+    tracks, frames = [], []
+    for camera in ("a", "b"):
+        for person in (1, 2):
+            value = 40 * person  # the segmenter's look: each person their own grey
+            exact = 40 * person if camera == "a" else 40 * (3 - person)  # exact masks swap the two
+            tracks.append(TrackTruth(camera, person, camera, person, person, (0, False), 30, 30))
+            frames.append(TrackFrames(np.full((30, 64, 44), value, np.uint8), np.full((30, 64, 44), exact, np.uint8),
+                                      np.ones(30, np.float32), np.arange(30) >= 10))
+    scores = tracks_rank1(model, frames, tracks)
+    assert set(scores) == set(SELECTIONS)
+    assert scores["segmenter_all_frames"]["same_outfit"] == 1.0 and scores["segmenter_all_frames"]["tracks"] == 4
+    assert scores["segmenter_walking"]["same_outfit"] == 1.0
+    assert scores["exact_walking"]["same_outfit"] == 0.0
+    assert scores["exact_walking"]["probes"]["same_outfit"] == 4
