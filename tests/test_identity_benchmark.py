@@ -38,6 +38,10 @@ def test_closed_set_rank1_map_and_coverage():
     assert scores.map == pytest.approx((1.0 + (1 / 2 + 2 / 3) / 2 + 0.0) / 3)
     assert scores.coverage == pytest.approx(2 / 3)
     assert scores.rank1_covered == pytest.approx(1 / 2)
+    # probe 4's person has no ranked item (its gallery tracks had no embedding): covered, not reachable
+    scores = closed_set([*probes, probe(4, [1, 2], relevant=1)])
+    assert scores.coverage == pytest.approx(3 / 4) and scores.rank1_covered == pytest.approx(1 / 3)
+    assert scores.reachable == pytest.approx(2 / 4) and scores.rank1_reachable == pytest.approx(1 / 2)
     assert closed_set([]).rank1 is None
 
 

@@ -23,13 +23,16 @@ probes whose person the gallery holds in the probe's clothes, against the whole 
 without that person's tracks in the probe's clothes (the clothes-changing protocol of long-term
 ReID benchmarks): only a look-independent cue (gait) can find them. Probes without an embedding
 to search with count as misses (AP 0); "coverage" is the share that had one (the JSON also gives
-R1 among those, ``rank1_covered``). Pooled over sites and enrol cameras; probe counts in brackets.
+R1 among those, ``rank1_covered``, and ``reachable``: the share whose person has a ranked gallery
+track, both sides with an embedding, with R1 among those, ``rank1_reachable``). Pooled over sites
+and enrol cameras; probe counts in brackets.
 
 Scorers. system: the probe's windows pass through the gallery stage as in a run, and the final
 window's candidate list is the ranking (what a track record reports). gait / appearance: every
-window's embedding of that modality is searched with the gallery's own distance (per-part
+window's embedding of that modality is searched with the gallery's own scorer (per-part
 Euclidean + CarGait re-ranking for gait when configured, cosine for appearance); a gallery track's
-distance is its smallest over the probe's windows.
+score is its best calibrated score over the probe's windows (each scorer's own calibration puts
+CarGait's and the plain metric's distances on one scale).
 
 Open set (DIR at 1% FAR). Per enrol camera, two folds each leave half of the enrolled people out
 of the gallery (even / odd ids): their probes, and probes of people the enrol camera never saw,

@@ -53,17 +53,22 @@ def average_precision(hits: Sequence[bool], relevant: int) -> float:
 class ClosedSetScores:
     """rank1: share of probes whose nearest gallery item is their identity; map: mean AP;
     coverage: share of probes with a non-empty ranking (an embedding to search with);
-    rank1_covered: rank1 among those probes only (how good the embedding is where there is one)."""
+    rank1_covered: rank1 among those probes only (how good the embedding is where there is one);
+    reachable: share of probes whose ranking holds an item of their identity (both sides have an
+    embedding); rank1_reachable: rank1 among those (chance is about one in the number of people)."""
 
     probes: int
     rank1: float | None
     map: float | None
     coverage: float | None
     rank1_covered: float | None = None
+    reachable: float | None = None
+    rank1_reachable: float | None = None
 
     def as_dict(self) -> dict:
         return {"probes": self.probes, "rank1": _r(self.rank1), "map": _r(self.map), "coverage": _r(self.coverage),
-                "rank1_covered": _r(self.rank1_covered)}
+                "rank1_covered": _r(self.rank1_covered), "reachable": _r(self.reachable),
+                "rank1_reachable": _r(self.rank1_reachable)}
 
 
 def closed_set(probes: Sequence[ProbeRanking]) -> ClosedSetScores:
@@ -72,9 +77,14 @@ def closed_set(probes: Sequence[ProbeRanking]) -> ClosedSetScores:
     rank1 = [bool(p.gallery_identities) and p.gallery_identities[0] == p.identity for p in probes]
     aps = [average_precision([g == p.identity for g in p.gallery_identities], p.relevant) for p in probes]
     covered = [bool(p.gallery_identities) for p in probes]
-    hits = [r for r, c in zip(rank1, covered) if c]
+    reachable = [p.identity in p.gallery_identities for p in probes]
+
+    def among(which: list[bool]) -> float | None:
+        hits = [r for r, w in zip(rank1, which) if w]
+        return float(np.mean(hits)) if hits else None
+
     return ClosedSetScores(len(probes), float(np.mean(rank1)), float(np.mean(aps)), float(np.mean(covered)),
-                           float(np.mean(hits)) if hits else None)
+                           among(covered), float(np.mean(reachable)), among(reachable))
 
 
 @dataclass(frozen=True)
