@@ -22,6 +22,7 @@ Commands::
     # what the model alone gives there, with exact masks and with the training segmentation errors
     python -m evaluation.gait site --site configs/bench/sites/station.yaml --mask-noise 0,1
     # the same on the chain's own tracks of those sites: the segmenter's silhouettes against exact ones
+    # (--set section.key=value changes the front end, e.g. the segmenter)
     python -m evaluation.gait tracks --site configs/bench/sites/station.yaml
 
 Corruption protocol (``--corruption LEVEL``; ``report`` uses ``--corruptions``): the embedded
@@ -178,7 +179,7 @@ def site_report(weights: str, sites: list[str], mask_noise: list[float]) -> dict
     return result
 
 
-def tracks_report(weights: str, sites: list[str]) -> dict:
+def tracks_report(weights: str, sites: list[str], overrides: list[str]) -> dict:
     """Cross-camera gait Rank-1 on the chain's own tracks of rendered sites, with the segmenter's and
     with exact silhouettes (``gait_tracks``); printed as it goes."""
     from evaluation.gait_tracks import SELECTIONS, site_tracks_report
@@ -186,10 +187,10 @@ def tracks_report(weights: str, sites: list[str]) -> dict:
     if not sites:
         raise SystemExit("tracks: give at least one --site (e.g. configs/bench/sites/station.yaml)")
     model, version = load_gait_model(weights)
-    result: dict = {"weights": weights, "version": version, "sites": {}}
+    result: dict = {"weights": weights, "version": version, "overrides": overrides, "sites": {}}
     for path in sites:
         name = Path(path).stem
-        scores = result["sites"][name] = site_tracks_report(model, path)
+        scores = result["sites"][name] = site_tracks_report(model, path, overrides)
         print(f"{name} ({scores['tracks']} tracks, {scores['walking_frames']} of {scores['frames']} frames walking): "
               + "; ".join(f"{s} same {scores[s]['same_outfit']} ({scores[s]['probes']['same_outfit']}), changed "
                           f"{scores[s]['changed_outfit']} ({scores[s]['probes']['changed_outfit']})"
@@ -230,14 +231,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--site", action="append", default=[],
                     help="site, tracks: a rendered site config (configs/bench/sites/*.yaml), repeatable")
     ap.add_argument("--mask-noise", default="0", help="site: segmentation-error strengths, comma-separated")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="tracks: a front-end override on top of the identity benchmark's (e.g. segment.backend=...), repeatable")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="JSON file for the metrics")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     if args.action in ("site", "tracks"):
-        result = (site_report(args.weights, args.site, [float(n) for n in args.mask_noise.split(",") if n])
-                  if args.action == "site" else tracks_report(args.weights, args.site))
+        try:
+            result = (site_report(args.weights, args.site, [float(n) for n in args.mask_noise.split(",") if n])
+                      if args.action == "site" else tracks_report(args.weights, args.site, args.set))
+        except (ValueError, TypeError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+            raise SystemExit(f"error: {exc}") from None
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))
         return

@@ -124,8 +124,10 @@ def tracks_rank1(model, frames: Sequence[TrackFrames], tracks: Sequence[TrackTru
     return out
 
 
-def site_tracks_report(model, site_path: str) -> dict:
-    """Run the benchmark's front end over one site and score gait on its tracks (see the module)."""
+def site_tracks_report(model, site_path: str, overrides: Sequence[str] = ()) -> dict:
+    """Run the benchmark's front end over one site and score gait on its tracks (see the module).
+    overrides: ``section.key=value`` for the front end on top of the benchmark's (e.g. another
+    segmenter), as with ``--set``."""
     from pathlib import Path
 
     from evaluation.identity.benchmark import DEFAULT_BENCH, BenchConfig
@@ -136,7 +138,7 @@ def site_tracks_report(model, site_path: str) -> dict:
     from pipeline import app
 
     bench = BenchConfig.load(DEFAULT_BENCH)
-    config = app.load(bench.pipeline, list(bench.overrides))
+    config = app.load(bench.pipeline, [*bench.overrides, *overrides])
     rendered = render_site(Path(site_path).stem, load_site(site_path))
     truth = rendered.truth()
     run = run_front_end_isolated(config, [str(v) for v in rendered.videos])

@@ -220,3 +220,16 @@ def test_tracks_rank1_scores_each_selection_across_cameras():
     assert scores["segmenter_walking"]["same_outfit"] == 1.0
     assert scores["exact_walking"]["same_outfit"] == 0.0
     assert scores["exact_walking"]["probes"]["same_outfit"] == 4
+
+
+def test_the_tracks_command_reports_a_bad_site_or_override_in_one_line(tmp_path):
+    import pytest
+
+    from evaluation.gait import main
+
+    with pytest.raises(SystemExit, match="error: site config not found"):
+        main(["tracks", "--site", str(tmp_path / "absent.yaml")])
+    site = tmp_path / "site.yaml"
+    site.write_text("{}")
+    with pytest.raises(SystemExit, match="error: segment.backend: unknown segment backend 'nope'"):
+        main(["tracks", "--site", str(site), "--set", "segment.backend=nope"])
