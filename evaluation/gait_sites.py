@@ -206,10 +206,14 @@ def site_track_walks(truth: dict, mask_noise: float = 0.0, min_frames: int = 30,
     )
 
 
-def pipeline_windows(length: int, every: int = 30, longest: int = 120) -> list[slice]:
+def pipeline_windows(length: int, every: int = 30, longest: int = 120, final: bool = False) -> list[slice]:
     """The frames of the windows the tracklet assembler emits for a track of ``length`` frames: every
-    ``every`` frames, the last ``longest`` of them (``stages.tracklets``)."""
-    return [slice(max(0, end - longest), end) for end in range(every, length + 1, every)]
+    ``every`` frames, the last ``longest`` of them (``stages.tracklets``). final: also the window it
+    emits when the track ends between two of those."""
+    ends = list(range(every, length + 1, every))
+    if final and length > 0 and (not ends or ends[-1] < length):
+        ends.append(length)
+    return [slice(max(0, end - longest), end) for end in ends]
 
 
 def leave_out_rank1(embeddings: np.ndarray, identity: np.ndarray, clothes: list[tuple[int, bool]],

@@ -95,10 +95,7 @@ def embed_tracks(model, frames: Sequence[TrackFrames], selection: str, min_frame
         sils, ratios = f.selection(selection)
         if len(sils) < min_frames:
             continue
-        windows = pipeline_windows(len(sils))
-        if not windows or windows[-1].stop < len(sils):  # the assembler's final window when the track ends
-            windows.append(slice(max(0, len(sils) - 120), len(sils)))
-        for window in windows:
+        for window in pipeline_windows(len(sils), final=True):
             if window.stop - window.start >= min_frames:
                 pieces.append((sils[window], ratios[window]))
                 owner.append(i)

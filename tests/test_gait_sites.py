@@ -74,6 +74,10 @@ def test_pipeline_windows_are_the_assemblers_windows():
     assert pipeline_windows(29) == []
     assert pipeline_windows(95) == [slice(0, 30), slice(0, 60), slice(0, 90)]
     assert pipeline_windows(150)[-1] == slice(30, 150) and len(pipeline_windows(150)) == 5
+    # with the window the assembler emits when the track ends
+    assert pipeline_windows(29, final=True) == [slice(0, 29)]
+    assert pipeline_windows(95, final=True)[-1] == slice(0, 95)
+    assert pipeline_windows(150, final=True) == pipeline_windows(150)
 
 
 def test_leave_out_rank1_splits_by_clothes_and_looks_only_at_other_cameras():
