@@ -172,10 +172,8 @@ def site_report(weights: str, sites: list[str], mask_noise: list[float]) -> dict
         for noise in mask_noise:
             scores = site_gait_rank1(model, site_track_walks(truth, mask_noise=noise))
             result["sites"].setdefault(name, {})[f"mask_noise_{noise:g}"] = scores
-            print(f"{name} mask noise {noise:g} ({scores['walks']} walks, {scores['identities']} people): " + "; ".join(
-                f"{how} same {scores[how]['same_outfit']} ({scores[how]['probes']['same_outfit']}), changed "
-                f"{scores[how]['changed_outfit']} ({scores[how]['probes']['changed_outfit']})"
-                for how in ("whole_walk", "windows_mean")), flush=True)
+            print(f"{name} mask noise {noise:g} ({scores['walks']} walks, {scores['identities']} people): "
+                  + _same_changed(scores, ("whole_walk", "windows_mean")), flush=True)
     return result
 
 
@@ -192,10 +190,14 @@ def tracks_report(weights: str, sites: list[str], overrides: list[str]) -> dict:
         name = Path(path).stem
         scores = result["sites"][name] = site_tracks_report(model, path, overrides)
         print(f"{name} ({scores['tracks']} tracks, {scores['walking_frames']} of {scores['frames']} frames walking): "
-              + "; ".join(f"{s} same {scores[s]['same_outfit']} ({scores[s]['probes']['same_outfit']}), changed "
-                          f"{scores[s]['changed_outfit']} ({scores[s]['probes']['changed_outfit']})"
-                          for s in SELECTIONS if scores[s]["tracks"]), flush=True)
+              + _same_changed(scores, [s for s in SELECTIONS if scores[s]["tracks"]]), flush=True)
     return result
+
+
+def _same_changed(scores: dict, ways) -> str:
+    """One line of same / changed-outfit Rank-1 (probes) per way of embedding."""
+    return "; ".join(f"{way} same {scores[way]['same_outfit']} ({scores[way]['probes']['same_outfit']}), changed "
+                     f"{scores[way]['changed_outfit']} ({scores[way]['probes']['changed_outfit']})" for way in ways)
 
 
 def main(argv: list[str] | None = None) -> None:

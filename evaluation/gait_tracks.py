@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -125,8 +126,6 @@ def site_tracks_report(model, site_path: str, overrides: Sequence[str] = ()) -> 
     """Run the benchmark's front end over one site and score gait on its tracks (see the module).
     overrides: ``section.key=value`` for the front end on top of the benchmark's (e.g. another
     segmenter), as with ``--set``."""
-    from pathlib import Path
-
     from evaluation.identity.benchmark import DEFAULT_BENCH, BenchConfig
     from evaluation.identity.protocol import by_track
     from evaluation.identity.runs import run_front_end_isolated
