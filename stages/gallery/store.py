@@ -215,11 +215,20 @@ def _check_header(db: Path) -> None:
         page_size = int.from_bytes(header[16:18], "big")
         page_size = 65536 if page_size == 1 else page_size
         pages = int.from_bytes(header[28:32], "big")
-        if header[24:28] == header[92:96] and pages and size < pages * page_size:
+        # A checkpoint writes page 1 (with the new page count) before the pages after it; killed in between,
+        # the file is short but the write-ahead log still holds every page, and SQLite replays it on open.
+        if header[24:28] == header[92:96] and pages and size < pages * page_size and not _has_wal(db):
             problem = f"truncated ({size} of {pages * page_size} bytes)"
     if problem:
         raise GalleryError(f"{db}: damaged gallery database ({problem}); it is left untouched: restore it from "
                            "a backup, or move it away to start a new gallery")
+
+
+def _has_wal(db: Path) -> bool:
+    try:
+        return Path(f"{db}-wal").stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _writable(db: Path) -> bool:
