@@ -57,6 +57,6 @@ def test_missing_weights_offline_fail_fast_with_one_line() -> None:
     start = time.perf_counter()
     with pytest.raises(MissingWeightsError) as error:
         YoloDetector(weights="/nonexistent/yolo11n-seg.pt")
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 10.0  # no download attempt and its timeouts, even on a loaded machine
     message = str(error.value)
     assert "\n" not in message and "/nonexistent/yolo11n-seg.pt" in message and "allow_download" in message

