@@ -3,10 +3,12 @@
 ``python -m evaluation.gait tracks --site configs/bench/sites/plaza.yaml`` runs the identity
 benchmark's front end (default config, the benchmark's overrides) over a rendered site, keeps the
 tracks that follow a walker (``evaluation.identity.truth``) and, from each, the frames where ground
-truth shows that walker walking with the whole body in view. Those frames are embedded as the
-gallery sees a track (``gait_sites.pipeline_windows``, pooled by their mean) three ways:
+truth shows that walker walking with the whole body in view. Its frames are embedded as the
+gallery sees a track (``gait_sites.pipeline_windows``, pooled by their mean) four ways:
 
 - ``segmenter_all_frames``: every frame of the track, the segmenter's silhouettes (no gait detector);
+- ``segmenter_routed``: the frames the chain embeds for gait, the segmenter's silhouettes: those inside
+  the gait detector's walking stretches of windows it routed to gait;
 - ``segmenter_walking``: the walking frames, the segmenter's silhouettes;
 - ``exact_walking``: the same frames, silhouettes from the site's visible mask of the walker cut to
   the track's box, made the way the pipeline makes them (``stages.silhouette``).
@@ -14,7 +16,9 @@ gallery sees a track (``gait_sites.pipeline_windows``, pooled by their mean) thr
 Each is scored with ``gait_sites.leave_out_rank1`` (every track against the tracks of the other
 cameras, same / changed clothes), so the numbers compare with ``evaluation.gait site`` (the
 sites' whole walks, no chain). The difference between the last two rows is what segmentation
-costs gait on these tracks; between the first two, what frames that are not walking cost.
+costs gait on these tracks; between the first and the third, what frames that are not walking cost;
+between the second and the third, what the gait detector's choice of frames costs (it also leaves
+some tracks with no gait at all: fewer tracks, fewer probes).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 from evaluation.identity.truth import TrackKey, TrackTruth
 from pipeline.messages import TrackWindow
 
-SELECTIONS = ("segmenter_all_frames", "segmenter_walking", "exact_walking")
+SELECTIONS = ("segmenter_all_frames", "segmenter_routed", "segmenter_walking", "exact_walking")
 MIN_VISIBLE = 0.95  # least visible fraction of a walking frame
 
 
@@ -36,17 +40,21 @@ MIN_VISIBLE = 0.95  # least visible fraction of a walking frame
 class TrackFrames:
     """One track's frames, in order: silhouettes (T, 64, 44) uint8 from the segmenter, exact
     silhouettes (T, 64, 44) (zeros where none), ratios (T,), walking (T,) bool (ground truth: walking,
-    whole body, visible, and an exact silhouette exists)."""
+    whole body, visible, and an exact silhouette exists), routed (T,) bool (inside a walking stretch of
+    a window the gait detector routed to gait, in any of the track's windows)."""
 
     silhouettes: np.ndarray
     exact: np.ndarray
     ratios: np.ndarray
     walking: np.ndarray
+    routed: np.ndarray
 
     def selection(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(silhouettes, ratios) of one of ``SELECTIONS``."""
         if name == "segmenter_all_frames":
             return self.silhouettes, self.ratios
+        if name == "segmenter_routed":
+            return self.silhouettes[self.routed], self.ratios[self.routed]
         if name == "segmenter_walking":
             return self.silhouettes[self.walking], self.ratios[self.walking]
         if name == "exact_walking":
@@ -61,11 +69,16 @@ def track_frames(windows: Sequence[TrackWindow], track: TrackTruth, truth: dict)
     from stages.silhouette import silhouette_from_mask
     from synth.groundtruth import decode_mask
 
+    from stages.gait.recognizer import gait_frames
+
     frames: dict[int, tuple[np.ndarray, float, np.ndarray]] = {}
+    routed_indices: set[int] = set()
     for w in windows:
         seq = w.sequence
         for i, index in enumerate(seq.frame_indices):
             frames.setdefault(int(index), (seq.silhouettes[i], float(seq.ratios[i]), np.asarray(seq.boxes[i], np.float64)))
+        if w.gait is not None and w.gait.route == "gait":
+            routed_indices.update(int(seq.frame_indices[i]) for i in gait_frames(w))
     order = sorted(frames)
     people_by_frame = truth["frames"][track.camera]
     size = tuple(int(v) for v in truth["frame_size"])
@@ -82,7 +95,8 @@ def track_frames(windows: Sequence[TrackWindow], track: TrackTruth, truth: dict)
         if silhouette is not None:
             exact[j], walking[j] = silhouette, True
     return TrackFrames(np.stack([frames[i][0] for i in order]), exact,
-                       np.array([frames[i][1] for i in order], np.float32), walking)
+                       np.array([frames[i][1] for i in order], np.float32), walking,
+                       np.array([i in routed_indices for i in order], bool))
 
 
 def embed_tracks(model, frames: Sequence[TrackFrames], selection: str, min_frames: int = 15) -> list[np.ndarray | None]:

@@ -166,7 +166,7 @@ def _rendered_person(frame_size, box, visit, state="walking"):
 def test_track_frames_pair_the_segmenters_silhouettes_with_exact_ones_on_walking_frames():
     from evaluation.gait_tracks import track_frames
     from evaluation.identity.truth import TrackTruth
-    from pipeline.messages import SilhouetteSequence, TrackWindow
+    from pipeline.messages import GaitDetection, GaitSegment, SilhouetteSequence, TrackWindow
     from stages.silhouette import silhouette_from_mask
 
     size, box = (120, 80), (20, 10, 50, 100)
@@ -178,16 +178,20 @@ def test_track_frames_pair_the_segmenters_silhouettes_with_exact_ones_on_walking
     truth = {"frame_size": list(size), "frames": {"cam": people}}
     segmenter = np.full((1, 64, 44), 7, np.uint8)
 
-    def window(indices):
+    def window(indices, gait):
         n = len(indices)
         seq = SilhouetteSequence(np.repeat(segmenter, n, 0), np.full(n, 1.5, np.float32),
                                  np.tile(np.array(box, np.float32), (n, 1)), np.array(indices), np.zeros(n), size)
-        return TrackWindow("cam.mp4", 1, 0, False, seq)
+        return TrackWindow("cam.mp4", 1, 0, False, seq, gait=gait)
 
     track = TrackTruth("cam.mp4", 1, "cam", 5, 3, (0, False), 6, 6)
-    frames = track_frames([window([0, 1, 2, 3]), window([2, 3, 4, 5])], track, truth)  # windows overlap
+    routed = GaitDetection([GaitSegment(1, 3, 0.9)], 0.5, "gait")  # positions 1-2 of frames 0-3
+    not_routed = GaitDetection([GaitSegment(0, 4, 0.9)], 1.0, "appearance")
+    frames = track_frames([window([0, 1, 2, 3], routed), window([2, 3, 4, 5], not_routed)], track, truth)  # overlap
     assert len(frames.silhouettes) == 6 and (frames.silhouettes == 7).all()
     assert frames.walking.tolist() == [True, True, True, True, False, True]
+    assert frames.routed.tolist() == [False, True, True, False, False, False]
+    assert len(frames.selection("segmenter_routed")[0]) == 2
     assert np.array_equal(frames.exact[0], silhouette_from_mask(masks[0]))
     walking, ratios = frames.selection("exact_walking")
     assert len(walking) == 5 and np.allclose(ratios, 1.5)
@@ -217,11 +221,11 @@ def test_tracks_rank1_scores_each_selection_across_cameras():
             exact = 40 * person if camera == "a" else 40 * (3 - person)  # exact masks swap the two
             tracks.append(TrackTruth(camera, person, camera, person, person, (0, False), 30, 30))
             frames.append(TrackFrames(np.full((30, 64, 44), value, np.uint8), np.full((30, 64, 44), exact, np.uint8),
-                                      np.ones(30, np.float32), np.arange(30) >= 10))
+                                      np.ones(30, np.float32), np.arange(30) >= 10, np.arange(30) >= 5))
     scores = tracks_rank1(model, frames, tracks)
     assert set(scores) == set(SELECTIONS)
     assert scores["segmenter_all_frames"]["same_outfit"] == 1.0 and scores["segmenter_all_frames"]["tracks"] == 4
-    assert scores["segmenter_walking"]["same_outfit"] == 1.0
+    assert scores["segmenter_walking"]["same_outfit"] == 1.0 and scores["segmenter_routed"]["tracks"] == 4
     assert scores["exact_walking"]["same_outfit"] == 0.0
     assert scores["exact_walking"]["probes"]["same_outfit"] == 4
 
