@@ -65,11 +65,10 @@ class TrackFrames:
 def track_frames(windows: Sequence[TrackWindow], track: TrackTruth, truth: dict) -> TrackFrames:
     """The frames of one truth-matched track (all its windows, each frame once) with their exact
     silhouettes and walking flags from the site's ground truth (``groundtruth.json`` as a dict)."""
+    from stages.gait.recognizer import gait_frames
     from stages.segment.masks import clear_outside_boxes
     from stages.silhouette import silhouette_from_mask
     from synth.groundtruth import decode_mask
-
-    from stages.gait.recognizer import gait_frames
 
     frames: dict[int, tuple[np.ndarray, float, np.ndarray]] = {}
     routed_indices: set[int] = set()

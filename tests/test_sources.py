@@ -165,7 +165,7 @@ def test_mask_credentials() -> None:
 
 
 @needs_campus
-def test_close_stops_the_decode_thread_promptly() -> None:
+def test_close_stops_the_decode_thread_blocked_on_a_full_queue() -> None:
     source = open_source(str(CAMPUS), SourceOptions(queue_size=2))
     items = iter(source)
     next(items)

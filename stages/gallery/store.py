@@ -225,6 +225,7 @@ def _check_header(db: Path) -> None:
 
 
 def _has_wal(db: Path) -> bool:
+    """Whether SQLite's write-ahead log beside the database holds anything to replay."""
     try:
         return Path(f"{db}-wal").stat().st_size > 0
     except OSError:
