@@ -485,6 +485,31 @@ def test_the_replay_fit_takes_the_most_cautious_of_the_settings_tied_for_best():
     assert most_cautious_of_best([(0.80, 0.0, -1.0, "a"), (0.76, 0.5, None, "b")])[3] == "a"  # a clear best wins
 
 
+def test_the_fusion_fit_embeds_its_sites_with_the_recipes_pipeline_overrides(monkeypatch):
+    """A fit for another gait model runs the fitting sites through that model, not the default one."""
+    import training.fusion as fusion
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def versions(overrides=None):
+        seen["versions"] = list(overrides or [])
+        return {"gait": "g", "reid": "r"}
+
+    def windows(site_config, cache_dir, expected_versions=None, overrides=None):
+        seen["site"] = (Path(site_config).name, list(overrides or []), expected_versions)
+        raise Stop
+
+    monkeypatch.setattr(fusion, "embedding_versions", versions)
+    monkeypatch.setattr(fusion, "site_windows", windows)
+    with pytest.raises(Stop):
+        fusion.fit({"sites": ["configs/synth/fusion_fit_a.yaml"], "overrides": ["gait.weights=weights/gar_front.pt"]}, "x")
+    assert seen["versions"] == ["gait.weights=weights/gar_front.pt"]
+    assert seen["site"] == ("fusion_fit_a.yaml", ["gait.weights=weights/gar_front.pt"], {"gait": "g", "reid": "r"})
+
+
 def test_mixed_spread_is_fitted_on_single_person_tracks():
     from training.fusion import Track, fit_mixed_spread, spread_stats
 

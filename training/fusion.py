@@ -511,9 +511,10 @@ def fit(config: dict, config_path: str) -> dict:
     top_k = int(config.get("top_k", 10))
     target_far = float(config.get("target_far", 0.01))
     replay_thresholds = tuple(float(t) for t in config.get("replay_thresholds", REPLAY_THRESHOLDS))
-    current = embedding_versions()  # windows cached from other models are embedded again
-    fit_sites = [site_windows(PROJECT_ROOT / p, cache, current) for p in config["sites"]]
-    eval_sites = [site_windows(PROJECT_ROOT / p, cache, current) for p in config.get("eval_sites", [])]
+    overrides = [str(o) for o in config.get("overrides") or []]  # pipeline settings of the embedding models
+    current = embedding_versions(overrides)  # windows cached from other models are embedded again
+    fit_sites = [site_windows(PROJECT_ROOT / p, cache, current, overrides) for p in config["sites"]]
+    eval_sites = [site_windows(PROJECT_ROOT / p, cache, current, overrides) for p in config.get("eval_sites", [])]
     versions = fit_sites[0].versions
     for s in fit_sites + eval_sites:
         if s.versions != versions:
