@@ -350,6 +350,36 @@ def test_cached_site_windows_from_another_emission_order_are_made_again(tmp_path
     assert len(runs) == 2
 
 
+def test_site_windows_run_with_overrides_are_cached_beside_the_default_ones(tmp_path, monkeypatch):
+    import training.site_windows as site_windows_module
+    from training.site_windows import SiteWindows, site_windows
+
+    config = tmp_path / "site.yaml"
+    config.write_text("{}")
+    scene = tmp_path / "cache" / "site" / "scene"
+    scene.mkdir(parents=True)
+    (scene / "groundtruth.json").write_text("{}")
+    runs = []
+
+    def front_end(videos, overrides):
+        runs.append(list(overrides))
+        return []
+
+    def windows(site, _windows, _truth):
+        n = np.zeros(0)
+        return SiteWindows(site, n, n, n, n, n, n, n, np.zeros((0, 16, 8)), n, np.zeros((0, 4)), n, n, n,
+                           {"gait": "g@1", "reid": "r@1"})
+
+    monkeypatch.setattr(site_windows_module, "run_front_end", front_end)
+    monkeypatch.setattr(site_windows_module, "to_site_windows", windows)
+    other = ["gait_detector.every_window=true"]
+    site_windows(config, tmp_path / "cache", {"gait": "g@1"})
+    site_windows(config, tmp_path / "cache", {"gait": "g@1"}, other)
+    site_windows(config, tmp_path / "cache", {"gait": "g@1"})
+    site_windows(config, tmp_path / "cache", {"gait": "g@1"}, other)
+    assert runs == [[], other]  # each setting ran once; neither evicted the other
+
+
 def test_shifted_camera_clocks_reorder_windows_and_keep_each_cameras_order():
     from evaluation.enrol_order import reordered, shifted_order
     from training.site_windows import SiteWindows

@@ -193,12 +193,15 @@ def site_fps(site_config: str | Path) -> float:
 
 def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versions: dict[str, str] | None = None,
                  overrides: list[str] | None = None) -> SiteWindows:
-    """Render (once) and run (once per embedding models) a site; cached under ``cache_dir``."""
+    """Render (once) and run (once per embedding models) a site; cached under ``cache_dir``.
+    Windows run with ``overrides`` are kept apart from the default ones (one render, a windows file
+    per setting), so fits for other models do not evict each other's windows."""
     from synth.scene import SiteConfig, write_site
 
     site_config = Path(site_config)
     cache_dir = Path(cache_dir).expanduser() / site_config.stem
-    cache = cache_dir / "windows.npz"
+    setting = hashlib.sha1(json.dumps(sorted(overrides)).encode()).hexdigest()[:12] if overrides else ""
+    cache = cache_dir / (f"windows-{setting}.npz" if setting else "windows.npz")
     if cache.is_file():
         cached = SiteWindows.load(cache)
         current = {**(expected_versions or {}), "order": WINDOW_ORDER}
