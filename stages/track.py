@@ -20,6 +20,7 @@ from trackers import ByteTrackTracker
 
 from pipeline.domains import NonNegativeInt, PositiveInt, UnitFloat
 from pipeline.messages import STARTS_TRACK, FrameResult
+from stages.track_groups import GroupSplitter
 from stages.track_split import SPLIT_CHECKS, SPLIT_DISTANCE, SPLIT_EVERY, SPLIT_WEIGHTS, AppearanceSplitter
 
 # trackers expresses the lost-track buffer in 30 FPS frames and scales it by the frame rate it is
@@ -49,6 +50,11 @@ class ByteTrackStage:
     split_distance: cosine distance from the track's reference appearance that counts as someone else.
     split_checks: that many checks in a row split the track.
     split_every: check every this many frames of a source.
+    split_groups: split a detection that holds the predicted boxes of several tracks matched at the
+        last detected frame into one box per track (``stages.track_groups``): people who overlap in
+        the image and come out of the detector as one box keep their own tracks.
+    group_min_inside: least share of a track's predicted box inside a detection for the track to be in it.
+    group_min_height: least height of that predicted box as a share of the detection's height.
     """
 
     def __init__(
@@ -64,6 +70,9 @@ class ByteTrackStage:
         split_distance: UnitFloat = SPLIT_DISTANCE,
         split_checks: PositiveInt = SPLIT_CHECKS,
         split_every: PositiveInt = SPLIT_EVERY,
+        split_groups: bool = False,
+        group_min_inside: UnitFloat = 0.7,
+        group_min_height: UnitFloat = 0.5,
     ) -> None:
         self._options = {
             "lost_track_buffer": lost_track_buffer,
@@ -79,6 +88,7 @@ class ByteTrackStage:
         self._confidence: dict[tuple[str, int], float] = {}  # (source, track id): last matched confidence
         self._splitter = _appearance_splitter(split_weights, split_distance, split_checks, split_every) \
             if split_on_appearance else None
+        self._groups = GroupSplitter(group_min_inside, group_min_height) if split_groups else None
 
     def process(self, batch: list[FrameResult]) -> list[FrameResult]:
         return [self.track(item) for item in batch]
@@ -95,6 +105,8 @@ class ByteTrackStage:
         if gap > 1:  # the buffer counts updates: keep it lost_track_buffer frames of video long
             tracker.maximum_frames_without_update = max(1, -(-self.lost_track_buffer // gap))
         detections = item.detections
+        if self._groups is not None:
+            detections = self._groups.split(detections, _predicted_boxes(tracker))
         open_before = _confirmed_ids(tracker)
         # The tracker sees boxes only; masks (N, H, W) are sliced once, below, by row number.
         boxes = sv.Detections(
@@ -186,6 +198,18 @@ def _appearance_splitter(weights: str, distance: float, checks: int, every: int)
 
     model, _ = load_appearance_model(weights or SPLIT_WEIGHTS)
     return AppearanceSplitter(model.embed_crops, crop_box, distance=distance, frames=checks, every=every)
+
+
+def _predicted_boxes(tracker: ByteTrackTracker) -> np.ndarray:
+    """(K, 4) xyxy: where the confirmed tracks matched at the last detected frame will be at the next
+    update (the constant-velocity step of the tracker's own corner Kalman filter, state
+    [x1, y1, x2, y2, vx1, vy1, vx2, vy2]), without moving any filter."""
+    boxes = [np.asarray(t.state_estimator.kf.state, np.float64).reshape(-1)[:8]
+             for t in tracker.tracks if t.tracker_id >= 0 and t.time_since_update == 0]
+    if not boxes:
+        return np.zeros((0, 4))
+    state = np.stack(boxes)
+    return state[:, :4] + state[:, 4:8]
 
 
 def _confirmed_ids(tracker: ByteTrackTracker) -> set[int]:
