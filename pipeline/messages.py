@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # supervision is imported by the stages that build detections
 # ``FrameResult.detections.data[STARTS_TRACK]``: (N,) bool, set by detectors whose weak boxes should only
 # continue a track, never start one (a learned detector's low scores); absent means every box may.
 STARTS_TRACK = "starts_track"
+# ``data[GROUP_PART]``: (N,) bool, True for a box the tracker cut out of one box around several tracked
+# people (``stages.track_groups``): its crop shows the others too. Absent means no such box.
+GROUP_PART = "group_part"
 
 SILHOUETTE_HEIGHT = 64
 SILHOUETTE_WIDTH = 44
@@ -76,6 +79,8 @@ class SilhouetteSequence:
     pts_s: (T,) float64 presentation time of each frame in seconds.
     frame_size: (height, width) of the source frames.
     crops: (T, 128, 64, 3) uint8 BGR appearance crops of the box, or None when not kept.
+    group_parts: (T,) bool, frames whose box the tracker cut out of a box around several people
+    (``GROUP_PART``), or None when the tracker split no box.
     """
 
     silhouettes: np.ndarray
@@ -85,6 +90,7 @@ class SilhouetteSequence:
     pts_s: np.ndarray
     frame_size: tuple[int, int]
     crops: np.ndarray | None = None
+    group_parts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         t = len(self.silhouettes)
@@ -95,6 +101,8 @@ class SilhouetteSequence:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries for {t} frames")
         if self.crops is not None and len(self.crops) != t:
             raise ValueError(f"crops has {len(self.crops)} entries for {t} frames")
+        if self.group_parts is not None and len(self.group_parts) != t:
+            raise ValueError(f"group_parts has {len(self.group_parts)} entries for {t} frames")
 
     def __len__(self) -> int:
         return len(self.silhouettes)
@@ -109,6 +117,7 @@ class SilhouetteSequence:
             pts_s=self.pts_s[start:stop],
             frame_size=self.frame_size,
             crops=None if self.crops is None else self.crops[start:stop],
+            group_parts=None if self.group_parts is None else self.group_parts[start:stop],
         )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import supervision as sv
 
-from pipeline.messages import STARTS_TRACK
+from pipeline.messages import GROUP_PART, STARTS_TRACK
 
 
 def inside_fraction(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
@@ -103,4 +103,5 @@ class GroupSplitter:
             out.mask = np.stack(masks)
         starts = np.asarray(out.data.get(STARTS_TRACK, np.ones(len(out), bool)), bool)
         out.data[STARTS_TRACK] = starts & ~is_part
+        out.data[GROUP_PART] = is_part
         return out

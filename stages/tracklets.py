@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.domains import PositiveInt
-from pipeline.messages import FrameResult, SilhouetteSequence, TrackWindow
+from pipeline.messages import GROUP_PART, FrameResult, SilhouetteSequence, TrackWindow
 from stages.silhouette import crop_box, resize_ratio, silhouette_from_mask
 
 
@@ -27,7 +27,7 @@ class _Tracklet:
     source_id: str
     track_id: int
     frame_size: tuple[int, int]
-    entries: deque = field(default_factory=deque)  # (silhouette, ratio, box, index, pts, crop)
+    entries: deque = field(default_factory=deque)  # (silhouette, ratio, box, index, pts, crop, group part)
     frames_seen: int = 0
     since_emit: int = 0
     windows_emitted: int = 0
@@ -78,6 +78,7 @@ class TrackletAssembler:
         frame, detections = result.frame, result.detections
         emitted: list[TrackWindow] = []
         tracker_ids = detections.tracker_id
+        parts = detections.data.get(GROUP_PART)
         if tracker_ids is not None and len(detections) and detections.mask is not None:
             for i, track_id in enumerate(tracker_ids):
                 silhouette = silhouette_from_mask(detections.mask[i])
@@ -90,7 +91,8 @@ class TrackletAssembler:
                     self._tracks[key] = tracklet
                 box = np.asarray(detections.xyxy[i], dtype=np.float32)
                 crop = crop_box(frame.image, box) if self.keep_crops else None
-                tracklet.entries.append((silhouette, resize_ratio(box), box, frame.index, frame.pts_s, crop))
+                tracklet.entries.append((silhouette, resize_ratio(box), box, frame.index, frame.pts_s, crop,
+                                         parts is not None and bool(parts[i])))
                 tracklet.frames_seen += 1
                 tracklet.since_emit += 1
                 tracklet.last_index = frame.index
@@ -113,7 +115,7 @@ class TrackletAssembler:
         return self._window(tracklet, is_final=True)
 
     def _window(self, tracklet: _Tracklet, is_final: bool) -> TrackWindow:
-        silhouettes, ratios, boxes, indices, pts, crops = zip(*tracklet.entries)
+        silhouettes, ratios, boxes, indices, pts, crops, parts = zip(*tracklet.entries)
         sequence = SilhouetteSequence(
             silhouettes=np.stack(silhouettes),
             ratios=np.asarray(ratios, dtype=np.float32),
@@ -122,6 +124,7 @@ class TrackletAssembler:
             pts_s=np.asarray(pts, dtype=np.float64),
             frame_size=tracklet.frame_size,
             crops=np.stack(crops) if self.keep_crops else None,
+            group_parts=np.asarray(parts, dtype=bool) if any(parts) else None,
         )
         window = TrackWindow(
             source_id=tracklet.source_id,

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from pipeline.messages import STARTS_TRACK, Frame, FrameResult
+from pipeline.messages import GROUP_PART, STARTS_TRACK, Frame, FrameResult, SilhouetteSequence, TrackWindow
+from stages.reid.stage import embed_windows
+from stages.tracklets import TrackletAssembler
 from stages.track import ByteTrackStage
 from stages.track_groups import GroupSplitter
 
@@ -36,6 +38,7 @@ def test_a_box_around_two_tracked_people_becomes_their_two_boxes_tightened_to_th
     assert out.mask.shape == (2, *SIZE)
     assert out.mask[0, 50, 45] and not out.mask[0, 50, 70] and out.mask[1, 50, 70] and not out.mask[1, 50, 45]
     assert out.data[STARTS_TRACK].tolist() == [False, False]  # a part only continues a track
+    assert out.data[GROUP_PART].tolist() == [True, True]
     np.testing.assert_allclose(out.confidence, [0.8, 0.8])
 
 
@@ -94,3 +97,51 @@ def test_two_people_merged_by_the_detector_keep_their_own_tracks_through_the_mer
 def test_without_group_splitting_the_merged_box_takes_one_of_the_tracks() -> None:
     frames = _walk_past_each_other(ByteTrackStage(minimum_consecutive_frames=1))
     assert any(len(f) == 1 for f in frames)
+
+
+def _tracked(index: int, part: bool | None) -> FrameResult:
+    detections = _detections([(40, 20, 60, 80)], _mask((40, 20, 60, 80))[None])
+    detections.tracker_id = np.array([3])
+    if part is not None:
+        detections.data[GROUP_PART] = np.array([part])
+    return FrameResult(Frame("cam", index, index / 25, np.zeros((*SIZE, 3), np.uint8)), detections)
+
+
+def test_a_tracks_window_says_which_of_its_frames_were_cut_from_a_group_box() -> None:
+    assembler = TrackletAssembler(window_every=100, max_length=50, min_length=2)
+    for index, part in enumerate([None, False, True, True, False]):
+        assembler.process([_tracked(index, part)])
+    (window,) = assembler.end_source("cam")
+    assert window.sequence.group_parts.tolist() == [False, False, True, True, False]
+    assert window.sequence.slice(1, 3).group_parts.tolist() == [False, True]
+    assembler = TrackletAssembler(window_every=100, max_length=50, min_length=2)
+    for index in range(4):
+        assembler.process([_tracked(index, None)])
+    assert assembler.end_source("cam")[0].sequence.group_parts is None  # nothing split: no flags
+
+
+def _window(colours: list[int], parts: list[bool] | None) -> TrackWindow:
+    t = len(colours)
+    crops = np.stack([np.full((128, 64, 3), c, np.uint8) for c in colours])
+    sequence = SilhouetteSequence(np.zeros((t, 64, 44), np.uint8), np.ones(t, np.float32), np.zeros((t, 4), np.float32),
+                                  np.arange(t), np.arange(t) / 25, SIZE, crops,
+                                  None if parts is None else np.array(parts))
+    return TrackWindow("cam", 1, 0, True, sequence)
+
+
+def _embed(crops: np.ndarray) -> np.ndarray:
+    """Stand-in model: a crop's grey level as a direction, so that a mean says which crops went in."""
+    level = crops.reshape(len(crops), -1).mean(1) / 255.0
+    x = np.stack([level, 1 - level], axis=1).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_appearance_leaves_out_the_crops_that_show_a_group_when_the_window_has_others() -> None:
+    alone, group = 0, 255
+    mixed, only_groups, unflagged = (_window([alone, group, group, alone], [False, True, True, False]),
+                                     _window([group, group], [True, True]), _window([alone, group], None))
+    embed_windows([mixed, only_groups, unflagged], "all", None, _embed, "test")
+    np.testing.assert_allclose(mixed.appearance_embedding, _embed(np.zeros((1, 128, 64, 3), np.uint8))[0], atol=1e-6)
+    np.testing.assert_allclose(only_groups.appearance_embedding, _embed(np.full((1, 128, 64, 3), 255, np.uint8))[0],
+                               atol=1e-6)
+    assert 0.1 < unflagged.appearance_embedding[0] < 0.9  # both crops averaged

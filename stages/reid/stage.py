@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.messages import TrackWindow
+from pipeline.messages import SilhouetteSequence, TrackWindow
 from stages.reid.model import AppearanceConfig, AppearanceNet, pool_track
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "reid_site.pt"
@@ -85,12 +85,15 @@ def embed_windows(
     A window wants one when it has crops and ``routes`` is "all" or the gait detector sent it to
     appearance. ``embed_crops``: (n, 128, 64, 3) uint8 BGR -> (n, D) L2-normalised; one call for
     the crops of all windows (at most ``max_frames`` per window, spread evenly); a window's
-    embedding is the renormalised mean of its frames'.
+    embedding is the renormalised mean of its frames'. Frames whose box the tracker cut out of a box
+    around several people (``sequence.group_parts``) show the others too: they are left out when the
+    window has any other frame.
     """
     todo = [w for w in batch if _wants_embedding(w, routes)]
     if not todo:
         return batch
-    picks = [w.sequence.crops[spread(len(w.sequence), max_frames)] for w in todo]
+    own = [_own_crops(w.sequence) for w in todo]
+    picks = [crops[spread(len(crops), max_frames)] for crops in own]
     frames = embed_crops(np.concatenate(picks))
     start = 0
     for window, crops in zip(todo, picks):
@@ -98,6 +101,14 @@ def embed_windows(
         window.model_versions["reid"] = version
         start += len(crops)
     return batch
+
+
+def _own_crops(sequence: SilhouetteSequence) -> np.ndarray:
+    """The crops of the frames that show the person alone (all of them when none does)."""
+    parts = sequence.group_parts
+    if parts is None or parts.all():
+        return sequence.crops
+    return sequence.crops[~parts]
 
 
 def _wants_embedding(window: TrackWindow, routes: str) -> bool:
