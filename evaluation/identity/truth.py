@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.front_end import box_iou as pairwise_box_iou
 from pipeline.messages import TrackWindow
 
 TrackKey = tuple[str, int]  # (source id, track id)
@@ -46,12 +47,7 @@ class TrackTruth:
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of one box a (4,) against boxes b (N, 4), xyxy -> (N,)."""
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
-    iy = np.clip(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+    return pairwise_box_iou(a, b)[0]
 
 
 def track_boxes(windows: Iterable[TrackWindow]) -> dict[TrackKey, dict[int, np.ndarray]]:
