@@ -38,11 +38,10 @@ def _tight_to_mask(box: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nd
     x2, y2 = int(np.clip(np.ceil(box[2]), 0, width)), int(np.clip(np.ceil(box[3]), 0, height))
     part = np.zeros_like(mask)
     part[y1:y2, x1:x2] = mask[y1:y2, x1:x2]
-    rows, cols = np.nonzero(part[y1:y2, x1:x2].any(axis=1)), np.nonzero(part[y1:y2, x1:x2].any(axis=0))
-    if not len(rows[0]):
+    ys, xs = np.nonzero(mask[y1:y2, x1:x2])
+    if not len(ys):
         return box, part
-    tight = np.array([x1 + cols[0][0], y1 + rows[0][0], x1 + cols[0][-1] + 1, y1 + rows[0][-1] + 1], np.float32)
-    return tight, part
+    return np.array([x1 + xs.min(), y1 + ys.min(), x1 + xs.max() + 1, y1 + ys.max() + 1], np.float32), part
 
 
 class GroupSplitter:
