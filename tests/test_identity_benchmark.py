@@ -316,6 +316,22 @@ def test_cached_site_windows_are_made_again_when_the_front_end_settings_change()
     assert front_end_fingerprint(load(None, [*FRONT_END_OVERRIDES, "gait.flip_test=mean"])) == base
 
 
+def test_cached_site_windows_are_made_again_when_the_front_end_code_changes(tmp_path):
+    from training.site_windows import front_end_code_digest
+
+    (tmp_path / "stages" / "detect").mkdir(parents=True)
+    (tmp_path / "stages" / "gallery").mkdir()
+    detector, gallery = tmp_path / "stages" / "detect" / "classic.py", tmp_path / "stages" / "gallery" / "stage.py"
+    detector.write_text("THRESHOLD = 1\n")
+    gallery.write_text("TOP_K = 5\n")
+    base = front_end_code_digest(tmp_path)
+    assert front_end_code_digest(tmp_path) == base
+    gallery.write_text("TOP_K = 6\n")
+    assert front_end_code_digest(tmp_path) == base, "the gallery works on finished windows"
+    detector.write_text("THRESHOLD = 2\n")
+    assert front_end_code_digest(tmp_path) != base
+
+
 def test_cached_site_windows_from_another_emission_order_are_made_again(tmp_path, monkeypatch):
     import training.site_windows as site_windows_module
     from training.site_windows import WINDOW_ORDER, SiteWindows, site_windows

@@ -30,6 +30,8 @@ FRONT_END_OVERRIDES = ["gallery.enabled=false", "attributes.enabled=false"]  # r
 # The fit replays auto-enrolment in the windows' order: caches from before the runner merged its files
 # by video time (no "order" in their versions) hold one racing order of many and are re-run.
 WINDOW_ORDER = "video-time"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+AFTER_WINDOWS = ("gallery", "rerank", "attributes")  # stage packages that work on finished windows
 
 
 @dataclass
@@ -181,9 +183,24 @@ def embedding_versions(overrides: list[str] | None = None) -> dict[str, str]:
 
 
 def front_end_fingerprint(config) -> str:
-    """A short hash of the configuration of every stage but the embedding ones (gait, reid)."""
+    """A short hash of the configuration of every stage but the embedding ones (gait, reid), and of
+    the front end's code (``front_end_code_digest``)."""
     others = {kind: [spec.backend, spec.params] for kind, spec in config.stages.items() if kind not in ("gait", "reid")}
+    others["code"] = front_end_code_digest()
     return hashlib.sha1(json.dumps(others, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def front_end_code_digest(root: Path = REPO_ROOT) -> str:
+    """A hash of the source of every stage before the gallery and of the runner: windows cached before
+    a change of that code (a detector that finds more people, a new tracker rule) are made again, as
+    after a change of its settings. The gallery's own code does not change the windows."""
+    stages = root / "stages"
+    files = [p for p in sorted(stages.rglob("*.py")) if p.relative_to(stages).parts[0] not in AFTER_WINDOWS]
+    digest = hashlib.sha1()
+    for path in [*files, root / "pipeline" / "runner.py"]:
+        if path.is_file():
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def site_fps(site_config: str | Path) -> float:
