@@ -171,7 +171,8 @@ def merge_sections(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[s
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides (values parsed as YAML) to a raw mapping."""
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a raw mapping; a dotted key
+    reaches into nested mappings (``detect.classic.split_by_size=false``)."""
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for item in overrides:
         dotted, sep, raw = item.partition("=")
@@ -185,8 +186,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         current = data.get(section)
         if current is not None and not isinstance(current, dict):
             raise ConfigError(f"override {short_repr(dotted)}: section {short_repr(section)} is not a mapping")
-        data[section] = {**(current or {}), key: value}
+        data[section] = _with_nested(current or {}, key.split("."), value, dotted)
     return data
+
+
+def _with_nested(mapping: dict[str, Any], keys: list[str], value: Any, dotted: str) -> dict[str, Any]:
+    """A copy of ``mapping`` with ``value`` at the path ``keys`` (mappings on the way made or copied)."""
+    head, *rest = keys
+    if not rest:
+        return {**mapping, head: value}
+    inner = mapping.get(head)
+    if inner is not None and not isinstance(inner, dict):
+        raise ConfigError(f"override {short_repr(dotted)}: {short_repr(head)} is not a mapping")
+    return {**mapping, head: _with_nested(inner or {}, rest, value, dotted)}
 
 
 def load_config(

@@ -71,6 +71,15 @@ def test_inheritance_and_overrides(tmp_path):
         load_config(child, KINDS, overrides=["oops"])
 
 
+def test_a_dotted_override_reaches_into_nested_options(tmp_path):
+    path = write(tmp_path, "nested.yaml", "detect:\n  backend: dummy\n  classic: {min_aspect: 1.5}\n  name: n\n")
+    cfg = load_config(path, KINDS, overrides=["detect.classic.split_by_size=false", "detect.yolox.score=0.4"])
+    assert cfg.stages["detect"].params == {"classic": {"min_aspect": 1.5, "split_by_size": False},
+                                           "yolox": {"score": 0.4}, "name": "n"}
+    with pytest.raises(ConfigError, match="'name' is not a mapping"):
+        load_config(path, KINDS, overrides=["detect.name.first=x"])
+
+
 def test_changing_backend_replaces_section():
     merged = merge_sections({"detect": {"backend": "a", "x": 1}}, {"detect": {"backend": "b", "y": 2}})
     assert merged["detect"] == {"backend": "b", "y": 2}
