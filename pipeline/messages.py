@@ -22,8 +22,9 @@ if TYPE_CHECKING:  # supervision is imported by the stages that build detections
 # ``FrameResult.detections.data[STARTS_TRACK]``: (N,) bool, set by detectors whose weak boxes should only
 # continue a track, never start one (a learned detector's low scores); absent means every box may.
 STARTS_TRACK = "starts_track"
-# ``data[GROUP_PART]``: (N,) bool, True for a box the tracker cut out of one box around several tracked
-# people (``stages.track_groups``): its crop shows the others too. Absent means no such box.
+# ``data[GROUP_PART]``: (N,) bool, True for a box cut out of one box or blob around several people (by
+# the tracker, ``stages.track_groups``, or the classic detector): its crop shows the others too. Absent
+# means no such box.
 GROUP_PART = "group_part"
 
 SILHOUETTE_HEIGHT = 64
@@ -79,8 +80,8 @@ class SilhouetteSequence:
     pts_s: (T,) float64 presentation time of each frame in seconds.
     frame_size: (height, width) of the source frames.
     crops: (T, 128, 64, 3) uint8 BGR appearance crops of the box, or None when not kept.
-    group_parts: (T,) bool, frames whose box the tracker cut out of a box around several people
-    (``GROUP_PART``), or None when the tracker split no box.
+    group_parts: (T,) bool, frames whose box was cut out of a box around several people
+    (``GROUP_PART``), or None when no box was.
     """
 
     silhouettes: np.ndarray

@@ -2,7 +2,9 @@
 
 Per source: MOG2 foreground (shadows removed, cleaned with morphology) -> connected components ->
 fragments of one body merged (a torso and legs split by a background of similar colour) -> blobs of
-people walking side by side split at valleys of their column profile -> person-shape filter
+people walking side by side split at valleys of their column profile -> blobs too tall or wide for
+one person at their foot row (the camera's person size, learnt from its detections) cut into
+person-sized boxes -> person-shape filter
 (height/width aspect, area relative to the frame, fill ratio of the box). Each detection carries its
 blob as the mask, so the detector gives silhouettes directly.
 
@@ -18,8 +20,9 @@ import cv2
 import numpy as np
 import supervision as sv
 
-from pipeline.messages import FrameResult
+from pipeline.messages import GROUP_PART, FrameResult
 from stages.detect.background import BackgroundModel, paste_mask
+from stages.detect.person_size import PersonSizeModel, SizeLine, cover
 
 _TYPICAL_FILL = 0.6  # foreground fraction of a walking person's box; confidence = fill / this
 
@@ -33,6 +36,7 @@ class _Blob:
     x2: int
     y2: int
     mask: np.ndarray  # (y2 - y1, x2 - x1) bool
+    part: bool = False  # cut out of a blob of several people: its box shows the others too
 
     @property
     def width(self) -> int:
@@ -69,6 +73,9 @@ class ClassicDetector:
     (a torso or a pair of legs alone is squatter than that).
     split_width_ratio / split_valley: blobs wider than this fraction of their height are split at
     column-profile valleys lower than this fraction of the smaller neighbouring peak.
+    split_by_size: learn the person size per image row from the detections (``person_size``) and
+    cut a blob taller than ``group_height`` or wider than ``group_width`` times one person there
+    into person-sized boxes (people overlapping one behind the other, or side by side).
     """
 
     def __init__(
@@ -95,6 +102,9 @@ class ClassicDetector:
         body_aspect: float = 1.8,
         split_width_ratio: float = 0.7,
         split_valley: float = 0.5,
+        split_by_size: bool = False,
+        group_height: float = 1.2,
+        group_width: float = 1.4,
     ) -> None:
         if warmup_frames < 0:
             raise ValueError(f"warmup_frames must be >= 0, got {warmup_frames}")
@@ -125,7 +135,11 @@ class ClassicDetector:
         self.body_aspect = body_aspect
         self.split_width_ratio = split_width_ratio
         self.split_valley = split_valley
+        self.split_by_size = split_by_size
+        self.group_height = group_height
+        self.group_width = group_width
         self._models: dict[str, BackgroundModel] = {}
+        self._sizes: dict[str, PersonSizeModel] = {}
 
     def process(self, batch: list[FrameResult]) -> list[FrameResult]:
         out = []
@@ -137,6 +151,7 @@ class ClassicDetector:
     def end_source(self, source_id: str) -> list[FrameResult]:
         """The source ended: forget its background model (a folder of clips is many sources)."""
         self._models.pop(source_id, None)
+        self._sizes.pop(source_id, None)
         return []
 
     def detect(self, source_id: str, image: np.ndarray) -> sv.Detections:
@@ -151,12 +166,18 @@ class ClassicDetector:
             # start fade fastest while MOG2's learning rate is still high.
             model.learn()
             return _empty(frame_size)
+        size = self._sizes.get(source_id)
+        if size is None:
+            size = self._sizes[source_id] = PersonSizeModel(foreground.shape[0])
+        line = size.line() if self.split_by_size else None
         # Ghosts (places people left, still in the model) are neither reported nor protected,
         # so the model forgets them.
         blobs = [
-            b for b in self.people(foreground) if model.contour_contrast(b.mask, b.x1, b.y1) >= self.ghost_contrast
+            b for b in self.people(foreground, line)
+            if model.contour_contrast(b.mask, b.x1, b.y1) >= self.ghost_contrast
         ]
         model.learn(_boxes_mask(blobs, foreground.shape))
+        size.observe(np.array([[b.x1, b.y1, b.x2, b.y2] for b in blobs], np.float64), foreground.shape)
         if not blobs:
             return _empty(frame_size)
         scale = model.scale
@@ -170,10 +191,12 @@ class ClassicDetector:
             mask=masks,
             confidence=np.minimum(fill / _TYPICAL_FILL, 1.0).astype(np.float32),
             class_id=np.zeros(len(blobs), dtype=int),
+            data={GROUP_PART: np.array([b.part for b in blobs], dtype=bool)} if any(b.part for b in blobs) else {},
         )
 
-    def people(self, foreground: np.ndarray) -> list[_Blob]:
-        """Person-shaped blobs of a (h, w) bool foreground mask, in its pixel coordinates."""
+    def people(self, foreground: np.ndarray, line: SizeLine | None = None) -> list[_Blob]:
+        """Person-shaped blobs of a (h, w) bool foreground mask, in its pixel coordinates; with the
+        camera's person size ``line``, blobs of several people are cut into one box each."""
         height, width = foreground.shape
         frame_area = height * width
         min_area = self.min_area_fraction * frame_area
@@ -197,9 +220,10 @@ class ClassicDetector:
             x2 = max(boxes[i][2] for i in group)
             y2 = max(boxes[i][3] for i in group)
             mask = np.isin(labels[y1:y2, x1:x2], group)
-            for blob in self._split(_Blob(x1, y1, x2, y2, mask)):
-                if self._person_shaped(blob, (height, width), min_area):
-                    people.append(blob)
+            for part in self._split(_Blob(x1, y1, x2, y2, mask)):
+                for blob in self._cover(part, line, (height, width)):
+                    if self._person_shaped(blob, (height, width), min_area):
+                        people.append(blob)
         return people
 
     def _merge_fragments(
@@ -274,6 +298,22 @@ class ClassicDetector:
                 parts.extend(self._split(part))
         return parts
 
+    def _cover(self, blob: _Blob, line: SizeLine | None, frame_size: tuple[int, int]) -> list[_Blob]:
+        """A blob too tall or too wide for one person at its foot row, cut into person-sized parts.
+        Blobs touching the frame's border are left whole: their feet or heads may be outside."""
+        if line is None or blob.x1 == 0 or blob.y1 == 0 or blob.x2 == frame_size[1] or blob.y2 == frame_size[0]:
+            return [blob]
+        expected = float(line.height_at(blob.y2))
+        if expected <= 0 or (blob.height <= self.group_height * expected
+                             and blob.width <= self.group_width * line.width_ratio * expected):
+            return [blob]
+        boxes = cover(blob.mask, blob.x1, blob.y1, line)
+        if len(boxes) < 2:
+            return [blob]
+        parts = [_tight(blob.mask[y1 - blob.y1 : y2 - blob.y1, x1 - blob.x1 : x2 - blob.x1], x1, y1, part=True)
+                 for x1, y1, x2, y2 in boxes]
+        return [p for p in parts if p is not None]
+
     def _person_shaped(self, blob: _Blob, frame_size: tuple[int, int], min_area: float) -> bool:
         area = blob.area
         frame_area = frame_size[0] * frame_size[1]
@@ -287,14 +327,14 @@ class ClassicDetector:
         return area / (blob.width * blob.height) >= self.min_fill
 
 
-def _tight(mask: np.ndarray, x0: int, y0: int) -> _Blob | None:
+def _tight(mask: np.ndarray, x0: int, y0: int, part: bool = False) -> _Blob | None:
     """The blob of a mask cropped to its foreground's bounding box (x0, y0 = mask origin)."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if len(rows) == 0:
         return None
     y1, y2, x1, x2 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    return _Blob(x0 + x1, y0 + y1, x0 + x2, y0 + y2, mask[y1:y2, x1:x2])
+    return _Blob(x0 + x1, y0 + y1, x0 + x2, y0 + y2, mask[y1:y2, x1:x2], part)
 
 
 def _boxes_mask(blobs: list[_Blob], shape: tuple[int, ...]) -> np.ndarray:
