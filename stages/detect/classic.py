@@ -166,10 +166,12 @@ class ClassicDetector:
             # start fade fastest while MOG2's learning rate is still high.
             model.learn()
             return _empty(frame_size)
-        size = self._sizes.get(source_id)
-        if size is None:
-            size = self._sizes[source_id] = PersonSizeModel(foreground.shape[0])
-        line = size.line() if self.split_by_size else None
+        size = None
+        if self.split_by_size:
+            size = self._sizes.get(source_id)
+            if size is None:
+                size = self._sizes[source_id] = PersonSizeModel(foreground.shape[0])
+        line = None if size is None else size.line()
         # Ghosts (places people left, still in the model) are neither reported nor protected,
         # so the model forgets them.
         blobs = [
@@ -177,7 +179,8 @@ class ClassicDetector:
             if model.contour_contrast(b.mask, b.x1, b.y1) >= self.ghost_contrast
         ]
         model.learn(_boxes_mask(blobs, foreground.shape))
-        size.observe(np.array([[b.x1, b.y1, b.x2, b.y2] for b in blobs], np.float64), foreground.shape)
+        if size is not None:
+            size.observe(np.array([[b.x1, b.y1, b.x2, b.y2] for b in blobs], np.float64), foreground.shape)
         if not blobs:
             return _empty(frame_size)
         scale = model.scale
@@ -301,7 +304,7 @@ class ClassicDetector:
     def _cover(self, blob: _Blob, line: SizeLine | None, frame_size: tuple[int, int]) -> list[_Blob]:
         """A blob too tall or too wide for one person at its foot row, cut into person-sized parts.
         Blobs touching the frame's border are left whole: their feet or heads may be outside."""
-        if line is None or blob.x1 == 0 or blob.y1 == 0 or blob.x2 == frame_size[1] or blob.y2 == frame_size[0]:
+        if line is None or _touches_border(blob, frame_size):
             return [blob]
         expected = float(line.height_at(blob.y2))
         if expected <= 0 or (blob.height <= self.group_height * expected
@@ -320,11 +323,15 @@ class ClassicDetector:
         if area < min_area or area > self.max_area_fraction * frame_area:
             return False
         aspect = blob.height / blob.width
-        on_edge = blob.x1 == 0 or blob.y1 == 0 or blob.x2 == frame_size[1] or blob.y2 == frame_size[0]
-        lower = self.edge_min_aspect if on_edge else self.min_aspect
+        lower = self.edge_min_aspect if _touches_border(blob, frame_size) else self.min_aspect
         if not lower <= aspect <= self.max_aspect:
             return False
         return area / (blob.width * blob.height) >= self.min_fill
+
+
+def _touches_border(blob: _Blob, frame_size: tuple[int, int]) -> bool:
+    """Whether the blob reaches the frame's edge (a body that may be cut off there)."""
+    return blob.x1 == 0 or blob.y1 == 0 or blob.x2 == frame_size[1] or blob.y2 == frame_size[0]
 
 
 def _tight(mask: np.ndarray, x0: int, y0: int, part: bool = False) -> _Blob | None:
