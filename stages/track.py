@@ -20,6 +20,7 @@ from trackers import ByteTrackTracker
 
 from pipeline.domains import NonNegativeInt, PositiveInt, UnitFloat
 from pipeline.messages import STARTS_TRACK, FrameResult
+from stages.crowding import CrowdedBoxes
 from stages.track_groups import GroupSplitter
 from stages.track_split import SPLIT_CHECKS, SPLIT_DISTANCE, SPLIT_EVERY, SPLIT_WEIGHTS, AppearanceSplitter
 
@@ -50,6 +51,9 @@ class ByteTrackStage:
     split_distance: cosine distance from the track's reference appearance that counts as someone else.
     split_checks: that many checks in a row split the track.
     split_every: check every this many frames of a source.
+    split_skip_crowded: the splitter does not check crowded boxes (``stages.crowding``: covered by
+        another box, or much larger than the track's recent boxes), so the frames of a crossing do
+        not move a track's reference. Off by default: purer tracks, fewer links (docs/detect.md).
     split_groups: split a detection that holds the predicted boxes of several tracks matched at the
         last detected frame into one box per track (``stages.track_groups``): people who overlap in
         the image and come out of the detector as one box keep their own tracks.
@@ -70,6 +74,7 @@ class ByteTrackStage:
         split_distance: UnitFloat = SPLIT_DISTANCE,
         split_checks: PositiveInt = SPLIT_CHECKS,
         split_every: PositiveInt = SPLIT_EVERY,
+        split_skip_crowded: bool = False,
         split_groups: bool = False,
         group_min_inside: UnitFloat = 0.7,
         group_min_height: UnitFloat = 0.5,
@@ -89,6 +94,7 @@ class ByteTrackStage:
         self._splitter = _appearance_splitter(split_weights, split_distance, split_checks, split_every) \
             if split_on_appearance else None
         self._groups = GroupSplitter(group_min_inside, group_min_height) if split_groups else None
+        self._crowding = CrowdedBoxes() if split_skip_crowded else None
 
     def process(self, batch: list[FrameResult]) -> list[FrameResult]:
         return [self.track(item) for item in batch]
@@ -130,8 +136,13 @@ class ByteTrackStage:
         if kept.confidence is not None:
             self._confidence.update({(source_id, int(t)): float(c) for t, c in zip(ids, kept.confidence)})
         if self._splitter is not None:
+            crowded = None
+            if self._crowding is not None:
+                self._crowding.end(source_id, ended)
+                crowded = self._crowding.update(source_id, ids, kept.xyxy)
             ended = self._splitter.end(source_id, ended)
-            ids, split_ended = self._splitter.update(source_id, item.frame.index, item.frame.image, ids, kept.xyxy)
+            ids, split_ended = self._splitter.update(source_id, item.frame.index, item.frame.image, ids, kept.xyxy,
+                                                     crowded)
             ended += split_ended
         kept.tracker_id = ids
         return FrameResult(item.frame, kept, item.ended_track_ids + ended)
@@ -178,6 +189,8 @@ class ByteTrackStage:
         tracker = self._trackers.pop(source_id, None)
         self._skipped.pop(source_id, None)
         self._confidence = {key: c for key, c in self._confidence.items() if key[0] != source_id}
+        if self._crowding is not None:
+            self._crowding.end_source(source_id)
         if tracker is None:
             return ()
         open_ids = tuple(sorted(_confirmed_ids(tracker)))

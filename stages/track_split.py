@@ -11,6 +11,11 @@ embeddings of its box crops) and, when ``frames`` consecutive checks in a row ar
 from that frame, and the old id ends there. A few checks in a row, not one, so that a passing
 occluder does not cut a track.
 
+Where two people cross, their boxes overlap or merge into one box around both, and the crops of those
+frames show both people: checks of such crowded boxes (``stages.crowding``) neither move the reference
+nor count for or against a switch. The reference therefore still describes the person from before
+the crossing when the people come apart, and a track that carries on with the other one is split there.
+
 The first part of a track keeps the tracker's id; later parts get ids from ``SPLIT_ID_BASE`` up, per
 source, far above any id a tracker hands out, so ids stay unique within a source.
 """
@@ -73,12 +78,14 @@ class AppearanceSplitter:
         return np.asarray([self._state(source_id, int(t)).output_id for t in tracker_ids], dtype=np.int64)
 
     def update(self, source_id: str, frame_index: int, image: np.ndarray, tracker_ids: np.ndarray,
-               boxes: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-        """Check this frame's tracked people: (their output ids, output ids that ended here by a split)."""
+               boxes: np.ndarray, crowded: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Check this frame's tracked people: (their output ids, output ids that ended here by a split).
+        ``crowded``: (N,) bool, boxes that show other people too; they are not checked."""
         ended: list[int] = []
-        if len(tracker_ids) and frame_index % self.every == 0:
-            crops = np.stack([self.crop(image, np.asarray(b, np.float32)) for b in boxes])
-            for track_id, embedding in zip(tracker_ids, self.embed(crops)):
+        checked = np.ones(len(tracker_ids), bool) if crowded is None else ~np.asarray(crowded, bool)
+        if checked.any() and frame_index % self.every == 0:
+            crops = np.stack([self.crop(image, np.asarray(b, np.float32)) for b in np.asarray(boxes)[checked]])
+            for track_id, embedding in zip(np.asarray(tracker_ids)[checked], self.embed(crops)):
                 state = self._state(source_id, int(track_id))
                 if self._observe(state, np.asarray(embedding, np.float32)):
                     ended.append(state.output_id)

@@ -7,6 +7,7 @@ import pytest
 import supervision as sv
 
 from pipeline.messages import Frame, FrameResult
+from stages.crowding import CrowdedBoxes
 from stages.track import ByteTrackStage
 from stages.track_split import SPLIT_ID_BASE, AppearanceSplitter
 
@@ -136,3 +137,66 @@ def test_split_with_the_shipped_appearance_model_keeps_one_person_in_one_track()
 def test_missing_split_weights_are_one_line_at_construction(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="appearance ReID weights not found"):
         ByteTrackStage(split_on_appearance=True, split_weights=str(tmp_path / "absent.pt"))
+
+
+
+def _mix(t: float) -> tuple[int, int, int]:
+    """Red turning blue: what the crops of a box around two crossing people drift through."""
+    return (int(255 * t), 0, int(255 * (1 - t)))
+
+
+def _crossing(splitter: AppearanceSplitter, crowding: CrowdedBoxes | None,
+              merged_box: tuple[int, int, int, int] | None) -> list[int]:
+    """Track 7 follows red for 10 frames, crosses a blue person for 10 frames (crops drifting from red
+    to blue; ``merged_box``: one box around both, else a second box overlapping track 7's) and carries
+    on with the blue person. The track's output id per frame; ``crowding`` None: every box is checked."""
+    other = (50, 20, 70, 80)  # covers half of BOX
+    ids = []
+    for index in range(40):
+        image = np.zeros((*SIZE, 3), np.uint8)
+        boxes, tracks = [BOX], [7]
+        if index < 10:
+            image[20:80, 40:60] = RED
+        elif index < 20:
+            colour = _mix((index - 9) / 10)
+            if merged_box is None:
+                image[20:80, 40:60] = colour
+                boxes, tracks = [BOX, other], [7, 8]
+            else:
+                x1, y1, x2, y2 = merged_box
+                image[y1:y2, x1:x2] = colour
+                boxes = [merged_box]
+        else:
+            image[20:80, 40:60] = BLUE
+        boxes = np.array(boxes, np.float32)
+        crowded = None if crowding is None else crowding.update("cam", np.array(tracks), boxes)
+        out, _ = splitter.update("cam", index, image, np.array(tracks), boxes, crowded)
+        ids.append(int(out[0]))
+    return ids
+
+
+@pytest.mark.parametrize("merged_box", [None, (40, 20, 80, 80)], ids=["overlapping boxes", "one box around both"])
+def test_a_switch_through_a_crossing_is_found_because_crowded_boxes_leave_the_reference_alone(merged_box) -> None:
+    ids = _crossing(_splitter(smoothing=0.5), CrowdedBoxes(), merged_box)
+    assert set(ids[:20]) == {7} and set(ids[23:]) == {SPLIT_ID_BASE}
+    # checking the crowded crops too, the reference follows the drift and the switch goes unseen
+    assert set(_crossing(_splitter(smoothing=0.5), None, merged_box)) == {7}
+
+
+
+def test_the_tracker_stage_leaves_crowded_boxes_unchecked_when_asked() -> None:
+    for skip in (False, True):
+        embedded = []
+
+        def embed(crops: np.ndarray) -> np.ndarray:
+            embedded.append(len(crops))
+            return _colour_embed(crops)
+
+        stage = ByteTrackStage(minimum_consecutive_frames=1, split_skip_crowded=skip)
+        stage._splitter = AppearanceSplitter(embed, _box_crop, distance=0.5, frames=3, every=1)
+        boxes = np.array([BOX, (50, 20, 70, 80)], np.float32)  # each half covered by the other
+        for index in range(6):
+            detections = sv.Detections(xyxy=boxes, mask=np.ones((2, *SIZE), bool),
+                                       confidence=np.full(2, 0.9, np.float32), class_id=np.zeros(2, int))
+            stage.track(FrameResult(Frame("cam", index, index / 10, _image(RED, BOX)), detections))
+        assert (sum(embedded) == 0) == skip
