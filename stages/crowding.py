@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stages.track_groups import inside_fraction
+
 # Measured on the identity benchmark's sites (docs/detect.md): another box covering a fifth of a box, or a
 # box half as large again as its track's recent ones (two people merged into one box).
 CROWDED_OVERLAP = 0.2
@@ -58,13 +60,9 @@ class CrowdedBoxes:
 def covered_share(boxes: np.ndarray) -> np.ndarray:
     """(N,) for (N, 4) xyxy boxes: the largest share of each box's area that one other box covers."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    if len(boxes) < 2:
-        return np.zeros(len(boxes))
-    x1 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
-    y1 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
-    x2 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
-    y2 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    np.fill_diagonal(inter, 0.0)
-    area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-9)
-    return (inter / area[:, None]).max(axis=1)
+    shares = np.zeros(len(boxes))
+    for j, other in enumerate(boxes):
+        inside = inside_fraction(boxes, other)
+        inside[j] = 0.0
+        shares = np.maximum(shares, inside)
+    return shares

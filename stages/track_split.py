@@ -12,9 +12,9 @@ from that frame, and the old id ends there. A few checks in a row, not one, so t
 occluder does not cut a track.
 
 Where two people cross, their boxes overlap or merge into one box around both, and the crops of those
-frames show both people: checks of such crowded boxes (``stages.crowding``) neither move the reference
-nor count for or against a switch. The reference therefore still describes the person from before
-the crossing when the people come apart, and a track that carries on with the other one is split there.
+frames show both people. Given a mask of such crowded boxes (``stages.crowding``; the tracker's
+``split_skip_crowded``), their checks neither move the reference nor count for or against a switch, so
+the reference still describes the person from before the crossing when the people come apart.
 
 The first part of a track keeps the tracker's id; later parts get ids from ``SPLIT_ID_BASE`` up, per
 source, far above any id a tracker hands out, so ids stay unique within a source.
