@@ -12,8 +12,8 @@ import numpy as np
 
 from stages.track_groups import inside_fraction
 
-# Measured on the identity benchmark's sites (docs/detect.md): another box covering a fifth of a box, or a
-# box half as large again as its track's recent ones (two people merged into one box).
+# Another box covering a fifth of a box, or a box half as large again as its track's recent ones (two
+# people merged into one box); chosen, not tuned: measured with these values in docs/detect.md.
 CROWDED_OVERLAP = 0.2
 CROWDED_GROWTH = 1.5
 

@@ -113,13 +113,11 @@ def cover(mask: np.ndarray, x0: int, y0: int, line: SizeLine, max_people: int = 
     one person (or cannot be explained).
     """
     h, w = mask.shape
-    fg = np.zeros((h + 1, w + 1), np.int64)
-    fg[1:, 1:] = mask.cumsum(0).cumsum(1)
+    fg = _summed_area(mask)
     uncovered = mask.copy()
     boxes: list[tuple[int, int, int, int]] = []
     for _ in range(max_people):
-        free = np.zeros((h + 1, w + 1), np.int64)
-        free[1:, 1:] = uncovered.cumsum(0).cumsum(1)
+        free = _summed_area(uncovered)
         best, best_new = None, 0.0
         for foot in range(1, h + 1):  # the box's last row is foot - 1 (blob coordinates)
             height = float(line.height_at(y0 + foot))
@@ -143,6 +141,13 @@ def cover(mask: np.ndarray, x0: int, y0: int, line: SizeLine, max_people: int = 
         uncovered[by1:by2, bx1:bx2] = False
         boxes.append((x0 + bx1, y0 + by1, x0 + bx2, y0 + by2))
     return boxes
+
+
+def _summed_area(mask: np.ndarray) -> np.ndarray:
+    """(h + 1, w + 1) summed-area table of an (h, w) mask: entry [y, x] counts mask[:y, :x]."""
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    table[1:, 1:] = mask.cumsum(0).cumsum(1)
+    return table
 
 
 def _sums(table: np.ndarray, top: int, bottom: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
