@@ -25,19 +25,9 @@ import numpy as np
 from stages.gallery.scoring import CONSOLIDATE, ScoreModel
 from stages.gallery.search import load_gait_rescorer
 from stages.gallery.stage import DEFAULT_RERANKER, DEFAULT_SCORES
+from evaluation.identity.runs import clock_offsets, clock_shifted_order
 from training.fusion import replay_auto_enrol, replay_options
 from training.site_windows import SiteWindows, embedding_versions, site_fps, site_windows
-
-
-def shifted_order(site: SiteWindows, offsets_s: dict[str, float]) -> np.ndarray:
-    """Row order of the site's windows when each camera's clock is shifted by ``offsets_s[camera]``:
-    by shifted end time, each camera's own windows kept in their order (its running latest time)."""
-    key = np.empty(len(site.camera))
-    latest: dict[str, float] = {}
-    for row, (t_end, camera) in enumerate(zip(site.t_end.tolist(), site.camera.tolist())):
-        latest[camera] = max(latest.get(camera, -np.inf), t_end + offsets_s.get(camera, 0.0))
-        key[row] = latest[camera]
-    return np.lexsort((np.arange(len(key)), key))
 
 
 def reordered(site: SiteWindows, order: np.ndarray) -> SiteWindows:
@@ -67,13 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     fps = site_fps(args.site)
     options = replay_options(str(DEFAULT_RERANKER), model.source_prior)
     consolidate = model.thresholds.get(f"{CONSOLIDATE}:{key}")
-    cameras = sorted(set(site.camera.tolist()))
-    rng = np.random.default_rng(args.seed)
     f1s = []
-    for n in range(args.orders + 1):
-        shifts = rng.uniform(-args.max_offset, args.max_offset, len(cameras)) if n else np.zeros(len(cameras))
-        offsets = dict(zip(cameras, shifts.tolist()))
-        trial = site if n == 0 else reordered(site, shifted_order(site, offsets))
+    for n, offsets in enumerate([{}, *clock_offsets(site.camera.tolist(), args.orders, args.max_offset, args.seed)]):
+        trial = site if n == 0 else reordered(site, clock_shifted_order(site.t_end, site.camera, offsets))
         links = replay_auto_enrol(trial, fps, model, options, consolidate=(consolidate,))[0]
         f1s.append(links["f1"])
         print(json.dumps({"order": "as emitted" if n == 0 else "shifted clocks",

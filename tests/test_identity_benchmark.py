@@ -247,6 +247,7 @@ def test_tiny_site_end_to_end(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY_SITE)
     (tmp_path / "bench.yaml").write_text(
         "overrides: [runner.batch_size=4, gait.batch_frames=120]\nsites: [tiny.yaml]\n"
+        "enrol_orders: {count: 2, max_offset_s: 2.0}\n"
         "variants: [{name: default, closed_set: [system, gait, appearance]},\n"
         "           {name: every, overrides: [gait_detector.every_window=true], closed_set: [gait]},\n"
         "           {name: truth, masks: truth, closed_set: [gait]}]\n")
@@ -273,6 +274,14 @@ def test_tiny_site_end_to_end(tmp_path):
     links = variant["auto_enrol"]
     assert links["pairs_right"] <= min(links["pairs_true"], links["pairs_linked"])
     assert "| default | system |" in markdown_table(result)
+    # Auto-enrol replayed in two more orders: the first order is the emitted one, every variant saw the same shifts.
+    orders = links["orders"]
+    assert orders["count"] == 3 and orders["per_order"][0]["f1"] == links["f1"]
+    assert orders["f1"]["min"] <= orders["f1"]["mean"] <= orders["f1"]["max"]
+    shifts = [[o["offsets_s"] for o in v["orders"]] for v in site["variants"].values()]
+    assert shifts[0][0] == {} and all(s == shifts[0] for s in shifts) and shifts[0][1] != shifts[0][2]
+    assert all(abs(o) <= 2.0 for o in shifts[0][1].values())
+    assert "link F1, 3 orders" in markdown_table(result)
     # The render is cached: a second load reuses the folder.
     assert (tmp_path / "cache").is_dir() and len(list((tmp_path / "cache").iterdir())) == 1
 
@@ -397,7 +406,8 @@ def test_site_windows_run_with_overrides_are_cached_beside_the_default_ones(tmp_
 
 
 def test_shifted_camera_clocks_reorder_windows_and_keep_each_cameras_order():
-    from evaluation.enrol_order import reordered, shifted_order
+    from evaluation.enrol_order import reordered
+    from evaluation.identity.runs import clock_shifted_order
     from training.site_windows import SiteWindows
 
     camera = np.array(["a", "b", "a", "b", "a"])
@@ -406,11 +416,50 @@ def test_shifted_camera_clocks_reorder_windows_and_keep_each_cameras_order():
     site = SiteWindows("s", camera, np.arange(n), np.arange(n), np.zeros(n, bool), t_end - 1, t_end,
                        np.zeros(n, bool), np.zeros((n, 2, 2)), np.zeros(n, bool), np.zeros((n, 3)),
                        np.arange(n), np.zeros(n), np.ones(n), {"gait": "g"})
-    assert shifted_order(site, {}).tolist() == [0, 1, 2, 4, 3]
-    order = shifted_order(site, {"b": -1.0})  # b's clock 1 s earlier: its windows come first
+    assert clock_shifted_order(site.t_end, site.camera, {}).tolist() == [0, 1, 2, 4, 3]
+    order = clock_shifted_order(site.t_end, site.camera, {"b": -1.0})  # b's clock 1 s earlier: its windows come first
     assert order.tolist() == [1, 0, 3, 2, 4]
     moved = reordered(site, order)
     assert moved.track_id.tolist() == [1, 0, 3, 2, 4] and moved.gait.shape == site.gait.shape
     for cam in ("a", "b"):
         rows = [r for r in order.tolist() if camera[r] == cam]
         assert rows == sorted(rows)  # each camera's windows in their own order
+
+
+def test_a_run_with_shifted_clocks_has_the_same_windows_in_the_new_order():
+    from evaluation.identity.runs import FrontEndRun, clock_offsets, with_shifted_clocks
+
+    def window(source: str, track: int, end: float) -> TrackWindow:
+        seq = SilhouetteSequence(np.zeros((2, 64, 44), np.uint8), np.ones(2, np.float32), np.zeros((2, 4), np.float32),
+                                 np.arange(2), np.array([end - 1.0, end]), (240, 320))
+        return TrackWindow(source, track, 0, True, seq)
+
+    run = FrontEndRun([window("a", 1, 1.0), window("b", 2, 1.5), window("a", 3, 2.0)], 1.0, 10, [], 4)
+    moved = with_shifted_clocks(run, {"a": 1.0})  # a's clock a second late: b's window first
+    assert [w.track_id for w in moved.windows] == [2, 1, 3] and moved.batch_size == 4
+    assert [w.track_id for w in with_shifted_clocks(run, {}).windows] == [1, 2, 3]
+    drawn = clock_offsets(["b", "a", "a"], 3, 2.0, seed=7)
+    assert drawn == clock_offsets(["a", "b"], 3, 2.0, seed=7) and len(drawn) == 3
+    assert all(set(d) == {"a", "b"} and all(abs(o) <= 2.0 for o in d.values()) for d in drawn)
+
+
+def test_link_scores_over_orders_pool_sites_per_order():
+    from evaluation.identity.benchmark import order_spread
+
+    right = pairwise_links([1, 1, 2], ["x", "x", "y"])      # F1 1.0
+    split = pairwise_links([1, 1, 2], ["x", "z", "y"])      # nothing linked
+    spread = order_spread([[(right, 2), (split, 3)], [(right, 1), (right, 1)]])
+    assert spread["count"] == 2
+    assert spread["per_order"][0]["f1"] == 1.0 and spread["per_order"][0]["identities"] == 3
+    assert spread["per_order"][1]["pairs_linked"] == 1 and spread["per_order"][1]["recall"] == 0.5
+    assert spread["f1"]["max"] == 1.0 and spread["f1"]["min"] < 1.0
+    assert spread["identities"] == {"mean": 3.5, "min": 3, "max": 4}
+
+
+def test_bench_config_rejects_bad_enrol_orders(tmp_path):
+    for text in ("enrol_orders: {count: -1}", "enrol_orders: {counts: 2}"):
+        (tmp_path / "bench.yaml").write_text(f"{text}\nvariants: [{{name: default}}]\n")
+        with pytest.raises(ValueError, match="enrol_orders"):
+            BenchConfig.load(tmp_path / "bench.yaml")
+    (tmp_path / "bench.yaml").write_text("enrol_orders: {count: 3}\nvariants: [{name: default}]\n")
+    assert BenchConfig.load(tmp_path / "bench.yaml").enrol_orders.count == 3

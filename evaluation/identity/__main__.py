@@ -8,17 +8,19 @@ and identity counts. Writes OUT/identity.json and OUT/identity.md, and prints th
     python -m evaluation.identity --out out/identity
     python -m evaluation.identity --quick --out out/identity-quick
     python -m evaluation.identity --variants default,no_cargait --sites plaza --out out/identity
+    python -m evaluation.identity --quick --orders 4 --out out/identity-quick   # + link F1 over 5 orders
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
 
-from evaluation.identity.benchmark import DEFAULT_BENCH, BenchConfig, markdown_table, run_benchmark
+from evaluation.identity.benchmark import DEFAULT_BENCH, BenchConfig, EnrolOrders, markdown_table, run_benchmark
 from evaluation.identity.sites import DEFAULT_CACHE
 
 
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=None, help="comma-separated variant names (default: all)")
     parser.add_argument("--sites", default=None, help="comma-separated site names (default: the config's sites)")
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="where rendered sites are kept between runs")
+    parser.add_argument("--orders", type=int, default=None,
+                        help="auto-enrol also replayed in N orders with shifted camera clocks (default: the config's)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -42,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         bench = BenchConfig.load(args.config)
         variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
         sites = [v.strip() for v in args.sites.split(",") if v.strip()] if args.sites else None
-        result = run_benchmark(bench, quick=args.quick, cache=args.cache, variants=variants, site_names=sites)
+        orders = None
+        if args.orders is not None:
+            orders = EnrolOrders.from_dict({**dataclasses.asdict(bench.enrol_orders), "count": args.orders})
+        result = run_benchmark(bench, quick=args.quick, cache=args.cache, variants=variants, site_names=sites,
+                               enrol_orders=orders)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -5,10 +5,18 @@ every variant, the sites and the variants. Each variant is a list of ``section.k
 overrides (as on the command line) plus the closed-set scorers to report; a new ablation is one
 line. Variants that differ only in gallery keys share one front-end run per site, and variants
 that differ only in gait-stage keys re-run just those stages on it (see ``runs``).
+
+Auto-enrolment decides each track against the gallery as it is when the track ends, so its links
+depend on the order in which the cameras' tracks arrive. ``enrol_orders`` (or ``--orders N``)
+replays every variant's gallery in N more orders, each camera's clock shifted by a random offset of
+up to ``max_offset_s`` (the same shifts for every variant), and reports the link F1 and identity
+count over all orders beside the emitted order's: differences between variants smaller than that
+spread are noise.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -29,6 +37,7 @@ from evaluation.identity.protocol import (
 )
 from evaluation.identity.runs import (
     FrontEndRun,
+    clock_offsets,
     follow_merges,
     gait_replayable,
     named_late,
@@ -36,6 +45,7 @@ from evaluation.identity.runs import (
     rerun_gait_stages,
     run_front_end_isolated,
     split_overrides,
+    with_shifted_clocks,
 )
 from evaluation.identity.sites import DEFAULT_CACHE, load_site, render_site
 from evaluation.identity.truth import TrackKey, TrackTruth, match_tracks, people_seen
@@ -60,9 +70,30 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class EnrolOrders:
+    """count: auto-enrol replays in other orders besides the emitted one (0: none); each shifts every
+    camera's clock by a uniform random offset in [-max_offset_s, max_offset_s], drawn from seed."""
+
+    count: int = 0
+    max_offset_s: float = 3.0
+    seed: int = 0
+
+    @staticmethod
+    def from_dict(data: dict) -> EnrolOrders:
+        unknown = sorted(set(data) - {"count", "max_offset_s", "seed"})
+        if unknown:
+            raise ValueError(f"enrol_orders: unknown key(s) {unknown}; expected count, max_offset_s, seed")
+        orders = EnrolOrders(int(data.get("count", 0)), float(data.get("max_offset_s", 3.0)), int(data.get("seed", 0)))
+        if orders.count < 0 or orders.max_offset_s < 0:
+            raise ValueError(f"enrol_orders: count and max_offset_s must not be negative (got {data})")
+        return orders
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """pipeline: config name or path; overrides: applied to every variant; sites / quick_sites:
-    (name, site config) pairs; far: open-set false-accept rate; min_iou / min_share: track matching."""
+    (name, site config) pairs; far: open-set false-accept rate; min_iou / min_share: track matching;
+    enrol_orders: auto-enrol replayed in other camera-clock orders."""
 
     pipeline: str
     overrides: tuple[str, ...]
@@ -72,6 +103,7 @@ class BenchConfig:
     far: float = 0.01
     min_iou: float = 0.5
     min_share: float = 0.5
+    enrol_orders: EnrolOrders = EnrolOrders()
 
     @staticmethod
     def load(path: str | Path) -> BenchConfig:
@@ -79,7 +111,7 @@ class BenchConfig:
         if not path.is_file():
             raise FileNotFoundError(f"benchmark config not found: {path}")
         data = yaml.safe_load(path.read_text()) or {}
-        known = {"pipeline", "overrides", "sites", "quick_sites", "variants", "far", "track_match"}
+        known = {"pipeline", "overrides", "sites", "quick_sites", "variants", "far", "track_match", "enrol_orders"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(known)}")
@@ -106,7 +138,8 @@ class BenchConfig:
         match = data.get("track_match") or {}
         return BenchConfig(str(data.get("pipeline") or "default"), tuple(data.get("overrides") or ()), sites("sites"),
                            sites("quick_sites"), tuple(variants), float(data.get("far", 0.01)),
-                           float(match.get("min_iou", 0.5)), float(match.get("min_share", 0.5)))
+                           float(match.get("min_iou", 0.5)), float(match.get("min_share", 0.5)),
+                           EnrolOrders.from_dict(data.get("enrol_orders") or {}))
 
 
 @dataclass
@@ -179,9 +212,25 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"mean": round(float(sum(values) / len(values)), 4), "min": min(values), "max": max(values)}
+
+
+def order_spread(per_site: list[list[tuple[LinkScores, int]]]) -> dict[str, Any]:
+    """Auto-enrol over emission orders: ``per_site[s][k]`` is site s's (links, identities) in order k
+    (k = 0 as emitted); each order's links are pooled over the sites, then spread over the orders."""
+    orders = [[site[k] for site in per_site] for k in range(min(len(site) for site in per_site))]
+    pooled = [{**_sum_links([links for links, _ in order]), "identities": sum(n for _, n in order)} for order in orders]
+    f1s = [p["f1"] for p in pooled if p["f1"] is not None]
+    return {"count": len(pooled), "f1": _spread(f1s) if f1s else None,
+            "identities": _spread([p["identities"] for p in pooled]), "per_order": pooled}
+
+
 def summarise(name: str, overrides: list[str], sites: list[SiteScores], identities: int, people: int,
-              far: float, masks: str = "segmenter") -> dict[str, Any]:
-    """A variant's row group: closed-set and open-set scores per scorer, auto-enrol links, pooled over sites."""
+              far: float, masks: str = "segmenter",
+              orders: list[list[tuple[LinkScores, int]]] | None = None) -> dict[str, Any]:
+    """A variant's row group: closed-set and open-set scores per scorer, auto-enrol links, pooled over
+    sites (and over emission orders, when ``orders`` has each site's replays in them)."""
     scorers = {}
     for scorer in sites[0].pools if sites else []:
         closed = [p for s in sites for p in s.pools[scorer].closed]
@@ -194,14 +243,18 @@ def summarise(name: str, overrides: list[str], sites: list[SiteScores], identiti
             "all": closed_set(closed).as_dict(),
             "open_set": open_set(known, unknown, far).as_dict(),
         }
-    return {"name": name, "overrides": overrides, "masks": masks, "closed_set": scorers,
-            "auto_enrol": {**_sum_links([s.links for s in sites]), "identities": identities, "people": people}}
+    auto_enrol = {**_sum_links([s.links for s in sites]), "identities": identities, "people": people}
+    if orders and len(orders[0]) > 1:
+        auto_enrol["orders"] = order_spread(orders)
+    return {"name": name, "overrides": overrides, "masks": masks, "closed_set": scorers, "auto_enrol": auto_enrol}
 
 
 def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = DEFAULT_CACHE,
-                  variants: list[str] | None = None, site_names: list[str] | None = None) -> dict[str, Any]:
+                  variants: list[str] | None = None, site_names: list[str] | None = None,
+                  enrol_orders: EnrolOrders | None = None) -> dict[str, Any]:
     """Render (or reuse) the sites, run every variant, score it; the result is JSON-ready.
-    variants / site_names: run only those (None: all of the config, or its quick sites)."""
+    variants / site_names: run only those (None: all of the config, or its quick sites);
+    enrol_orders: in place of the config's."""
     from pipeline import app
 
     started = time.time()
@@ -219,14 +272,17 @@ def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = D
     if missing:
         raise ValueError(f"unknown variant(s) {missing}; the config has {[v.name for v in bench.variants]}")
     configs = {v.name: app.load(bench.pipeline, [*bench.overrides, *v.overrides]) for v in chosen}  # fail early
+    orders = bench.enrol_orders if enrol_orders is None else enrol_orders
     scores: dict[str, list[SiteScores]] = defaultdict(list)
     identities: dict[str, int] = defaultdict(int)
+    order_links: dict[str, list[list[tuple[LinkScores, int]]]] = defaultdict(list)
     site_rows = []
     for name, site in sites:
         t0 = time.time()
         rendered = render_site(name, site, cache)
         truth = rendered.truth()
         seen = people_seen(truth)
+        shifts = clock_offsets([c["name"] for c in truth["cameras"]], orders.count, orders.max_offset_s, orders.seed)
         row: dict[str, Any] = {"site": name, "folder": str(rendered.folder), "cameras": len(truth["cameras"]),
                                "people": len(seen), "visits": len(truth["visits"]), "frames": truth["n_frames"],
                                "render_or_load_s": round(time.time() - t0, 1), "front_end": [], "variants": {}}
@@ -264,19 +320,38 @@ def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = D
             identities[variant.name] += n_identities
             row["variants"][variant.name] = {"links": site_scores.links.as_dict(), "identities": n_identities,
                                              "gallery_s": round(time.time() - t1, 1)}
+            replays = [(site_scores.links, n_identities)]
+            for offsets in shifts:
+                shifted, n_shifted = replay_gallery(config, with_shifted_clocks(run, offsets), auto_enrol=True)
+                replays.append((auto_enrol_links(shifted, tracks), n_shifted))
+            order_links[variant.name].append(replays)
+            if shifts:
+                row["variants"][variant.name]["orders"] = [
+                    {"offsets_s": {c: round(o, 2) for c, o in offsets.items()}, "f1": links.f1, "identities": n}
+                    for offsets, (links, n) in zip([{}, *shifts], replays)]
             log.info("site %s, variant %s: link F1 %s, %d identities for %d people (%.0f s)", name, variant.name,
                      site_scores.links.f1, n_identities, len(seen), time.time() - t1)
         site_rows.append(row)
     people = sum(r["people"] for r in site_rows)
     results = [summarise(v.name, [*bench.overrides, *v.overrides], scores[v.name], identities[v.name], people, bench.far,
-                         v.masks) for v in chosen]
+                         v.masks, order_links[v.name]) for v in chosen]
     return {"format": "gaitscope-identity-benchmark/1", "quick": quick, "pipeline": bench.pipeline, "far": bench.far,
             "track_match": {"min_iou": bench.min_iou, "min_share": bench.min_share},
-            "seconds": round(time.time() - started, 1), "sites": site_rows, "variants": results}
+            "enrol_orders": dataclasses.asdict(orders), "seconds": round(time.time() - started, 1),
+            "sites": site_rows, "variants": results}
 
 
 def _f(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _over_orders(orders: dict | None, key: str, digits: int) -> str:
+    """mean (min-max) over the emission orders; identity counts are whole numbers at the ends."""
+    spread = (orders or {}).get(key)
+    if not spread:
+        return "-"
+    ends = digits if key == "f1" else 0
+    return f"{spread['mean']:.{digits}f} ({spread['min']:.{ends}f}-{spread['max']:.{ends}f})"
 
 
 def markdown_table(result: dict[str, Any]) -> str:
@@ -284,6 +359,10 @@ def markdown_table(result: dict[str, Any]) -> str:
     far = result["far"]
     head = ["variant", "scorer", "R1 same", "mAP same", "R1 changed", "mAP changed", f"DIR@{far:g}FAR", "coverage",
             "link P", "link R", "link F1", "identities / people", "unnamed tracks"]
+    with_orders = any("orders" in v["auto_enrol"] for v in result["variants"])
+    if with_orders:
+        count = max(v["auto_enrol"].get("orders", {}).get("count", 0) for v in result["variants"])
+        head += [f"link F1, {count} orders", f"identities, {count} orders"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in result["variants"]:
         a = v["auto_enrol"]
@@ -295,6 +374,9 @@ def markdown_table(result: dict[str, Any]) -> str:
                      _f(opened["dir"]), _f(s["all"]["coverage"])]
             cells += ([_f(a["precision"]), _f(a["recall"]), _f(a["f1"]), f"{a['identities']} / {a['people']}",
                        f"{a['unnamed']} / {a['tracks']}"] if i == 0 else [""] * 5)
+            if with_orders:
+                cells += [_over_orders(a.get("orders"), "f1", 2), _over_orders(a.get("orders"), "identities", 1)] \
+                    if i == 0 else ["", ""]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

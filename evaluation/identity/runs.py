@@ -204,6 +204,33 @@ def replay_gallery(config: PipelineConfig, run: FrontEndRun, **params) -> tuple[
     return follow_merges(named_late(windows, stage.outcome().get("named", [])), merges), identities
 
 
+def clock_offsets(cameras: list[str], count: int, max_offset_s: float, seed: int) -> list[dict[str, float]]:
+    """Camera clock shifts of ``count`` other emission orders: each camera's clock moved by a random
+    offset in [-max_offset_s, max_offset_s] (deterministic in ``seed`` and the sorted camera names)."""
+    rng = np.random.default_rng(seed)
+    names = sorted(set(cameras))
+    return [dict(zip(names, rng.uniform(-max_offset_s, max_offset_s, len(names)).tolist())) for _ in range(count)]
+
+
+def clock_shifted_order(t_end: np.ndarray, cameras: np.ndarray, offsets_s: dict[str, float]) -> np.ndarray:
+    """Emission order of windows (end times ``t_end``, from ``cameras``) when each camera's clock is
+    shifted by ``offsets_s[camera]``: by shifted end time, each camera's own windows kept in their
+    order (its running latest time, since a final window can end before the one emitted before it)."""
+    key = np.empty(len(t_end))
+    latest: dict[str, float] = {}
+    for row, (end, camera) in enumerate(zip(np.asarray(t_end, float).tolist(), np.asarray(cameras).tolist())):
+        latest[camera] = max(latest.get(camera, -np.inf), end + offsets_s.get(camera, 0.0))
+        key[row] = latest[camera]
+    return np.lexsort((np.arange(len(key)), key))
+
+
+def with_shifted_clocks(run: FrontEndRun, offsets_s: dict[str, float]) -> FrontEndRun:
+    """The run's windows in the order a run with each source's clock shifted by ``offsets_s`` emits them."""
+    t_end = np.asarray([float(w.sequence.pts_s[-1]) if len(w.sequence.pts_s) else 0.0 for w in run.windows])
+    order = clock_shifted_order(t_end, np.asarray([w.source_id for w in run.windows]), offsets_s)
+    return dataclasses.replace(run, windows=[run.windows[i] for i in order.tolist()])
+
+
 def named_late(windows: list[TrackWindow], named: list[dict]) -> list[TrackWindow]:
     """The windows with each track the gallery named on a second look (``outcome()["named"]``:
     source, track_id, identity) carrying that name on its final window, where its decision is read."""
