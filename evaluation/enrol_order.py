@@ -15,27 +15,18 @@ auto-enrol link scores on that site.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from evaluation.identity.runs import EnrolOrders, clock_shifted_order
 from stages.gallery.scoring import CONSOLIDATE, ScoreModel
 from stages.gallery.search import load_gait_rescorer
 from stages.gallery.stage import DEFAULT_RERANKER, DEFAULT_SCORES
-from evaluation.identity.runs import clock_offsets, clock_shifted_order
 from training.fusion import replay_auto_enrol, replay_options
-from training.site_windows import SiteWindows, embedding_versions, site_fps, site_windows
-
-
-def reordered(site: SiteWindows, order: np.ndarray) -> SiteWindows:
-    """The same windows in another emission order."""
-    fields = {f.name: getattr(site, f.name) for f in dataclasses.fields(site)}
-    rows = len(site.camera)
-    moved = {k: v[order] for k, v in fields.items() if isinstance(v, np.ndarray) and len(v) == rows}
-    return dataclasses.replace(site, **moved)
+from training.site_windows import embedding_versions, site_fps, site_windows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     options = replay_options(str(DEFAULT_RERANKER), model.source_prior)
     consolidate = model.thresholds.get(f"{CONSOLIDATE}:{key}")
     f1s = []
-    for n, offsets in enumerate([{}, *clock_offsets(site.camera.tolist(), args.orders, args.max_offset, args.seed)]):
-        trial = site if n == 0 else reordered(site, clock_shifted_order(site.t_end, site.camera, offsets))
+    shifts = EnrolOrders(args.orders, args.max_offset, args.seed).shifts(site.camera.tolist())
+    for n, offsets in enumerate([{}, *shifts]):
+        trial = site if n == 0 else site.in_order(clock_shifted_order(site.t_end, site.camera, offsets))
         links = replay_auto_enrol(trial, fps, model, options, consolidate=(consolidate,))[0]
         f1s.append(links["f1"])
         print(json.dumps({"order": "as emitted" if n == 0 else "shifted clocks",

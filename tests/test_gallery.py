@@ -485,6 +485,34 @@ def test_the_replay_fit_takes_the_most_cautious_of_the_settings_tied_for_best():
     assert most_cautious_of_best([(0.80, 0.0, -1.0, "a"), (0.76, 0.5, None, "b")])[3] == "a"  # a clear best wins
 
 
+def test_the_replay_fit_decides_over_shifted_camera_clocks_and_records_the_emitted_orders_choice(monkeypatch):
+    import training.fusion as fusion
+    from evaluation.identity.runs import EnrolOrders
+    from training.site_windows import SiteWindows
+
+    n = 6  # two cameras' windows, interleaved in time
+    site = SiteWindows("s", np.array(["a", "b"] * 3), np.arange(n), np.zeros(n, int), np.ones(n, bool),
+                       np.arange(n) - 1.0, np.arange(n, dtype=float), np.zeros(n, bool), np.zeros((n, 2, 2)),
+                       np.zeros(n, bool), np.zeros((n, 3)), np.arange(n), np.zeros(n), np.ones(n), {"gait": "g"})
+    replayed = []
+
+    def replay(trial_site, fps, model, options, consolidate=(None,)):
+        emitted = np.array_equal(trial_site.t_end, site.t_end)
+        replayed.append(emitted)
+        t = model.thresholds["link:k"]
+        # the emitted order favours linking at 0.0; the other orders, and so the mean, favour 1.0
+        f1 = {(True, 0.0): 0.8, (True, 1.0): 0.7, (False, 0.0): 0.6, (False, 1.0): 0.9}[(emitted, t)]
+        return [{"f1": f1} for _ in consolidate]
+
+    monkeypatch.setattr(fusion, "replay_auto_enrol", replay)
+    model = ScoreModel(scores={}, fusions={}, thresholds={"link:k": 0.0}, target_far=0.01, models={})
+    fit = fusion.fit_link_by_replay([(site, 25.0)], model, "k", {}, (0.0, 1.0), consolidate=(None,),
+                                    orders=EnrolOrders(count=2, max_offset_s=10.0, seed=1))
+    assert replayed.count(True) == 2 and replayed.count(False) == 4  # each threshold: emitted + two shifted orders
+    assert fit["threshold"] == 1.0 and fit["orders"]["count"] == 2
+    assert fit["emitted_order_choice"]["threshold"] == 0.0 and fit["fit_sites"] == [{"f1": 0.7}]
+
+
 def test_the_fusion_fit_embeds_its_sites_with_the_recipes_pipeline_overrides(monkeypatch):
     """A fit for another gait model runs the fitting sites through that model, not the default one."""
     import training.fusion as fusion

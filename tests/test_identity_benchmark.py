@@ -406,7 +406,6 @@ def test_site_windows_run_with_overrides_are_cached_beside_the_default_ones(tmp_
 
 
 def test_shifted_camera_clocks_reorder_windows_and_keep_each_cameras_order():
-    from evaluation.enrol_order import reordered
     from evaluation.identity.runs import clock_shifted_order
     from training.site_windows import SiteWindows
 
@@ -419,7 +418,7 @@ def test_shifted_camera_clocks_reorder_windows_and_keep_each_cameras_order():
     assert clock_shifted_order(site.t_end, site.camera, {}).tolist() == [0, 1, 2, 4, 3]
     order = clock_shifted_order(site.t_end, site.camera, {"b": -1.0})  # b's clock 1 s earlier: its windows come first
     assert order.tolist() == [1, 0, 3, 2, 4]
-    moved = reordered(site, order)
+    moved = site.in_order(order)
     assert moved.track_id.tolist() == [1, 0, 3, 2, 4] and moved.gait.shape == site.gait.shape
     for cam in ("a", "b"):
         rows = [r for r in order.tolist() if camera[r] == cam]
@@ -427,7 +426,7 @@ def test_shifted_camera_clocks_reorder_windows_and_keep_each_cameras_order():
 
 
 def test_a_run_with_shifted_clocks_has_the_same_windows_in_the_new_order():
-    from evaluation.identity.runs import FrontEndRun, clock_offsets, with_shifted_clocks
+    from evaluation.identity.runs import EnrolOrders, FrontEndRun, with_shifted_clocks
 
     def window(source: str, track: int, end: float) -> TrackWindow:
         seq = SilhouetteSequence(np.zeros((2, 64, 44), np.uint8), np.ones(2, np.float32), np.zeros((2, 4), np.float32),
@@ -438,8 +437,8 @@ def test_a_run_with_shifted_clocks_has_the_same_windows_in_the_new_order():
     moved = with_shifted_clocks(run, {"a": 1.0})  # a's clock a second late: b's window first
     assert [w.track_id for w in moved.windows] == [2, 1, 3] and moved.batch_size == 4
     assert [w.track_id for w in with_shifted_clocks(run, {}).windows] == [1, 2, 3]
-    drawn = clock_offsets(["b", "a", "a"], 3, 2.0, seed=7)
-    assert drawn == clock_offsets(["a", "b"], 3, 2.0, seed=7) and len(drawn) == 3
+    drawn = EnrolOrders(3, 2.0, seed=7).shifts(["b", "a", "a"])
+    assert drawn == EnrolOrders(3, 2.0, seed=7).shifts(["a", "b"]) and len(drawn) == 3
     assert all(set(d) == {"a", "b"} and all(abs(o) <= 2.0 for o in d.values()) for d in drawn)
 
 

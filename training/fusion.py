@@ -18,7 +18,9 @@ track's pooled embeddings, an identity's entries are all windows of its other tr
    fused log-odds at ``target_far`` of the queries' nearest impostor identities;
 4. for the default decision (fused, mean), the auto-enrol linking and consolidation thresholds with
    the best link F1 when the gallery matcher itself replays the fitting sites, trying each of
-   ``replay_thresholds`` (default ``REPLAY_THRESHOLDS``) and the track-pair simulation's choice.
+   ``replay_thresholds`` (default ``REPLAY_THRESHOLDS``) and the track-pair simulation's choice;
+   each site is replayed as emitted and in ``replay_orders`` (``count``, ``max_offset_s``, ``seed``)
+   orders with shifted camera clocks, and the mean over all of them decides.
 
 The held-out sites (``eval_sites``) are scored with the fitted parameters: closed-set Rank-1
 (same / changed outfit), open-set detection-and-identification rate at the target false-accept
@@ -41,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from evaluation.identity.runs import EnrolOrders, clock_shifted_order
 from pipeline.messages import merged_names
 from stages.gait.distance import part_distance
 from stages.gallery.consolidation import HANDOVER_OVERLAP, overlap_share
@@ -381,25 +384,40 @@ CONSOLIDATE_THRESHOLDS = (None, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 
 
 def fit_link_by_replay(sites: list[tuple[SiteWindows, float]], model: ScoreModel, key: str, options: dict,
-                       candidates: tuple[float, ...], consolidate: tuple[float | None, ...] = CONSOLIDATE_THRESHOLDS) -> dict:
+                       candidates: tuple[float, ...], consolidate: tuple[float | None, ...] = CONSOLIDATE_THRESHOLDS,
+                       orders: EnrolOrders = EnrolOrders()) -> dict:
     """The linking threshold (new identities at or below it) and the consolidation threshold (None:
-    none) with the best mean link F1 when the matcher itself replays the fitting sites. Settings within
-    ``REPLAY_F1_TOLERANCE`` of the best count as tied and the most cautious of them wins: the highest
-    linking threshold, then the highest consolidation threshold (none above all), because a wrong
-    link mixes two people for good while a missed one can still be consolidated later."""
-    trials = []
+    none) with the best mean link F1 when the matcher itself replays the fitting sites, in their emitted
+    order and in ``orders.count`` orders with shifted camera clocks (online enrolment depends on which
+    sighting of a person comes first, and one order's F1 surface is flat enough for that to pick the
+    winner). Settings within ``REPLAY_F1_TOLERANCE`` of the best count as tied and the most cautious of
+    them wins: the highest linking threshold, then the highest consolidation threshold (none above
+    all), because a wrong link mixes two people for good while a missed one can still be consolidated
+    later. The choice on the emitted order alone is recorded beside it."""
+    replays = []  # (site in one order, fps, whether it is the emitted order)
+    for site, fps in sites:
+        replays.append((site, fps, True))
+        for offsets in orders.shifts(site.camera.tolist()):
+            replays.append((site.in_order(clock_shifted_order(site.t_end, site.camera, offsets)), fps, False))
+    trials, emitted_trials = [], []
     for t in sorted(set(candidates)):
         trial = dataclasses.replace(model, thresholds={**model.thresholds, f"link:{key}": t, f"enrol:{key}": t})
-        per_site = [replay_auto_enrol(site, fps, trial, options, consolidate=consolidate) for site, fps in sites]
+        per_replay = [replay_auto_enrol(site, fps, trial, options, consolidate=consolidate) for site, fps, _ in replays]
         for i, c in enumerate(consolidate):
-            stats = [runs[i] for runs in per_site]
+            stats = [runs[i] for runs in per_replay]
+            emitted = [x for x, (*_, first) in zip(stats, replays) if first]
             f1 = float(np.mean([x["f1"] for x in stats]))
-            log.info("replay %s threshold %.2f, consolidate %s: link F1 %.3f", key, t, c, f1)
-            trials.append((f1, float(t), c, stats))
+            log.info("replay %s threshold %.2f, consolidate %s: link F1 %.3f over %d orders", key, t, c, f1,
+                     orders.count + 1)
+            trials.append((f1, float(t), c, emitted))
+            emitted_trials.append((float(np.mean([x["f1"] for x in emitted])), float(t), c, emitted))
     f1, threshold, consolidate_above, stats = most_cautious_of_best(trials)
+    emitted_choice = most_cautious_of_best(emitted_trials)
     return {"threshold": round(threshold, 4), "enrol_below": round(threshold, 4),
             "consolidate": None if consolidate_above is None else round(consolidate_above, 4),
-            "fit_sites": stats, "method": "replay"}
+            "fit_sites": stats, "method": "replay", "orders": {**dataclasses.asdict(orders), "mean_f1": round(f1, 4)},
+            "emitted_order_choice": {"threshold": emitted_choice[1], "consolidate": emitted_choice[2],
+                                     "mean_f1": round(emitted_choice[0], 4)}}
 
 
 REPLAY_F1_TOLERANCE = 0.005  # link F1 differences below this are within a replay's enrolment-order noise
@@ -511,6 +529,7 @@ def fit(config: dict, config_path: str) -> dict:
     top_k = int(config.get("top_k", 10))
     target_far = float(config.get("target_far", 0.01))
     replay_thresholds = tuple(float(t) for t in config.get("replay_thresholds", REPLAY_THRESHOLDS))
+    replay_orders = EnrolOrders.from_dict(config.get("replay_orders") or {})
     overrides = [str(o) for o in config.get("overrides") or []]  # pipeline settings of the embedding models
     current = embedding_versions(overrides)  # windows cached from other models are embedded again
     fit_sites = [site_windows(PROJECT_ROOT / p, cache, current, overrides) for p in config["sites"]]
@@ -589,7 +608,7 @@ def fit(config: dict, config_path: str) -> dict:
         key = ScoreModel.threshold_key("fused", scorer, "mean")
         options = replay_options(rescorer_files.get(scorer, "none"), prior)
         link = fit_link_by_replay([(s, fps[s.site]) for s in fit_sites], model, key, options,
-                                  (*replay_thresholds, thresholds["link:" + key]))
+                                  (*replay_thresholds, thresholds["link:" + key]), orders=replay_orders)
         model.thresholds["link:" + key] = thresholds["link:" + key] = link["threshold"]
         model.thresholds["enrol:" + key] = thresholds["enrol:" + key] = link["enrol_below"]
         if link["consolidate"] is not None:

@@ -74,6 +74,13 @@ class SiteWindows:
         data.setdefault("purity", np.ones(len(data["camera"]), np.float32))  # caches made before purity was kept
         return cls(**{**data, "site": str(data["site"]), "versions": json.loads(str(data["versions"]))})
 
+    def in_order(self, order: np.ndarray) -> SiteWindows:
+        """The same windows in another emission order (rows ``order``)."""
+        rows = len(self.camera)
+        moved = {f.name: getattr(self, f.name)[order] for f in dataclasses.fields(self)
+                 if isinstance(getattr(self, f.name), np.ndarray) and len(getattr(self, f.name)) == rows}
+        return dataclasses.replace(self, **moved)
+
     def track_keys(self) -> list[tuple[str, int]]:
         return list(dict.fromkeys(zip(self.camera.tolist(), self.track_id.tolist())))
 

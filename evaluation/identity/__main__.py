@@ -20,7 +20,8 @@ import logging
 import sys
 from pathlib import Path
 
-from evaluation.identity.benchmark import DEFAULT_BENCH, BenchConfig, EnrolOrders, markdown_table, run_benchmark
+from evaluation.identity.benchmark import DEFAULT_BENCH, BenchConfig, markdown_table, run_benchmark
+from evaluation.identity.runs import EnrolOrders
 from evaluation.identity.sites import DEFAULT_CACHE
 
 

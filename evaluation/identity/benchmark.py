@@ -36,8 +36,8 @@ from evaluation.identity.protocol import (
     track_decision,
 )
 from evaluation.identity.runs import (
+    EnrolOrders,
     FrontEndRun,
-    clock_offsets,
     follow_merges,
     gait_replayable,
     named_late,
@@ -67,26 +67,6 @@ class Variant:
     overrides: tuple[str, ...] = ()
     closed_set: tuple[str, ...] = ("system",)
     masks: str = "segmenter"
-
-
-@dataclass(frozen=True)
-class EnrolOrders:
-    """count: auto-enrol replays in other orders besides the emitted one (0: none); each shifts every
-    camera's clock by a uniform random offset in [-max_offset_s, max_offset_s], drawn from seed."""
-
-    count: int = 0
-    max_offset_s: float = 3.0
-    seed: int = 0
-
-    @staticmethod
-    def from_dict(data: dict) -> EnrolOrders:
-        unknown = sorted(set(data) - {"count", "max_offset_s", "seed"})
-        if unknown:
-            raise ValueError(f"enrol_orders: unknown key(s) {unknown}; expected count, max_offset_s, seed")
-        orders = EnrolOrders(int(data.get("count", 0)), float(data.get("max_offset_s", 3.0)), int(data.get("seed", 0)))
-        if orders.count < 0 or orders.max_offset_s < 0:
-            raise ValueError(f"enrol_orders: count and max_offset_s must not be negative (got {data})")
-        return orders
 
 
 @dataclass(frozen=True)
@@ -282,7 +262,7 @@ def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = D
         rendered = render_site(name, site, cache)
         truth = rendered.truth()
         seen = people_seen(truth)
-        shifts = clock_offsets([c["name"] for c in truth["cameras"]], orders.count, orders.max_offset_s, orders.seed)
+        shifts = orders.shifts([c["name"] for c in truth["cameras"]])
         row: dict[str, Any] = {"site": name, "folder": str(rendered.folder), "cameras": len(truth["cameras"]),
                                "people": len(seen), "visits": len(truth["visits"]), "frames": truth["n_frames"],
                                "render_or_load_s": round(time.time() - t0, 1), "front_end": [], "variants": {}}

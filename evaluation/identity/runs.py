@@ -204,12 +204,33 @@ def replay_gallery(config: PipelineConfig, run: FrontEndRun, **params) -> tuple[
     return follow_merges(named_late(windows, stage.outcome().get("named", [])), merges), identities
 
 
-def clock_offsets(cameras: list[str], count: int, max_offset_s: float, seed: int) -> list[dict[str, float]]:
-    """Camera clock shifts of ``count`` other emission orders: each camera's clock moved by a random
-    offset in [-max_offset_s, max_offset_s] (deterministic in ``seed`` and the sorted camera names)."""
-    rng = np.random.default_rng(seed)
-    names = sorted(set(cameras))
-    return [dict(zip(names, rng.uniform(-max_offset_s, max_offset_s, len(names)).tolist())) for _ in range(count)]
+@dataclass(frozen=True)
+class EnrolOrders:
+    """Other emission orders to replay auto-enrolment in, besides the emitted one. count: how many
+    (0: none); each shifts every camera's clock by a uniform random offset in
+    [-max_offset_s, max_offset_s], drawn from seed."""
+
+    count: int = 0
+    max_offset_s: float = 3.0
+    seed: int = 0
+
+    @staticmethod
+    def from_dict(data: dict) -> EnrolOrders:
+        unknown = sorted(set(data) - {"count", "max_offset_s", "seed"})
+        if unknown:
+            raise ValueError(f"enrol_orders: unknown key(s) {unknown}; expected count, max_offset_s, seed")
+        orders = EnrolOrders(int(data.get("count", 0)), float(data.get("max_offset_s", 3.0)), int(data.get("seed", 0)))
+        if orders.count < 0 or orders.max_offset_s < 0:
+            raise ValueError(f"enrol_orders: count and max_offset_s must not be negative (got {data})")
+        return orders
+
+    def shifts(self, cameras: list[str]) -> list[dict[str, float]]:
+        """The camera clock offsets (seconds) of each other order; deterministic in the seed and the
+        sorted camera names."""
+        rng = np.random.default_rng(self.seed)
+        names = sorted(set(cameras))
+        return [dict(zip(names, rng.uniform(-self.max_offset_s, self.max_offset_s, len(names)).tolist()))
+                for _ in range(self.count)]
 
 
 def clock_shifted_order(t_end: np.ndarray, cameras: np.ndarray, offsets_s: dict[str, float]) -> np.ndarray:
