@@ -529,7 +529,7 @@ def fit(config: dict, config_path: str) -> dict:
     top_k = int(config.get("top_k", 10))
     target_far = float(config.get("target_far", 0.01))
     replay_thresholds = tuple(float(t) for t in config.get("replay_thresholds", REPLAY_THRESHOLDS))
-    replay_orders = EnrolOrders.from_dict(config.get("replay_orders") or {})
+    replay_orders = EnrolOrders.from_dict(config.get("replay_orders") or {}, "replay_orders")
     overrides = [str(o) for o in config.get("overrides") or []]  # pipeline settings of the embedding models
     current = embedding_versions(overrides)  # windows cached from other models are embedded again
     fit_sites = [site_windows(PROJECT_ROOT / p, cache, current, overrides) for p in config["sites"]]

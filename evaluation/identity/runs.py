@@ -215,13 +215,14 @@ class EnrolOrders:
     seed: int = 0
 
     @staticmethod
-    def from_dict(data: dict) -> EnrolOrders:
+    def from_dict(data: dict, key: str = "enrol_orders") -> EnrolOrders:
+        """From a config section; ``key`` names it in errors."""
         unknown = sorted(set(data) - {"count", "max_offset_s", "seed"})
         if unknown:
-            raise ValueError(f"enrol_orders: unknown key(s) {unknown}; expected count, max_offset_s, seed")
+            raise ValueError(f"{key}: unknown key(s) {unknown}; expected count, max_offset_s, seed")
         orders = EnrolOrders(int(data.get("count", 0)), float(data.get("max_offset_s", 3.0)), int(data.get("seed", 0)))
         if orders.count < 0 or orders.max_offset_s < 0:
-            raise ValueError(f"enrol_orders: count and max_offset_s must not be negative (got {data})")
+            raise ValueError(f"{key}: count and max_offset_s must not be negative (got {data})")
         return orders
 
     def shifts(self, cameras: list[str]) -> list[dict[str, float]]:
