@@ -11,7 +11,7 @@ import torch
 from pipeline.messages import SilhouetteSequence, TrackWindow
 from stages.reid.model import AppearanceConfig, AppearanceNet, pool_track
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "reid_site.pt"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "reid_clothes.pt"
 
 
 def spread(n: int, cap: int | None) -> np.ndarray:
@@ -46,7 +46,7 @@ class AppearanceReID:
     normalised embeddings, renormalised) and ``window.model_versions["reid"]``. Windows without
     crops are skipped.
 
-    weights: checkpoint (default: the shipped weights/reid_site.pt). routes: "all" (every window:
+    weights: checkpoint (default: the shipped weights/reid_clothes.pt). routes: "all" (every window:
     the gallery fuses appearance with gait) or "appearance" (only windows the gait detector sent to
     appearance). max_frames: at most this many crops
     per window, spread evenly. batch: crops per forward pass.
