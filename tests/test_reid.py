@@ -188,3 +188,21 @@ def test_synthetic_outfits_reach_the_walker_generator(monkeypatch):
     assert asked["outfits"] == 2 and asked["n_identities"] == 3
     reid.training_crops({"market": False, "synthetic_identities": 3})
     assert asked["outfits"] == 1  # recipes without the key keep one set of clothes per walker
+
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
+@pytest.mark.parametrize("name", ["reid_clothes_long", "score_fusion_reid_long"])
+def test_the_optional_appearance_model_and_its_score_fusion_match_their_manifests(name):
+    import hashlib
+    import json
+
+    manifest = json.loads((WEIGHTS / f"{name}.json").read_text())
+    shipped = WEIGHTS / manifest["file"]
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == manifest["sha256"]
+    assert (Path(__file__).resolve().parents[1] / manifest["command"].split("--config ")[1]).is_file()
+    if name.startswith("score_fusion"):  # fitted on windows embedded by that very appearance model
+        model = WEIGHTS / "reid_clothes_long.pt"
+        version = f"{model.stem}@{hashlib.sha256(model.read_bytes()).hexdigest()[:12]}"
+        assert manifest["models"]["appearance"] == version
