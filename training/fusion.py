@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from evaluation.identity.runs import EnrolOrders, clock_shifted_order
+from pipeline.config import read_yaml
 from pipeline.messages import merged_names
 from stages.gait.distance import part_distance
 from stages.gallery.consolidation import HANDOVER_OVERLAP, overlap_share
@@ -631,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    config = yaml.safe_load(Path(args.config).read_text()) or {}
+    config = read_yaml(args.config)
     result = fit(config, args.config)
     out = PROJECT_ROOT / (args.out or config.get("out", "weights/score_fusion.params.json"))
     digest = result["model"].save(out)

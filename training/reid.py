@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
+from pipeline.config import read_yaml
 from stages.reid.model import AppearanceConfig, AppearanceNet, crops_to_tensor
 from training.reid_data import DEFAULT_REID_ROOT, load_market_split, load_mars_split
 from training.sequences import TripletSampler
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--config", required=True)
     args = ap.parse_args(argv)
-    cfg = yaml.safe_load(Path(args.config).read_text())
+    cfg = read_yaml(args.config)
     tr, opt_cfg = cfg["train"], cfg["optim"]
     torch.set_num_threads(int(tr.get("threads", 1)))
     torch.manual_seed(int(tr.get("seed", 0)))
