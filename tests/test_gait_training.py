@@ -131,3 +131,20 @@ def test_distillation_run_ships_the_silhouette_branch_only(tmp_path, monkeypatch
     assert not any(k.startswith(("adapters.", "rgb.")) for k in state["model"])
     model, _ = load_gait_model(ckpt)
     assert model.config.in_channels == 1
+
+
+def test_shipped_gait_weights_name_the_recipe_that_made_them():
+    """Each shipped GAR manifest's command names a recipe that, resolved (``_base_`` included), is the
+    recipe the training run recorded."""
+    import re
+    from pathlib import Path
+
+    from training.gait import load_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    manifests = sorted((root / "weights").glob("gar_*.json"))
+    assert manifests
+    for manifest_path in manifests:
+        manifest = json.loads(manifest_path.read_text())
+        recipe = re.search(r"--config (\S+)", manifest["command"]).group(1)
+        assert load_recipe(root / recipe) == manifest["config"]["recipe"], manifest_path.name

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
+from pipeline.config import read_yaml
 from stages.gait.model import GaitBase, GaitBaseConfig, GARDistillation
 from training.augment import AugmentConfig, augment_clip, flip_sequence
 from training.casia_b import DEFAULT_ROOT, TRAIN_SUBJECTS, CasiaB
@@ -43,8 +43,8 @@ SECTIONS = ("model", "data", "augment", "sampler", "loss", "optim", "train")
 
 
 def load_recipe(path: str | Path) -> dict:
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
+    """A recipe with ``_base_`` inheritance resolved (``pipeline.config.read_yaml``)."""
+    cfg = read_yaml(path)
     unknown = set(cfg) - set(SECTIONS)
     if unknown:
         raise ValueError(f"{path}: unknown sections {sorted(unknown)}; expected {SECTIONS}")
