@@ -36,6 +36,7 @@ from evaluation.rerank import (
     format_table,
     initial_scores,
 )
+from pipeline.config import read_yaml
 from stages.checkpoints import sha256_of
 from stages.gait.distance import part_distance
 from stages.rerank.model import CarGait, PairClassifier, ranking_loss, strip_euclidean
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="YAML file with TrainConfig keys")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     args = parser.parse_args(argv)
-    raw = yaml.safe_load(_path(args.config).read_text()) or {}
+    raw = read_yaml(_path(args.config))  # _base_ inheritance resolved
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for item in args.set:
         key, _, value = item.partition("=")
