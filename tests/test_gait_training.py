@@ -134,9 +134,11 @@ def test_distillation_run_ships_the_silhouette_branch_only(tmp_path, monkeypatch
 
 
 def test_shipped_gait_weights_name_the_recipe_that_made_them():
-    """Each shipped GAR manifest's command names a recipe that, resolved (``_base_`` included), is the
-    recipe the training run recorded."""
+    """Each shipped GAR manifest names its file by sha256 and a recipe that, resolved (``_base_``
+    included), is the recipe the training run recorded."""
     import re
+
+    from stages.checkpoints import sha256_of
     from pathlib import Path
 
     from training.gait import load_recipe
@@ -146,5 +148,6 @@ def test_shipped_gait_weights_name_the_recipe_that_made_them():
     assert manifests
     for manifest_path in manifests:
         manifest = json.loads(manifest_path.read_text())
+        assert sha256_of(manifest_path.with_name(manifest["file"])) == manifest["sha256"], manifest_path.name
         recipe = re.search(r"--config (\S+)", manifest["command"]).group(1)
         assert load_recipe(root / recipe) == manifest["config"]["recipe"], manifest_path.name
