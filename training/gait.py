@@ -8,7 +8,8 @@ Recipe sections (see configs/train/gar_*.yaml): ``model`` (GaitBaseConfig keys),
 (training.augment.AugmentConfig keys; absent = the defaults, which are on), ``sampler`` (P x K,
 frames, sample_type), ``loss``, ``optim``, ``train`` (``init_weights``: start from a gait
 checkpoint, e.g. to fine-tune the shipped weights; classifier rows of the classes both share are
-kept). Checkpoints (``{'model', 'config', 'optimizer', 'iteration', ...}``,
+kept). ``_base_: FILE`` starts from another recipe; a section given replaces that recipe's keys one by
+one. Checkpoints (``{'model', 'config', 'optimizer', 'iteration', ...}``,
 loadable with ``weights_only=True``) go to ``train.out_dir`` every ``checkpoint_every_min``
 minutes and at the end; ``--resume`` continues from the latest one. Metrics are appended to
 ``metrics.jsonl`` in the same folder.
