@@ -151,3 +151,23 @@ def test_shipped_gait_weights_name_the_recipe_that_made_them():
         assert sha256_of(manifest_path.with_name(manifest["file"])) == manifest["sha256"], manifest_path.name
         recipe = re.search(r"--config (\S+)", manifest["command"]).group(1)
         assert load_recipe(root / recipe) == manifest["config"]["recipe"], manifest_path.name
+
+
+def test_the_lab_model_loads_in_the_stage_with_its_own_reranker():
+    """weights/gar_lab.pt (CASIA-B only, longer schedule) is an option for gait.weights; its CarGait
+    re-ranker was trained on its own features, and both manifests say so."""
+    from pathlib import Path
+
+    from stages.gait.recognizer import GaitRecognizer
+    from stages.rerank.weights import load_reranker
+
+    weights = Path(__file__).resolve().parents[1] / "weights"
+    manifest = json.loads((weights / "gar_lab.json").read_text())
+    stage = GaitRecognizer(weights=str(weights / "gar_lab.pt"))
+    assert stage.version == f"gar_lab@{manifest['sha256'][:12]}"
+    reranker_manifest = json.loads((weights / "cargait_lab.json").read_text())
+    assert reranker_manifest["data"]["gait_model_version"] == stage.version
+    assert load_reranker(weights / "cargait_lab.pt")[1].gait_model_version == stage.version
+    clip = torch.rand(1, 12, 64, 44)
+    with torch.no_grad():
+        assert stage.model(clip).embeddings.shape == (1, stage.model.config.parts, stage.model.config.embed_dim)
