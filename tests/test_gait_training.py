@@ -137,10 +137,9 @@ def test_shipped_gait_weights_name_the_recipe_that_made_them():
     """Each shipped GAR manifest names its file by sha256 and a recipe that, resolved (``_base_``
     included), is the recipe the training run recorded."""
     import re
-
-    from stages.checkpoints import sha256_of
     from pathlib import Path
 
+    from stages.checkpoints import sha256_of
     from training.gait import load_recipe
 
     root = Path(__file__).resolve().parents[1]

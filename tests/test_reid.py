@@ -195,17 +195,16 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 @pytest.mark.parametrize("name", ["reid_clothes_long", "score_fusion_reid_long"])
 def test_the_optional_appearance_model_and_its_score_fusion_match_their_manifests(name):
-    import hashlib
     import json
 
     from pipeline.config import read_yaml
+    from stages.checkpoints import sha256_of
 
     manifest = json.loads((WEIGHTS / f"{name}.json").read_text())
-    shipped = WEIGHTS / manifest["file"]
-    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == manifest["sha256"]
+    assert sha256_of(WEIGHTS / manifest["file"]) == manifest["sha256"]
     recipe = Path(__file__).resolve().parents[1] / manifest["command"].split("--config ")[1]
     assert read_yaml(recipe) == manifest["config"]  # the recipe (with its _base_) is what produced the file
     if name.startswith("score_fusion"):  # fitted on windows embedded by that very appearance model
         model = WEIGHTS / "reid_clothes_long.pt"
-        version = f"{model.stem}@{hashlib.sha256(model.read_bytes()).hexdigest()[:12]}"
+        version = f"{model.stem}@{sha256_of(model)[:12]}"
         assert manifest["models"]["appearance"] == version
