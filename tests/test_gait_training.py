@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from training.losses import cross_entropy_loss, triplet_loss
@@ -152,21 +153,37 @@ def test_shipped_gait_weights_name_the_recipe_that_made_them():
         assert load_recipe(root / recipe) == manifest["config"]["recipe"], manifest_path.name
 
 
-def test_the_lab_model_loads_in_the_stage_with_its_own_reranker():
-    """weights/gar_lab.pt (CASIA-B only, longer schedule) is an option for gait.weights; its CarGait
-    re-ranker was trained on its own features, and both manifests say so."""
+@pytest.mark.parametrize("gait_name, reranker_name", [("gar_lab", "cargait_lab"), ("gar_site_lab", "cargait_site_lab")])
+def test_optional_gait_models_load_in_the_stage_with_their_own_reranker(gait_name, reranker_name):
+    """The optional gait models (gar_lab.pt: CASIA-B only, longer schedule; gar_site_lab.pt: it fine-tuned on
+    synthetic walkers) load as gait.weights; each CarGait re-ranker was trained on its own model's features,
+    and the manifests say so."""
     from pathlib import Path
 
     from stages.gait.recognizer import GaitRecognizer
     from stages.rerank.weights import load_reranker
 
     weights = Path(__file__).resolve().parents[1] / "weights"
-    manifest = json.loads((weights / "gar_lab.json").read_text())
-    stage = GaitRecognizer(weights=str(weights / "gar_lab.pt"))
-    assert stage.version == f"gar_lab@{manifest['sha256'][:12]}"
-    reranker_manifest = json.loads((weights / "cargait_lab.json").read_text())
+    manifest = json.loads((weights / f"{gait_name}.json").read_text())
+    stage = GaitRecognizer(weights=str(weights / f"{gait_name}.pt"))
+    assert stage.version == f"{gait_name}@{manifest['sha256'][:12]}"
+    reranker_manifest = json.loads((weights / f"{reranker_name}.json").read_text())
     assert reranker_manifest["data"]["gait_model_version"] == stage.version
-    assert load_reranker(weights / "cargait_lab.pt")[1].gait_model_version == stage.version
+    assert load_reranker(weights / f"{reranker_name}.pt")[1].gait_model_version == stage.version
     clip = torch.rand(1, 12, 64, 44)
     with torch.no_grad():
         assert stage.model(clip).embeddings.shape == (1, stage.model.config.parts, stage.model.config.embed_dim)
+
+
+def test_the_score_fusion_of_the_site_lab_model_was_fitted_on_its_embeddings():
+    from pathlib import Path
+
+    from pipeline.config import read_yaml
+    from stages.checkpoints import sha256_of
+
+    root = Path(__file__).resolve().parents[1]
+    manifest = json.loads((root / "weights" / "score_fusion_site_lab.json").read_text())
+    assert sha256_of(root / "weights" / manifest["file"]) == manifest["sha256"]
+    assert read_yaml(root / manifest["command"].split("--config ")[1]) == manifest["config"]
+    gait = root / "weights" / "gar_site_lab.pt"
+    assert manifest["models"]["gait"] == f"gar_site_lab@{sha256_of(gait)[:12]}"
