@@ -174,16 +174,3 @@ def test_optional_gait_models_load_in_the_stage_with_their_own_reranker(gait_nam
     with torch.no_grad():
         assert stage.model(clip).embeddings.shape == (1, stage.model.config.parts, stage.model.config.embed_dim)
 
-
-def test_the_score_fusion_of_the_site_lab_model_was_fitted_on_its_embeddings():
-    from pathlib import Path
-
-    from pipeline.config import read_yaml
-    from stages.checkpoints import sha256_of
-
-    root = Path(__file__).resolve().parents[1]
-    manifest = json.loads((root / "weights" / "score_fusion_site_lab.json").read_text())
-    assert sha256_of(root / "weights" / manifest["file"]) == manifest["sha256"]
-    assert read_yaml(root / manifest["command"].split("--config ")[1]) == manifest["config"]
-    gait = root / "weights" / "gar_site_lab.pt"
-    assert manifest["models"]["gait"] == f"gar_site_lab@{sha256_of(gait)[:12]}"

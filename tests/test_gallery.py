@@ -826,3 +826,24 @@ def test_a_track_too_short_to_start_an_identity_is_named_on_a_second_look(tmp_pa
 
     without, decided = run(False, "g2")
     assert without.outcome()["named"] == [] and decided["p0 short"] is None
+
+
+def test_shipped_score_fusions_match_their_manifests_and_the_models_their_recipes_name():
+    """Every weights/score_fusion*.params.json is the file its manifest names, made by the recipe it names
+    (resolved with _base_), from windows embedded by the models that recipe's overrides choose."""
+    from pipeline.config import read_yaml
+    from stages.checkpoints import sha256_of
+
+    root = Path(__file__).resolve().parents[1]
+    model_of_override = {"gait.weights": "gait", "reid.appearance.weights": "appearance"}
+    manifests = [p for p in (root / "weights").glob("score_fusion*.json") if not p.name.endswith(".params.json")]
+    assert len(manifests) >= 4
+    for manifest_path in manifests:
+        manifest = json.loads(manifest_path.read_text())
+        assert sha256_of(manifest_path.with_name(manifest["file"])) == manifest["sha256"], manifest_path.name
+        assert read_yaml(root / manifest["command"].split("--config ")[1]) == manifest["config"], manifest_path.name
+        for override in manifest["config"].get("overrides", []):
+            key, value = override.split("=", 1)
+            model = root / value
+            assert manifest["models"][model_of_override[key]] == f"{model.stem}@{sha256_of(model)[:12]}", override
+
