@@ -68,6 +68,19 @@ def test_opengait_layout_reader(tmp_path):
     np.testing.assert_array_equal(out.silhouettes, seq[:, :, 10:54])
 
 
+def test_opengait_reader_filters_by_subject_type_view_and_length(tmp_path):
+    rng = np.random.default_rng(1)
+    for subject, kind, view, frames in [("001", "nm-01", "000", 6), ("001", "bg-01", "090", 6),
+                                        ("002", "nm-01", "090", 2), ("002", "nm-01", "000", 6)]:
+        seq = (rng.random((frames, 64, 44)) > 0.5).astype(np.uint8) * 255
+        _write_pickle(tmp_path / subject / kind / view / f"{view}.pkl", seq)
+    reader = OpenGaitPickles(tmp_path, min_frames=3)
+    assert reader.keys(types=["nm-01"]) == [SequenceKey("001", "nm-01", "000"), SequenceKey("002", "nm-01", "000")]
+    assert reader.keys(subjects=["002"]) == [SequenceKey("002", "nm-01", "000")]  # 090 has 2 frames
+    assert reader.keys(views=["090"]) == [SequenceKey("001", "bg-01", "090")]
+    assert len(OpenGaitPickles(tmp_path).keys()) == 4
+
+
 class _Evil:
     def __reduce__(self):
         return (print, ("pwned",))

@@ -98,6 +98,23 @@ def missing_root_message(root: Path) -> str:
     return f"CASIA-B not found at {root}: point root at the folder holding 001.npz.xz ... 124.npz.xz and index.json"
 
 
+def select_keys(
+    keys: Iterable[SequenceKey],
+    subjects: Iterable[str] | None = None,
+    types: Iterable[str] | None = None,
+    views: Iterable[str] | None = None,
+) -> list[SequenceKey]:
+    """The keys among ``keys`` of the given subjects, types and views (None: any), sorted."""
+    subj = None if subjects is None else set(subjects)
+    typs = None if types is None else set(types)
+    vws = None if views is None else set(views)
+    return sorted(
+        k
+        for k in keys
+        if (subj is None or k.subject in subj) and (typs is None or k.type in typs) and (vws is None or k.view in vws)
+    )
+
+
 class CasiaB:
     """Reader for the compact copy (one bit-packed ``SID.npz.xz`` per subject + ``index.json``).
 
@@ -121,21 +138,8 @@ class CasiaB:
         views: Iterable[str] | None = None,
     ) -> list[SequenceKey]:
         """Sorted keys of the present sequences with at least ``min_frames`` frames, filtered."""
-        subj = None if subjects is None else set(subjects)
-        typs = None if types is None else set(types)
-        vws = None if views is None else set(views)
-        out = []
-        for name, t in self.frame_counts.items():
-            if t < self.min_frames:
-                continue
-            k = SequenceKey.parse(name)
-            if (
-                (subj is None or k.subject in subj)
-                and (typs is None or k.type in typs)
-                and (vws is None or k.view in vws)
-            ):
-                out.append(k)
-        return sorted(out)
+        long_enough = (SequenceKey.parse(name) for name, t in self.frame_counts.items() if t >= self.min_frames)
+        return select_keys(long_enough, subjects, types, views)
 
     def num_frames(self, key: SequenceKey) -> int:
         return self.frame_counts[key.name]
@@ -235,17 +239,10 @@ class OpenGaitPickles:
         types: Iterable[str] | None = None,
         views: Iterable[str] | None = None,
     ) -> list[SequenceKey]:
-        subj = None if subjects is None else set(subjects)
-        typs = None if types is None else set(types)
-        vws = None if views is None else set(views)
-        return sorted(
-            k
-            for k in self._paths
-            if (subj is None or k.subject in subj)
-            and (typs is None or k.type in typs)
-            and (vws is None or k.view in vws)
-            and (self.min_frames <= 1 or len(load_numpy_pickle(self._paths[k])) >= self.min_frames)
-        )
+        selected = select_keys(self._paths, subjects, types, views)
+        if self.min_frames <= 1:
+            return selected
+        return [k for k in selected if len(load_numpy_pickle(self._paths[k])) >= self.min_frames]
 
     def load(self, key: SequenceKey) -> CasiaSequence:
         if key not in self._paths:
