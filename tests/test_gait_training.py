@@ -58,6 +58,19 @@ def test_cross_entropy_loss_accuracy():
     assert acc == 1.0 and wrong_acc == 0.0 and float(loss) < float(wrong) / 5
 
 
+def _tiny_recipe(out_dir, total_iter: int) -> dict:
+    """A training recipe small enough for a test: a 4-channel GAR with ratio attention, 2 x 2 batches."""
+    return {
+        "model": {"channels": [2, 4, 4, 4], "strides": [1, 2, 1, 1], "maxpool": True, "embed_dim": 4,
+                  "ratio_attention": True},
+        "data": {},
+        "sampler": {"identities_per_batch": 2, "sequences_per_identity": 2, "frames": 4, "sample_type": "fixed_ordered"},
+        "loss": {},
+        "optim": {"optimizer": "adam", "lr": 0.01, "total_iter": total_iter},
+        "train": {"threads": 1, "out_dir": str(out_dir)},
+    }
+
+
 def test_tiny_training_run_checkpoints_and_resumes(tmp_path, monkeypatch):
     from stages.gait.weights import load_gait_model
     from training import gait as train_gait
@@ -68,25 +81,8 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path, monkeypatch):
         seqs, ["a", "a", "b", "b", "c", "c", "d", "d"], ratios=[rng.uniform(1, 2, 12).astype(np.float32) for _ in seqs]
     )
     monkeypatch.setattr(train_gait, "build_train_set", lambda _: data)
-    cfg = {
-        "model": {
-            "channels": [2, 4, 4, 4],
-            "strides": [1, 2, 1, 1],
-            "maxpool": True,
-            "embed_dim": 4,
-            "ratio_attention": True,
-        },
-        "data": {},
-        "sampler": {
-            "identities_per_batch": 2,
-            "sequences_per_identity": 2,
-            "frames": 4,
-            "sample_type": "fixed_ordered",
-        },
-        "loss": {},
-        "optim": {"optimizer": "adam", "lr": 0.01, "total_iter": 2},
-        "train": {"threads": 1, "log_every": 1, "out_dir": str(tmp_path)},
-    }
+    cfg = _tiny_recipe(tmp_path, total_iter=2)
+    cfg["train"]["log_every"] = 1
     ckpt = train_gait.train(cfg, tmp_path, resume=False, command="test")
     assert [json.loads(line)["iteration"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     cfg["optim"]["total_iter"] = 3
@@ -107,25 +103,8 @@ def test_distillation_run_ships_the_silhouette_branch_only(tmp_path, monkeypatch
     ratios = [rng.uniform(1, 2, 6).astype(np.float32) for _ in range(n)]
     data = SequenceSet(seqs, list("aabbccdd"), ratios=ratios, rgb=rgb)
     monkeypatch.setattr(train_gait, "build_train_set", lambda _: data)
-    cfg = {
-        "model": {
-            "channels": [2, 4, 4, 4],
-            "strides": [1, 2, 1, 1],
-            "maxpool": True,
-            "embed_dim": 4,
-            "ratio_attention": True,
-        },
-        "data": {},
-        "sampler": {
-            "identities_per_batch": 2,
-            "sequences_per_identity": 2,
-            "frames": 4,
-            "sample_type": "fixed_ordered",
-        },
-        "loss": {"distill": True},
-        "optim": {"optimizer": "adam", "lr": 0.01, "total_iter": 1},
-        "train": {"threads": 1, "out_dir": str(tmp_path)},
-    }
+    cfg = _tiny_recipe(tmp_path, total_iter=1)
+    cfg["loss"]["distill"] = True
     ckpt = train_gait.train(cfg, tmp_path, resume=False, command="test")
     state = torch.load(ckpt, weights_only=True)
     assert any(k.startswith("adapters.") for k in state["train_model"])
