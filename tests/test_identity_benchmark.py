@@ -341,43 +341,11 @@ def test_cached_site_windows_are_made_again_when_the_front_end_code_changes(tmp_
     assert front_end_code_digest(tmp_path) != base
 
 
-def test_cached_site_windows_from_another_emission_order_are_made_again(tmp_path, monkeypatch):
+def _site_with_empty_front_end(tmp_path, monkeypatch):
+    """A cached site scene whose front end finds nothing; returns its config and the list of the
+    override lists each front-end run was given."""
     import training.site_windows as site_windows_module
-    from training.site_windows import WINDOW_ORDER, SiteWindows, site_windows
-
-    config = tmp_path / "site.yaml"
-    config.write_text("{}")
-    scene = tmp_path / "cache" / "site" / "scene"
-    scene.mkdir(parents=True)
-    (scene / "groundtruth.json").write_text("{}")
-    runs = []
-
-    def front_end(videos, overrides):
-        runs.append(videos)
-        return []
-
-    def windows(site, _windows, _truth):
-        n = np.zeros(0)
-        return SiteWindows(site, n, n, n, n, n, n, n, np.zeros((0, 16, 8)), n, np.zeros((0, 4)), n, n, n,
-                           {"gait": "g@1", "reid": "r@1"})
-
-    monkeypatch.setattr(site_windows_module, "run_front_end", front_end)
-    monkeypatch.setattr(site_windows_module, "to_site_windows", windows)
-    made = site_windows(config, tmp_path / "cache", {"gait": "g@1"})
-    assert made.versions["order"] == WINDOW_ORDER and len(runs) == 1
-    site_windows(config, tmp_path / "cache", {"gait": "g@1"})
-    assert len(runs) == 1  # cached
-    cache = tmp_path / "cache" / "site" / "windows.npz"
-    stale = SiteWindows.load(cache)
-    del stale.versions["order"]  # made by the racing readers of earlier versions
-    stale.save(cache)
-    assert site_windows(config, tmp_path / "cache", {"gait": "g@1"}).versions["order"] == WINDOW_ORDER
-    assert len(runs) == 2
-
-
-def test_site_windows_run_with_overrides_are_cached_beside_the_default_ones(tmp_path, monkeypatch):
-    import training.site_windows as site_windows_module
-    from training.site_windows import SiteWindows, site_windows
+    from training.site_windows import SiteWindows
 
     config = tmp_path / "site.yaml"
     config.write_text("{}")
@@ -397,6 +365,29 @@ def test_site_windows_run_with_overrides_are_cached_beside_the_default_ones(tmp_
 
     monkeypatch.setattr(site_windows_module, "run_front_end", front_end)
     monkeypatch.setattr(site_windows_module, "to_site_windows", windows)
+    return config, runs
+
+
+def test_cached_site_windows_from_another_emission_order_are_made_again(tmp_path, monkeypatch):
+    from training.site_windows import WINDOW_ORDER, SiteWindows, site_windows
+
+    config, runs = _site_with_empty_front_end(tmp_path, monkeypatch)
+    made = site_windows(config, tmp_path / "cache", {"gait": "g@1"})
+    assert made.versions["order"] == WINDOW_ORDER and len(runs) == 1
+    site_windows(config, tmp_path / "cache", {"gait": "g@1"})
+    assert len(runs) == 1  # cached
+    cache = tmp_path / "cache" / "site" / "windows.npz"
+    stale = SiteWindows.load(cache)
+    del stale.versions["order"]  # made by the racing readers of earlier versions
+    stale.save(cache)
+    assert site_windows(config, tmp_path / "cache", {"gait": "g@1"}).versions["order"] == WINDOW_ORDER
+    assert len(runs) == 2
+
+
+def test_site_windows_run_with_overrides_are_cached_beside_the_default_ones(tmp_path, monkeypatch):
+    from training.site_windows import site_windows
+
+    config, runs = _site_with_empty_front_end(tmp_path, monkeypatch)
     other = ["gait_detector.every_window=true"]
     site_windows(config, tmp_path / "cache", {"gait": "g@1"})
     site_windows(config, tmp_path / "cache", {"gait": "g@1"}, other)
