@@ -477,12 +477,32 @@ def test_auto_enrol_simulation_leaves_ambiguous_tracks_unnamed_and_fits_both_thr
     assert fit["enrol_below"] <= fit["threshold"] and fit["fit_sites"][0]["f1"] == 1.0
 
 
-def test_the_replay_fit_takes_the_most_cautious_of_the_settings_tied_for_best():
-    from training.fusion import most_cautious_of_best
+def test_the_replay_fit_takes_of_the_settings_tied_for_best_the_most_cautious_or_the_fewest_surplus_identities():
+    from training.fusion import ReplayChoice, ReplayTrial
 
-    trials = [(0.761, 0.0, -1.0, "a"), (0.760, 0.5, -1.0, "b"), (0.760, 0.5, None, "c"), (0.70, 2.0, None, "d")]
-    assert most_cautious_of_best(trials)[3] == "c"  # within tolerance: higher linking, then no consolidation
-    assert most_cautious_of_best([(0.80, 0.0, -1.0, "a"), (0.76, 0.5, None, "b")])[3] == "a"  # a clear best wins
+    def trial(f1: float, identities: int, threshold: float, consolidate: float | None) -> ReplayTrial:
+        return ReplayTrial.of([{"f1": f1, "identities": identities, "truth": 12}], threshold, consolidate)
+
+    trials = [trial(0.765, 16, 0.0, -1.0), trial(0.760, 14, 0.5, -1.0), trial(0.760, 14, 0.5, None),
+              trial(0.758, 13, 1.0, -2.0), trial(0.70, 12, 2.0, None)]
+    assert ReplayChoice().best(trials) == trials[2]  # within 0.005: higher linking, then no consolidation
+    by_identities = ReplayChoice(tolerance=0.01, prefer="identities")
+    assert by_identities.best(trials) == trials[3]  # within 0.01: fewest surplus identities (a clear loser never)
+    equal_counts = [trial(0.761, 14, 0.0, -1.0), trial(0.760, 14, 0.5, -1.0), trial(0.760, 14, 0.5, None)]
+    assert by_identities.best(equal_counts) == equal_counts[2]  # then the most cautious
+    assert by_identities.best([trial(0.80, 11, 0.0, -1.0), trial(0.80, 13, 0.5, None)]).threshold == 0.5  # over, under alike
+    for choice in (ReplayChoice(), by_identities):
+        assert choice.best([trial(0.80, 16, 0.0, -1.0), trial(0.76, 12, 0.5, None)]).f1 == 0.80  # a clear best wins
+
+
+def test_replay_choice_rejects_unknown_keys_and_preferences():
+    from training.fusion import ReplayChoice
+
+    assert ReplayChoice.from_dict({}) == ReplayChoice(0.005, "cautious")
+    with pytest.raises(ValueError, match="unknown key"):
+        ReplayChoice.from_dict({"tolerence": 0.01})
+    with pytest.raises(ValueError, match="prefer one of"):
+        ReplayChoice.from_dict({"prefer": "fewest"})
 
 
 def test_the_replay_fit_decides_over_shifted_camera_clocks_and_records_the_emitted_orders_choice(monkeypatch):

@@ -20,7 +20,8 @@ track's pooled embeddings, an identity's entries are all windows of its other tr
    the best link F1 when the gallery matcher itself replays the fitting sites, trying each of
    ``replay_thresholds`` (default ``REPLAY_THRESHOLDS``) and the track-pair simulation's choice;
    each site is replayed as emitted and in ``replay_orders`` (``count``, ``max_offset_s``, ``seed``)
-   orders with shifted camera clocks, and the mean over all of them decides.
+   orders with shifted camera clocks, and the mean over all of them decides (``replay_choice``:
+   which of the pairs tied for best, ``ReplayChoice``).
 
 The held-out sites (``eval_sites``) are scored with the fitted parameters: closed-set Rank-1
 (same / changed outfit), open-set detection-and-identification rate at the target false-accept
@@ -383,17 +384,74 @@ REPLAY_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0)
 CONSOLIDATE_THRESHOLDS = (None, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 
 
+@dataclass(frozen=True)
+class ReplayTrial:
+    """One pair of thresholds replayed on the fitting sites: the mean over the replays (a site in one
+    order) of the link F1 and of |identities - people|, and each replay's link stats."""
+
+    f1: float
+    identity_error: float
+    threshold: float
+    consolidate: float | None
+    stats: list
+
+    @classmethod
+    def of(cls, stats: list[dict], threshold: float, consolidate: float | None) -> ReplayTrial:
+        f1 = float(np.mean([x["f1"] for x in stats]))
+        error = float(np.mean([abs(x["identities"] - x["truth"]) for x in stats if "identities" in x] or [0.0]))
+        return cls(f1, error, threshold, consolidate, stats)
+
+
+PREFERENCES = ("cautious", "identities")
+
+
+@dataclass(frozen=True)
+class ReplayChoice:
+    """How the replay picks among threshold pairs (a recipe's ``replay_choice``): the pairs within
+    ``tolerance`` of the best mean link F1 count as tied; of those, ``prefer: identities`` takes the one
+    whose identity count is nearest the people's (auto-enrolment's second measure), then the most
+    cautious; ``prefer: cautious`` the most cautious alone: the highest linking threshold, then the
+    highest consolidation threshold (none above all), because a wrong link mixes two people for good
+    while a missed one can still be consolidated later.
+
+    F1 differences of 0.01 are within enrolment-order noise: one fitting site replayed in five orders
+    (camera clocks shifted by up to 3 s) spans 0.77-0.84 with the same thresholds."""
+
+    tolerance: float = 0.005
+    prefer: str = "cautious"
+
+    def __post_init__(self) -> None:
+        if self.tolerance < 0 or self.prefer not in PREFERENCES:
+            raise ValueError(f"replay_choice: tolerance must not be negative and prefer one of {PREFERENCES} "
+                             f"(got {self.tolerance}, {self.prefer!r})")
+
+    @staticmethod
+    def from_dict(data: dict) -> ReplayChoice:
+        unknown = sorted(set(data) - {"tolerance", "prefer"})
+        if unknown:
+            raise ValueError(f"replay_choice: unknown key(s) {unknown}; expected tolerance, prefer")
+        return ReplayChoice(float(data.get("tolerance", 0.005)), str(data.get("prefer", "cautious")))
+
+    def best(self, trials: list[ReplayTrial]) -> ReplayTrial:
+        top = max(x.f1 for x in trials)
+        tied = [x for x in trials if x.f1 >= top - self.tolerance]
+
+        def cautious(x: ReplayTrial) -> tuple[float, float]:
+            return (-x.threshold, -np.inf if x.consolidate is None else -x.consolidate)
+
+        if self.prefer == "identities":
+            return min(tied, key=lambda x: (round(x.identity_error, 6), *cautious(x)))
+        return min(tied, key=cautious)
+
+
 def fit_link_by_replay(sites: list[tuple[SiteWindows, float]], model: ScoreModel, key: str, options: dict,
                        candidates: tuple[float, ...], consolidate: tuple[float | None, ...] = CONSOLIDATE_THRESHOLDS,
-                       orders: EnrolOrders = EnrolOrders()) -> dict:
+                       orders: EnrolOrders = EnrolOrders(), choice: ReplayChoice = ReplayChoice()) -> dict:
     """The linking threshold (new identities at or below it) and the consolidation threshold (None:
     none) with the best mean link F1 when the matcher itself replays the fitting sites, in their emitted
     order and in ``orders.count`` orders with shifted camera clocks (online enrolment depends on which
     sighting of a person comes first, and one order's F1 surface is flat enough for that to pick the
-    winner). Settings within ``REPLAY_F1_TOLERANCE`` of the best count as tied and the most cautious of
-    them wins: the highest linking threshold, then the highest consolidation threshold (none above
-    all), because a wrong link mixes two people for good while a missed one can still be consolidated
-    later. The choice on the emitted order alone is recorded beside it."""
+    winner). Of the settings tied for best, ``choice`` picks one."""
     replays = []  # (site in one order, fps, whether it is the emitted order)
     for site, fps in sites:
         replays.append((site, fps, True))
@@ -406,29 +464,19 @@ def fit_link_by_replay(sites: list[tuple[SiteWindows, float]], model: ScoreModel
         for i, c in enumerate(consolidate):
             stats = [runs[i] for runs in per_replay]
             emitted = [x for x, (*_, first) in zip(stats, replays) if first]
-            f1 = float(np.mean([x["f1"] for x in stats]))
-            log.info("replay %s threshold %.2f, consolidate %s: link F1 %.3f over %d orders", key, t, c, f1,
-                     orders.count + 1)
-            trials.append((f1, float(t), c, emitted))
-            emitted_trials.append((float(np.mean([x["f1"] for x in emitted])), float(t), c, emitted))
-    f1, threshold, consolidate_above, stats = most_cautious_of_best(trials)
-    emitted_choice = most_cautious_of_best(emitted_trials)
-    return {"threshold": round(threshold, 4), "enrol_below": round(threshold, 4),
-            "consolidate": None if consolidate_above is None else round(consolidate_above, 4),
-            "fit_sites": stats, "method": "replay", "orders": {**dataclasses.asdict(orders), "mean_f1": round(f1, 4)},
-            "emitted_order_choice": {"threshold": emitted_choice[1], "consolidate": emitted_choice[2],
-                                     "mean_f1": round(emitted_choice[0], 4)}}
-
-
-REPLAY_F1_TOLERANCE = 0.005  # link F1 differences below this are within a replay's enrolment-order noise
-
-
-def most_cautious_of_best(trials: list[tuple[float, float, float | None, list]]) -> tuple[float, float, float | None, list]:
-    """Of (f1, link threshold, consolidation threshold or None, stats) trials, the one with the highest
-    thresholds among those within REPLAY_F1_TOLERANCE of the best F1."""
-    best = max(f1 for f1, *_ in trials)
-    tied = [x for x in trials if x[0] >= best - REPLAY_F1_TOLERANCE]
-    return max(tied, key=lambda x: (x[1], np.inf if x[2] is None else x[2]))
+            trial_scores = ReplayTrial.of(stats, float(t), c)
+            log.info("replay %s threshold %.2f, consolidate %s: link F1 %.3f, identities off by %.1f, over %d orders",
+                     key, t, c, trial_scores.f1, trial_scores.identity_error, orders.count + 1)
+            trials.append(trial_scores)
+            emitted_trials.append(ReplayTrial.of(emitted, float(t), c))
+    chosen = choice.best(trials)
+    emitted_choice = choice.best(emitted_trials)
+    return {"threshold": round(chosen.threshold, 4), "enrol_below": round(chosen.threshold, 4),
+            "consolidate": None if chosen.consolidate is None else round(chosen.consolidate, 4),
+            "fit_sites": [x for x, (*_, first) in zip(chosen.stats, replays) if first], "method": "replay",
+            "orders": {**dataclasses.asdict(orders), "mean_f1": round(chosen.f1, 4)},
+            "emitted_order_choice": {"threshold": emitted_choice.threshold, "consolidate": emitted_choice.consolidate,
+                                     "mean_f1": round(emitted_choice.f1, 4)}}
 
 
 ENROL_MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0)  # how far below the linking threshold a confident unknown must score
@@ -530,6 +578,7 @@ def fit(config: dict, config_path: str) -> dict:
     target_far = float(config.get("target_far", 0.01))
     replay_thresholds = tuple(float(t) for t in config.get("replay_thresholds", REPLAY_THRESHOLDS))
     replay_orders = EnrolOrders.from_dict(config.get("replay_orders") or {}, "replay_orders")
+    replay_choice = ReplayChoice.from_dict(config.get("replay_choice") or {})
     overrides = [str(o) for o in config.get("overrides") or []]  # pipeline settings of the embedding models
     current = embedding_versions(overrides)  # windows cached from other models are embedded again
     fit_sites = [site_windows(PROJECT_ROOT / p, cache, current, overrides) for p in config["sites"]]
@@ -608,7 +657,8 @@ def fit(config: dict, config_path: str) -> dict:
         key = ScoreModel.threshold_key("fused", scorer, "mean")
         options = replay_options(rescorer_files.get(scorer, "none"), prior)
         link = fit_link_by_replay([(s, fps[s.site]) for s in fit_sites], model, key, options,
-                                  (*replay_thresholds, thresholds["link:" + key]), orders=replay_orders)
+                                  (*replay_thresholds, thresholds["link:" + key]), orders=replay_orders,
+                                  choice=replay_choice)
         model.thresholds["link:" + key] = thresholds["link:" + key] = link["threshold"]
         model.thresholds["enrol:" + key] = thresholds["enrol:" + key] = link["enrol_below"]
         if link["consolidate"] is not None:
