@@ -451,7 +451,8 @@ def fit_link_by_replay(sites: list[tuple[SiteWindows, float]], model: ScoreModel
     none) with the best mean link F1 when the matcher itself replays the fitting sites, in their emitted
     order and in ``orders.count`` orders with shifted camera clocks (online enrolment depends on which
     sighting of a person comes first, and one order's F1 surface is flat enough for that to pick the
-    winner). Of the settings tied for best, ``choice`` picks one."""
+    winner). Of the settings tied for best, ``choice`` picks one; the choice on the emitted order
+    alone is recorded beside it."""
     replays = []  # (site in one order, fps, whether it is the emitted order)
     for site, fps in sites:
         replays.append((site, fps, True))
