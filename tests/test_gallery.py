@@ -490,7 +490,8 @@ def test_the_replay_fit_takes_of_the_settings_tied_for_best_the_most_cautious_or
     assert by_identities.best(trials) == trials[3]  # within 0.01: fewest surplus identities (a clear loser never)
     equal_counts = [trial(0.761, 14, 0.0, -1.0), trial(0.760, 14, 0.5, -1.0), trial(0.760, 14, 0.5, None)]
     assert by_identities.best(equal_counts) == equal_counts[2]  # then the most cautious
-    assert by_identities.best([trial(0.80, 11, 0.0, -1.0), trial(0.80, 13, 0.5, None)]).threshold == 0.5  # over, under alike
+    one_under, one_over = trial(0.80, 11, 0.0, -1.0), trial(0.80, 13, 0.5, None)
+    assert by_identities.best([one_under, one_over]) == one_over  # one too few or too many alike: the more cautious
     for choice in (ReplayChoice(), by_identities):
         assert choice.best([trial(0.80, 16, 0.0, -1.0), trial(0.76, 12, 0.5, None)]).f1 == 0.80  # a clear best wins
 
