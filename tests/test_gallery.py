@@ -523,7 +523,7 @@ def test_the_replay_fit_decides_over_shifted_camera_clocks_and_records_the_emitt
         t = model.thresholds["link:k"]
         # the emitted order favours linking at 0.0; the other orders, and so the mean, favour 1.0
         f1 = {(True, 0.0): 0.8, (True, 1.0): 0.7, (False, 0.0): 0.6, (False, 1.0): 0.9}[(emitted, t)]
-        return [{"f1": f1} for _ in consolidate]
+        return [{"f1": f1, "identities": 12, "truth": 12} for _ in consolidate]
 
     monkeypatch.setattr(fusion, "replay_auto_enrol", replay)
     model = ScoreModel(scores={}, fusions={}, thresholds={"link:k": 0.0}, target_far=0.01, models={})
@@ -531,7 +531,7 @@ def test_the_replay_fit_decides_over_shifted_camera_clocks_and_records_the_emitt
                                     orders=EnrolOrders(count=2, max_offset_s=10.0, seed=1))
     assert replayed.count(True) == 2 and replayed.count(False) == 4  # each threshold: emitted + two shifted orders
     assert fit["threshold"] == 1.0 and fit["orders"]["count"] == 2
-    assert fit["emitted_order_choice"]["threshold"] == 0.0 and fit["fit_sites"] == [{"f1": 0.7}]
+    assert fit["emitted_order_choice"]["threshold"] == 0.0 and fit["fit_sites"] == [{"f1": 0.7, "identities": 12, "truth": 12}]
 
 
 def test_the_fusion_fit_embeds_its_sites_with_the_recipes_pipeline_overrides(monkeypatch):

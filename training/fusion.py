@@ -398,7 +398,7 @@ class ReplayTrial:
     @classmethod
     def of(cls, stats: list[dict], threshold: float, consolidate: float | None) -> ReplayTrial:
         f1 = float(np.mean([x["f1"] for x in stats]))
-        error = float(np.mean([abs(x["identities"] - x["truth"]) for x in stats if "identities" in x] or [0.0]))
+        error = float(np.mean([abs(x["identities"] - x["truth"]) for x in stats]))
         return cls(f1, error, threshold, consolidate, stats)
 
 
@@ -430,7 +430,8 @@ class ReplayChoice:
         unknown = sorted(set(data) - {"tolerance", "prefer"})
         if unknown:
             raise ValueError(f"replay_choice: unknown key(s) {unknown}; expected tolerance, prefer")
-        return ReplayChoice(float(data.get("tolerance", 0.005)), str(data.get("prefer", "cautious")))
+        default = ReplayChoice()
+        return ReplayChoice(float(data.get("tolerance", default.tolerance)), str(data.get("prefer", default.prefer)))
 
     def best(self, trials: list[ReplayTrial]) -> ReplayTrial:
         top = max(x.f1 for x in trials)
@@ -458,23 +459,26 @@ def fit_link_by_replay(sites: list[tuple[SiteWindows, float]], model: ScoreModel
         replays.append((site, fps, True))
         for offsets in orders.shifts(site.camera.tolist()):
             replays.append((site.in_order(clock_shifted_order(site.t_end, site.camera, offsets)), fps, False))
+
+    def emitted(stats: list[dict]) -> list[dict]:
+        return [x for x, (*_, first) in zip(stats, replays) if first]
+
     trials, emitted_trials = [], []
     for t in sorted(set(candidates)):
         trial = dataclasses.replace(model, thresholds={**model.thresholds, f"link:{key}": t, f"enrol:{key}": t})
         per_replay = [replay_auto_enrol(site, fps, trial, options, consolidate=consolidate) for site, fps, _ in replays]
         for i, c in enumerate(consolidate):
             stats = [runs[i] for runs in per_replay]
-            emitted = [x for x, (*_, first) in zip(stats, replays) if first]
             trial_scores = ReplayTrial.of(stats, float(t), c)
             log.info("replay %s threshold %.2f, consolidate %s: link F1 %.3f, identities off by %.1f, over %d orders",
                      key, t, c, trial_scores.f1, trial_scores.identity_error, orders.count + 1)
             trials.append(trial_scores)
-            emitted_trials.append(ReplayTrial.of(emitted, float(t), c))
+            emitted_trials.append(ReplayTrial.of(emitted(stats), float(t), c))
     chosen = choice.best(trials)
     emitted_choice = choice.best(emitted_trials)
     return {"threshold": round(chosen.threshold, 4), "enrol_below": round(chosen.threshold, 4),
             "consolidate": None if chosen.consolidate is None else round(chosen.consolidate, 4),
-            "fit_sites": [x for x, (*_, first) in zip(chosen.stats, replays) if first], "method": "replay",
+            "fit_sites": emitted(chosen.stats), "method": "replay",
             "orders": {**dataclasses.asdict(orders), "mean_f1": round(chosen.f1, 4)},
             "emitted_order_choice": {"threshold": emitted_choice.threshold, "consolidate": emitted_choice.consolidate,
                                      "mean_f1": round(emitted_choice.f1, 4)}}
