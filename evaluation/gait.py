@@ -96,13 +96,16 @@ def report_card(
     directions: bool = False,
     projection: str | None = None,
     walker_segmenter: str | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Every number of the gait report card for one checkpoint (see the module docstring);
     ``projection``: a discriminant projection file of this model, scored beside the plain metric;
-    ``walker_segmenter``: make the rendered walkers' silhouettes with this segmenter (``pose_crop``)."""
+    ``walker_segmenter``: make the rendered walkers' silhouettes with this segmenter (``pose_crop``);
+    ``device``: where the model runs (``cpu``, ``cuda``)."""
     from evaluation.gait_sites import cross_camera_rank1, direction_handling, render_site_walks
 
     model, version = load_gait_model(weights)
+    model.to(device)
     projector = GaitProjection.load(projection) if projection else None
     if projector is not None and projector.gait_model_version != version:
         raise ValueError(f"projection {projection} maps {projector.gait_model_version!r} embeddings, not {version!r}")
@@ -145,7 +148,8 @@ def report_card(
                 print(f"direction handling {name}: same {res['same_outfit']:.3f}  changed {res['changed_outfit']:.3f}",
                       flush=True)
     one = next(test_set.iter_sequences(keys[:1]))
-    out["speed_per_sequence"] = {"threads": torch_threads(), **sequence_speed(model, one, flip_test=flip_test)}
+    out["speed_per_sequence"] = {"device": device, "threads": torch_threads(),
+                                 **sequence_speed(model, one, flip_test=flip_test)}
     print(f"speed per sequence: {out['speed_per_sequence']}", flush=True)
     return out
 
@@ -236,9 +240,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="tracks: a front-end override on top of the identity benchmark's (e.g. segment.backend=...), repeatable")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="evaluate, extract, report: where the model runs (cpu, cuda)")
     ap.add_argument("--out", default=None, help="JSON file for the metrics")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device}: this machine has no CUDA GPU (use --device cpu)")
 
     if args.action in ("site", "tracks"):
         try:
@@ -256,11 +263,13 @@ def main(argv: list[str] | None = None) -> None:
         result = report_card(
             args.weights, reader, frames, corruptions, args.flip_test, args.site_identities, directions=args.directions,
             projection=args.projection, walker_segmenter=None if args.walker_masks == "noise" else args.walker_masks,
+            device=args.device,
         )
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))
         return
     model, version = load_gait_model(args.weights)
+    model.to(args.device)
     subjects = TRAIN_SUBJECTS if args.split == "train" else TEST_SUBJECTS
     keys = reader.keys(subjects=subjects)
     features = (

@@ -232,6 +232,26 @@ def test_cutting_the_classifier_keeps_an_identical_embedding(tmp_path):
         keep_classes(cut, 6)
 
 
+def test_half_precision_export_loads_as_float32_with_a_close_embedding(tmp_path):
+    from stages.gait.model import GaitBase, GaitBaseConfig
+    from stages.gait.weights import load_gait_model
+    from training.export_gait import half_precision
+
+    cfg = GaitBaseConfig(channels=(4, 8, 8, 8), layers=(1, 1, 1, 1), parts=4, embed_dim=8, class_num=6)
+    net = GaitBase(cfg).eval()
+    half = half_precision({"model": net.state_dict(), "config": cfg.to_dict()})
+    assert {v.dtype for v in half["model"].values() if v.is_floating_point()} == {torch.float16}
+    assert half["model"]["Backbone.forward_block.bn1.num_batches_tracked"].dtype == torch.int64
+    torch.save(half, tmp_path / "half.pt")
+    loaded, _ = load_gait_model(tmp_path / "half.pt")
+    assert next(loaded.parameters()).dtype == torch.float32
+    sils = torch.rand(2, 8, 64, 44)
+    with torch.no_grad():
+        a, b = net(sils).embeddings, loaded(sils).embeddings
+    assert not torch.equal(a, b)  # rounded ...
+    torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2)  # ... to float16's precision
+
+
 def test_robust_weights_match_their_manifest_and_load_in_the_stage():
     import hashlib
     import json

@@ -92,6 +92,49 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path, monkeypatch):
     assert model.config.ratio_attention and model.config.class_num == 4
 
 
+def _four_identities(seed: int) -> SequenceSet:
+    rng = np.random.default_rng(seed)
+    seqs = [(rng.random((12, 64, 44)) > 0.5).astype(np.uint8) * 255 for _ in range(8)]
+    return SequenceSet(seqs, list("aabbccdd"), ratios=[rng.uniform(1, 2, 12).astype(np.float32) for _ in seqs])
+
+
+def test_loader_workers_make_distinct_batches_and_train(tmp_path, monkeypatch):
+    """Worker processes cut and augment batches (for feeding a GPU): each worker its own random stream,
+    and a run through them trains and checkpoints as the in-process one does."""
+    from training import gait as train_gait
+
+    data = _four_identities(2)
+    cfg = _tiny_recipe(tmp_path, total_iter=3)
+    cfg["train"]["loader_workers"] = 2
+    batches = train_gait.training_batches(data, cfg, 0, np.random.default_rng(0), use_ratios=True, use_rgb=False)
+    first, second = next(batches), next(batches)  # one from each worker
+    assert first.sils.dtype == torch.uint8 and first.sils.shape == (4, 4, 64, 44)
+    assert not torch.equal(first.sils, second.sils)
+    monkeypatch.setattr(train_gait, "build_train_set", lambda _: data)
+    ckpt = train_gait.train(cfg, tmp_path, resume=False, command="test")
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 3
+
+
+def test_in_process_batches_repeat_with_the_seed():
+    from training import gait as train_gait
+
+    data, cfg = _four_identities(3), _tiny_recipe("unused", total_iter=1)
+    runs = [train_gait.training_batches(data, cfg, 5, np.random.default_rng(5), True, False) for _ in range(2)]
+    for _ in range(3):
+        a, b = next(runs[0]), next(runs[1])
+        assert torch.equal(a.sils, b.sils) and torch.equal(a.labels, b.labels)
+
+
+def test_unknown_mixed_precision_type_is_refused(tmp_path, monkeypatch):
+    from training import gait as train_gait
+
+    monkeypatch.setattr(train_gait, "build_train_set", lambda _: _four_identities(4))
+    cfg = _tiny_recipe(tmp_path, total_iter=1)
+    cfg["train"]["amp_dtype"] = "float8"
+    with pytest.raises(ValueError, match="amp_dtype"):
+        train_gait.train(cfg, tmp_path, resume=False, command="test")
+
+
 def test_distillation_run_ships_the_silhouette_branch_only(tmp_path, monkeypatch):
     from stages.gait.weights import load_gait_model
     from training import gait as train_gait

@@ -70,6 +70,13 @@ def keep_classes(ckpt: dict, classes: int) -> dict:
     return {**ckpt, "model": state, "config": config}
 
 
+def half_precision(ckpt: dict) -> dict:
+    """The checkpoint with its floating-point tensors stored as float16: half the file, for models
+    whose float32 file would weigh on the repository (loading casts them back to float32)."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    return {**ckpt, "model": state}
+
+
 def export(
     checkpoint: Path,
     name: str,
@@ -80,6 +87,7 @@ def export(
     interpolate_with: Path | None = None,
     alpha: float = 1.0,
     classes: int | None = None,
+    half: bool = False,
 ) -> Path:
     ckpt = load_checkpoint(checkpoint)
     if interpolate_with is not None:
@@ -88,6 +96,9 @@ def export(
     if classes is not None:
         ckpt = keep_classes(ckpt, classes)
         extra = {**extra, "classifier_classes_kept": classes}
+    if half:
+        ckpt = half_precision(ckpt)
+        extra = {**extra, "stored_as": "float16"}
     out = WEIGHTS_DIR / f"{name}.pt"
     shipped = {"model": ckpt["model"], "config": ckpt["config"], "iteration": ckpt.get("iteration")}
     if not (out.is_file() and _same_weights(load_checkpoint(out), shipped)):  # manifest-only updates keep the file
@@ -133,6 +144,7 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=1.0, help="weight of --checkpoint in the interpolation")
     ap.add_argument("--classes", type=int, default=None,
                     help="keep the training classifier's first N identities only (inference does not use it)")
+    ap.add_argument("--half", action="store_true", help="store the weights as float16 (half the file)")
     args = ap.parse_args()
     evaluation, extra = None, {}
     if args.eval:
@@ -152,6 +164,7 @@ def main() -> None:
             interpolate_with,
             args.alpha,
             args.classes,
+            args.half,
         )
     )
 

@@ -8,8 +8,9 @@ Recipe sections (see configs/train/gar_*.yaml): ``model`` (GaitBaseConfig keys),
 (training.augment.AugmentConfig keys; absent = the defaults, which are on), ``sampler`` (P x K,
 frames, sample_type), ``loss``, ``optim``, ``train`` (``init_weights``: start from a gait
 checkpoint, e.g. to fine-tune the shipped weights; classifier rows of the classes both share are
-kept). ``_base_: FILE`` starts from another recipe; a section given replaces that recipe's keys one by
-one. Checkpoints (``{'model', 'config', 'optimizer', 'iteration', ...}``,
+kept; ``loader_workers``: processes that cut and augment batches, 0 = in this process; ``amp_dtype``:
+``float16`` or ``bfloat16``, the mixed precision on a GPU). ``_base_: FILE`` starts from another
+recipe; a section given replaces that recipe's keys one by one. Checkpoints (``{'model', 'config', 'optimizer', 'iteration', ...}``,
 loadable with ``weights_only=True``) go to ``train.out_dir`` every ``checkpoint_every_min``
 minutes and at the end; ``--resume`` continues from the latest one. Metrics are appended to
 ``metrics.jsonl`` in the same folder.
@@ -25,6 +26,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from training.casia_b import DEFAULT_ROOT, TRAIN_SUBJECTS, CasiaB
 from training.losses import cross_entropy_loss, triplet_loss
 from training.sequences import Clip, MixedTripletSampler, SequenceSet, TripletSampler
 
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 SECTIONS = ("model", "data", "augment", "sampler", "loss", "optim", "train")
 
 
@@ -125,7 +128,8 @@ def init_from(net: torch.nn.Module, path: str | Path) -> int:
 
 @dataclass
 class Batch:
-    """sils [n, s, 64, 44] float 0..1; ratios [n, s] or None; rgb [n, 3, s, 64, 44] 0..1 or None."""
+    """sils [n, s, 64, 44] uint8 0/255 (a quarter of float's bytes between loader processes; scaled to
+    0..1 on the training device); ratios [n, s] or None; rgb [n, 3, s, 64, 44] 0..1 or None."""
 
     sils: torch.Tensor
     ratios: torch.Tensor | None
@@ -152,7 +156,7 @@ def augment_batch(clips: list[Clip], cfg: AugmentConfig, rng: np.random.Generato
 
 
 def collate(clips: list[Clip], use_ratios: bool, use_rgb: bool) -> Batch:
-    sils = torch.from_numpy(np.stack([c.silhouettes for c in clips])).float().div_(255.0)
+    sils = torch.from_numpy(np.stack([c.silhouettes for c in clips]))
     ratios = torch.from_numpy(np.stack([c.ratios for c in clips])) if use_ratios else None
     rgb = None
     if use_rgb:
@@ -163,6 +167,47 @@ def collate(clips: list[Clip], use_ratios: bool, use_rgb: bool) -> Batch:
         rgb = x.reshape(n, s, 3, 64, 44).transpose(1, 2).contiguous()
     labels = torch.tensor([c.label for c in clips], dtype=torch.long)
     return Batch(sils, ratios, rgb, labels)
+
+
+def batch_stream(
+    data: SequenceSet, cfg: dict, sampler_seed: int, rng: np.random.Generator, use_ratios: bool, use_rgb: bool
+) -> Iterator[Batch]:
+    """Endless augmented training batches of a recipe (sampler, clip cutting, augmentation, collate)."""
+    sampler_cfg = cfg["sampler"]
+    frames, sample_type = int(sampler_cfg["frames"]), sampler_cfg.get("sample_type", "fixed_unordered")
+    augment = AugmentConfig.from_dict(cfg.get("augment"))
+    for idx in build_sampler(data, cfg["data"], sampler_cfg, sampler_seed):
+        clips = augment_batch([data.clip(int(i), frames, sample_type, rng) for i in idx], augment, rng)
+        yield collate(clips, use_ratios, use_rgb)
+
+
+class WorkerBatches(torch.utils.data.IterableDataset):
+    """:func:`batch_stream` in DataLoader worker processes, each with its own seeds (derived from the
+    run's seed, the iteration it starts at and the worker's index), so that augmentation on the CPU
+    keeps up with a GPU."""
+
+    def __init__(self, data: SequenceSet, cfg: dict, seed: int, use_ratios: bool, use_rgb: bool) -> None:
+        self.data, self.cfg, self.seed, self.use_ratios, self.use_rgb = data, cfg, seed, use_ratios, use_rgb
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = torch.utils.data.get_worker_info()
+        seed = self.seed + 7919 * (info.id + 1 if info is not None else 0)
+        return batch_stream(self.data, self.cfg, seed, np.random.default_rng(seed), self.use_ratios, self.use_rgb)
+
+
+def training_batches(
+    data: SequenceSet, cfg: dict, seed: int, rng: np.random.Generator, use_ratios: bool, use_rgb: bool
+) -> Iterator[Batch]:
+    """The run's batches: made in this process (``train.loader_workers: 0``, the CPU recipes) or by
+    that many worker processes."""
+    workers = int(cfg["train"].get("loader_workers", 0))
+    if workers == 0:
+        return batch_stream(data, cfg, seed, rng, use_ratios, use_rgb)
+    loader = torch.utils.data.DataLoader(
+        WorkerBatches(data, cfg, seed, use_ratios, use_rgb), batch_size=None, num_workers=workers,
+        pin_memory=torch.cuda.is_available(), prefetch_factor=4, persistent_workers=True,
+    )
+    return iter(loader)
 
 
 def branch_loss(out, labels: torch.Tensor, loss_cfg: dict) -> tuple[torch.Tensor, dict]:
@@ -196,7 +241,6 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
     if distill and data.rgb is None:
         raise ValueError("distillation needs RGB crops, which this dataset lacks (CASIA-B has none)")
     net = GARDistillation(model_cfg) if distill else GaitBase(model_cfg)
-    augment = AugmentConfig.from_dict(cfg.get("augment"))
     if tr.get("init_weights") and not (resume and (out_dir / "latest.pt").is_file()):
         target = net.silhouette if distill else net
         print(f"init from {tr['init_weights']}: {init_from(target, tr['init_weights'])} tensors", flush=True)
@@ -229,10 +273,14 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
         rng = np.random.default_rng(seed + iteration)
 
     use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    sampler_cfg = cfg["sampler"]
-    sampler = iter(build_sampler(data, cfg["data"], sampler_cfg, seed + iteration))
-    frames, sample_type = int(sampler_cfg["frames"]), sampler_cfg.get("sample_type", "fixed_unordered")
+    if tr.get("amp_dtype", "float16") not in AMP_DTYPES:
+        raise ValueError(f"train.amp_dtype must be one of {sorted(AMP_DTYPES)}, got {tr['amp_dtype']!r}")
+    amp_dtype = AMP_DTYPES[tr.get("amp_dtype", "float16")]
+    if use_amp:
+        torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest convolutions
+    # bfloat16 has float32's range, so its gradients need no loss scaling
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    batches = training_batches(data, cfg, seed + iteration, rng, use_ratios, distill)
     loss_cfg = cfg["loss"]
     metrics_path = out_dir / "metrics.jsonl"
     ckpt_every_s = 60.0 * float(tr.get("checkpoint_every_min", 5))
@@ -272,23 +320,24 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
         lr = base_lr * lr_factor(progress, milestones, gamma)
         for g in optimizer.param_groups:
             g["lr"] = lr
-        idx = next(sampler)
-        clips = augment_batch([data.clip(int(i), frames, sample_type, rng) for i in idx], augment, rng)
-        batch = collate(clips, use_ratios, distill)
-        labels = batch.labels.to(device)
-        with torch.autocast(device_type=device.type, enabled=use_amp):
-            sils = batch.sils.to(device)
+        batch = next(batches)
+        labels = batch.labels.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+            sils = batch.sils.to(device, non_blocking=True).float().div_(255.0)
             ratios = None if batch.ratios is None else batch.ratios.to(device)
             if distill:
                 out_s, out_f, l_distill = net(sils, batch.rgb.to(device), ratios)
-                l_s, m_s = branch_loss(out_s, labels, loss_cfg)
-                l_f, m_f = branch_loss(out_f, labels, loss_cfg)
-                w = loss_cfg.get("weights", [0.425, 0.425, 0.15])  # GADER eq. 6: rgb, silhouette, distill
-                loss = w[0] * l_f + w[1] * l_s + w[2] * l_distill
-                stats = {**m_s, "rgb_acc": m_f["acc"], "distill": float(l_distill.detach())}
             else:
                 out = net(sils, ratios)
-                loss, stats = branch_loss(out, labels, loss_cfg)
+        # the losses in float32: the triplet loss's pairwise distances cancel badly in half precision
+        if distill:
+            l_s, m_s = branch_loss(out_s, labels, loss_cfg)
+            l_f, m_f = branch_loss(out_f, labels, loss_cfg)
+            w = loss_cfg.get("weights", [0.425, 0.425, 0.15])  # GADER eq. 6: rgb, silhouette, distill
+            loss = w[0] * l_f + w[1] * l_s + w[2] * l_distill.float()
+            stats = {**m_s, "rgb_acc": m_f["acc"], "distill": float(l_distill.detach())}
+        else:
+            loss, stats = branch_loss(out, labels, loss_cfg)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

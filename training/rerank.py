@@ -73,6 +73,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     seed: int = 0
     threads: int = 1
+    device: str = "cpu"  # where CarGait trains (cpu, cuda); the saved weights are on the CPU either way
     baseline_classifier_iterations: int = 0
     kreciprocal: bool = True
     calibration_far: float = 0.01
@@ -133,7 +134,7 @@ def triplet_distances(model: CarGait, f: torch.Tensor, t: np.ndarray) -> tuple[t
 
     Each distinct probe is projected once and shared by its pairs (same result, less work).
     """
-    idx = torch.as_tensor(t)
+    idx = torch.as_tensor(t, device=f.device)
     probes, inverse = torch.unique(idx[:, 0], return_inverse=True)
     pp = model.project(f[probes]).take(inverse)
     ep1, epos = model.condition(pp, model.project(f[idx[:, 1]]))
@@ -164,11 +165,12 @@ def train_cargait(cfg: TrainConfig, train: FeatureSet, val: FeatureSet, log=prin
                          f"(train {len(d_train.probes)}, validation {len(d_val.probes)}): more identities are needed")
     t_val = fixed_triplets(d_val, cfg.triplets_per_probe, cfg.seed + 1)
     classes = {s: i for i, s in enumerate(sorted(set(train.subjects.tolist())))}
-    labels = torch.as_tensor([classes[s] for s in train.subjects])
-    f_train = torch.as_tensor(train.features)
-    f_val = torch.as_tensor(val.features)
+    device = torch.device(cfg.device)
+    labels = torch.as_tensor([classes[s] for s in train.subjects], device=device)
+    f_train = torch.as_tensor(train.features, device=device)
+    f_val = torch.as_tensor(val.features, device=device)
     _, p, c = train.features.shape
-    model = CarGait(p, c, len(classes), cfg.hidden, cfg.heads, cfg.classifier_hidden)
+    model = CarGait(p, c, len(classes), cfg.hidden, cfg.heads, cfg.classifier_hidden).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     log(f"D: {len(d_train.probes)}/{len(train)} train probes, {len(d_val.probes)}/{len(val)} val probes, "
         f"{len(t_val)} val triplets, {len(classes)} classes, features ({p}, {c})")
@@ -181,7 +183,7 @@ def train_cargait(cfg: TrainConfig, train: FeatureSet, val: FeatureSet, log=prin
     for it in range(1, cfg.iterations + 1):
         t = sample_triplets(d_train, cfg.batch_probes, cfg.triplets_per_probe, rng)
         ep1, epos, ep2, eneg, d_pos, d_neg = triplet_distances(model, f_train, t)
-        idx = torch.as_tensor(t)
+        idx = torch.as_tensor(t, device=device)
         logits = model.classifier(torch.cat([ep1, epos, ep2, eneg]))
         target = torch.cat([labels[idx[:, 0]], labels[idx[:, 1]], labels[idx[:, 0]], labels[idx[:, 2]]])
         loss = ranking_loss(d_pos, d_neg, cfg.beta) + cfg.alpha * F.cross_entropy(logits, target)
@@ -198,7 +200,7 @@ def train_cargait(cfg: TrainConfig, train: FeatureSet, val: FeatureSet, log=prin
             if v < best_loss:
                 best_loss, best = v, copy.deepcopy(model.state_dict())
     model.load_state_dict(best)
-    return model.eval(), {"history": history, "best_val_ranking_loss": best_loss}
+    return model.cpu().eval(), {"history": history, "best_val_ranking_loss": best_loss}
 
 
 def train_pair_classifier(cfg: TrainConfig, train: FeatureSet, iterations: int, log=print) -> PairClassifier:
