@@ -1,6 +1,9 @@
-"""Cross-camera Rank-1 on rendered walkers and the direction-handling comparison (pure numpy)."""
+"""Cross-camera Rank-1 on rendered walkers and the direction-handling comparison (pure numpy); the gait
+evaluation's refusal of a missing GPU."""
 
 import numpy as np
+import pytest
+import torch
 
 from evaluation.gait_sites import SEQUENCE_PLAN, SiteWalks, cross_camera_rank1, direction_variants, moves_right_to_left
 
@@ -241,3 +244,11 @@ def test_the_tracks_command_reports_a_bad_site_or_override_in_one_line(tmp_path)
     site.write_text("{}")
     with pytest.raises(SystemExit, match="error: segment.backend: unknown segment backend 'nope'"):
         main(["tracks", "--site", str(site), "--set", "segment.backend=nope"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_gait_evaluation_on_a_missing_gpu_is_refused_in_one_line():
+    from evaluation.gait import main
+
+    with pytest.raises(SystemExit, match="no CUDA GPU"):
+        main(["evaluate", "--device", "cuda"])

@@ -245,3 +245,13 @@ def test_feature_sets_of_two_gait_models_are_not_joined():
     assert len(joined) == 15 and joined.model_version == "g@1"
     with pytest.raises(ValueError, match="different gait models"):
         FeatureSet.concatenate([_set("a", 2), _set("b", 3, "h@2")])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_a_gpu_recipe_is_refused_clearly_without_a_gpu(capsys):
+    from training.rerank import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--config", "configs/train/cargait_base.yaml"])
+    assert exc.value.code == 2
+    assert "no CUDA GPU" in capsys.readouterr().err

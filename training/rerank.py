@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown config keys {sorted(unknown)}; valid: {sorted(fields)}")
     cfg = TrainConfig(**raw)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"device {cfg.device!r}: this machine has no CUDA GPU (--set device=cpu)")
     test = None
     torch.set_num_threads(cfg.threads)
     version = gait_model_version(_path(cfg.gait_weights)) if cfg.gait_weights else ""
