@@ -10,10 +10,10 @@ frames, sample_type), ``loss``, ``optim``, ``train`` (``init_weights``: start fr
 checkpoint, e.g. to fine-tune the shipped weights; classifier rows of the classes both share are
 kept; ``loader_workers``: processes that cut and augment batches, 0 = in this process; ``amp_dtype``:
 ``float16`` or ``bfloat16``, the mixed precision on a GPU). ``_base_: FILE`` starts from another
-recipe; a section given replaces that recipe's keys one by one. Checkpoints (``{'model', 'config', 'optimizer', 'iteration', ...}``,
-loadable with ``weights_only=True``) go to ``train.out_dir`` every ``checkpoint_every_min``
-minutes and at the end; ``--resume`` continues from the latest one. Metrics are appended to
-``metrics.jsonl`` in the same folder.
+recipe; a section given replaces that recipe's keys one by one. Checkpoints (``{'model', 'config',
+'optimizer', 'iteration', ...}``, loadable with ``weights_only=True``) go to ``train.out_dir``
+every ``checkpoint_every_min`` minutes and at the end; ``--resume`` continues from the latest one.
+Metrics are appended to ``metrics.jsonl`` in the same folder.
 
 The learning-rate schedule is by progress, ``max(iteration / total_iter, elapsed / time_limit)``,
 so a recipe with a wall-clock budget still anneals before it stops.
