@@ -176,6 +176,7 @@ def test_shipped_gait_weights_name_the_recipe_that_made_them():
 
 
 @pytest.mark.parametrize("gait_name, reranker_name", [("gar_lab", "cargait_lab"), ("gar_lab2", "cargait_lab2"),
+                                                        ("gar_lab3_gpu", "cargait_lab3_gpu"),
                                                         ("gar_site_lab", "cargait_site_lab"),
                                                         ("gar_front_lab", "cargait_front_lab")])
 def test_optional_gait_models_load_in_the_stage_with_their_own_reranker(gait_name, reranker_name):
