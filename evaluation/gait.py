@@ -31,7 +31,8 @@ sequence name so every model sees the same noise: each foreground pixel is clear
 probability h and each background pixel set with probability s
 (``training.augment.CORRUPTION_LEVELS``: ``mild`` h=6 % s=0.5 %, ``holes12_speckle1`` h=12 %
 s=1 %, ``severe`` h=20 % s=2 %). ``--flip-test mean|max`` embeds each sequence and its mirror
-image and combines the two.
+image and combines the two. ``--device cuda`` runs the model of ``evaluate``, ``extract`` and
+``report`` on a GPU.
 """
 
 from __future__ import annotations
