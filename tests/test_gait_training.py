@@ -71,15 +71,17 @@ def _tiny_recipe(out_dir, total_iter: int) -> dict:
     }
 
 
+def _four_identities(seed: int) -> SequenceSet:
+    rng = np.random.default_rng(seed)
+    seqs = [(rng.random((12, 64, 44)) > 0.5).astype(np.uint8) * 255 for _ in range(8)]
+    return SequenceSet(seqs, list("aabbccdd"), ratios=[rng.uniform(1, 2, 12).astype(np.float32) for _ in seqs])
+
+
 def test_tiny_training_run_checkpoints_and_resumes(tmp_path, monkeypatch):
     from stages.gait.weights import load_gait_model
     from training import gait as train_gait
 
-    rng = np.random.default_rng(0)
-    seqs = [(rng.random((12, 64, 44)) > 0.5).astype(np.uint8) * 255 for _ in range(8)]
-    data = SequenceSet(
-        seqs, ["a", "a", "b", "b", "c", "c", "d", "d"], ratios=[rng.uniform(1, 2, 12).astype(np.float32) for _ in seqs]
-    )
+    data = _four_identities(0)
     monkeypatch.setattr(train_gait, "build_train_set", lambda _: data)
     cfg = _tiny_recipe(tmp_path, total_iter=2)
     cfg["train"]["log_every"] = 1
@@ -90,12 +92,6 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path, monkeypatch):
     assert torch.load(ckpt, weights_only=True)["iteration"] == 3
     model, _ = load_gait_model(ckpt)
     assert model.config.ratio_attention and model.config.class_num == 4
-
-
-def _four_identities(seed: int) -> SequenceSet:
-    rng = np.random.default_rng(seed)
-    seqs = [(rng.random((12, 64, 44)) > 0.5).astype(np.uint8) * 255 for _ in range(8)]
-    return SequenceSet(seqs, list("aabbccdd"), ratios=[rng.uniform(1, 2, 12).astype(np.float32) for _ in seqs])
 
 
 def test_loader_workers_make_distinct_batches_and_train(tmp_path, monkeypatch):

@@ -273,9 +273,10 @@ def train(cfg: dict, out_dir: Path, resume: bool, command: str) -> Path:
         rng = np.random.default_rng(seed + iteration)
 
     use_amp = device.type == "cuda"
-    if tr.get("amp_dtype", "float16") not in AMP_DTYPES:
-        raise ValueError(f"train.amp_dtype must be one of {sorted(AMP_DTYPES)}, got {tr['amp_dtype']!r}")
-    amp_dtype = AMP_DTYPES[tr.get("amp_dtype", "float16")]
+    amp_name = tr.get("amp_dtype", "float16")
+    if amp_name not in AMP_DTYPES:
+        raise ValueError(f"train.amp_dtype must be one of {sorted(AMP_DTYPES)}, got {amp_name!r}")
+    amp_dtype = AMP_DTYPES[amp_name]
     if use_amp:
         torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest convolutions
     # bfloat16 has float32's range, so its gradients need no loss scaling

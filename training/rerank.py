@@ -129,8 +129,9 @@ def fixed_triplets(d: Shortlists, per_probe: int, seed: int) -> np.ndarray:
     return sample_triplets(d, len(d.probes), per_probe, rng)
 
 
-def triplet_distances(model: CarGait, f: torch.Tensor, t: np.ndarray) -> tuple[torch.Tensor, ...]:
-    """Conditioned maps and distances of (probe, pos) and (probe, neg) pairs. f: (N, P, C).
+def triplet_distances(model: CarGait, f: torch.Tensor, t: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Conditioned maps and distances of (probe, pos) and (probe, neg) pairs. f: (N, P, C); t: (M, 3)
+    indices (an index tensor already on f's device is used as it is).
 
     Each distinct probe is projected once and shared by its pairs (same result, less work).
     """
@@ -181,9 +182,8 @@ def train_cargait(cfg: TrainConfig, train: FeatureSet, val: FeatureSet, log=prin
     start = time.time()
     running = 0.0
     for it in range(1, cfg.iterations + 1):
-        t = sample_triplets(d_train, cfg.batch_probes, cfg.triplets_per_probe, rng)
-        ep1, epos, ep2, eneg, d_pos, d_neg = triplet_distances(model, f_train, t)
-        idx = torch.as_tensor(t, device=device)
+        idx = torch.as_tensor(sample_triplets(d_train, cfg.batch_probes, cfg.triplets_per_probe, rng), device=device)
+        ep1, epos, ep2, eneg, d_pos, d_neg = triplet_distances(model, f_train, idx)
         logits = model.classifier(torch.cat([ep1, epos, ep2, eneg]))
         target = torch.cat([labels[idx[:, 0]], labels[idx[:, 1]], labels[idx[:, 0]], labels[idx[:, 2]]])
         loss = ranking_loss(d_pos, d_neg, cfg.beta) + cfg.alpha * F.cross_entropy(logits, target)
