@@ -196,3 +196,22 @@ def test_optional_gait_models_load_in_the_stage_with_their_own_reranker(gait_nam
     with torch.no_grad():
         assert stage.model(clip).embeddings.shape == (1, stage.model.config.parts, stage.model.config.embed_dim)
 
+
+
+def test_cpu_trained_third_cycle_loads_in_the_stage_like_its_gpu_twin():
+    """gar_lab3.pt (the third cycle on CPUs) is the same network as gar_lab3_gpu.pt and loads as gait.weights,
+    named by its own manifest's sha256."""
+    from pathlib import Path
+
+    from stages.gait.recognizer import GaitRecognizer
+
+    weights = Path(__file__).resolve().parents[1] / "weights"
+    manifest = json.loads((weights / "gar_lab3.json").read_text())
+    stage = GaitRecognizer(weights=str(weights / "gar_lab3.pt"))
+    twin = GaitRecognizer(weights=str(weights / "gar_lab3_gpu.pt"))
+    assert stage.version == f"gar_lab3@{manifest['sha256'][:12]}"
+    assert stage.model.config == twin.model.config
+    clip = torch.rand(1, 12, 64, 44)
+    with torch.no_grad():
+        a, b = stage.model(clip).embeddings, twin.model(clip).embeddings
+    assert a.shape == b.shape and not torch.allclose(a, b)
