@@ -197,7 +197,6 @@ def test_optional_gait_models_load_in_the_stage_with_their_own_reranker(gait_nam
         assert stage.model(clip).embeddings.shape == (1, stage.model.config.parts, stage.model.config.embed_dim)
 
 
-
 def test_cpu_trained_third_cycle_loads_in_the_stage_like_its_gpu_twin():
     """gar_lab3.pt (the third cycle on CPUs) is the same network as gar_lab3_gpu.pt and loads as gait.weights,
     named by its own manifest's sha256."""
