@@ -173,13 +173,14 @@ def test_shipped_gait_weights_name_the_recipe_that_made_them():
 
 @pytest.mark.parametrize("gait_name, reranker_name", [("gar_lab", "cargait_lab"), ("gar_lab2", "cargait_lab2"),
                                                         ("gar_lab3_gpu", "cargait_lab3_gpu"),
+                                                        ("gar_lab3", "cargait_lab3"),
                                                         ("gar_site_lab", "cargait_site_lab"),
                                                         ("gar_front_lab", "cargait_front_lab")])
 def test_optional_gait_models_load_in_the_stage_with_their_own_reranker(gait_name, reranker_name):
-    """The optional gait models (gar_lab.pt: CASIA-B only, longer schedule; gar_lab2.pt: a second cycle of it;
-    gar_site_lab.pt: gar_lab.pt fine-tuned on synthetic walkers; gar_front_lab.pt: that fine-tuned on
-    BlazePose-segmented walkers) load as gait.weights; each CarGait re-ranker was trained on its own model's
-    features, and the manifests say so."""
+    """The optional gait models (gar_lab.pt: CASIA-B only, longer schedule; gar_lab2.pt and gar_lab3[_gpu].pt:
+    more cycles of it; gar_site_lab.pt: gar_lab.pt fine-tuned on synthetic walkers; gar_front_lab.pt: that
+    fine-tuned on BlazePose-segmented walkers) load as gait.weights; each CarGait re-ranker was trained on its
+    own model's features, and the manifests say so."""
     from pathlib import Path
 
     from stages.gait.recognizer import GaitRecognizer
