@@ -198,18 +198,16 @@ def test_optional_gait_models_load_in_the_stage_with_their_own_reranker(gait_nam
         assert stage.model(clip).embeddings.shape == (1, stage.model.config.parts, stage.model.config.embed_dim)
 
 
-def test_cpu_trained_third_cycle_loads_in_the_stage_like_its_gpu_twin():
-    """gar_lab3.pt (the third cycle on CPUs) is the same network as gar_lab3_gpu.pt and loads as gait.weights,
-    named by its own manifest's sha256."""
+def test_cpu_trained_third_cycle_is_the_same_network_as_its_gpu_twin():
+    """gar_lab3.pt (the third cycle on CPUs) is the same network as gar_lab3_gpu.pt with its own weights (that it
+    loads as gait.weights under its manifest's name is the optional-model test's)."""
     from pathlib import Path
 
     from stages.gait.recognizer import GaitRecognizer
 
     weights = Path(__file__).resolve().parents[1] / "weights"
-    manifest = json.loads((weights / "gar_lab3.json").read_text())
     stage = GaitRecognizer(weights=str(weights / "gar_lab3.pt"))
     twin = GaitRecognizer(weights=str(weights / "gar_lab3_gpu.pt"))
-    assert stage.version == f"gar_lab3@{manifest['sha256'][:12]}"
     assert stage.model.config == twin.model.config
     clip = torch.rand(1, 12, 64, 44)
     with torch.no_grad():
