@@ -128,6 +128,27 @@ def test_probe_rankings_split_by_clothes():
     assert changed == [] and natural[0].relevant == 1
 
 
+def test_clean_tracks_drop_the_probes_and_gallery_tracks_that_follow_their_person_part_time():
+    """A gallery track on its person in 6 of 10 frames shows someone else in the rest: the clean
+    scores rank the clean probes against the clean gallery tracks alone."""
+    from evaluation.identity.protocol import clean_only
+
+    def track(camera, tid, identity, matched):
+        return TrackTruth(camera, tid, camera, identity, tid, (0, False), 10, matched)
+
+    g_clean, g_mixed = track("a", 1, 7, 10), track("a", 2, 8, 6)
+    p_clean, p_mixed = track("b", 3, 7, 9), track("b", 4, 8, 5)
+    tracks = {t.key: t for t in (g_clean, g_mixed, p_clean, p_mixed)}
+    assert g_mixed.purity == pytest.approx(0.6) and p_clean.purity == pytest.approx(0.9)
+    assert track("a", 5, None, 0).purity == 0.0
+    probes = [Probe(p_clean, [(g_mixed.key, -6.0), (g_clean.key, -2.0)]), Probe(p_mixed, [(g_mixed.key, -1.0)])]
+    kept, gallery = clean_only(probes, tracks, [g_clean.key, g_mixed.key], min_purity=0.9)
+    assert gallery == [g_clean.key]
+    assert [p.track for p in kept] == [p_clean] and kept[0].ranked == [(g_clean.key, -2.0)]
+    everything, gallery = clean_only(probes, tracks, [g_clean.key, g_mixed.key], min_purity=0.5)
+    assert len(everything) == 2 and len(gallery) == 2 and everything[0].ranked == probes[0].ranked
+
+
 def test_a_modality_ranks_gallery_tracks_by_calibrated_score_not_raw_distance():
     """CarGait re-scores the shortlist's first few on a scale of its own (about three times the plain
     metric's): sorted by raw distance, the re-scored nearest identities would sink to the bottom."""
@@ -274,6 +295,12 @@ def test_tiny_site_end_to_end(tmp_path):
     links = variant["auto_enrol"]
     assert links["pairs_right"] <= min(links["pairs_true"], links["pairs_linked"])
     assert "| default | system |" in markdown_table(result)
+    # The clean-track scores rank a subset of the same probes against a subset of the same galleries.
+    assert result["track_match"]["clean_purity"] == 0.9 and "clean tracks (>= 0.9)" in markdown_table(result)
+    for scores in variant["closed_set"].values():
+        clean, whole = scores["clean_tracks"], scores["open_set"]
+        assert clean["same_clothes"]["probes"] <= scores["same_clothes"]["probes"]
+        assert clean["open_set"]["known"] <= whole["known"] and clean["open_set"]["unknown"] <= whole["unknown"]
     # Auto-enrol replayed in two more orders: the first order is the emitted one, every variant saw the same shifts.
     orders = links["orders"]
     assert orders["count"] == 3 and orders["per_order"][0]["f1"] == links["f1"]
@@ -453,3 +480,13 @@ def test_bench_config_rejects_bad_enrol_orders(tmp_path):
             BenchConfig.load(tmp_path / "bench.yaml")
     (tmp_path / "bench.yaml").write_text("enrol_orders: {count: 3}\nvariants: [{name: default}]\n")
     assert BenchConfig.load(tmp_path / "bench.yaml").enrol_orders.count == 3
+
+
+def test_bench_config_rejects_a_bad_track_match(tmp_path):
+    bad = (("track_match: {clean_purity: 0}", "clean_purity"), ("track_match: {min_ious: 0.5}", "min_ious"))
+    for text, message in bad:
+        (tmp_path / "bench.yaml").write_text(f"{text}\nvariants: [{{name: default}}]\n")
+        with pytest.raises(ValueError, match=message):
+            BenchConfig.load(tmp_path / "bench.yaml")
+    (tmp_path / "bench.yaml").write_text("track_match: {clean_purity: 0.8}\nvariants: [{name: default}]\n")
+    assert BenchConfig.load(tmp_path / "bench.yaml").clean_purity == 0.8

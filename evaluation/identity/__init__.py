@@ -40,6 +40,12 @@ are never-enrolled probes. A probe is accepted when its nearest gallery distance
 threshold; the threshold is the largest that accepts at most 1% of the never-enrolled probes
 (pooled over sites). DIR: share of enrolled probes accepted with the right person at rank 1.
 
+Clean tracks (R1 same, DIR). The same closed-set and open-set scores with every probe and gallery
+track left out that is on its person in fewer than ``clean_purity`` (0.9) of its frames: what the
+matcher gives where the front end kept people apart. A track on two people walking together ranks
+high against both of them, as a probe and as a gallery entry; the difference to the main columns is
+what such tracks cost. A diagnostic beside the main scores, not in their place.
+
 Auto-enrol links (P / R / F1, identities). The chain runs with ``gallery.auto_enrol=true`` on a
 fresh gallery per site; a track's identity is its final window's decision. Over all pairs of
 truth-mapped tracks of a site (same or different cameras): a pair is linked when both ended with

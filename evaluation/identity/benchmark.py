@@ -31,6 +31,7 @@ from evaluation.identity.protocol import (
     SCORERS,
     auto_enrol_links,
     by_track,
+    clean_only,
     closed_set_probes,
     probe_rankings,
     track_decision,
@@ -73,7 +74,9 @@ class Variant:
 class BenchConfig:
     """pipeline: config name or path; overrides: applied to every variant; sites / quick_sites:
     (name, site config) pairs; far: open-set false-accept rate; min_iou / min_share: track matching;
-    enrol_orders: auto-enrol replayed in other camera-clock orders."""
+    clean_purity: the least share of a track's frames on its person for the clean-track scores (what
+    the matcher gives where the front end kept people apart); enrol_orders: auto-enrol replayed in
+    other camera-clock orders."""
 
     pipeline: str
     overrides: tuple[str, ...]
@@ -84,6 +87,7 @@ class BenchConfig:
     min_iou: float = 0.5
     min_share: float = 0.5
     enrol_orders: EnrolOrders = EnrolOrders()
+    clean_purity: float = 0.9
 
     @staticmethod
     def load(path: str | Path) -> BenchConfig:
@@ -116,10 +120,16 @@ class BenchConfig:
         if not variants:
             raise ValueError(f"{path}: no variants")
         match = data.get("track_match") or {}
+        extra = sorted(set(match) - {"min_iou", "min_share", "clean_purity"})
+        if extra:
+            raise ValueError(f"{path}: track_match: unknown key(s) {extra}; expected min_iou, min_share, clean_purity")
+        clean_purity = float(match.get("clean_purity", 0.9))
+        if not 0.0 < clean_purity <= 1.0:
+            raise ValueError(f"{path}: track_match.clean_purity must be in (0, 1], got {clean_purity}")
         return BenchConfig(str(data.get("pipeline") or "default"), tuple(data.get("overrides") or ()), sites("sites"),
                            sites("quick_sites"), tuple(variants), float(data.get("far", 0.01)),
                            float(match.get("min_iou", 0.5)), float(match.get("min_share", 0.5)),
-                           EnrolOrders.from_dict(data.get("enrol_orders") or {}))
+                           EnrolOrders.from_dict(data.get("enrol_orders") or {}), clean_purity)
 
 
 @dataclass
@@ -130,6 +140,9 @@ class Pool:
     changed: list[ProbeRanking] = field(default_factory=list)
     known: list[ProbeRanking] = field(default_factory=list)
     unknown: list[ProbeRanking] = field(default_factory=list)
+    clean_closed: list[ProbeRanking] = field(default_factory=list)  # the same, clean tracks only
+    clean_known: list[ProbeRanking] = field(default_factory=list)
+    clean_unknown: list[ProbeRanking] = field(default_factory=list)
 
 
 def open_set_folds(rankings: list[ProbeRanking], enrolled: set[int]) -> tuple[list[ProbeRanking], list[ProbeRanking]]:
@@ -158,10 +171,11 @@ class SiteScores:
 
 
 def score_site(config, windows: list[TrackWindow], decided: list[TrackWindow], truth: dict, scorers: tuple[str, ...],
-               tracks: dict[TrackKey, TrackTruth], batch_size: int = 8) -> SiteScores:
+               tracks: dict[TrackKey, TrackTruth], batch_size: int = 8, clean_purity: float = 0.9) -> SiteScores:
     """Score one site: ``windows`` are the run's windows with embeddings (enrolled and probed
     through ``config``'s gallery stage, each camera in turn the enrol camera), ``decided`` the same
-    windows with the identities the run decided online (auto-enrol links)."""
+    windows with the identities the run decided online (auto-enrol links). The clean pools hold the
+    same scores over the tracks that follow their person in at least ``clean_purity`` of their frames."""
     pools = {s: Pool() for s in scorers}
     for camera in [c["name"] for c in truth["cameras"]]:
         probes = closed_set_probes(config, windows, tracks, camera, scorers, batch_size)
@@ -174,6 +188,13 @@ def score_site(config, windows: list[TrackWindow], decided: list[TrackWindow], t
             known, unknown = open_set_folds(rankings, enrolled)
             pools[scorer].known.extend(known)
             pools[scorer].unknown.extend(unknown)
+            clean, clean_keys = clean_only(found, tracks, gallery_keys, clean_purity)
+            clean_enrolled = {tracks[k].identity for k in clean_keys}
+            clean_rankings, _ = probe_rankings(clean, tracks, clean_keys)
+            pools[scorer].clean_closed.extend(p for p in clean_rankings if p.identity in clean_enrolled)
+            known, unknown = open_set_folds(clean_rankings, clean_enrolled)
+            pools[scorer].clean_known.extend(known)
+            pools[scorer].clean_unknown.extend(unknown)
     return SiteScores(pools, auto_enrol_links(decided, tracks), tracks)
 
 
@@ -217,11 +238,18 @@ def summarise(name: str, overrides: list[str], sites: list[SiteScores], identiti
         changed = [p for s in sites for p in s.pools[scorer].changed]
         known = [p for s in sites for p in s.pools[scorer].known]
         unknown = [p for s in sites for p in s.pools[scorer].unknown]
+        clean = [p for s in sites for p in s.pools[scorer].clean_closed]
+        clean_known = [p for s in sites for p in s.pools[scorer].clean_known]
+        clean_unknown = [p for s in sites for p in s.pools[scorer].clean_unknown]
         scorers[scorer] = {
             "same_clothes": closed_set([p for p in closed if not p.changed_clothes and p.relevant]).as_dict(),
             "changed_clothes": closed_set(changed).as_dict(),
             "all": closed_set(closed).as_dict(),
             "open_set": open_set(known, unknown, far).as_dict(),
+            "clean_tracks": {
+                "same_clothes": closed_set([p for p in clean if not p.changed_clothes and p.relevant]).as_dict(),
+                "open_set": open_set(clean_known, clean_unknown, far).as_dict(),
+            },
         }
     auto_enrol = {**_sum_links([s.links for s in sites]), "identities": identities, "people": people}
     if orders and len(orders[0]) > 1:
@@ -295,7 +323,8 @@ def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = D
             run = runs[(front_key, tuple(gait_over))]
             t1 = time.time()
             decided, n_identities = replay_gallery(config, run, auto_enrol=True)
-            site_scores = score_site(config, run.windows, decided, truth, variant.closed_set, tracks, run.batch_size)
+            site_scores = score_site(config, run.windows, decided, truth, variant.closed_set, tracks, run.batch_size,
+                                     bench.clean_purity)
             scores[variant.name].append(site_scores)
             identities[variant.name] += n_identities
             row["variants"][variant.name] = {"links": site_scores.links.as_dict(), "identities": n_identities,
@@ -316,7 +345,7 @@ def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = D
     results = [summarise(v.name, [*bench.overrides, *v.overrides], scores[v.name], identities[v.name], people, bench.far,
                          v.masks, order_links[v.name]) for v in chosen]
     return {"format": "gaitscope-identity-benchmark/1", "quick": quick, "pipeline": bench.pipeline, "far": bench.far,
-            "track_match": {"min_iou": bench.min_iou, "min_share": bench.min_share},
+            "track_match": {"min_iou": bench.min_iou, "min_share": bench.min_share, "clean_purity": bench.clean_purity},
             "enrol_orders": dataclasses.asdict(orders), "seconds": round(time.time() - started, 1),
             "sites": site_rows, "variants": results}
 
@@ -334,10 +363,19 @@ def _over_orders(orders: dict | None, key: str, digits: int) -> str:
     return f"{spread['mean']:.{digits}f} ({spread['min']:.{ends}f}-{spread['max']:.{ends}f})"
 
 
+def _clean_cell(clean: dict | None) -> str:
+    if not clean:
+        return "-"
+    same, opened = clean["same_clothes"], clean["open_set"]
+    return f"{_f(same['rank1'])} ({same['probes']}), {_f(opened['dir'])}"
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     """One row per variant and closed-set scorer; the auto-enrol columns on each variant's first row."""
     far = result["far"]
-    head = ["variant", "scorer", "R1 same", "mAP same", "R1 changed", "mAP changed", f"DIR@{far:g}FAR", "coverage",
+    clean = result.get("track_match", {}).get("clean_purity")
+    head = ["variant", "scorer", "R1 same", "mAP same", "R1 changed", "mAP changed", f"DIR@{far:g}FAR",
+            f"clean tracks (>= {clean:g}): R1 same, DIR" if clean else "clean tracks: R1 same, DIR", "coverage",
             "link P", "link R", "link F1", "identities / people", "unnamed tracks"]
     with_orders = any("orders" in v["auto_enrol"] for v in result["variants"])
     if with_orders:
@@ -351,7 +389,7 @@ def markdown_table(result: dict[str, Any]) -> str:
             cells = [v["name"] if i == 0 else "", scorer,
                      f"{_f(same['rank1'])} ({same['probes']})", _f(same["map"]),
                      f"{_f(changed['rank1'])} ({changed['probes']})", _f(changed["map"]),
-                     _f(opened["dir"]), _f(s["all"]["coverage"])]
+                     _f(opened["dir"]), _clean_cell(s.get("clean_tracks")), _f(s["all"]["coverage"])]
             cells += ([_f(a["precision"]), _f(a["recall"]), _f(a["f1"]), f"{a['identities']} / {a['people']}",
                        f"{a['unnamed']} / {a['tracks']}"] if i == 0 else [""] * 5)
             if with_orders:
@@ -363,7 +401,8 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 def score_run(config, track_files: list[Path], truth: dict, scorers: tuple[str, ...] = ("system", "gait", "appearance"),
               far: float = 0.01, min_iou: float = 0.5, min_share: float = 0.5, name: str = "run",
-              merges: list[dict] | None = None, named: list[dict] | None = None) -> dict[str, Any]:
+              merges: list[dict] | None = None, named: list[dict] | None = None,
+              clean_purity: float = 0.9) -> dict[str, Any]:
     """Score a finished run's records (made with ``export.save_embeddings=true``) against a rendered
     site's ground truth, as one benchmark variant: auto-enrol links from the identities the run
     decided (with the tracks it ``named`` on a second look, as the run summary's
@@ -374,8 +413,9 @@ def score_run(config, track_files: list[Path], truth: dict, scorers: tuple[str, 
 
     windows = follow_merges(named_late(windows_from_records(track_files), named or []), merges or [])
     tracks = match_tracks(windows, truth, min_iou, min_share)
-    site = score_site(config, windows, windows, truth, scorers, tracks)
+    site = score_site(config, windows, windows, truth, scorers, tracks, clean_purity=clean_purity)
     decided = {track_decision(ws) for ws in by_track(windows).values()} - {None}
     result = summarise(name, [], [site], len(decided), len(people_seen(truth)), far)
-    return {"far": far, "variants": [result], "tracks": len(tracks),
+    return {"far": far, "track_match": {"min_iou": min_iou, "min_share": min_share, "clean_purity": clean_purity},
+            "variants": [result], "tracks": len(tracks),
             "tracks_matched": sum(t.identity is not None for t in tracks.values())}

@@ -186,6 +186,17 @@ def probe_rankings(probes: Sequence[Probe], tracks: dict[TrackKey, TrackTruth],
     return natural, changed
 
 
+def clean_only(probes: Sequence[Probe], tracks: dict[TrackKey, TrackTruth], gallery_keys: Sequence[TrackKey],
+               min_purity: float) -> tuple[list[Probe], list[TrackKey]]:
+    """The probes and gallery tracks that follow their person in at least ``min_purity`` of their
+    frames, each probe ranked against those gallery tracks alone: the same galleries as if the
+    front end had made only clean tracks."""
+    gallery = [k for k in gallery_keys if tracks[k].purity >= min_purity]
+    kept = set(gallery)
+    return [Probe(p.track, [(k, d) for k, d in p.ranked if k in kept]) for p in probes
+            if p.track.purity >= min_purity], gallery
+
+
 def _record(p: Probe, tracks: dict[TrackKey, TrackTruth], relevant: list[TrackTruth], changed_clothes: bool) -> ProbeRanking:
     return ProbeRanking(int(p.track.identity), changed_clothes, tuple(int(tracks[k].identity) for k, _ in p.ranked),
                         tuple(float(d) for _, d in p.ranked), len(relevant))

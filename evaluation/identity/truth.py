@@ -44,6 +44,11 @@ class TrackTruth:
     def key(self) -> TrackKey:
         return (self.source, self.track_id)
 
+    @property
+    def purity(self) -> float:
+        """Share of the track's frames whose box is on its person (0 for a track that follows no one)."""
+        return self.matched / self.frames if self.frames and self.identity is not None else 0.0
+
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of one box a (4,) against boxes b (N, 4), xyxy -> (N,)."""
