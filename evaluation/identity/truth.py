@@ -46,7 +46,8 @@ class TrackTruth:
 
     @property
     def purity(self) -> float:
-        """Share of the track's frames whose box is on its person (0 for a track that follows no one)."""
+        """Share of the track's frames whose box is on its person (``matched``: IoU with the person's box
+        at least the matching's ``min_iou``); 0 for a track that follows no one."""
         return self.matched / self.frames if self.frames and self.identity is not None else 0.0
 
 
