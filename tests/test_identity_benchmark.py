@@ -352,6 +352,23 @@ def test_cached_site_windows_are_made_again_when_the_front_end_settings_change()
     assert front_end_fingerprint(load(None, [*FRONT_END_OVERRIDES, "gait.flip_test=mean"])) == base
 
 
+def test_cached_site_windows_are_made_again_when_the_model_files_change(tmp_path, monkeypatch):
+    """detect: auto builds YOLOX-Nano where its file is in the models directory and the classic
+    detector where not, with the same settings: the fingerprint follows the files."""
+    from pipeline.app import load
+    from training.site_windows import FRONT_END_OVERRIDES, front_end_fingerprint
+
+    monkeypatch.setenv("GAITSCOPE_MODELS", str(tmp_path))
+    config = load(None, FRONT_END_OVERRIDES)
+    empty = front_end_fingerprint(config)
+    (tmp_path / "yolox_nano").mkdir()
+    (tmp_path / "yolox_nano" / "yolox_nano.onnx").write_bytes(b"\0" * 16)
+    with_yolox = front_end_fingerprint(config)
+    assert with_yolox != empty and front_end_fingerprint(config) == with_yolox
+    monkeypatch.setenv("GAITSCOPE_MODELS", str(tmp_path / "elsewhere"))
+    assert front_end_fingerprint(config) == empty  # the same (empty) set of files, wherever it lies
+
+
 def test_cached_site_windows_are_made_again_when_the_front_end_code_changes(tmp_path):
     from training.site_windows import front_end_code_digest
 

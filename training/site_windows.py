@@ -190,11 +190,29 @@ def embedding_versions(overrides: list[str] | None = None) -> dict[str, str]:
 
 
 def front_end_fingerprint(config) -> str:
-    """A short hash of the configuration of every stage but the embedding ones (gait, reid), and of
-    the front end's code (``front_end_code_digest``)."""
-    others = {kind: [spec.backend, spec.params] for kind, spec in config.stages.items() if kind not in ("gait", "reid")}
+    """A short hash of the configuration of every stage but the embedding ones (gait, reid), of the
+    front end's code (``front_end_code_digest``) and of the model files its ``auto`` backends choose
+    from (``models_available``)."""
+    front = {kind: spec for kind, spec in config.stages.items() if kind not in ("gait", "reid")}
+    others = {kind: [spec.backend, spec.params] for kind, spec in front.items()}
     others["code"] = front_end_code_digest()
+    others["models"] = models_available([spec.params.get("models_dir") for spec in front.values()])
     return hashlib.sha1(json.dumps(others, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def models_available(overrides: list[str | None]) -> list[list]:
+    """The files (relative path, size) of each models directory the front end looks in: the default
+    one (``$GAITSCOPE_MODELS`` or the cache) and any a stage names. ``detect: auto`` picks YOLOX-Nano
+    where its file is there and the classic detector where not, with the same settings: windows
+    made with another set of model files are made again."""
+    from stages.model_files import models_dir
+
+    out = []
+    for folder in sorted({models_dir(o) for o in overrides} | {models_dir()}):
+        files = sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*") if p.is_file()) \
+            if folder.is_dir() else []
+        out.append(files)
+    return out
 
 
 def front_end_code_digest(root: Path = REPO_ROOT) -> str:
