@@ -23,6 +23,7 @@ import yaml
 
 from evaluation.identity.truth import box_iou
 from pipeline.messages import SilhouetteSequence, TrackWindow
+from stages.model_files import models_dir
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +206,8 @@ def models_available(overrides: list[str | None]) -> list[list]:
     one (``$GAITSCOPE_MODELS`` or the cache) and any a stage names. ``detect: auto`` picks YOLOX-Nano
     where its file is there and the classic detector where not, with the same settings: windows
     made with another set of model files are made again."""
-    from stages.model_files import models_dir
-
     out = []
-    for folder in sorted({models_dir(o) for o in overrides} | {models_dir()}):
+    for folder in sorted({models_dir(o) for o in [*overrides, None]}):
         files = sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*") if p.is_file()) \
             if folder.is_dir() else []
         out.append(files)

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BENCH = Path(__file__).resolve().parents[2] / "configs" / "bench" / "identity.yaml"
 MASK_SOURCES = ("segmenter", "truth")
+CLEAN_PURITY = 0.9  # least share of a track's frames on its person for the clean-track scores
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class BenchConfig:
     min_iou: float = 0.5
     min_share: float = 0.5
     enrol_orders: EnrolOrders = EnrolOrders()
-    clean_purity: float = 0.9
+    clean_purity: float = CLEAN_PURITY
 
     @staticmethod
     def load(path: str | Path) -> BenchConfig:
@@ -123,7 +124,7 @@ class BenchConfig:
         extra = sorted(set(match) - {"min_iou", "min_share", "clean_purity"})
         if extra:
             raise ValueError(f"{path}: track_match: unknown key(s) {extra}; expected min_iou, min_share, clean_purity")
-        clean_purity = float(match.get("clean_purity", 0.9))
+        clean_purity = float(match.get("clean_purity", CLEAN_PURITY))
         if not 0.0 < clean_purity <= 1.0:
             raise ValueError(f"{path}: track_match.clean_purity must be in (0, 1], got {clean_purity}")
         return BenchConfig(str(data.get("pipeline") or "default"), tuple(data.get("overrides") or ()), sites("sites"),
@@ -140,9 +141,21 @@ class Pool:
     changed: list[ProbeRanking] = field(default_factory=list)
     known: list[ProbeRanking] = field(default_factory=list)
     unknown: list[ProbeRanking] = field(default_factory=list)
-    clean_closed: list[ProbeRanking] = field(default_factory=list)  # the same, clean tracks only
-    clean_known: list[ProbeRanking] = field(default_factory=list)
-    clean_unknown: list[ProbeRanking] = field(default_factory=list)
+
+    def add(self, rankings: list[ProbeRanking], changed: list[ProbeRanking], enrolled: set[int]) -> None:
+        """One enrol camera's probe rankings (``probe_rankings``) against a gallery of ``enrolled``."""
+        self.closed.extend(p for p in rankings if p.identity in enrolled)
+        self.changed.extend(changed)
+        known, unknown = open_set_folds(rankings, enrolled)
+        self.known.extend(known)
+        self.unknown.extend(unknown)
+
+    @staticmethod
+    def merged(pools: list[Pool]) -> Pool:
+        return Pool(*([p for pool in pools for p in getattr(pool, f.name)] for f in dataclasses.fields(Pool)))
+
+    def same_clothes(self) -> list[ProbeRanking]:
+        return [p for p in self.closed if not p.changed_clothes and p.relevant]
 
 
 def open_set_folds(rankings: list[ProbeRanking], enrolled: set[int]) -> tuple[list[ProbeRanking], list[ProbeRanking]]:
@@ -166,36 +179,27 @@ class SiteScores:
     """One variant on one site: pooled probe rankings per scorer, auto-enrol links, the tracks' truth."""
 
     pools: dict[str, Pool]
+    clean: dict[str, Pool]  # the same over the clean tracks alone
     links: LinkScores
     tracks: dict[TrackKey, TrackTruth]
 
 
 def score_site(config, windows: list[TrackWindow], decided: list[TrackWindow], truth: dict, scorers: tuple[str, ...],
-               tracks: dict[TrackKey, TrackTruth], batch_size: int = 8, clean_purity: float = 0.9) -> SiteScores:
+               tracks: dict[TrackKey, TrackTruth], batch_size: int = 8,
+               clean_purity: float = CLEAN_PURITY) -> SiteScores:
     """Score one site: ``windows`` are the run's windows with embeddings (enrolled and probed
     through ``config``'s gallery stage, each camera in turn the enrol camera), ``decided`` the same
     windows with the identities the run decided online (auto-enrol links). The clean pools hold the
     same scores over the tracks that follow their person in at least ``clean_purity`` of their frames."""
-    pools = {s: Pool() for s in scorers}
+    pools, clean_pools = {s: Pool() for s in scorers}, {s: Pool() for s in scorers}
     for camera in [c["name"] for c in truth["cameras"]]:
         probes = closed_set_probes(config, windows, tracks, camera, scorers, batch_size)
         gallery_keys = [k for k, t in tracks.items() if t.camera == camera and t.identity is not None]
-        enrolled = {tracks[k].identity for k in gallery_keys}
         for scorer, found in probes.items():
-            rankings, changed = probe_rankings(found, tracks, gallery_keys)
-            pools[scorer].closed.extend(p for p in rankings if p.identity in enrolled)
-            pools[scorer].changed.extend(changed)
-            known, unknown = open_set_folds(rankings, enrolled)
-            pools[scorer].known.extend(known)
-            pools[scorer].unknown.extend(unknown)
+            pools[scorer].add(*probe_rankings(found, tracks, gallery_keys), {tracks[k].identity for k in gallery_keys})
             clean, clean_keys = clean_only(found, tracks, gallery_keys, clean_purity)
-            clean_enrolled = {tracks[k].identity for k in clean_keys}
-            clean_rankings, _ = probe_rankings(clean, tracks, clean_keys)
-            pools[scorer].clean_closed.extend(p for p in clean_rankings if p.identity in clean_enrolled)
-            known, unknown = open_set_folds(clean_rankings, clean_enrolled)
-            pools[scorer].clean_known.extend(known)
-            pools[scorer].clean_unknown.extend(unknown)
-    return SiteScores(pools, auto_enrol_links(decided, tracks), tracks)
+            clean_pools[scorer].add(*probe_rankings(clean, tracks, clean_keys), {tracks[k].identity for k in clean_keys})
+    return SiteScores(pools, clean_pools, auto_enrol_links(decided, tracks), tracks)
 
 
 def _sum_links(scores: list[LinkScores]) -> dict[str, Any]:
@@ -234,21 +238,16 @@ def summarise(name: str, overrides: list[str], sites: list[SiteScores], identiti
     sites (and over emission orders, when ``orders`` has each site's replays in them)."""
     scorers = {}
     for scorer in sites[0].pools if sites else []:
-        closed = [p for s in sites for p in s.pools[scorer].closed]
-        changed = [p for s in sites for p in s.pools[scorer].changed]
-        known = [p for s in sites for p in s.pools[scorer].known]
-        unknown = [p for s in sites for p in s.pools[scorer].unknown]
-        clean = [p for s in sites for p in s.pools[scorer].clean_closed]
-        clean_known = [p for s in sites for p in s.pools[scorer].clean_known]
-        clean_unknown = [p for s in sites for p in s.pools[scorer].clean_unknown]
+        pool = Pool.merged([s.pools[scorer] for s in sites])
+        clean = Pool.merged([s.clean[scorer] for s in sites])
         scorers[scorer] = {
-            "same_clothes": closed_set([p for p in closed if not p.changed_clothes and p.relevant]).as_dict(),
-            "changed_clothes": closed_set(changed).as_dict(),
-            "all": closed_set(closed).as_dict(),
-            "open_set": open_set(known, unknown, far).as_dict(),
+            "same_clothes": closed_set(pool.same_clothes()).as_dict(),
+            "changed_clothes": closed_set(pool.changed).as_dict(),
+            "all": closed_set(pool.closed).as_dict(),
+            "open_set": open_set(pool.known, pool.unknown, far).as_dict(),
             "clean_tracks": {
-                "same_clothes": closed_set([p for p in clean if not p.changed_clothes and p.relevant]).as_dict(),
-                "open_set": open_set(clean_known, clean_unknown, far).as_dict(),
+                "same_clothes": closed_set(clean.same_clothes()).as_dict(),
+                "open_set": open_set(clean.known, clean.unknown, far).as_dict(),
             },
         }
     auto_enrol = {**_sum_links([s.links for s in sites]), "identities": identities, "people": people}
@@ -363,9 +362,7 @@ def _over_orders(orders: dict | None, key: str, digits: int) -> str:
     return f"{spread['mean']:.{digits}f} ({spread['min']:.{ends}f}-{spread['max']:.{ends}f})"
 
 
-def _clean_cell(clean: dict | None) -> str:
-    if not clean:
-        return "-"
+def _clean_cell(clean: dict) -> str:
     same, opened = clean["same_clothes"], clean["open_set"]
     return f"{_f(same['rank1'])} ({same['probes']}), {_f(opened['dir'])}"
 
@@ -373,9 +370,9 @@ def _clean_cell(clean: dict | None) -> str:
 def markdown_table(result: dict[str, Any]) -> str:
     """One row per variant and closed-set scorer; the auto-enrol columns on each variant's first row."""
     far = result["far"]
-    clean = result.get("track_match", {}).get("clean_purity")
+    clean = result["track_match"]["clean_purity"]
     head = ["variant", "scorer", "R1 same", "mAP same", "R1 changed", "mAP changed", f"DIR@{far:g}FAR",
-            f"clean tracks (>= {clean:g}): R1 same, DIR" if clean else "clean tracks: R1 same, DIR", "coverage",
+            f"clean tracks (>= {clean:g}): R1 same, DIR", "coverage",
             "link P", "link R", "link F1", "identities / people", "unnamed tracks"]
     with_orders = any("orders" in v["auto_enrol"] for v in result["variants"])
     if with_orders:
@@ -389,7 +386,7 @@ def markdown_table(result: dict[str, Any]) -> str:
             cells = [v["name"] if i == 0 else "", scorer,
                      f"{_f(same['rank1'])} ({same['probes']})", _f(same["map"]),
                      f"{_f(changed['rank1'])} ({changed['probes']})", _f(changed["map"]),
-                     _f(opened["dir"]), _clean_cell(s.get("clean_tracks")), _f(s["all"]["coverage"])]
+                     _f(opened["dir"]), _clean_cell(s["clean_tracks"]), _f(s["all"]["coverage"])]
             cells += ([_f(a["precision"]), _f(a["recall"]), _f(a["f1"]), f"{a['identities']} / {a['people']}",
                        f"{a['unnamed']} / {a['tracks']}"] if i == 0 else [""] * 5)
             if with_orders:
@@ -402,7 +399,7 @@ def markdown_table(result: dict[str, Any]) -> str:
 def score_run(config, track_files: list[Path], truth: dict, scorers: tuple[str, ...] = ("system", "gait", "appearance"),
               far: float = 0.01, min_iou: float = 0.5, min_share: float = 0.5, name: str = "run",
               merges: list[dict] | None = None, named: list[dict] | None = None,
-              clean_purity: float = 0.9) -> dict[str, Any]:
+              clean_purity: float = CLEAN_PURITY) -> dict[str, Any]:
     """Score a finished run's records (made with ``export.save_embeddings=true``) against a rendered
     site's ground truth, as one benchmark variant: auto-enrol links from the identities the run
     decided (with the tracks it ``named`` on a second look, as the run summary's
