@@ -369,6 +369,25 @@ def test_cached_site_windows_are_made_again_when_the_model_files_change(tmp_path
     assert front_end_fingerprint(config) == empty  # the same (empty) set of files, wherever it lies
 
 
+def test_a_fusion_fit_records_the_detector_and_models_directory_it_ran_with(tmp_path, monkeypatch):
+    """A fit's manifest names the detector its fitting sites were embedded with and a command that
+    reproduces it: ``detect: auto`` chooses from the models directory's files."""
+    from training.fusion import fit_command
+    from training.site_windows import detector_in_use
+
+    monkeypatch.setenv("GAITSCOPE_MODELS", str(tmp_path / "my models"))
+    assert detector_in_use([]).startswith("classic ")
+    assert detector_in_use(["detect.backend=classic", "detect.weights=null"]) == "classic"
+    (tmp_path / "my models" / "yolox_nano").mkdir(parents=True)
+    (tmp_path / "my models" / "yolox_nano" / "yolox_nano.onnx").write_bytes(b"\0" * 16)
+    assert detector_in_use([]).startswith("yolox (YOLOX-Nano")
+    command = fit_command("configs/train/fusion_yolox.yaml", None)
+    assert command == f"GAITSCOPE_MODELS='{tmp_path}/my models' python -m training.fusion --config configs/train/fusion_yolox.yaml"
+    monkeypatch.delenv("GAITSCOPE_MODELS")
+    assert fit_command("configs/train/fusion.yaml", "/tmp/x.params.json") == \
+        "python -m training.fusion --config configs/train/fusion.yaml --out /tmp/x.params.json"
+
+
 def test_cached_site_windows_are_made_again_when_the_front_end_code_changes(tmp_path):
     from training.site_windows import front_end_code_digest
 

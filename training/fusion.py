@@ -36,6 +36,8 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -60,7 +62,8 @@ from stages.gallery.scoring import (
     threshold_at_far,
 )
 from stages.gallery.stage import DEFAULT_RERANKER
-from training.site_windows import SiteWindows, embedding_versions, site_fps, site_windows
+from stages.model_files import ENV_VAR as MODELS_ENV
+from training.site_windows import SiteWindows, detector_in_use, embedding_versions, site_fps, site_windows
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -676,6 +679,14 @@ def fit(config: dict, config_path: str) -> dict:
             "tracks": {s.site: len(tracks_of(s)) for s in fit_sites + eval_sites}}
 
 
+def fit_command(config: str, out: str | None) -> str:
+    """The command that reproduces a fit, with the models directory when one is set in the environment
+    (``detect: auto`` picks its detector from the files there)."""
+    models = os.environ.get(MODELS_ENV)
+    return (f"{MODELS_ENV}={shlex.quote(models)} " if models else "") + f"python -m training.fusion --config {config}" \
+        + (f" --out {out}" if out else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.fusion", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -694,8 +705,9 @@ def main(argv: list[str] | None = None) -> int:
         "file": out.name,
         "sha256": digest,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": f"python -m training.fusion --config {args.config}" + (f" --out {args.out}" if args.out else ""),
+        "command": fit_command(args.config, args.out),
         "config": config,
+        "detector": detector_in_use([str(o) for o in config.get("overrides") or []]),
         "data": {"fit_sites": result["sites"], "held_out_sites": result["eval_sites"], "tracks": result["tracks"],
                  "description": "rendered multi-camera sites (synth.scene), tracks labelled by ground-truth box overlap"},
         "models": result["model"].models,

@@ -190,6 +190,19 @@ def embedding_versions(overrides: list[str] | None = None) -> dict[str, str]:
     return {**versions, "front_end": front_end_fingerprint(config)}
 
 
+def detector_in_use(overrides: list[str] | None = None) -> str:
+    """The detector the fitting sites' front end runs with these overrides: the configured backend, or
+    the one ``detect: auto`` picks from the models directory's files (and why), for the manifest."""
+    from pipeline.app import load
+    from stages.detect import detector_candidates
+
+    spec = load(None, [*FRONT_END_OVERRIDES, *(overrides or [])]).stages["detect"]
+    if spec.backend != "auto":
+        return spec.backend
+    choice = detector_candidates(spec.params.get("weights"), spec.params.get("models_dir"))[0]
+    return f"{choice.backend} ({choice.reason})"
+
+
 def front_end_fingerprint(config) -> str:
     """A short hash of the configuration of every stage but the embedding ones (gait, reid), of the
     front end's code (``front_end_code_digest``) and of the model files its ``auto`` backends choose
