@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import sys
 from pathlib import Path
@@ -140,3 +141,26 @@ def test_a_folder_that_is_no_ultralytics_export_is_refused(tmp_path) -> None:
     (tmp_path / "model.xml").write_text("<net/>")
     with pytest.raises(ModelFileError, match="not an ultralytics OpenVINO export"):
         YoloDetector(weights=str(tmp_path))
+
+
+def test_the_yolox_config_stops_with_one_line_where_its_model_is_absent(tmp_path, monkeypatch) -> None:
+    """configs/yolox.yaml names the detector, so a missing model file is an error, not the classic detector."""
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    config = app.load("yolox")
+    assert config.stages["detect"].backend == "yolox"
+    assert config.stages["track"].params["split_distance"] == 0.5
+    with pytest.raises(ModelFileError, match="yolox_nano.onnx") as error:
+        app.build_stage(config, "detect")
+    assert "\n" not in str(error.value)
+
+
+def test_the_yolox_config_runs_yolox_with_its_own_score_fusion(monkeypatch) -> None:
+    _shared("yolox_nano/yolox_nano.onnx")
+    monkeypatch.setenv(ENV_VAR, str(SHARED_MODELS))
+    monkeypatch.chdir(PROJECT_ROOT)  # the config names the shipped score fusion relative to the project
+    config = app.load("yolox")
+    detector, backend = app.build_stage(config, "detect")
+    assert backend == "yolox" and len(detector.detect([_campus_frame()])[0]) >= 5
+    gallery, _ = app.build_stage(config, "gallery")
+    shipped = PROJECT_ROOT / "weights" / "score_fusion_yolox.params.json"
+    assert gallery.score_model.thresholds == json.loads(shipped.read_text())["thresholds"]

@@ -526,3 +526,14 @@ def test_bench_config_rejects_a_bad_track_match(tmp_path):
             BenchConfig.load(tmp_path / "bench.yaml")
     (tmp_path / "bench.yaml").write_text("track_match: {clean_purity: 0.8}\nvariants: [{name: default}]\n")
     assert BenchConfig.load(tmp_path / "bench.yaml").clean_purity == 0.8
+
+
+@pytest.mark.parametrize("name", ["identity.yaml", "identity_yolox.yaml"])
+def test_the_shipped_benchmark_configs_load_with_every_variant(name):
+    from pipeline import app
+    from tests.helpers import PROJECT_ROOT
+
+    bench = BenchConfig.load(PROJECT_ROOT / "configs" / "bench" / name)
+    assert [site for site, _ in bench.sites] == ["plaza", "station"] and bench.variants[0].name == "default"
+    for variant in bench.variants:  # a wrong key or backend in any variant is an error here, not an hour in
+        app.load(bench.pipeline, [*bench.overrides, *variant.overrides])
