@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from evaluation.identity.metrics import LinkScores, ProbeRanking, closed_set, open_set
 from evaluation.identity.protocol import (
     SCORERS,
@@ -50,6 +48,7 @@ from evaluation.identity.runs import (
 )
 from evaluation.identity.sites import DEFAULT_CACHE, load_site, render_site
 from evaluation.identity.truth import TrackKey, TrackTruth, match_tracks, people_seen
+from pipeline.config import read_yaml
 from pipeline.messages import TrackWindow
 
 log = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ class BenchConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"benchmark config not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path)  # a ``_base_`` file is merged under it, as with pipeline configs
         known = {"pipeline", "overrides", "sites", "quick_sites", "variants", "far", "track_match", "enrol_orders"}
         unknown = sorted(set(data) - known)
         if unknown:
