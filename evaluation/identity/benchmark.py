@@ -1,7 +1,8 @@
 """The end-to-end identity benchmark: sites x variants, scored against ground truth.
 
 A benchmark config (``configs/bench/identity.yaml``) names the pipeline config, overrides for
-every variant, the sites and the variants. Each variant is a list of ``section.key=value``
+every variant, the sites and the variants (``_base_``: a benchmark config merged under it, section by
+section, as with pipeline configs). Each variant is a list of ``section.key=value``
 overrides (as on the command line) plus the closed-set scorers to report; a new ablation is one
 line. Variants that differ only in gallery keys share one front-end run per site, and variants
 that differ only in gait-stage keys re-run just those stages on it (see ``runs``).
