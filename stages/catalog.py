@@ -17,7 +17,7 @@ DETECTORS = Registry(
         "openvino": "stages.detect.openvino_ssd:OpenVinoSsdDetector",
     },
 )
-TRACKERS = Registry("track", {"bytetrack": "stages.track:ByteTrackStage"})
+TRACKERS = Registry("track", {"bytetrack": "stages.track:ByteTrackStage", "botsort": "stages.track:BoTSORTStage"})
 SEGMENTERS = Registry(
     "segment",
     {

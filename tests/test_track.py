@@ -1,14 +1,20 @@
-"""ByteTrack stage: stable ids, independent sources, ended tracks, masks kept with their boxes."""
+"""Tracking stages (ByteTrack and BoT-SORT association): stable ids, independent sources, ended tracks, masks kept with their boxes."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import supervision as sv
 
 from pipeline.messages import STARTS_TRACK, Frame, FrameResult
-from stages.track import ByteTrackStage
+from stages.track import BoTSORTStage, ByteTrackStage
 
 SIZE = (120, 200)  # (height, width) of the made-up frames
+
+
+@pytest.fixture(params=[ByteTrackStage, BoTSORTStage], ids=["bytetrack", "botsort"])
+def stage_class(request: pytest.FixtureRequest) -> type[ByteTrackStage]:
+    return request.param
 
 
 def _frame(source: str, index: int, boxes: list[tuple[float, float, float, float]]) -> FrameResult:
@@ -36,8 +42,8 @@ def _assert_masks_match_boxes(result: FrameResult) -> None:
         assert mask[y1:y2, x1:x2].all() and mask.sum() == (x2 - x1) * (y2 - y1)
 
 
-def test_ids_stay_stable_for_moving_boxes() -> None:
-    tracker = ByteTrackStage(minimum_consecutive_frames=2)
+def test_ids_stay_stable_for_moving_boxes(stage_class: type[ByteTrackStage]) -> None:
+    tracker = stage_class(minimum_consecutive_frames=2)
     ids_per_frame = []
     for i in range(20):
         (result,) = tracker.process([_frame("cam", i, [_walker(i, 10), _walker(i, 120)])])
@@ -50,8 +56,8 @@ def test_ids_stay_stable_for_moving_boxes() -> None:
     assert len(left) == 1 and len(right) == 1 and left != right
 
 
-def test_interleaved_sources_are_tracked_independently() -> None:
-    tracker = ByteTrackStage()
+def test_interleaved_sources_are_tracked_independently(stage_class: type[ByteTrackStage]) -> None:
+    tracker = stage_class()
     seen: dict[str, set[int]] = {"a": set(), "b": set()}
     for i in range(15):
         # Same positions in both sources: a shared tracker would merge them into one track.
@@ -66,9 +72,9 @@ def test_interleaved_sources_are_tracked_independently() -> None:
     assert tracker.finish("b") == tuple(seen["b"])
 
 
-def test_track_ends_after_lost_buffer_and_is_reported_once() -> None:
+def test_track_ends_after_lost_buffer_and_is_reported_once(stage_class: type[ByteTrackStage]) -> None:
     buffer = 4
-    tracker = ByteTrackStage(lost_track_buffer=buffer)
+    tracker = stage_class(lost_track_buffer=buffer)
     track_id = None
     for i in range(6):
         (result,) = tracker.process([_frame("cam", i, [_walker(i, 10)])])
@@ -86,16 +92,16 @@ def test_track_ends_after_lost_buffer_and_is_reported_once() -> None:
     assert tracker.finish("cam") == ()
 
 
-def test_finish_reports_open_tracks() -> None:
-    tracker = ByteTrackStage()
+def test_finish_reports_open_tracks(stage_class: type[ByteTrackStage]) -> None:
+    tracker = stage_class()
     for i in range(5):
         tracker.process([_frame("cam", i, [_walker(i, 10), _walker(i, 120)])])
     open_ids = tracker.finish("cam")
     assert len(open_ids) == 2 and open_ids == tuple(sorted(open_ids))
 
 
-def test_end_source_forgets_the_tracker() -> None:
-    tracker = ByteTrackStage()
+def test_end_source_forgets_the_tracker(stage_class: type[ByteTrackStage]) -> None:
+    tracker = stage_class()
     first_ids = set()
     for i in range(5):
         (result,) = tracker.process([_frame("clip", i, [_walker(i, 120)])])
@@ -115,9 +121,9 @@ def _skipped(source: str, index: int) -> FrameResult:
                        detected=False)
 
 
-def test_frames_without_detection_get_the_predicted_boxes_of_their_tracks() -> None:
+def test_frames_without_detection_get_the_predicted_boxes_of_their_tracks(stage_class: type[ByteTrackStage]) -> None:
     # Two walkers at 3 px/frame, detected on even frames only: odd frames carry the Kalman predictions.
-    tracker = ByteTrackStage(minimum_consecutive_frames=2)
+    tracker = stage_class(minimum_consecutive_frames=2)
     outputs = []
     for index in range(20):
         if index % 2:
@@ -135,9 +141,9 @@ def test_frames_without_detection_get_the_predicted_boxes_of_their_tracks() -> N
     assert all(r.ended_track_ids == () for r in outputs)
 
 
-def test_skipped_frames_keep_the_lost_track_buffer_in_video_frames() -> None:
+def test_skipped_frames_keep_the_lost_track_buffer_in_video_frames(stage_class: type[ByteTrackStage]) -> None:
     # Buffer 6 frames, detection every 2nd frame: a walker who vanishes ends within ~6 frames of video.
-    tracker = ByteTrackStage(lost_track_buffer=6, minimum_consecutive_frames=1)
+    tracker = stage_class(lost_track_buffer=6, minimum_consecutive_frames=1)
     ended_at = None
     for index in range(40):
         if index % 2:
@@ -150,10 +156,10 @@ def test_skipped_frames_keep_the_lost_track_buffer_in_video_frames() -> None:
     assert ended_at is not None and 14 <= ended_at <= 20
 
 
-def test_boxes_marked_weak_by_their_detector_continue_tracks_but_never_start_one() -> None:
+def test_boxes_marked_weak_by_their_detector_continue_tracks_but_never_start_one(stage_class: type[ByteTrackStage]) -> None:
     # A steady, confident "person-like sign" marked weak never becomes a track; a walker whose boxes turn
     # weak (half hidden) after its track started stays tracked.
-    tracker = ByteTrackStage(minimum_consecutive_frames=2)
+    tracker = stage_class(minimum_consecutive_frames=2)
     seen = set()
     for index in range(12):
         result = _frame("cam", index, [_walker(index, 10), (150, 20, 170, 80)])
