@@ -11,7 +11,7 @@ from evaluation.identity.benchmark import BenchConfig, markdown_table, open_set_
 from evaluation.identity.metrics import ProbeRanking, average_precision, closed_set, open_set, pairwise_links
 from evaluation.identity.protocol import Probe, probe_rankings, track_decision
 from evaluation.identity.runs import follow_merges, named_late, split_overrides
-from evaluation.identity.truth import TrackTruth, box_iou, match_track
+from evaluation.identity.truth import TrackTruth, box_iou, match_track, tracking_quality
 from pipeline.messages import IdentityMatch, SilhouetteSequence, TrackWindow
 
 
@@ -107,6 +107,16 @@ def test_box_iou_and_track_matching_by_votes():
     # Three of four frames vote, but a share of 0.8 is asked: unmatched.
     assert match_track(boxes, frames, min_share=0.8) == (None, 3)
     assert match_track({0: np.array([100, 100, 120, 140.0])}, frames) == (None, 0)
+
+
+def test_tracking_quality_counts_frames_on_the_person_and_tracks_per_visit():
+    tracks = [TrackTruth("cam", 1, "cam", 7, 70, (0, False), 10, 9),   # visit 70 cut in two
+              TrackTruth("cam", 2, "cam", 7, 70, (0, False), 10, 6),
+              TrackTruth("cam", 3, "cam", 8, 80, (0, False), 20, 20),
+              TrackTruth("other", 3, "other", 7, 71, (0, False), 10, 10),
+              TrackTruth("cam", 4, "cam", None, None, None, 50, 0)]   # on nobody: not counted
+    assert tracking_quality(tracks) == {"purity": 0.9, "tracks_per_visit": 1.333}
+    assert tracking_quality(tracks[-1:]) == {"purity": None, "tracks_per_visit": None}
 
 
 def test_probe_rankings_split_by_clothes():
@@ -277,6 +287,7 @@ def test_tiny_site_end_to_end(tmp_path):
     site = result["sites"][0]
     assert site["cameras"] == 2 and site["people"] >= 2
     assert site["front_end"][0]["tracks_matched"] >= 2, "tracks should be mapped to the rendered people"
+    assert 0.5 <= site["front_end"][0]["purity"] <= 1 and site["front_end"][0]["tracks_per_visit"] >= 1
     # One front-end run; the second variant re-ran only the gait stages, on every window; the third
     # ran the front end again with the rendered masks in place of the segmenter.
     assert [f.get("gait_stages_only", False) for f in site["front_end"]] == [False, True, False]

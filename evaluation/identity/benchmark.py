@@ -48,7 +48,7 @@ from evaluation.identity.runs import (
     with_shifted_clocks,
 )
 from evaluation.identity.sites import DEFAULT_CACHE, load_site, render_site
-from evaluation.identity.truth import TrackKey, TrackTruth, match_tracks, people_seen
+from evaluation.identity.truth import TrackKey, TrackTruth, match_tracks, people_seen, tracking_quality
 from pipeline.config import read_yaml
 from pipeline.messages import TrackWindow
 
@@ -311,7 +311,7 @@ def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = D
                 row["front_end"].append({"overrides": [*front_key, *gait_over], "seconds": round(run.seconds, 1),
                                          "frames": run.frames, "windows": len(run.windows), "tracks": len(tracks),
                                          "tracks_matched": sum(t.identity is not None for t in tracks.values()),
-                                         "errors": run.errors})
+                                         **tracking_quality(tracks.values()), "errors": run.errors})
             base, _, tracks = fronts[front_key]
             if (front_key, tuple(gait_over)) not in runs:
                 log.info("site %s: gait stages again with %s", name, gait_over or "(defaults)")

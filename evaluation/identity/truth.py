@@ -110,6 +110,17 @@ def match_tracks(windows: Iterable[TrackWindow], truth: dict, min_iou: float = 0
     return out
 
 
+def tracking_quality(tracks: Iterable[TrackTruth]) -> dict[str, float | None]:
+    """How well the tracks that follow a person follow them: ``purity``, the share of their frames on
+    that person (IoU >= min_iou with the person's box); ``tracks_per_visit``, how many of them cover one
+    visit of a person to a camera (1.0: one track per visit). None where no track follows anyone."""
+    followed = [t for t in tracks if t.visit is not None]
+    frames = sum(t.frames for t in followed)
+    visits = {(t.camera, t.visit) for t in followed}
+    return {"purity": round(sum(t.matched for t in followed) / frames, 4) if frames else None,
+            "tracks_per_visit": round(len(followed) / len(visits), 3) if visits else None}
+
+
 def people_seen(truth: dict) -> set[int]:
     """Identities visible in at least one frame of one camera."""
     return {int(p["identity"]) for frames in truth["frames"].values() for people in frames for p in people}
