@@ -148,7 +148,8 @@ def test_the_yolox_config_stops_with_one_line_where_its_model_is_absent(tmp_path
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
     config = app.load("yolox")
     assert config.stages["detect"].backend == "yolox"
-    assert config.stages["track"].params["split_distance"] == 0.5
+    track = config.stages["track"]
+    assert track.backend == "botsort" and track.params["split_on_appearance"] is True
     with pytest.raises(ModelFileError, match="yolox_nano.onnx") as error:
         app.build_stage(config, "detect")
     assert "\n" not in str(error.value)
@@ -161,6 +162,8 @@ def test_the_yolox_config_runs_yolox_with_its_own_score_fusion(monkeypatch) -> N
     config = app.load("yolox")
     detector, backend = app.build_stage(config, "detect")
     assert backend == "yolox" and len(detector.detect([_campus_frame()])[0]) >= 5
+    tracker, _ = app.build_stage(config, "track")
+    assert type(tracker).__name__ == "BoTSORTStage"
     gallery, _ = app.build_stage(config, "gallery")
     shipped = PROJECT_ROOT / "weights" / "score_fusion_yolox.params.json"
     assert gallery.score_model.thresholds == json.loads(shipped.read_text())["thresholds"]
