@@ -217,8 +217,8 @@ class BoTSORTStage(ByteTrackStage):
     IoU. BoT-SORT matches confirmed and lost tracks first, on IoU weighted by the detection's
     confidence, then low-confidence detections to the tracks matched a frame ago, and only then the
     young tracks. Where two walkers pass each other, fewer tracks move onto the other person: on the
-    identity benchmark's quick site with YOLOX-Nano, frame purity 0.863 -> 0.930 with fewer tracks per
-    person and camera (1.89 -> 1.78), before any appearance split (docs/detect.md).
+    identity benchmark's quick site with YOLOX-Nano, frame purity 0.863 -> 0.917 with fewer tracks per
+    person and camera (1.89 -> 1.83), before any appearance split (docs/detect.md).
 
     minimum_first_match: least IoU x confidence to continue a confirmed or lost track (first stage).
     minimum_second_match: least IoU for a low-confidence detection to continue a track matched a frame ago.
