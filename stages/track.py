@@ -261,16 +261,11 @@ class BoTSORTStage(ByteTrackStage):
             group_min_inside=group_min_inside,
             group_min_height=group_min_height,
         )
-        self._options = {
-            "lost_track_buffer": lost_track_buffer,
-            "frame_rate": _BUFFER_REFERENCE_FPS,
-            "track_activation_threshold": track_activation_threshold,
-            "high_conf_det_threshold": high_confidence_threshold,
-            "minimum_iou_threshold_first_assoc": minimum_first_match,
-            "minimum_iou_threshold_second_assoc": minimum_second_match,
-            "minimum_iou_threshold_unconfirmed_assoc": minimum_young_match,
-            "minimum_consecutive_frames": minimum_consecutive_frames,
-        }
+        # ByteTrack's options less its one IoU bar, plus BoT-SORT's three
+        self._options = {key: value for key, value in self._options.items() if key != "minimum_iou_threshold"}
+        self._options.update(minimum_iou_threshold_first_assoc=minimum_first_match,
+                             minimum_iou_threshold_second_assoc=minimum_second_match,
+                             minimum_iou_threshold_unconfirmed_assoc=minimum_young_match)
 
     def _new_tracker(self) -> BoTSORTTracker:
         # Corner state like ByteTrack's, which _predicted_boxes reads; a track's first frame gets no id
