@@ -23,7 +23,8 @@ from pipeline.domains import NonNegativeInt, PositiveInt, UnitFloat
 from pipeline.messages import STARTS_TRACK, FrameResult
 from stages.crowding import CrowdedBoxes
 from stages.track_groups import GroupSplitter
-from stages.track_split import SPLIT_CHECKS, SPLIT_DISTANCE, SPLIT_EVERY, SPLIT_WEIGHTS, AppearanceSplitter
+from stages.track_split import (SPLIT_CHECKS, SPLIT_DISTANCE, SPLIT_EVERY, SPLIT_RECHECK_DISTANCE, SPLIT_WEIGHTS,
+                                AppearanceSplitter)
 
 # trackers expresses the lost-track buffer in 30 FPS frames and scales it by the frame rate it is
 # given; passing 30 makes the buffer a plain frame count, whatever the source's rate.
@@ -52,6 +53,11 @@ class ByteTrackStage:
     split_distance: cosine distance from the track's reference appearance that counts as someone else.
     split_checks: that many checks in a row split the track.
     split_every: check every this many frames of a source.
+    split_recheck_after: a track matched again after at least this many frames without a box is
+        checked at once against ``split_recheck_distance``, and one check beyond it splits the track
+        (``stages.track_split``: where a lost track comes back, it has often come back on someone
+        else). 0: off.
+    split_recheck_distance: the cosine distance for that check.
     split_skip_crowded: the splitter does not check crowded boxes (``stages.crowding``: covered by
         another box, or much larger than the track's recent boxes), so the frames of a crossing do
         not move a track's reference. Off by default: purer tracks, fewer links (docs/detect.md).
@@ -75,6 +81,8 @@ class ByteTrackStage:
         split_distance: UnitFloat = SPLIT_DISTANCE,
         split_checks: PositiveInt = SPLIT_CHECKS,
         split_every: PositiveInt = SPLIT_EVERY,
+        split_recheck_after: NonNegativeInt = 0,
+        split_recheck_distance: UnitFloat = SPLIT_RECHECK_DISTANCE,
         split_skip_crowded: bool = False,
         split_groups: bool = False,
         group_min_inside: UnitFloat = 0.7,
@@ -92,8 +100,10 @@ class ByteTrackStage:
         self._trackers: dict[str, ByteTrackTracker | BoTSORTTracker] = {}
         self._skipped: dict[str, int] = {}  # per source: frames skipped by the detector since its last pass
         self._confidence: dict[tuple[str, int], float] = {}  # (source, track id): last matched confidence
-        self._splitter = _appearance_splitter(split_weights, split_distance, split_checks, split_every) \
+        self._splitter = _appearance_splitter(split_weights, split_distance, split_checks, split_every,
+                                              split_recheck_distance if split_recheck_after else None) \
             if split_on_appearance else None
+        self._recheck_after = split_recheck_after
         self._groups = GroupSplitter(group_min_inside, group_min_height) if split_groups else None
         self._crowding = CrowdedBoxes() if split_skip_crowded else None
 
@@ -115,6 +125,7 @@ class ByteTrackStage:
         if self._groups is not None:
             detections = self._groups.split(detections, _predicted_boxes(tracker))
         open_before = _confirmed_ids(tracker)
+        lost_for = _updates_missed(tracker) if self._splitter is not None and self._recheck_after else {}
         # The tracker sees boxes only; masks (N, H, W) are sliced once, below, by row number.
         boxes = sv.Detections(
             xyxy=detections.xyxy,
@@ -142,8 +153,10 @@ class ByteTrackStage:
                 self._crowding.end(source_id, ended)
                 crowded = self._crowding.update(source_id, ids, kept.xyxy)
             ended = self._splitter.end(source_id, ended)
+            returning = np.array([lost_for.get(int(t), 0) * gap >= self._recheck_after for t in ids], bool) \
+                if lost_for else None
             ids, split_ended = self._splitter.update(source_id, item.frame.index, item.frame.image, ids, kept.xyxy,
-                                                     crowded)
+                                                     crowded, returning)
             ended += split_ended
         kept.tracker_id = ids
         return FrameResult(item.frame, kept, item.ended_track_ids + ended)
@@ -241,6 +254,8 @@ class BoTSORTStage(ByteTrackStage):
         split_distance: UnitFloat = SPLIT_DISTANCE,
         split_checks: PositiveInt = SPLIT_CHECKS,
         split_every: PositiveInt = SPLIT_EVERY,
+        split_recheck_after: NonNegativeInt = 0,
+        split_recheck_distance: UnitFloat = SPLIT_RECHECK_DISTANCE,
         split_skip_crowded: bool = False,
         split_groups: bool = False,
         group_min_inside: UnitFloat = 0.7,
@@ -256,6 +271,8 @@ class BoTSORTStage(ByteTrackStage):
             split_distance=split_distance,
             split_checks=split_checks,
             split_every=split_every,
+            split_recheck_after=split_recheck_after,
+            split_recheck_distance=split_recheck_distance,
             split_skip_crowded=split_skip_crowded,
             split_groups=split_groups,
             group_min_inside=group_min_inside,
@@ -274,12 +291,14 @@ class BoTSORTStage(ByteTrackStage):
                               state_estimator_class=XYXYStateEstimator)
 
 
-def _appearance_splitter(weights: str, distance: float, checks: int, every: int) -> AppearanceSplitter:
+def _appearance_splitter(weights: str, distance: float, checks: int, every: int,
+                         recheck_distance: float | None) -> AppearanceSplitter:
     from stages.reid.stage import load_appearance_model
     from stages.silhouette import crop_box
 
     model, _ = load_appearance_model(weights or SPLIT_WEIGHTS)
-    return AppearanceSplitter(model.embed_crops, crop_box, distance=distance, frames=checks, every=every)
+    return AppearanceSplitter(model.embed_crops, crop_box, distance=distance, frames=checks, every=every,
+                              recheck_distance=recheck_distance)
 
 
 def _predicted_boxes(tracker: ByteTrackTracker | BoTSORTTracker) -> np.ndarray:
@@ -292,6 +311,12 @@ def _predicted_boxes(tracker: ByteTrackTracker | BoTSORTTracker) -> np.ndarray:
         return np.zeros((0, 4))
     state = np.stack(boxes)
     return state[:, :4] + state[:, 4:8]
+
+
+def _updates_missed(tracker: ByteTrackTracker | BoTSORTTracker) -> dict[int, int]:
+    """Confirmed tracks not matched at the last detector pass: id -> passes missed since their last match."""
+    return {int(t.tracker_id): int(t.time_since_update) for t in tracker.tracks
+            if t.tracker_id >= 0 and t.time_since_update > 0}
 
 
 def _confirmed_ids(tracker: ByteTrackTracker | BoTSORTTracker) -> set[int]:

@@ -200,3 +200,50 @@ def test_the_tracker_stage_leaves_crowded_boxes_unchecked_when_asked() -> None:
                                        confidence=np.full(2, 0.9, np.float32), class_id=np.zeros(2, int))
             stage.track(FrameResult(Frame("cam", index, index / 10, _image(RED, BOX)), detections))
         assert (sum(embedded) == 0) == skip
+
+
+# The unit mean colour of TEAL is about 0.38 (cosine) from RED's: a check beyond the recheck distance
+# (0.35) but within the ordinary one (0.5).
+TEAL = (0, 255, 200)
+
+
+def test_a_track_back_from_being_lost_is_split_by_one_check_beyond_the_recheck_distance() -> None:
+    def feed(splitter: AppearanceSplitter, returning_at: int | None) -> list[int]:
+        ids = []
+        for index, colour in enumerate([RED] * 6 + [TEAL] * 6):
+            returning = np.array([index == returning_at])
+            out, _ = splitter.update("cam", index, _image(colour, BOX), np.array([7]), np.array([BOX], np.float32),
+                                     returning=returning)
+            ids.append(int(out[0]))
+        return ids
+
+    assert 1 - float(np.dot(*_colour_embed(np.stack([np.resize(np.array(c, np.uint8), (128, 64, 3))
+                                                       for c in (RED, TEAL)])))) == pytest.approx(0.38, abs=0.02)
+    assert feed(_splitter(recheck_distance=0.35), returning_at=6) == [7] * 6 + [SPLIT_ID_BASE] * 6
+    assert set(feed(_splitter(recheck_distance=0.35), returning_at=None)) == {7}  # ordinary checks: within 0.5
+    assert set(feed(_splitter(), returning_at=6)) == {7}  # no recheck distance: a return is an ordinary check
+    assert set(feed(_splitter(recheck_distance=0.45), returning_at=6)) == {7}  # close enough to come back
+
+
+def test_the_tracker_stage_rechecks_a_track_that_comes_back_after_frames_without_a_box() -> None:
+    def run(recheck_after: int, gap: range) -> dict[int, int]:
+        stage = ByteTrackStage(minimum_consecutive_frames=1, split_recheck_after=recheck_after)
+        stage._splitter = _splitter(every=1, recheck_distance=0.35)
+        ids = {}
+        for index in range(24):
+            box = (40 + index, 20, 60 + index, 80)
+            image = _image(RED if index < 10 else TEAL, box)
+            if index in gap:
+                result = stage.track(FrameResult(Frame("cam", index, index / 10, image), sv.Detections.empty()))
+            else:
+                result = stage.track(_frame(index, image, box))
+            ids.update({index: int(t) for t in result.detections.tracker_id})
+        return ids
+
+    lost_five = run(4, range(10, 15))
+    first = lost_five[min(lost_five)]
+    assert first < SPLIT_ID_BASE and {lost_five[i] for i in lost_five if i < 10} == {first}
+    assert {lost_five[i] for i in lost_five if i >= 10} == {SPLIT_ID_BASE} and 15 in lost_five  # split on its return
+    assert len(set(run(0, range(10, 15)).values())) == 1  # recheck off
+    assert len(set(run(8, range(10, 15)).values())) == 1  # lost for fewer frames than asked
+    assert len(set(run(4, range(0)).values())) == 1  # never lost: the change is within the ordinary distance
