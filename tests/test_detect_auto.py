@@ -150,7 +150,7 @@ def test_the_yolox_config_stops_with_one_line_where_its_model_is_absent(tmp_path
     assert config.stages["detect"].backend == "yolox"
     track = config.stages["track"]
     assert track.backend == "botsort" and track.params["split_on_appearance"] is True
-    assert track.params["split_recheck_after"] == 4
+    assert track.params["split_recheck_after"] == 4 and track.params["split_recheck_distance"] == 0.35
     with pytest.raises(ModelFileError, match="yolox_nano.onnx") as error:
         app.build_stage(config, "detect")
     assert "\n" not in str(error.value)

@@ -247,3 +247,14 @@ def test_the_tracker_stage_rechecks_a_track_that_comes_back_after_frames_without
     assert len(set(run(0, range(10, 15)).values())) == 1  # recheck off
     assert len(set(run(8, range(10, 15)).values())) == 1  # lost for fewer frames than asked
     assert len(set(run(4, range(0)).values())) == 1  # never lost: the change is within the ordinary distance
+
+
+def test_the_default_config_rechecks_returns_after_eight_frames_at_its_own_distance() -> None:
+    """The classic detector's default: returns after 8+ lost frames, checked at 0.55 (docs/detect.md)."""
+    from pipeline import app
+
+    stage, backend = app.build_stage(app.load("default"), "track")
+    assert backend == "bytetrack"
+    assert stage._recheck_after == 8 and stage._splitter.recheck_distance == pytest.approx(0.55)
+    off, _ = app.build_stage(app.load("default", overrides=["track.split_recheck_after=0"]), "track")
+    assert off._recheck_after == 0 and off._splitter.recheck_distance is None
