@@ -175,12 +175,13 @@ def test_shipped_gait_weights_name_the_recipe_that_made_them():
                                                         ("gar_lab3_gpu", "cargait_lab3_gpu"),
                                                         ("gar_lab3", "cargait_lab3"),
                                                         ("gar_site_lab", "cargait_site_lab"),
-                                                        ("gar_front_lab", "cargait_front_lab")])
+                                                        ("gar_front_lab", "cargait_front_lab"),
+                                                        ("gar_front_lab3", "cargait_front_lab3")])
 def test_optional_gait_models_load_in_the_stage_with_their_own_reranker(gait_name, reranker_name):
     """The optional gait models (gar_lab.pt: CASIA-B only, longer schedule; gar_lab2.pt and gar_lab3[_gpu].pt:
-    more cycles of it; gar_site_lab.pt: gar_lab.pt fine-tuned on synthetic walkers; gar_front_lab.pt: that
-    fine-tuned on BlazePose-segmented walkers) load as gait.weights; each CarGait re-ranker was trained on its
-    own model's features, and the manifests say so."""
+    more cycles of it; gar_site_lab.pt: gar_lab.pt fine-tuned on synthetic walkers; gar_front_lab.pt and
+    gar_front_lab3.pt: gar_site_lab.pt and gar_lab3.pt fine-tuned on BlazePose-segmented walkers) load as
+    gait.weights; each CarGait re-ranker was trained on its own model's features, and the manifests say so."""
     from pathlib import Path
 
     from stages.gait.recognizer import GaitRecognizer
