@@ -230,9 +230,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--site-identities", type=int, default=100, help="report: rendered identities (0 skips)")
     ap.add_argument("--directions", action="store_true",
                     help="report: also compare plain, flip-mean and direction-normalised embeddings on the rendered walkers")
-    ap.add_argument("--walker-masks", choices=["noise", "pose_crop"], default="noise",
+    ap.add_argument("--walker-masks", choices=["noise", "pose_crop", "pose_refine"], default="noise",
                     help="report: the rendered walkers' silhouettes from their masks with segmenter-like errors "
-                         "(noise), or made by the pipeline's BlazePose crop segmenter at the benchmark sites' sizes")
+                         "(noise), or made by the pipeline's BlazePose crop segmenter (pose_crop; pose_refine: with the mask "
+                         "refiner) at the benchmark sites' sizes")
     ap.add_argument("--projection", default=None,
                     help="report: also score through this discriminant projection (training.gait_projection)")
     ap.add_argument("--site", action="append", default=[],

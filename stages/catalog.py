@@ -25,6 +25,7 @@ SEGMENTERS = Registry(
         "foreground": "stages.segment.foreground:ForegroundSegmenter",
         "paddleseg": "stages.segment.paddleseg:PaddleSegSegmenter",
         "pose_crop": "stages.segment.pose_crop:PoseCropSegmenter",
+        "pose_refine": "stages.segment.refine:RefinedPoseSegmenter",
     },
 )
 TRACKLETS = Registry("tracklets", {"window": "stages.tracklets:TrackletAssembler"})

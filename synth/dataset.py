@@ -103,16 +103,21 @@ class BoxSegmenter(Protocol):
 
 
 # Segmenters synthetic silhouettes can be made with, besides the rendered masks themselves.
-SEGMENTERS = ("pose_crop",)
+SEGMENTERS = ("pose_crop", "pose_refine")
 
 
 def make_segmenter(name: str | None) -> BoxSegmenter | None:
     """A segmenter of ``SEGMENTERS`` by name, on one thread (None: none, the rendered masks are used).
-    ``pose_crop``: the pipeline's BlazePose crop segmenter, its model from the models directory."""
+    ``pose_crop``: the pipeline's BlazePose crop segmenter, its model from the models directory;
+    ``pose_refine``: the same with the shipped mask refiner (without a detector's mask: renders have none)."""
     if name is None:
         return None
-    if name != "pose_crop":
+    if name not in SEGMENTERS:
         raise ValueError(f"unknown segmenter {name!r}; choose from {SEGMENTERS} or none")
+    if name == "pose_refine":
+        from stages.segment.refine import RefinedPoseSegmenter
+
+        return RefinedPoseSegmenter(threads=1)
     from stages.segment.pose_crop import PoseCropSegmenter
 
     return PoseCropSegmenter(threads=1)

@@ -250,8 +250,6 @@ def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versio
     """Render (once) and run (once per embedding models) a site; cached under ``cache_dir``.
     Windows run with ``overrides`` are kept apart from the default ones (one render, a windows file
     per setting), so fits for other models do not evict each other's windows."""
-    from synth.scene import SiteConfig, write_site
-
     site_config = Path(site_config)
     cache_dir = Path(cache_dir).expanduser() / site_config.stem
     setting = hashlib.sha1(json.dumps(sorted(overrides)).encode()).hexdigest()[:12] if overrides else ""
@@ -262,12 +260,8 @@ def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versio
         if all(cached.versions.get(k) == v for k, v in current.items()):
             return cached
         log.info("%s: cached windows come from %s; re-running", site_config.stem, cached.versions)
-    scene = cache_dir / "scene"
-    truth_path = scene / "groundtruth.json"
-    if not truth_path.is_file():
-        log.info("rendering %s -> %s", site_config, scene)
-        write_site(SiteConfig.from_dict(yaml.safe_load(site_config.read_text()) or {}), scene)
-    truth = json.loads(truth_path.read_text())
+    scene = rendered_scene(site_config, cache_dir.parent)
+    truth = json.loads((scene / "groundtruth.json").read_text())
     videos = sorted(str(p) for p in scene.glob("*.mp4"))
     log.info("running the front end over %d camera(s) of %s", len(videos), site_config.stem)
     from pipeline.app import load
@@ -277,6 +271,19 @@ def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versio
     result.versions["order"] = WINDOW_ORDER
     result.save(cache)
     return result
+
+
+def rendered_scene(site_config: str | Path, cache_dir: str | Path) -> Path:
+    """The folder of a site's rendered videos and ``groundtruth.json``, ``cache_dir/<site>/scene``,
+    rendered first when absent."""
+    from synth.scene import SiteConfig, write_site
+
+    site_config = Path(site_config)
+    scene = Path(cache_dir).expanduser() / site_config.stem / "scene"
+    if not (scene / "groundtruth.json").is_file():
+        log.info("rendering %s -> %s", site_config, scene)
+        write_site(SiteConfig.from_dict(yaml.safe_load(site_config.read_text()) or {}), scene)
+    return scene
 
 
 def track_windows(site: SiteWindows, fps: float) -> list[TrackWindow]:

@@ -80,3 +80,29 @@ def region_map_in_box(values: np.ndarray, region: Region, box_px: tuple[int, int
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )
+
+
+def region_map_onto(values: np.ndarray, source: Region, target: Region, size: tuple[int, int],
+                    outside: float | None = None) -> np.ndarray:
+    """A map (h, w) over the ``source`` region resampled onto the ``target`` region at ``size``
+    (height, width): float32. ``outside``: the value beyond the source map (None: its border replicated).
+    With ``source = Region(0, 0, frame_width, frame_height)`` this cuts a full-frame mask to a region."""
+    map_h, map_w = values.shape[:2]
+    out_h, out_w = size
+    kx, ky = map_w / source.width, map_h / source.height  # source map pixels per frame pixel
+    tx, ty = target.width / out_w, target.height / out_h  # frame pixels per output pixel
+    # Output pixel u sits at frame x = target.x1 + (u + 0.5) * tx, i.e. at source map (x - source.x1) * kx - 0.5.
+    to_map = np.array(
+        [[kx * tx, 0.0, (target.x1 + 0.5 * tx - source.x1) * kx - 0.5],
+         [0.0, ky * ty, (target.y1 + 0.5 * ty - source.y1) * ky - 0.5]],
+        dtype=np.float64,
+    )
+    border = cv2.BORDER_REPLICATE if outside is None else cv2.BORDER_CONSTANT
+    return cv2.warpAffine(
+        np.ascontiguousarray(values, dtype=np.float32),
+        to_map,
+        (out_w, out_h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=border,
+        borderValue=0.0 if outside is None else float(outside),
+    )
