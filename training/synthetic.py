@@ -40,8 +40,9 @@ def synthetic_arrays(
     BGR (only with ``crops``), identity (N,), condition (N,), outfit (N,), view_deg (N,). Frames the
     pretreatment dropped are kept as empty silhouettes (the walkers stay in view in 'walk' sequences).
 
-    segmenter: None (silhouettes from the rendered masks, with ``mask_noise``) or ``pose_crop``
-    (the pipeline's BlazePose crop segmenter on the rendered frames, model from the models directory).
+    segmenter: None (silhouettes from the rendered masks, with ``mask_noise``), ``pose_crop`` (the
+    pipeline's BlazePose crop segmenter on the rendered frames, model from the models directory) or
+    ``pose_refine`` (the same with the mask refiner, ``stages.segment.refine``).
     cameras: a ``synth.dataset.CAMERA_RANGES`` name; frame_size: (height, width) of the cameras.
     """
     args = {
