@@ -126,7 +126,7 @@ def load_refiner(path: str | Path) -> tuple[MaskRefiner, str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mask refiner weights not found at {path}; train them with "
-                                "`python -m training.mask_refiner train --config configs/train/mask_refiner.yaml`")
+                                "`python -m training.mask_refiner --config configs/train/mask_refiner.yaml`")
     data = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path} is not a gaitscope mask refiner checkpoint (format {FORMAT})")
