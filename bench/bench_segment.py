@@ -1,4 +1,5 @@
-"""Segmenter speed per person crop on real frames: BlazePose crops (LiteRT, OpenCV dnn), PP-HumanSeg.
+"""Segmenter speed per person crop on real frames: BlazePose crops (LiteRT, OpenCV dnn), BlazePose with the
+mask refiner, PP-HumanSeg.
 
 Every segmenter gets the same frames (campus clip, frames 200..; six walkers of 43-65 px per frame,
 tracked boxes) through its ``process``, so the time includes cutting crops, the model and pasting
@@ -102,6 +103,18 @@ def main(argv: list[str] | None = None) -> int:
                     8,
                 )
             )
+    import torch
+
+    from stages.segment.refine import RefinedPoseSegmenter
+
+    torch.set_num_threads(args.threads)
+    runs.append(
+        (
+            "pose_refine litert batch 8",
+            lambda: RefinedPoseSegmenter(runtime="litert", threads=args.threads, max_batch=8, min_height=30),
+            8,
+        )
+    )
     from stages.segment.paddleseg import PaddleSegSegmenter
 
     runs.append(
