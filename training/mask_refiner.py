@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import read_yaml
-from stages.segment.refine import CHANNELS, REFINE_SIZE, MaskRefiner, RefinerConfig, refiner_input, save_refiner
+from stages.segment.refine import REFINE_SIZE, MaskRefiner, RefinerConfig, refiner_input, save_refiner
 
 log = logging.getLogger("training.mask_refiner")
 SAMPLES_FORMAT = "gaitscope.mask_refiner_samples/2"

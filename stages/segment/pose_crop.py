@@ -75,7 +75,7 @@ class PoseCropSegmenter:
             else:
                 item_masks = clear_outside_boxes(np.array(detections.mask, dtype=bool), detections.xyxy)
             masks.append(item_masks)
-            wanted += [(item_index, row) for row in self._wanted(item)]
+            wanted += [(item_index, row) for row in self.rows_to_segment(item)]
         people = [(batch[i].frame.image, batch[i].detections.xyxy[row]) for i, row in wanted]
         for (item_index, row), box_mask in zip(wanted, self.box_masks(people)):
             x1, y1, x2, y2 = box_pixels(batch[item_index].detections.xyxy[row], batch[item_index].frame.size)
@@ -98,7 +98,7 @@ class PoseCropSegmenter:
         logits = self.logits(crops)
         return [region_map_in_box(values, region, box_px) > 0.0 for (region, box_px), values in zip(places, logits)]
 
-    def _wanted(self, item: FrameResult) -> list[int]:
+    def rows_to_segment(self, item: FrameResult) -> list[int]:
         """Rows of the detections to segment: tracked (when asked), tall enough, inside the frame."""
         detections = item.detections
         rows = []

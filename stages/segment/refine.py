@@ -14,7 +14,7 @@ One model definition serves training (``training.mask_refiner``) and the segment
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +173,7 @@ class RefinedPoseSegmenter:
             else:
                 item_masks = clear_outside_boxes(np.array(detections.mask, dtype=bool), detections.xyxy)
             masks.append(item_masks)
-            wanted += [(item_index, row) for row in self.pose._wanted(item)]
+            wanted += [(item_index, row) for row in self.pose.rows_to_segment(item)]
         people = [(batch[i].frame.image, batch[i].detections.xyxy[row]) for i, row in wanted]
         detected = [None if batch[i].detections.mask is None else masks[i][row] for i, row in wanted]
         for (item_index, row), box_mask in zip(wanted, self.box_masks(people, detected)):
