@@ -19,7 +19,7 @@ from stages.model_files import resolve_model_path
 from stages.runtimes import TFLiteModel
 from stages.segment import INSTALL_HINT, POSE_MODEL
 from stages.segment.crops import cut_region, region_around, region_map_in_box
-from stages.segment.masks import clear_outside_boxes, with_masks
+from stages.segment.masks import segment_rows
 
 INPUT_SIZE = (256, 256)  # (height, width): BlazePose landmark models take 256x256 crops
 SEGMENTATION_OUTPUT = "Identity_2"
@@ -67,25 +67,7 @@ class PoseCropSegmenter:
         self.max_batch = max(1, int(max_batch))
 
     def process(self, batch: list[FrameResult]) -> list[FrameResult]:
-        masks, wanted = [], []
-        for item_index, item in enumerate(batch):
-            detections = item.detections
-            if detections.mask is None:
-                item_masks = np.zeros((len(detections), *item.frame.size), dtype=bool)
-            else:
-                item_masks = clear_outside_boxes(np.array(detections.mask, dtype=bool), detections.xyxy)
-            masks.append(item_masks)
-            wanted += [(item_index, row) for row in self.rows_to_segment(item)]
-        people = [(batch[i].frame.image, batch[i].detections.xyxy[row]) for i, row in wanted]
-        for (item_index, row), box_mask in zip(wanted, self.box_masks(people)):
-            x1, y1, x2, y2 = box_pixels(batch[item_index].detections.xyxy[row], batch[item_index].frame.size)
-            mask = masks[item_index][row]
-            mask[:] = False
-            mask[y1:y2, x1:x2] = box_mask
-        return [
-            FrameResult(item.frame, with_masks(item.detections, item_masks), item.ended_track_ids)
-            for item, item_masks in zip(batch, masks)
-        ]
+        return segment_rows(batch, self.rows_to_segment, lambda people, _detected: self.box_masks(people))
 
     def box_masks(self, people: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """(frame BGR uint8, person box xyxy) pairs -> each person's mask over its box's pixels

@@ -27,7 +27,7 @@ from stages.checkpoints import sha256_of
 from stages.detect.background import box_pixels
 from stages.segment import POSE_MODEL
 from stages.segment.crops import Region, cut_region, region_around, region_map_in_box, region_map_onto
-from stages.segment.masks import clear_outside_boxes, with_masks
+from stages.segment.masks import segment_rows
 from stages.segment.pose_crop import INPUT_SIZE as POSE_INPUT_SIZE
 from stages.segment.pose_crop import PoseCropSegmenter
 
@@ -165,26 +165,7 @@ class RefinedPoseSegmenter:
         self.refiner, self.version = load_refiner(weights or DEFAULT_WEIGHTS)
 
     def process(self, batch: list[FrameResult]) -> list[FrameResult]:
-        masks, wanted = [], []
-        for item_index, item in enumerate(batch):
-            detections = item.detections
-            if detections.mask is None:
-                item_masks = np.zeros((len(detections), *item.frame.size), dtype=bool)
-            else:
-                item_masks = clear_outside_boxes(np.array(detections.mask, dtype=bool), detections.xyxy)
-            masks.append(item_masks)
-            wanted += [(item_index, row) for row in self.pose.rows_to_segment(item)]
-        people = [(batch[i].frame.image, batch[i].detections.xyxy[row]) for i, row in wanted]
-        detected = [None if batch[i].detections.mask is None else masks[i][row] for i, row in wanted]
-        for (item_index, row), box_mask in zip(wanted, self.box_masks(people, detected)):
-            x1, y1, x2, y2 = box_pixels(batch[item_index].detections.xyxy[row], batch[item_index].frame.size)
-            mask = masks[item_index][row]
-            mask[:] = False
-            mask[y1:y2, x1:x2] = box_mask
-        return [
-            FrameResult(item.frame, with_masks(item.detections, item_masks), item.ended_track_ids)
-            for item, item_masks in zip(batch, masks)
-        ]
+        return segment_rows(batch, self.pose.rows_to_segment, self.box_masks)
 
     def box_masks(self, people: list[tuple[np.ndarray, np.ndarray]],
                   detector_masks: list[np.ndarray | None] | None = None) -> list[np.ndarray]:
