@@ -54,3 +54,15 @@ def resolve_model_path(path: str | Path, override: str | Path | None = None) -> 
         return given
     return models_dir(override) / given
 
+
+
+def models_available(overrides: list[str | Path | None]) -> list[list]:
+    """The files (relative path, size) of each models directory a configuration looks in: the default
+    one (``$GAITSCOPE_MODELS`` or the cache) and any a stage names (``overrides``). ``auto`` backends
+    choose by what is there, so results made with another set of files are not the same results."""
+    out = []
+    for folder in sorted({models_dir(o) for o in [*overrides, None]}):
+        files = sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*") if p.is_file()) \
+            if folder.is_dir() else []
+        out.append(files)
+    return out

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from evaluation.identity import front_cache
 from evaluation.identity.benchmark import BenchConfig, markdown_table, open_set_folds, run_benchmark
 from evaluation.identity.metrics import ProbeRanking, average_precision, closed_set, open_set, pairwise_links
 from evaluation.identity.protocol import Probe, probe_rankings, track_decision
@@ -273,7 +274,7 @@ noise_sigma: 2.0
 """
 
 
-def test_tiny_site_end_to_end(tmp_path):
+def test_tiny_site_end_to_end(tmp_path, monkeypatch):
     """Render two cameras, run the chain, score it: every number is present, bounded and valid JSON."""
     (tmp_path / "tiny.yaml").write_text(TINY_SITE)
     (tmp_path / "bench.yaml").write_text(
@@ -322,6 +323,17 @@ def test_tiny_site_end_to_end(tmp_path):
     assert "link F1, 3 orders" in markdown_table(result)
     # The render is cached: a second load reuses the folder.
     assert (tmp_path / "cache").is_dir() and len(list((tmp_path / "cache").iterdir())) == 1
+    # So are the front-end runs: a second benchmark run reads both back (the gait stages of the second
+    # variant are re-run on the read windows) and scores exactly as the first.
+    assert not any(f.get("cached") for f in site["front_end"])
+
+    def no_front_end(*args):
+        raise AssertionError("the front end ran again")
+
+    monkeypatch.setattr(front_cache, "run_front_end_isolated", no_front_end)
+    again = run_benchmark(BenchConfig.load(tmp_path / "bench.yaml"), cache=tmp_path / "cache")
+    assert [f.get("cached") for f in again["sites"][0]["front_end"]] == [True, None, True]
+    assert again["variants"] == result["variants"]
 
 
 def test_records_round_trip_to_windows(tmp_path):

@@ -23,7 +23,7 @@ import yaml
 
 from evaluation.identity.truth import box_iou
 from pipeline.messages import SilhouetteSequence, TrackWindow
-from stages.model_files import models_dir
+from stages.model_files import models_available
 
 log = logging.getLogger(__name__)
 
@@ -212,19 +212,6 @@ def front_end_fingerprint(config) -> str:
     others["code"] = front_end_code_digest()
     others["models"] = models_available([spec.params.get("models_dir") for spec in front.values()])
     return hashlib.sha1(json.dumps(others, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def models_available(overrides: list[str | None]) -> list[list]:
-    """The files (relative path, size) of each models directory the front end looks in: the default
-    one (``$GAITSCOPE_MODELS`` or the cache) and any a stage names. ``detect: auto`` picks YOLOX-Nano
-    where its file is there and the classic detector where not, with the same settings: windows
-    made with another set of model files are made again."""
-    out = []
-    for folder in sorted({models_dir(o) for o in [*overrides, None]}):
-        files = sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*") if p.is_file()) \
-            if folder.is_dir() else []
-        out.append(files)
-    return out
 
 
 def front_end_code_digest(root: Path = REPO_ROOT) -> str:

@@ -3,7 +3,9 @@
 Renders the benchmark's sites (cached), runs every variant of the chain over them and scores its
 identities against the ground truth: closed-set cross-camera rank-1 / mAP (same and changed
 clothes), open-set identification at a false-accept rate, auto-enrol link precision / recall / F1
-and identity counts. Writes OUT/identity.json and OUT/identity.md, and prints the table.
+and identity counts. Writes OUT/identity.json and OUT/identity.md, and prints the table. Front-end
+runs are kept beside the rendered sites and read back while the front end stays the same
+(``evaluation.identity.front_cache``); ``--fresh`` runs them again.
 
     python -m evaluation.identity --out out/identity
     python -m evaluation.identity --quick --out out/identity-quick
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="where rendered sites are kept between runs")
     parser.add_argument("--orders", type=int, default=None,
                         help="auto-enrol also replayed in N orders with shifted camera clocks (default: the config's)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="run the front end again even where an earlier run with the same front end was kept")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.orders is not None:
             orders = EnrolOrders.from_dict({**dataclasses.asdict(bench.enrol_orders), "count": args.orders})
         result = run_benchmark(bench, quick=args.quick, cache=args.cache, variants=variants, site_names=sites,
-                               enrol_orders=orders)
+                               enrol_orders=orders, reuse_front_end=not args.fresh)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluation.identity.front_cache import front_end_run
 from evaluation.identity.metrics import LinkScores, ProbeRanking, closed_set, open_set
 from evaluation.identity.protocol import (
     SCORERS,
@@ -43,7 +44,6 @@ from evaluation.identity.runs import (
     named_late,
     replay_gallery,
     rerun_gait_stages,
-    run_front_end_isolated,
     split_overrides,
     with_shifted_clocks,
 )
@@ -258,10 +258,11 @@ def summarise(name: str, overrides: list[str], sites: list[SiteScores], identiti
 
 def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = DEFAULT_CACHE,
                   variants: list[str] | None = None, site_names: list[str] | None = None,
-                  enrol_orders: EnrolOrders | None = None) -> dict[str, Any]:
+                  enrol_orders: EnrolOrders | None = None, reuse_front_end: bool = True) -> dict[str, Any]:
     """Render (or reuse) the sites, run every variant, score it; the result is JSON-ready.
     variants / site_names: run only those (None: all of the config, or its quick sites);
-    enrol_orders: in place of the config's."""
+    enrol_orders: in place of the config's; reuse_front_end: read front-end runs kept by an earlier
+    benchmark run with the same front end (``evaluation.identity.front_cache``); False runs them again."""
     from pipeline import app
 
     started = time.time()
@@ -304,11 +305,13 @@ def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = D
             if front_key not in fronts:
                 log.info("site %s: front end %s", name, [*front_key, *gait_over] or "(defaults)")
                 truth_masks = rendered.truth_path if variant.masks == "truth" else None
-                run = run_front_end_isolated(config, [str(v) for v in rendered.videos], truth_masks)
+                run, cached = front_end_run(config, [str(v) for v in rendered.videos], rendered.folder, truth_masks,
+                                            reuse=reuse_front_end)
                 tracks = match_tracks(run.windows, truth, bench.min_iou, bench.min_share)
                 fronts[front_key] = (run, tuple(gait_over), tracks)
                 runs[(front_key, tuple(gait_over))] = run
-                row["front_end"].append({"overrides": [*front_key, *gait_over], "seconds": round(run.seconds, 1),
+                row["front_end"].append({"overrides": [*front_key, *gait_over], "cached": cached,
+                                         "seconds": round(run.seconds, 1),
                                          "frames": run.frames, "windows": len(run.windows), "tracks": len(tracks),
                                          "tracks_matched": sum(t.identity is not None for t in tracks.values()),
                                          **tracking_quality(tracks.values()), "errors": run.errors})
