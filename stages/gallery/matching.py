@@ -199,16 +199,17 @@ class IdentityScorer:
         """CarGait distance of the query to each named identity (best entry, or pooled entries)."""
         per = self.gallery.entry_ids_of(names, "gait")
         feats = self.gallery.features([i for ids in per.values() for i in ids])
-        out = {}
+        stacks = {}
         for name, ids in per.items():
-            if not ids:
-                continue
-            stack = np.stack([feats[i] for i in ids])
-            if self.aggregate == "mean":
-                stack = pool("gait", list(stack))[None]
-            d = self.reranker.pair_distances(np.repeat(query[None], len(stack), axis=0), stack)
-            out[name] = float(d.min())
-        return out
+            if ids:
+                stack = np.stack([feats[i] for i in ids])
+                stacks[name] = pool("gait", list(stack))[None] if self.aggregate == "mean" else stack
+        if not stacks:
+            return {}
+        candidates = np.concatenate(list(stacks.values()))  # one call for the whole shortlist
+        d = self.reranker.pair_distances(np.repeat(query[None], len(candidates), axis=0), candidates)
+        ends = np.cumsum([len(stack) for stack in stacks.values()])
+        return {name: float(d[end - len(stack):end].min()) for (name, stack), end in zip(stacks.items(), ends)}
 
     def score(self, queries: dict[str, np.ndarray | None], exclude: set[str] = frozenset()) -> list[CandidateScore]:
         """Candidate identities best first (highest fused log-odds); ``exclude``: identities that cannot be

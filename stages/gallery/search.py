@@ -48,11 +48,28 @@ class Reranker:
         if len(probes) == 0:
             return np.zeros(0, np.float32)
         with torch.inference_mode():
-            uniq, inverse = np.unique(probes.reshape(len(probes), -1), axis=0, return_inverse=True)
-            pp = self.model.project(torch.as_tensor(uniq.reshape(-1, *probes.shape[1:]))).take(torch.as_tensor(inverse.reshape(-1)))
+            first, inverse = distinct_rows(probes)  # one probe against many candidates: projected once
+            pp = self.model.project(torch.as_tensor(probes[first])).take(torch.as_tensor(inverse))
             pc = self.model.project(torch.as_tensor(candidates))
             ep, ec = self.model.condition(pp, pc)
             return strip_euclidean(ep, ec).numpy()
+
+
+def distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, inverse): the position of the first of each distinct row of ``x`` (N, ...) in order of
+    appearance, and for each row which of them it equals, so ``x[first][inverse]`` is ``x``. Rows are
+    compared by their bytes (``np.unique(axis=0)`` builds a structured type with a field per column,
+    milliseconds for a single row of a gait embedding)."""
+    flat = np.ascontiguousarray(x).reshape(len(x), -1)
+    seen: dict[bytes, int] = {}
+    first: list[int] = []
+    inverse = np.empty(len(flat), np.int64)
+    for i, row in enumerate(flat):
+        j = seen.setdefault(row.tobytes(), len(first))
+        if j == len(first):
+            first.append(i)
+        inverse[i] = j
+    return np.asarray(first, np.int64), inverse
 
 
 class GaitRescorer(Protocol):
