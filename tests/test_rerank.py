@@ -15,6 +15,7 @@ from evaluation.rerank import (
     initial_scores,
     rerank_scores,
 )
+from stages.gallery.search import Reranker, distinct_rows
 from stages.rerank.model import CarGait, PairClassifier, ranking_loss, strip_euclidean
 from stages.rerank.weights import load_reranker, save_reranker
 from training.gait_features import FeatureSet
@@ -72,6 +73,32 @@ def test_cross_attention_is_applied_both_ways_and_shortlist_matches_pairs():
     _, _, d_ab = m(fp[:1], fc[0, :1])
     _, _, d_ba = m(fc[0, :1], fp[:1])
     assert torch.allclose(d_ab, d_ba, atol=1e-5)
+
+
+def test_distinct_rows_in_order_of_first_appearance():
+    x = np.array([[[1.0, 2.0]], [[3.0, 4.0]], [[1.0, 2.0]], [[5.0, 6.0]], [[3.0, 4.0]]], np.float32)
+    first, inverse = distinct_rows(x)
+    assert first.tolist() == [0, 1, 3] and inverse.tolist() == [0, 1, 0, 2, 1]
+    assert np.array_equal(x[first][inverse], x)
+    first, inverse = distinct_rows(x[:1])
+    assert first.tolist() == [0] and inverse.tolist() == [0]
+
+
+def test_the_gallerys_pair_distances_are_cargaits_on_each_pair():
+    """One probe against a shortlist (projected once) and mixed probes give the model's own pair distances."""
+    m = small_model()
+    for p in m.cross.out.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    reranker = Reranker(m.eval(), None, "cargait:test")
+    rng = np.random.default_rng(1)
+    probes = rng.normal(size=(3, 4, 16)).astype(np.float32)
+    candidates = rng.normal(size=(7, 4, 16)).astype(np.float32)
+    mixed = probes[[0, 1, 0, 2, 2, 0, 1]]
+    for queries in (np.repeat(probes[:1], 7, axis=0), mixed):
+        got = reranker.pair_distances(queries, candidates)
+        with torch.no_grad():
+            expected = m(torch.as_tensor(queries), torch.as_tensor(candidates))[2].numpy()
+        assert got.shape == (7,) and np.allclose(got, expected, atol=1e-5)
 
 
 def test_ranking_loss_damps_correctly_ranked_triplets():
