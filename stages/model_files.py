@@ -55,7 +55,6 @@ def resolve_model_path(path: str | Path, override: str | Path | None = None) -> 
     return models_dir(override) / given
 
 
-
 def models_available(overrides: list[str | Path | None]) -> list[list]:
     """The files (relative path, size) of each models directory a configuration looks in: the default
     one (``$GAITSCOPE_MODELS`` or the cache) and any a stage names (``overrides``). ``auto`` backends
