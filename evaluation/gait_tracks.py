@@ -141,7 +141,7 @@ def site_tracks_report(model, site_path: str, overrides: Sequence[str] = ()) -> 
     segmenter), as with ``--set``."""
     from evaluation.identity.benchmark import DEFAULT_BENCH, BenchConfig
     from evaluation.identity.protocol import by_track
-    from evaluation.identity.runs import run_front_end_isolated
+    from evaluation.identity.front_cache import front_end_run
     from evaluation.identity.sites import load_site, render_site
     from evaluation.identity.truth import match_tracks
     from pipeline import app
@@ -150,7 +150,7 @@ def site_tracks_report(model, site_path: str, overrides: Sequence[str] = ()) -> 
     config = app.load(bench.pipeline, [*bench.overrides, *overrides])
     rendered = render_site(Path(site_path).stem, load_site(site_path))
     truth = rendered.truth()
-    run = run_front_end_isolated(config, [str(v) for v in rendered.videos])
+    run, _ = front_end_run(config, [str(v) for v in rendered.videos], rendered.folder)  # the benchmark's, when kept
     matched = {k: t for k, t in match_tracks(run.windows, truth, bench.min_iou, bench.min_share).items()
                if t.identity is not None}
     windows: dict[TrackKey, list[TrackWindow]] = by_track(run.windows)
