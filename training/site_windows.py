@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from evaluation.identity.front_cache import files_digest, front_end_stage_files
 from evaluation.identity.truth import box_iou
 from pipeline.messages import SilhouetteSequence, TrackWindow
 from stages.model_files import models_available
@@ -32,7 +33,6 @@ FRONT_END_OVERRIDES = ["gallery.enabled=false", "attributes.enabled=false"]  # r
 # by video time (no "order" in their versions) hold one racing order of many and are re-run.
 WINDOW_ORDER = "video-time"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-AFTER_WINDOWS = ("gallery", "rerank", "attributes")  # stage packages that work on finished windows
 
 
 @dataclass
@@ -218,13 +218,7 @@ def front_end_code_digest(root: Path = REPO_ROOT) -> str:
     """A hash of the source of every stage before the gallery and of the runner: windows cached before
     a change of that code (a detector that finds more people, a new tracker rule) are made again, as
     after a change of its settings. The gallery's own code does not change the windows."""
-    stages = root / "stages"
-    files = [p for p in sorted(stages.rglob("*.py")) if p.relative_to(stages).parts[0] not in AFTER_WINDOWS]
-    digest = hashlib.sha1()
-    for path in [*files, root / "pipeline" / "runner.py"]:
-        if path.is_file():
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
+    return files_digest([*front_end_stage_files(root), root / "pipeline" / "runner.py"], root)[:12]
 
 
 def site_fps(site_config: str | Path) -> float:

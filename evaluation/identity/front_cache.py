@@ -23,6 +23,7 @@ import numpy as np
 from evaluation.identity.runs import AFTER_GALLERY, GALLERY_SECTION, FrontEndRun, run_front_end_isolated
 from pipeline.config import PipelineConfig
 from pipeline.messages import GaitDetection, GaitSegment, SilhouetteSequence, TrackWindow
+from stages.checkpoints import sha256_of
 from stages.model_files import models_available
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,9 @@ def front_end_key(config: PipelineConfig, truth_masks: Path | None = None, root:
         "source": config.source,
         "runner": {k: v for k, v in config.runner.items() if k != "progress"},
         "code": source_digest(root),
-        "files": [[p, _file_digest(Path(p))] for p in sorted(named)],
+        "files": [[p, sha256_of(p)] for p in sorted(named)],
         "models": models_available([s.params.get("models_dir") for s in config.stages.values()]),
-        "truth_masks": None if truth_masks is None else _file_digest(Path(truth_masks)),
+        "truth_masks": None if truth_masks is None else sha256_of(truth_masks),
     }
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -59,15 +60,24 @@ def front_end_key(config: PipelineConfig, truth_masks: Path | None = None, root:
 def source_digest(root: Path = REPO_ROOT) -> str:
     """A hash of the code a front-end run executes: the stages before the gallery, the pipeline package
     and the benchmark's own front-end runner."""
+    files = [*front_end_stage_files(root), *sorted((root / "pipeline").rglob("*.py")),
+             *(root / "evaluation" / "identity" / n for n in ("runs.py", "truth_masks.py"))]
+    return files_digest(files, root)[:16]
+
+
+def front_end_stage_files(root: Path = REPO_ROOT) -> list[Path]:
+    """The stage modules whose code can change a window (every package outside ``NOT_FRONT_END``)."""
     stages = root / "stages"
-    files = [p for p in sorted(stages.rglob("*.py")) if p.relative_to(stages).parts[0] not in NOT_FRONT_END]
-    files += sorted((root / "pipeline").rglob("*.py"))
-    files += [root / "evaluation" / "identity" / n for n in ("runs.py", "truth_masks.py")]
+    return [p for p in sorted(stages.rglob("*.py")) if p.relative_to(stages).parts[0] not in NOT_FRONT_END]
+
+
+def files_digest(files: list[Path], root: Path) -> str:
+    """sha1 over each existing file's path relative to ``root`` and its bytes, in the given order."""
     digest = hashlib.sha1()
     for path in files:
         if path.is_file():
             digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
 
 
 def cached_run_path(site_folder: Path, key: str) -> Path:
@@ -214,11 +224,3 @@ def _is_file(value: str) -> bool:
         return bool(value) and Path(value).is_file()
     except (OSError, ValueError):
         return False
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
