@@ -66,20 +66,7 @@ def region_map_in_box(values: np.ndarray, region: Region, box_px: tuple[int, int
     """A model output map (h, w) over the region, resampled onto the box's frame pixels:
     (y2 - y1, x2 - x1) float32. box_px: integer (x1, y1, x2, y2), x2/y2 exclusive, not empty."""
     bx1, by1, bx2, by2 = box_px
-    map_h, map_w = values.shape[:2]
-    kx, ky = map_w / region.width, map_h / region.height  # map pixels per frame pixel
-    # Frame pixel x sits at map u = (x + 0.5 - x1) * kx - 0.5.
-    to_map = np.array(
-        [[kx, 0.0, (bx1 + 0.5 - region.x1) * kx - 0.5], [0.0, ky, (by1 + 0.5 - region.y1) * ky - 0.5]],
-        dtype=np.float64,
-    )
-    return cv2.warpAffine(
-        np.ascontiguousarray(values, dtype=np.float32),
-        to_map,
-        (bx2 - bx1, by2 - by1),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
+    return region_map_onto(values, region, Region(bx1, by1, bx2 - bx1, by2 - by1), (by2 - by1, bx2 - bx1))
 
 
 def region_map_onto(values: np.ndarray, source: Region, target: Region, size: tuple[int, int],
