@@ -98,10 +98,9 @@ def refiner_input(image: np.ndarray, box: np.ndarray, pose_logits: np.ndarray, p
         detected = np.zeros(REFINE_SIZE, np.float32)
     else:
         detected = region_map_onto(detector_mask.astype(np.float32), whole, region, REFINE_SIZE, outside=0.0)
-    box_map = np.zeros((frame_h, frame_w), np.float32)
-    x1, y1, x2, y2 = box_pixels(box, (frame_h, frame_w))
-    box_map[y1:y2, x1:x2] = 1.0
-    boxed = region_map_onto(box_map, whole, region, REFINE_SIZE, outside=0.0)
+    x1, y1, x2, y2 = box_pixels(box, (frame_h, frame_w))  # the box's pixels as ones, zeros around them
+    boxed = region_map_onto(np.ones((y2 - y1, x2 - x1), np.float32), Region(x1, y1, x2 - x1, y2 - y1), region,
+                            REFINE_SIZE, outside=0.0) if x2 > x1 and y2 > y1 else np.zeros(REFINE_SIZE, np.float32)
     return np.concatenate([rgb, pose[None], detected[None], boxed[None]]).astype(np.float32), region
 
 
