@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import read_yaml
-from stages.segment.refine import REFINE_SIZE, MaskRefiner, RefinerConfig, refiner_input, save_refiner
+from stages.segment.refine import REFINE_SIZE, MaskRefiner, RefinerConfig, refiner_inputs, save_refiner
 
 log = logging.getLogger("training.mask_refiner")
 SAMPLES_FORMAT = "gaitscope.mask_refiner_samples/2"
@@ -55,8 +55,7 @@ def extract_site(scene: Path, every: int, min_height: float, models_dir: str | N
     from pipeline.config import build
     from pipeline.messages import Frame, FrameResult
     from stages.catalog import DETECTORS
-    from stages.segment.crops import Region, cut_region, region_around, region_map_onto
-    from stages.segment.pose_crop import INPUT_SIZE as POSE_INPUT_SIZE
+    from stages.segment.crops import Region, region_map_onto
     from stages.segment.pose_crop import PoseCropSegmenter
     from synth.groundtruth import decode_mask, load_groundtruth
     from synth.video import iter_video
@@ -82,11 +81,10 @@ def extract_site(scene: Path, every: int, min_height: float, models_dir: str | N
                     people.append((g, d, height))
             if not people:
                 continue
-            pose_regions = [region_around(boxes[d], pose.crop_scale, POSE_INPUT_SIZE) for _, d, _ in people]
-            logits = pose.logits([cut_region(image, region, POSE_INPUT_SIZE) for region in pose_regions])
             masks = detected.detections.mask
-            for (g, d, height), values, pose_region in zip(people, logits, pose_regions):
-                x, region = refiner_input(image, boxes[d], values, pose_region, None if masks is None else masks[d])
+            made, regions = refiner_inputs(pose, [(image, boxes[d]) for _, d, _ in people],
+                                           [None if masks is None else masks[d] for _, d, _ in people])
+            for (g, d, height), x, region in zip(people, made, regions):
                 whole_gt = decode_mask(records[index][g]["mask"], frame_size).astype(np.float32)
                 target = region_map_onto(whole_gt, Region(0.0, 0.0, frame_size[1], frame_size[0]), region,
                                          REFINE_SIZE, outside=0.0) > 0.5
@@ -178,7 +176,8 @@ def train(config: dict) -> dict:
     val_set = Samples.join([site_samples(s, cache, every, min_height) for s in config["val_sites"]])
     log.info("samples: %d train, %d validation", len(train_set.target), len(val_set.target))
     model = MaskRefiner(RefinerConfig(tuple(config["widths"])))
-    optimiser = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]),
+                                  weight_decay=float(config["weight_decay"]))
     iterations, batch = int(config["iterations"]), int(config["batch"])
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=float(config["lr"]), total_steps=iterations)
     small_below = float(config["small_below"])

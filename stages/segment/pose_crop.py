@@ -18,7 +18,7 @@ from stages.detect.background import box_pixels
 from stages.model_files import resolve_model_path
 from stages.runtimes import TFLiteModel
 from stages.segment import INSTALL_HINT, POSE_MODEL
-from stages.segment.crops import cut_region, region_around, region_map_in_box
+from stages.segment.crops import Region, cut_region, region_around, region_map_in_box
 from stages.segment.masks import segment_rows
 
 INPUT_SIZE = (256, 256)  # (height, width): BlazePose landmark models take 256x256 crops
@@ -72,13 +72,16 @@ class PoseCropSegmenter:
     def box_masks(self, people: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """(frame BGR uint8, person box xyxy) pairs -> each person's mask over its box's pixels
         (``box_pixels`` bounds), bool (y2 - y1, x2 - x1). Boxes must not be empty inside the frame."""
-        crops, places = [], []
-        for image, box in people:
-            region = region_around(box, self.crop_scale, INPUT_SIZE)
-            crops.append(cut_region(image, region, INPUT_SIZE))
-            places.append((region, box_pixels(box, image.shape[:2])))
-        logits = self.logits(crops)
-        return [region_map_in_box(values, region, box_px) > 0.0 for (region, box_px), values in zip(places, logits)]
+        logits, regions = self.crop_logits(people)
+        return [region_map_in_box(values, region, box_pixels(box, image.shape[:2])) > 0.0
+                for (image, box), values, region in zip(people, logits, regions)]
+
+    def crop_logits(self, people: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[np.ndarray], list[Region]]:
+        """(frame BGR uint8, person box xyxy) pairs -> (each person's segmentation logits over its crop,
+        the crop's region in the frame)."""
+        regions = [region_around(box, self.crop_scale, INPUT_SIZE) for _, box in people]
+        crops = [cut_region(image, region, INPUT_SIZE) for (image, _), region in zip(people, regions)]
+        return self.logits(crops), regions
 
     def rows_to_segment(self, item: FrameResult) -> list[int]:
         """Rows of the detections to segment: tracked (when asked), tall enough, inside the frame."""

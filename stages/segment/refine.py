@@ -26,9 +26,8 @@ from pipeline.messages import FrameResult
 from stages.checkpoints import sha256_of
 from stages.detect.background import box_pixels
 from stages.segment import POSE_MODEL
-from stages.segment.crops import Region, cut_region, region_around, region_map_in_box, region_map_onto
+from stages.segment.crops import Region, region_around, region_map_in_box, region_map_onto
 from stages.segment.masks import segment_rows
-from stages.segment.pose_crop import INPUT_SIZE as POSE_INPUT_SIZE
 from stages.segment.pose_crop import PoseCropSegmenter
 
 REFINE_SIZE = (96, 64)  # (height, width): a 45-100 px person at about its own resolution
@@ -104,6 +103,16 @@ def refiner_input(image: np.ndarray, box: np.ndarray, pose_logits: np.ndarray, p
     return np.concatenate([rgb, pose[None], detected[None], boxed[None]]).astype(np.float32), region
 
 
+def refiner_inputs(pose: PoseCropSegmenter, people: list[tuple[np.ndarray, np.ndarray]],
+                   detector_masks: list[np.ndarray | None]) -> tuple[list[np.ndarray], list[Region]]:
+    """``refiner_input`` of each (frame BGR uint8, box xyxy) pair, BlazePose run on its own crop of each:
+    (inputs, regions). detector_masks: the detector's full-frame mask of each box, or None."""
+    logits, pose_regions = pose.crop_logits(people)
+    made = [refiner_input(image, box, values, pose_region, detected)
+            for (image, box), values, pose_region, detected in zip(people, logits, pose_regions, detector_masks)]
+    return [x for x, _ in made], [region for _, region in made]
+
+
 def save_refiner(path: str | Path, model: MaskRefiner) -> str:
     """Write the weights and architecture to ``path``; returns the file's sha256."""
     path = Path(path)
@@ -172,13 +181,7 @@ class RefinedPoseSegmenter:
         -> each person's mask over its box's pixels (``box_pixels`` bounds), bool."""
         if not people:
             return []
-        detector_masks = detector_masks or [None] * len(people)
-        pose_regions = [region_around(box, self.pose.crop_scale, POSE_INPUT_SIZE) for _, box in people]
-        logits = self.pose.logits([cut_region(image, region, POSE_INPUT_SIZE)
-                                   for (image, _), region in zip(people, pose_regions)])
-        inputs, regions = zip(*(refiner_input(image, box, values, pose_region, detected)
-                                for (image, box), values, pose_region, detected
-                                in zip(people, logits, pose_regions, detector_masks)))
+        inputs, regions = refiner_inputs(self.pose, people, detector_masks or [None] * len(people))
         refined = self.refine(np.stack(inputs))
         return [
             region_map_in_box(values, region, box_pixels(box, image.shape[:2])) > 0.0
