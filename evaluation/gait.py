@@ -16,6 +16,8 @@ Commands::
     python -m evaluation.gait report --weights weights/gar_site.pt --frames '' --corruptions '' --directions
     # only the rendered walkers, their silhouettes made by the pipeline's own segmenter (BlazePose crops)
     python -m evaluation.gait report --weights weights/gar_site.pt --frames '' --corruptions '' --walker-masks pose_crop
+    # ... and the same walks with their exact masks: what the masks cost (both split by view, ``by_views``)
+    python -m evaluation.gait report --weights weights/gar_site.pt --frames '' --corruptions '' --walker-masks exact
     # with a discriminant projection of the model's embeddings scored beside the plain metric
     python -m evaluation.gait report --weights weights/gar_site.pt --projection weights/gait_projection_site.npz
     # cross-camera Rank-1 on the identity benchmark's sites as ground truth shows them (no front end):
@@ -101,7 +103,8 @@ def report_card(
 ) -> dict:
     """Every number of the gait report card for one checkpoint (see the module docstring);
     ``projection``: a discriminant projection file of this model, scored beside the plain metric;
-    ``walker_segmenter``: make the rendered walkers' silhouettes with this segmenter (``pose_crop``);
+    ``walker_segmenter``: make the rendered walkers' silhouettes with this segmenter (``pose_crop``, or
+    ``exact`` for the site cameras' rendered masks);
     ``device``: where the model runs (``cpu``, ``cuda``)."""
     from evaluation.gait_sites import cross_camera_rank1, direction_handling, render_site_walks
 
@@ -138,7 +141,7 @@ def report_card(
         emb = embed_sequences(model, list(zip(walks.silhouettes, walks.ratios)), flip_test=flip_test)
         out["walker_masks"] = walker_segmenter or "noise"
         out["cross_camera_synthetic"] = cross_camera_rank1(emb, walks)
-        print(f"cross-camera (rendered walkers): {out['cross_camera_synthetic']}", flush=True)
+        _print_cross_camera(out["cross_camera_synthetic"])
         if projector is not None:
             out["cross_camera_synthetic_projected"] = cross_camera_rank1(projector.project(emb)[:, None], walks)
             print(f"cross-camera (rendered walkers), projected: {out['cross_camera_synthetic_projected']}", flush=True)
@@ -153,6 +156,14 @@ def report_card(
                                  **sequence_speed(model, one, flip_test=flip_test)}
     print(f"speed per sequence: {out['speed_per_sequence']}", flush=True)
     return out
+
+
+def _print_cross_camera(scores: dict) -> None:
+    overall = {k: v for k, v in scores.items() if k != "by_views"}
+    print(f"cross-camera (rendered walkers): {overall}", flush=True)
+    for pair, res in scores["by_views"].items():
+        print(f"  views {pair}: same {res['same_outfit']} / changed {res['changed_outfit']}  "
+              f"({res['probes']['same_outfit']} / {res['probes']['changed_outfit']} probes)", flush=True)
 
 
 def torch_threads() -> int:
@@ -230,10 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--site-identities", type=int, default=100, help="report: rendered identities (0 skips)")
     ap.add_argument("--directions", action="store_true",
                     help="report: also compare plain, flip-mean and direction-normalised embeddings on the rendered walkers")
-    ap.add_argument("--walker-masks", choices=["noise", "pose_crop", "pose_refine"], default="noise",
+    ap.add_argument("--walker-masks", choices=["noise", "exact", "pose_crop", "pose_refine"], default="noise",
                     help="report: the rendered walkers' silhouettes from their masks with segmenter-like errors "
-                         "(noise), or made by the pipeline's BlazePose crop segmenter (pose_crop; pose_refine: with the mask "
-                         "refiner) at the benchmark sites' sizes")
+                         "(noise), or at the benchmark sites' sizes from their exact masks (exact) or made by the "
+                         "pipeline's BlazePose crop segmenter (pose_crop; pose_refine: with the mask refiner)")
     ap.add_argument("--projection", default=None,
                     help="report: also score through this discriminant projection (training.gait_projection)")
     ap.add_argument("--site", action="append", default=[],

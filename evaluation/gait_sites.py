@@ -12,7 +12,14 @@ degrees field of view) with a random walking direction, and their masks get segm
   "changed outfit" probes (for silhouettes the coat and the bag are what changes the shape).
 
 Rank-1: the nearest gallery sequence (OpenGait's per-part Euclidean distance) has the probe's
-identity; chance is 1 / identities.
+identity; chance is 1 / identities. ``by_views`` splits it by the views of the probe and of its
+identity's gallery walk (``synth.realism.VIEW_GROUPS``: front/back, oblique, side), because a walk
+seen head-on shows little of the legs' swing.
+
+Walker masks: ``noise`` (above), or from cameras like the identity benchmark's sites (3-4.5 m high,
+people 45-100 px tall in 360x480 frames) either ``exact`` (the rendered visible masks, no errors) or
+segmented the pipeline's way (``pose_crop``, ``pose_refine``). The site-camera sets show the same
+walks from the same cameras, so they differ only in their masks.
 
 Direction handling (``direction_handling``): the same Rank-1 with each sequence embedded as it is,
 averaged with its mirror image (the gait stage's ``flip_test: mean``), or mirrored first when its
@@ -37,6 +44,7 @@ CACHE = Path("~/.cache/gaitscope/synth").expanduser()
 SITE_SEED = 2026
 # (condition, outfit) of the five sequences of an identity; the first is the gallery.
 SEQUENCE_PLAN: tuple[tuple[str, int], ...] = (("nm", 0), ("nm", 0), ("nm", 0), ("cl", 1), ("bg", 1))
+EXACT_MASKS = "exact"  # render_site_walks' segmenter for the site cameras' rendered masks
 
 
 @dataclass(frozen=True)
@@ -60,9 +68,10 @@ def render_site_walks(
     mask_noise: float = 1.0,
     segmenter: str | None = None,
 ) -> SiteWalks:
-    """Render (or read from the cache) the benchmark's walks. segmenter: ``pose_crop`` makes the
-    silhouettes with the pipeline's BlazePose crop segmenter instead of noisy rendered masks, from
-    cameras like the identity benchmark's sites (``synth.dataset.SITE``, 360x480 frames)."""
+    """Render (or read from the cache) the benchmark's walks. segmenter: None, noisy rendered masks
+    from surveillance cameras; else cameras like the identity benchmark's sites
+    (``synth.dataset.SITE``, 360x480 frames) with ``exact`` rendered masks or the silhouettes of a
+    ``synth.dataset.SEGMENTERS`` segmenter (``pose_crop``: the pipeline's BlazePose crop segmenter)."""
     key = {"identities": identities, "frames": frames, "seed": seed, "mask_noise": mask_noise, "plan": SEQUENCE_PLAN}
     if segmenter is not None:
         key = {**key, "mask_noise": 0.0, "segmenter": segmenter, "cameras": "site"}
@@ -73,9 +82,11 @@ def render_site_walks(
             SITE, SITE_FRAME_SIZE, SURVEILLANCE, generate_identities, make_segmenter, render_sequence,
         )
 
-        segment = make_segmenter(segmenter)
-        render = {"cameras": SITE, "frame_size": SITE_FRAME_SIZE, "segmenter": segment} if segment else {
-            "cameras": SURVEILLANCE, "mask_noise": mask_noise}
+        if segmenter is None:
+            render = {"cameras": SURVEILLANCE, "mask_noise": mask_noise}
+        else:
+            segment = None if segmenter == EXACT_MASKS else make_segmenter(segmenter)
+            render = {"cameras": SITE, "frame_size": SITE_FRAME_SIZE, "segmenter": segment}
         sils, ratios, ident, outfit, cond, view = [], [], [], [], [], []
         for person in generate_identities(identities, seed):
             for k, (condition, dress) in enumerate(SEQUENCE_PLAN):
@@ -124,7 +135,29 @@ def cross_camera_rank1(embeddings: np.ndarray, walks: SiteWalks, rerank: Callabl
         "probes": {"same_outfit": int((~changed).sum()), "changed_outfit": int(changed.sum())},
         "identities": int(g.sum()),
         "chance": round(1.0 / int(g.sum()), 4),
+        "by_views": _rank1_by_views(walks, correct, changed),
     }
+
+
+def _rank1_by_views(walks: SiteWalks, correct: np.ndarray, changed: np.ndarray) -> dict[str, dict]:
+    """Rank-1 per pair of view groups (gallery walk, probe; unordered), same and changed outfit."""
+    from synth.realism import VIEW_GROUPS, view_group
+
+    order = list(VIEW_GROUPS)
+    group = np.array([view_group(float(v)) for v in walks.view_deg])
+    gallery_group = dict(zip(walks.identity[walks.gallery], group[walks.gallery]))
+    pairs = np.array([" + ".join(sorted((gallery_group[i], p), key=order.index))
+                      for i, p in zip(walks.identity[~walks.gallery], group[~walks.gallery])])
+    out = {}
+    for pair in sorted(set(pairs), key=lambda x: [order.index(v) for v in x.split(" + ")]):
+        here = pairs == pair
+        out[pair] = {"same_outfit": _share(correct[here & ~changed]), "changed_outfit": _share(correct[here & changed]),
+                     "probes": {"same_outfit": int((here & ~changed).sum()), "changed_outfit": int((here & changed).sum())}}
+    return out
+
+
+def _share(hits: np.ndarray) -> float | None:
+    return round(float(hits.mean()), 4) if hits.size else None
 
 
 def moves_right_to_left(walks: SiteWalks) -> np.ndarray:

@@ -73,7 +73,9 @@ def sequence_stats(sils: np.ndarray) -> dict[str, float] | None:
     }
 
 
-def _group(view_deg: float) -> str:
+def view_group(view_deg: float) -> str:
+    """The ``VIEW_GROUPS`` name nearest to a viewing angle (either convention: front and back, left
+    and right fold together)."""
     v = view_deg % 360.0
     v = 360.0 - v if v > 180 else v
     return min(VIEW_GROUPS, key=lambda g: min(abs(v - c) for c in VIEW_GROUPS[g]))
@@ -102,7 +104,7 @@ def casia_stats(folder: Path, n_subjects: int = 10, condition: str = "nm-01") ->
                 continue
             s = sequence_stats(sils)
             if s is not None:
-                stats.append((_group(float(view)), s))
+                stats.append((view_group(float(view)), s))
     return _summary(stats)
 
 
@@ -114,7 +116,7 @@ def synth_stats(n_identities: int = 20, frames: int = 75, seed: int = 0, cameras
     for seq in seqs:
         s = sequence_stats(seq.silhouettes64)
         if s is not None:
-            stats.append((_group(seq.view_deg), s))
+            stats.append((view_group(seq.view_deg), s))
     return _summary(stats)
 
 

@@ -38,6 +38,25 @@ def test_rank1_counts_same_and_changed_outfit_probes_apart():
     assert res["chance"] == round(1 / 3, 4)
 
 
+def test_rank1_is_split_by_the_views_of_the_gallery_walk_and_the_probe():
+    # identity 0 seen side-on throughout; identity 1's gallery walk head-on, its probes side-on
+    # (90), oblique (45) and from behind (180)
+    w = walks(2, [90.0, 90.0, 270.0, 90.0, 90.0] + [0.0, 90.0, 45.0, 180.0, 100.0])
+    emb = np.repeat(np.eye(2, dtype=np.float32), 5, axis=0)[:, None, :]
+    emb[6] = emb[0]  # identity 1's side-on same-outfit probe looks like identity 0
+    res = cross_camera_rank1(emb, w)
+    assert list(res["by_views"]) == ["front/back + front/back", "front/back + oblique", "front/back + side", "side + side"]
+    assert res["by_views"]["side + side"] == {"same_outfit": 1.0, "changed_outfit": 1.0,
+                                              "probes": {"same_outfit": 2, "changed_outfit": 2}}
+    assert res["by_views"]["front/back + side"] == {"same_outfit": 0.0, "changed_outfit": 1.0,
+                                                    "probes": {"same_outfit": 1, "changed_outfit": 1}}
+    assert res["by_views"]["front/back + oblique"] == {"same_outfit": 1.0, "changed_outfit": None,
+                                                       "probes": {"same_outfit": 1, "changed_outfit": 0}}
+    assert res["by_views"]["front/back + front/back"]["probes"] == {"same_outfit": 0, "changed_outfit": 1}
+    counted = sum(sum(r["probes"].values()) for r in res["by_views"].values())
+    assert counted == sum(res["probes"].values()) == 8
+
+
 def test_normalising_the_direction_matches_walks_seen_from_both_sides():
     # a direction-bound model: a walk seen mirrored lands on the negative of its identity's point
     identities = 4
@@ -152,6 +171,14 @@ def test_held_out_walkers_segmented_by_the_pipelines_blazepose(tmp_path, monkeyp
         assert person[:, 10:50, 22].mean() > 0.8 and person[:, :, :3].mean() < 0.05
         assert (ratio[shown] * 64 >= 40).all()
     assert not all(np.array_equal(a, b) for a, b in zip(segmented.silhouettes, noisy.silhouettes))
+    # The exact masks show the same walks from the same cameras: only the masks differ.
+    exact = gait_sites.render_site_walks(identities=2, frames=6, segmenter=gait_sites.EXACT_MASKS)
+    assert len(list(tmp_path.glob("sites_*.npz"))) == 3
+    np.testing.assert_array_equal(exact.view_deg, segmented.view_deg)
+    np.testing.assert_allclose(np.stack(exact.ratios), np.stack(segmented.ratios))
+    overlap = [np.logical_and(a > 127, b > 127).sum() / max(np.logical_or(a > 127, b > 127).sum(), 1)
+               for a, b in zip(exact.silhouettes, segmented.silhouettes)]
+    assert np.mean(overlap) > 0.5 and not all(np.array_equal(a, b) for a, b in zip(exact.silhouettes, segmented.silhouettes))
 
 
 def _rendered_person(frame_size, box, visit, state="walking"):
