@@ -208,8 +208,8 @@ class IdentityScorer:
             return {}
         candidates = np.concatenate(list(stacks.values()))  # one call for the whole shortlist
         d = self.reranker.pair_distances(np.repeat(query[None], len(candidates), axis=0), candidates)
-        ends = np.cumsum([len(stack) for stack in stacks.values()])
-        return {name: float(d[end - len(stack):end].min()) for (name, stack), end in zip(stacks.items(), ends)}
+        per_name = np.split(d, np.cumsum([len(stack) for stack in stacks.values()])[:-1])
+        return {name: float(part.min()) for name, part in zip(stacks, per_name)}
 
     def score(self, queries: dict[str, np.ndarray | None], exclude: set[str] = frozenset()) -> list[CandidateScore]:
         """Candidate identities best first (highest fused log-odds); ``exclude``: identities that cannot be
