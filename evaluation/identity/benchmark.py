@@ -256,6 +256,19 @@ def summarise(name: str, overrides: list[str], sites: list[SiteScores], identiti
     return {"name": name, "overrides": overrides, "masks": masks, "closed_set": scorers, "auto_enrol": auto_enrol}
 
 
+def run_site_front_end(bench: BenchConfig, variant: Variant, rendered, truth: dict,
+                       reuse: bool = True) -> tuple[Any, FrontEndRun, dict[TrackKey, TrackTruth]]:
+    """(config, front-end run, tracks matched to the truth) of one variant on one rendered site, the
+    front end read from the cache when kept there (the whole chain before the gallery runs with the
+    variant's settings; ``run_benchmark`` shares one front end between variants instead)."""
+    from pipeline import app
+
+    config = app.load(bench.pipeline, [*bench.overrides, *variant.overrides])
+    truth_masks = rendered.truth_path if variant.masks == "truth" else None
+    run, _ = front_end_run(config, [str(v) for v in rendered.videos], rendered.folder, truth_masks, reuse=reuse)
+    return config, run, match_tracks(run.windows, truth, bench.min_iou, bench.min_share)
+
+
 def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = DEFAULT_CACHE,
                   variants: list[str] | None = None, site_names: list[str] | None = None,
                   enrol_orders: EnrolOrders | None = None, reuse_front_end: bool = True) -> dict[str, Any]:
