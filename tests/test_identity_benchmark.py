@@ -334,6 +334,15 @@ def test_tiny_site_end_to_end(tmp_path, monkeypatch):
     again = run_benchmark(BenchConfig.load(tmp_path / "bench.yaml"), cache=tmp_path / "cache")
     assert [f.get("cached") for f in again["sites"][0]["front_end"]] == [True, None, True]
     assert again["variants"] == result["variants"]
+    # The diagnosis reads the same cached front end and agrees with the benchmark's open set and identities.
+    from evaluation.identity.diagnose import diagnose
+
+    found = diagnose(BenchConfig.load(tmp_path / "bench.yaml"), "default", cache=tmp_path / "cache")
+    json.dumps(found, allow_nan=False)
+    assert found["open_set"]["dir"] == pytest.approx(variant["closed_set"]["system"]["open_set"]["dir"])
+    assert found["open_set"]["known"] == variant["closed_set"]["system"]["open_set"]["known"]
+    assert found["identities"]["tiny"]["identities"] == links["identities"]
+    assert set(found["views"]) == {"same group", "neighbouring groups", "front/back vs side"}
 
 
 def test_records_round_trip_to_windows(tmp_path):
