@@ -89,7 +89,7 @@ def test_open_set_report_names_the_two_person_probes_that_set_the_threshold():
     report = open_set_report(outcomes, shown, far=0.01)
     assert report["threshold"] == 5.0 and report["dir"] == 0.5  # only the 6.0 clears the two-person impostor
     assert report["threshold_setters"] == 1 and report["threshold_setters_two_person"] == 1
-    assert report["two_person_probes"] == 2
+    assert report["two_person_probes"] == 2 and report["by_site"] == {"s": {"threshold": 5.0, "dir": 0.5}}
     assert report["without_two_person"] == {"known": 1, "unknown": 1, "threshold": 1.0, "dir": 1.0}
     assert report["top_unknown"][0]["others"] == 0.8 and report["top_unknown"][0]["gallery"]["person"] == 2
 

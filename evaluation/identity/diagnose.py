@@ -140,10 +140,17 @@ def open_set_report(outcomes: Sequence[ProbeOutcome], shown: dict[TrackKey, dict
             "threshold": _round(threshold), "dir": _round(rate),
             "threshold_setters": len(setters),
             "threshold_setters_two_person": sum(others(o) >= two_person for o in setters),
+            "by_site": {site: _open_set_row([o for o in outcomes if o.site == site], far)
+                        for site in sorted({o.site for o in outcomes})},
             "two_person": two_person, "two_person_probes": len(outcomes) - len(single),
             "without_two_person": {"known": sum(o.known for o in single), "unknown": sum(not o.known for o in single),
                                    "threshold": _round(single_threshold), "dir": _round(single_rate)},
             "top_unknown": rows}
+
+
+def _open_set_row(outcomes: Sequence[ProbeOutcome], far: float) -> dict:
+    threshold, rate = dir_at_far(outcomes, far)
+    return {"threshold": _round(threshold), "dir": _round(rate)}
 
 
 def identity_composition(decided: Sequence[TrackWindow], tracks: dict[TrackKey, TrackTruth]) -> dict:
@@ -332,6 +339,8 @@ def summary_lines(result: dict) -> list[str]:
              f">= {o['two_person']:g} of their frames",
              f"  without the {o['two_person_probes']} two-person probes: DIR {o['without_two_person']['dir']} "
              f"(threshold {o['without_two_person']['threshold']})",
+             "  per site: " + ", ".join(f"{site} DIR {v['dir']} (threshold {v['threshold']})"
+                                        for site, v in o["by_site"].items()),
              "  highest never-enrolled probes (score, probe camera#track person, others; gallery camera#track person, "
              "shows the probe's person):"]
     for r in o["top_unknown"]:
