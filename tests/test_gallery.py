@@ -464,6 +464,60 @@ def test_a_track_that_switched_people_is_identified_but_not_enrolled(tmp_path, s
     matcher.close()
 
 
+def test_the_final_stretch_starts_after_the_last_window_that_showed_someone_else():
+    from stages.gallery.matching import final_stretch_start
+
+    a, b = appearances(2)
+    mix = unit(a + b)
+    # windows as the assembler makes them: every 1.2 s, the last 4.8 s; the first four start at the track's start
+    spans = [(0.0, 1.2), (0.0, 2.4), (0.0, 3.6), (0.0, 4.8), (1.2, 6.0), (2.4, 7.2), (3.6, 8.4)]
+    # the last window that shows person a ends at 2.4 s: only the window from 3.6 s has none of it
+    assert final_stretch_start([a, a, mix, b, b, b, b], spans, max_spread=0.3) == 3.6
+    assert final_stretch_start([a, mix, b, b, b, b, b], spans, max_spread=0.3) == 2.4
+    assert final_stretch_start([a] * 7, spans, max_spread=0.3) is None
+    # back to person a at the end: every earlier window overlaps the last, which stands alone
+    assert final_stretch_start([a, b, b, b, b, b, a], spans, max_spread=0.3) == 3.6
+
+
+def test_a_track_that_switched_people_is_decided_on_the_person_it_ends_on(tmp_path, scores_file):
+    gait, app = identities(2, seed=3), appearances(2, seed=4)
+    matcher = GalleryMatcher(gallery=str(tmp_path / "g"), scores=scores_file, reranker="none", source_centring=False,
+                             auto_enrol=True, threshold=2.0, mixed_spread=0.3)
+    rng = np.random.default_rng(6)
+
+    def track(track_id: int, people: list[int], source: str) -> list[TrackWindow]:
+        return [window(sample(gait[p], rng), appearance=app_sample(app[p], rng, 0.05), track=track_id, source=source,
+                       final=i == len(people) - 1, start=30 * i) for i, p in enumerate(people)]
+
+    names = [matcher.process(track(1 + p, [p] * 4, f"cam{p}"))[-1].identity for p in (0, 1)]
+    assert all(n.enrolled for n in names) and names[0].identity != names[1].identity
+    switched = matcher.process(track(3, [0, 0, 0, 1, 1], "cam2"))
+    assert [w.identity.identity for w in switched[:3]] == [names[0].identity] * 3
+    # Pooled over all five windows the track looks more like the first person; it now shows the second.
+    assert switched[-1].identity.mixed and switched[-1].identity.identity == names[1].identity
+    assert not switched[-1].identity.enrolled
+    matcher.close()
+
+
+def test_enrolling_a_track_whose_person_changed_keeps_the_windows_since_the_change(tmp_path):
+    from stages.gallery.operations import TrackEmbeddings, enroll_track
+
+    gait, app = identities(2, seed=7), appearances(2, seed=8)
+    rng = np.random.default_rng(9)
+    people = [0, 0, 0, 1, 1]
+    metas = [EntryMeta("x", "cam", 1, 3.0 * i, 3.0 * i + 0.2) for i in range(len(people))]
+    switched = TrackEmbeddings("cam", 1, {
+        "gait": [(sample(gait[p], rng), m, "gar@1") for p, m in zip(people, metas)],
+        "appearance": [(app_sample(app[p], rng, 0.05), m, "reid@1") for p, m in zip(people, metas)]})
+    steady = TrackEmbeddings("cam", 2, {m: items[:3] for m, items in switched.items.items()})
+    with Gallery(tmp_path / "g") as g:
+        assert enroll_track(g, switched, "ends-on-1", mixed_spread=0.3) == {"gait": 2, "appearance": 2}
+        kept = [e.entry_id for e in g.entries() if e.identity == "ends-on-1" and e.modality == "appearance"]
+        assert all(float(v @ app[1]) > 0.9 for v in g.features(kept).values())
+        assert enroll_track(g, switched, "whole") == {"gait": 5, "appearance": 5}
+        assert enroll_track(g, steady, "steady", mixed_spread=0.3) == {"gait": 3, "appearance": 3}
+
+
 def test_auto_enrol_simulation_leaves_ambiguous_tracks_unnamed_and_fits_both_thresholds():
     from training.fusion import TrackPairs, fit_link_threshold, simulate_auto_enrol
 

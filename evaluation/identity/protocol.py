@@ -98,7 +98,7 @@ def closed_set_probes(config: PipelineConfig, run_windows: Sequence[TrackWindow]
             for name, key in names.items():
                 found = tracks_from_windows(windows[key], name)
                 if key in found:
-                    enroll_track(stage.gallery, found[key], name)
+                    enroll_track(stage.gallery, found[key], name, stage.mixed_spread)
             for scorer in scorers:
                 if scorer == "system":
                     out[scorer] = _probe_system(stage, windows, probe_keys, matched, names, batch_size)

@@ -50,6 +50,27 @@ def appearance_spread(embeddings: list[np.ndarray], spans: list[tuple[float | No
     return float((1.0 - e @ e.T)[disjoint].max())
 
 
+def final_stretch_start(embeddings: list[np.ndarray], spans: list[tuple[float | None, float | None]],
+                        max_spread: float) -> float | None:
+    """Start time (s) of the stretch at the end of a track that shows the person it ends on: its windows
+    from that time on show only that person. None when the track's windows agree (``appearance_spread``
+    at most ``max_spread``).
+
+    Going back from the last window, the first window further than ``max_spread`` (cosine distance)
+    from the last one's appearance showed someone else; the stretch is the windows that start after it
+    ends (windows overlap: a track's first windows all start at its first frame), at least the last.
+    spans: (t_start, t_end) of each window, in the order added.
+    """
+    if len(embeddings) < 2 or appearance_spread(embeddings, spans) <= max_spread:
+        return None
+    e = unit(np.stack(embeddings))
+    distance = 1.0 - e @ e[-1]
+    other = max(i for i in range(len(e)) if distance[i] > max_spread)
+    other_end = spans[other][1]
+    starts = [t for t, _ in spans[other + 1 :] if t is not None and other_end is not None and t > other_end]
+    return min(starts) if starts else spans[-1][0]
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     """Rows (or a vector) scaled to unit L2 norm."""
     x = np.asarray(x, np.float32)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import output_error
+from stages.gallery.matching import final_stretch_start
 from stages.gallery.stage import GalleryMatcher, window_meta
 from stages.gallery.store import MODALITIES, EntryMeta, Gallery, GalleryError
 
@@ -98,10 +99,15 @@ def _describe(tracks: dict[tuple[str, int], TrackEmbeddings]) -> str:
     return ", ".join(f"{s}#{t} ({sum(len(v) for v in tr.items.values())} windows)" for (s, t), tr in tracks.items()) or "none"
 
 
-def enroll_track(gallery: Gallery, track: TrackEmbeddings, name: str) -> dict[str, int]:
-    """Add every embedding of a track under ``name``; returns entries added per modality."""
+def enroll_track(gallery: Gallery, track: TrackEmbeddings, name: str,
+                 mixed_spread: float | None = None) -> dict[str, int]:
+    """Add every embedding of a track under ``name``; returns entries added per modality.
+
+    mixed_spread: where the track's own windows lie further apart in appearance than this (the person
+    in its box changed), only the windows since the change are added: the person the track ends on.
+    """
     added = {}
-    for modality, items in track.items.items():
+    for modality, items in final_stretch(track, mixed_spread).items.items():
         if not items:
             continue
         versions = {v for _, _, v in items}
@@ -111,6 +117,19 @@ def enroll_track(gallery: Gallery, track: TrackEmbeddings, name: str) -> dict[st
         ids = gallery.add(modality, [e for e, _, _ in items], metas, versions.pop())
         added[modality] = len(ids)
     return added
+
+
+def final_stretch(track: TrackEmbeddings, mixed_spread: float | None) -> TrackEmbeddings:
+    """The track's windows since the person in its box last changed (``final_stretch_start``); all of
+    them when its windows agree or ``mixed_spread`` is None."""
+    seen = track.items.get("appearance") or []
+    start = None if mixed_spread is None else final_stretch_start(
+        [e for e, _, _ in seen], [(m.t_start, m.t_end) for _, m, _ in seen], mixed_spread)
+    if start is None:
+        return track
+    return TrackEmbeddings(track.source, track.track_id, {
+        m: [item for item in items if item[1].t_start is None or item[1].t_start >= start]
+        for m, items in track.items.items()})
 
 
 def export_gallery(gallery: Gallery, out: Path, vectors: str | None) -> int:

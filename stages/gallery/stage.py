@@ -26,7 +26,14 @@ from pipeline.domains import NonNegativeFloat, NonNegativeInt, UnitFloat
 from pipeline.messages import IdentityMatch, RankedCandidate, TrackWindow
 from stages.gallery.consolidation import HANDOVER_OVERLAP, TOGETHER_ABOVE, Consolidator, Merge, overlap_share
 from stages.gallery.index import IndexSpec
-from stages.gallery.matching import CandidateScore, IdentityScorer, SourceCentring, appearance_spread, pool
+from stages.gallery.matching import (
+    CandidateScore,
+    IdentityScorer,
+    SourceCentring,
+    appearance_spread,
+    final_stretch_start,
+    pool,
+)
 from stages.gallery.scoring import AGGREGATES, CONSOLIDATE, MIXED_SPREAD, MODES, ScoreModel
 from stages.gallery.search import GaitRescorer, load_gait_rescorer
 from stages.gallery.store import FORMAT, MODALITIES, EntryMeta, Gallery
@@ -109,6 +116,18 @@ class TrackEvidence:
     def appearance_spread(self) -> float:
         """Largest appearance distance between two of the track's windows that share no frames."""
         return appearance_spread(self.embeddings["appearance"], [(m.t_start, m.t_end) for m in self.metas["appearance"]])
+
+    def final_stretch(self, max_spread: float) -> TrackEvidence:
+        """The evidence of the windows since the person in the track's box last changed (``final_stretch_start``):
+        itself when its windows agree. Windows are kept by start time, the gait windows with them."""
+        start = final_stretch_start(self.embeddings["appearance"],
+                                    [(m.t_start, m.t_end) for m in self.metas["appearance"]], max_spread)
+        if start is None:
+            return self
+        keep = {m: [i for i, meta in enumerate(self.metas[m]) if meta.t_start is None or meta.t_start >= start]
+                for m in MODALITIES}
+        return dataclasses.replace(self, embeddings={m: [self.embeddings[m][i] for i in keep[m]] for m in MODALITIES},
+                                   metas={m: [self.metas[m][i] for i in keep[m]] for m in MODALITIES})
 
     def query(self, used: tuple[str, ...], centring: SourceCentring | None) -> dict[str, np.ndarray | None]:
         """The track's pooled embeddings per modality (appearance centred per source when asked)."""
@@ -355,9 +374,10 @@ class GalleryMatcher:
         """The decision on a track's evidence so far (no enrolment)."""
         self._check_models(evidence.versions)
         scorer = self.scorer_for(evidence.versions.get("gait", ""))
-        query = evidence.query(self.used, self.centring)
         n_windows = evidence.windows
         mixed = self.mixed_spread is not None and evidence.appearance_spread() > self.mixed_spread
+        # a track whose person changed is decided on the person it shows now
+        query = (evidence.final_stretch(self.mixed_spread) if mixed else evidence).query(self.used, self.centring)
         if all(v is None for v in query.values()):
             return IdentityMatch(None, self.modalities, float("inf"), 0.0, windows=n_windows, mixed=mixed), []
         exclude = self._seen_beside(evidence)
