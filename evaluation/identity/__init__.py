@@ -5,7 +5,8 @@ over a site (``pipeline.app``) and replays the gallery stage over its windows pe
 ``truth`` maps tracks to ground-truth people by box IoU; ``protocol`` arranges enrolment and probes
 through the gallery stage's own code; ``metrics`` holds the pure scoring functions;
 ``benchmark`` runs sites x variants and writes the table; ``records`` rebuilds windows from a
-finished run's JSON Lines so that any run over a rendered site (the demo) is scored the same way.
+finished run's JSON Lines so that any run over a rendered site (the demo) is scored the same way;
+``diagnose`` (``python -m evaluation.identity.diagnose``) says which tracks cost a variant its scores.
 
 What the numbers mean
 ---------------------
