@@ -29,7 +29,8 @@ from stages.gallery.operations import (
     tracks_from_records,
     tracks_from_windows,
 )
-from stages.gallery.stage import GalleryMatcher
+from stages.gallery.scoring import MIXED_SPREAD, ScoreModel
+from stages.gallery.stage import DEFAULT_SCORES, GalleryMatcher
 from stages.gallery.store import Gallery
 
 DEFAULT_GALLERY = "~/.cache/gaitscope/gallery"
@@ -62,16 +63,32 @@ def enroll_main(argv: list[str] | None = None) -> int:
     src.add_argument("--jsonl", help="track records of a previous run made with --save-embeddings")
     p.add_argument("--track", type=int, default=None, help="track id (needed when several tracks have embeddings)")
     p.add_argument("--source", default=None, help="source id of the track (when track ids repeat across sources)")
+    p.add_argument("--scores", default="", help="score-fusion parameters whose mixed-track spread tells where the "
+                                                "person in a track's box changed ('' = the shipped ones)")
+    p.add_argument("--whole-track", action="store_true",
+                   help="enrol every window, also those before the person in the track's box changed")
     _video_args(p)
     args = p.parse_args(argv)
+    mixed_spread = None if args.whole_track else _mixed_spread(args.scores)
     tracks = (tracks_from_records(read_records(args.jsonl), args.name) if args.jsonl
               else tracks_from_windows(_run_pipeline(args.video, args.config, args.overrides), args.name))
     track = pick_track(tracks, args.track, args.source)
     with Gallery(args.gallery) as gallery:
-        added = enroll_track(gallery, track, args.name)
+        added = enroll_track(gallery, track, args.name, mixed_spread)
+    trimmed = sum(added.values()) < sum(len(items) for items in track.items.values())
     print(f"enrolled {args.name!r} from {track.source}#{track.track_id}: "
-          + ", ".join(f"{n} {m} entries" for m, n in added.items()) + f" -> {Path(args.gallery).expanduser()}")
+          + ", ".join(f"{n} {m} entries" for m, n in added.items())
+          + (" (the windows since the person in the track's box changed; --whole-track for all)" if trimmed else "")
+          + f" -> {Path(args.gallery).expanduser()}")
     return 0
+
+
+def _mixed_spread(scores: str) -> float | None:
+    """The appearance spread above which a track shows several people, from the score-fusion parameters."""
+    try:
+        return ScoreModel.load(scores or DEFAULT_SCORES).thresholds.get(MIXED_SPREAD)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 # -- gallery list / remove / export -----------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from cli.gallery import enroll_main, gallery_main, search_main
+from pipeline.errors import UserError
 from pipeline.messages import SilhouetteSequence, TrackWindow
 from stages.gait.distance import part_distance
 from stages.gallery.index import IndexSpec, build_index
@@ -432,6 +433,34 @@ def test_cli_enroll_list_search_export_remove(tmp_path, capsys, scores_file):
     assert gallery_main(["remove", "--gallery", gal, "person2"]) == 0
     with Gallery(gal, create=False) as g:
         assert g.count("gait") == 8
+
+
+def test_cli_enroll_keeps_the_windows_since_the_person_in_the_box_changed(tmp_path, capsys, scores_file):
+    import dataclasses
+
+    from stages.gallery.scoring import MIXED_SPREAD
+
+    model = ScoreModel.load(scores_file)
+    scores = tmp_path / "scores.params.json"
+    dataclasses.replace(model, thresholds={**model.thresholds, MIXED_SPREAD: 0.3}).save(scores)
+    gait, app = identities(2, seed=11), appearances(2, seed=12)
+    rng = np.random.default_rng(13)
+    records = tmp_path / "run.jsonl"
+    records.write_text("".join(json.dumps({
+        "type": "track", "source": "clip.mp4", "track_id": 1, "final": i == 4, "time_s": {"start": 3.0 * i, "end": 3.0 * i + 2},
+        "embeddings": {"gait": sample(gait[p], rng).tolist(), "appearance": app_sample(app[p], rng, 0.05).tolist()},
+        "model_versions": {"gait": "gar@1", "reid": "reid@1"}}) + "\n" for i, p in enumerate([0, 0, 0, 1, 1])))
+    gal = str(tmp_path / "g")
+    base = ["--gallery", gal, "--jsonl", str(records), "--scores", str(scores)]
+    assert enroll_main([*base, "--name", "last"]) == 0
+    assert "since the person in the track's box changed" in capsys.readouterr().out
+    assert enroll_main([*base, "--name", "whole", "--whole-track"]) == 0
+    with Gallery(gal, create=False) as g:
+        counts = {i.name: i.entries for i in g.identities()}
+    assert counts["last"] == {"gait": 2, "appearance": 2} and counts["whole"] == {"gait": 5, "appearance": 5}
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(UserError, match="bad.json"):
+        enroll_main([*base[:-1], str(tmp_path / "bad.json"), "--name", "x"])
 
 
 def test_appearance_spread_compares_only_windows_that_share_no_frames():
