@@ -506,6 +506,8 @@ def test_the_final_stretch_starts_after_the_last_window_that_showed_someone_else
     assert final_stretch_start([a] * 7, spans, max_spread=0.3) is None
     # back to person a at the end: every earlier window overlaps the last, which stands alone
     assert final_stretch_start([a, b, b, b, b, b, a], spans, max_spread=0.3) == 3.6
+    # a and b far apart, but the last window shows both and is near each: nothing to cut
+    assert final_stretch_start([a, a, b, b, b, b, mix], spans, max_spread=0.3) is None
 
 
 def test_a_track_that_switched_people_is_decided_on_the_person_it_ends_on(tmp_path, scores_file):

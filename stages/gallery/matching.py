@@ -59,13 +59,17 @@ def final_stretch_start(embeddings: list[np.ndarray], spans: list[tuple[float | 
     Going back from the last window, the first window further than ``max_spread`` (cosine distance)
     from the last one's appearance showed someone else; the stretch is the windows that start after it
     ends (windows overlap: a track's first windows all start at its first frame), at least the last.
-    spans: (t_start, t_end) of each window, in the order added.
+    None as well when no window is that far from the last one. spans: (t_start, t_end) of each window,
+    in the order added.
     """
     if len(embeddings) < 2 or appearance_spread(embeddings, spans) <= max_spread:
         return None
     e = unit(np.stack(embeddings))
     distance = 1.0 - e @ e[-1]
-    other = max(i for i in range(len(e)) if distance[i] > max_spread)
+    others = np.flatnonzero(distance > max_spread)
+    if not len(others):  # the far-apart windows are both near the last one: no one stretch to keep
+        return None
+    other = int(others[-1])  # the last window that showed someone else
     other_end = spans[other][1]
     starts = [t for t, _ in spans[other + 1 :] if t is not None and other_end is not None and t > other_end]
     return min(starts) if starts else spans[-1][0]
