@@ -21,9 +21,11 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from evaluation.identity.front_cache import front_end_run
 from evaluation.identity.metrics import LinkScores, ProbeRanking, closed_set, open_set
@@ -53,6 +55,7 @@ from pipeline.config import read_yaml
 from pipeline.messages import TrackWindow
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")  # a probe's ranking: metrics.ProbeRanking, or protocol.Probe with its track keys
 
 DEFAULT_BENCH = Path(__file__).resolve().parents[2] / "configs" / "bench" / "identity.yaml"
 MASK_SOURCES = ("segmenter", "truth")
@@ -158,19 +161,21 @@ class Pool:
         return [p for p in self.closed if not p.changed_clothes and p.relevant]
 
 
-def open_set_folds(rankings: list[ProbeRanking], enrolled: set[int]) -> tuple[list[ProbeRanking], list[ProbeRanking]]:
+def open_set_folds(rankings: list[R], enrolled: set[int], identity: Callable[[R], int] = attrgetter("identity"),
+                   without: Callable[[R, set[int]], R] = lambda p, held: p.without(held)) -> tuple[list[R], list[R]]:
     """(known, unknown) probes of two folds: each fold leaves half of the enrolled identities out of
     the gallery (by parity), so every probe is once known and once never enrolled; probes whose
-    person the enrol camera never saw are never-enrolled probes too (counted once)."""
+    person the enrol camera never saw are never-enrolled probes too (counted once). identity: a
+    probe's person; without: the probe ranked against the gallery without those people."""
     known, unknown = [], []
-    natural = [p for p in rankings if p.identity not in enrolled]
+    natural = [p for p in rankings if identity(p) not in enrolled]
     for fold in (0, 1):
         held = {i for i in enrolled if i % 2 == fold}
         for p in rankings:
-            if p.identity in enrolled:
-                (unknown if p.identity in held else known).append(p.without(held))
+            if identity(p) in enrolled:
+                (unknown if identity(p) in held else known).append(without(p, held))
         if fold == 0:
-            unknown.extend(p.without(held) for p in natural)
+            unknown.extend(without(p, held) for p in natural)
     return known, unknown
 
 

@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.identity.metrics import rounded
 from evaluation.identity.protocol import Probe, by_track, track_decision
 from evaluation.identity.truth import TrackKey, TrackTruth, box_iou, camera_name, track_boxes
 from pipeline.messages import TrackWindow
 
 OTHER_IOU = 0.3  # a box "shows" a person when their visible box overlaps it this much
-VIEW_GROUPS = ("front/back", "oblique", "side")
 VIEW_RELATIONS = ("same group", "neighbouring groups", "front/back vs side")
 
 
@@ -84,23 +84,20 @@ def others_share(shown: dict[int, float], person: int | None) -> float:
 
 def fold_outcomes(site: str, probes: Sequence[Probe], tracks: dict[TrackKey, TrackTruth],
                   enrolled: set[int]) -> list[ProbeOutcome]:
-    """The benchmark's two open-set folds (``benchmark.open_set_folds``) with track keys kept: each
-    fold leaves the enrolled people of one parity out; probes of people the gallery never saw count
-    once, as never enrolled."""
-    out = []
-    for fold in (0, 1):
-        held = {i for i in enrolled if i % 2 == fold}
-        for p in probes:
-            person = int(p.track.identity)
-            natural = person not in enrolled
-            if natural and fold == 1:
-                continue
-            ranked = [(k, d) for k, d in p.ranked if tracks[k].identity not in held]
-            best = ranked[0] if ranked else None
-            out.append(ProbeOutcome(site, p.track.key, person, not natural and person not in held,
-                                    None if best is None else -float(best[1]), None if best is None else best[0],
-                                    None if best is None else tracks[best[0]].identity))
-    return out
+    """The benchmark's two open-set folds (``benchmark.open_set_folds``) with track keys kept."""
+    from evaluation.identity.benchmark import open_set_folds
+
+    def without(p: Probe, held: set[int]) -> Probe:
+        return Probe(p.track, [(k, d) for k, d in p.ranked if tracks[k].identity not in held])
+
+    known, unknown = open_set_folds(list(probes), enrolled, identity=lambda p: int(p.track.identity), without=without)
+    return [_outcome(site, p, tracks, is_known) for group, is_known in ((known, True), (unknown, False)) for p in group]
+
+
+def _outcome(site: str, p: Probe, tracks: dict[TrackKey, TrackTruth], known: bool) -> ProbeOutcome:
+    best = p.ranked[0] if p.ranked else None
+    return ProbeOutcome(site, p.track.key, int(p.track.identity), known, None if best is None else -float(best[1]),
+                        None if best is None else best[0], None if best is None else tracks[best[0]].identity)
 
 
 def dir_at_far(outcomes: Sequence[ProbeOutcome], far: float) -> tuple[float | None, float | None]:
@@ -137,20 +134,20 @@ def open_set_report(outcomes: Sequence[ProbeOutcome], shown: dict[TrackKey, dict
               "others": round(others_share(shown.get(o.gallery_track, {}), o.gallery_person), 3)}}
             for o in unknown[:top]]
     return {"far": far, "known": sum(o.known for o in outcomes), "unknown": sum(not o.known for o in outcomes),
-            "threshold": _round(threshold), "dir": _round(rate),
+            "threshold": rounded(threshold), "dir": rounded(rate),
             "threshold_setters": len(setters),
             "threshold_setters_two_person": sum(others(o) >= two_person for o in setters),
             "by_site": {site: _open_set_row([o for o in outcomes if o.site == site], far)
                         for site in sorted({o.site for o in outcomes})},
             "two_person": two_person, "two_person_probes": len(outcomes) - len(single),
             "without_two_person": {"known": sum(o.known for o in single), "unknown": sum(not o.known for o in single),
-                                   "threshold": _round(single_threshold), "dir": _round(single_rate)},
+                                   "threshold": rounded(single_threshold), "dir": rounded(single_rate)},
             "top_unknown": rows}
 
 
 def _open_set_row(outcomes: Sequence[ProbeOutcome], far: float) -> dict:
     threshold, rate = dir_at_far(outcomes, far)
-    return {"threshold": _round(threshold), "dir": _round(rate)}
+    return {"threshold": rounded(threshold), "dir": rounded(rate)}
 
 
 def identity_composition(decided: Sequence[TrackWindow], tracks: dict[TrackKey, TrackTruth]) -> dict:
@@ -181,11 +178,11 @@ def identity_composition(decided: Sequence[TrackWindow], tracks: dict[TrackKey, 
 
 
 def view_group_of(view_deg: float) -> int:
-    """Index into VIEW_GROUPS of a viewing angle (0: walks at the camera, 90: side-on, 180: away)."""
-    v = view_deg % 360.0
-    v = min(v, 360.0 - v)  # 0..180
-    v = min(v, 180.0 - v)  # 0 head-on or from behind .. 90 side-on
-    return 0 if v < 27.0 else (1 if v < 63.0 else 2)
+    """Index into ``synth.realism.VIEW_GROUPS`` of a viewing angle (0: walks at the camera, 90: side-on,
+    180: away)."""
+    from synth.realism import VIEW_GROUPS, view_group  # the renderer's module: imported when used
+
+    return list(VIEW_GROUPS).index(view_group(view_deg))
 
 
 def window_views(windows: Sequence[TrackWindow], tracks: dict[TrackKey, TrackTruth], truth: dict) -> list[int | None]:
@@ -285,14 +282,11 @@ def view_separation(sites: Sequence[list[ViewedWindow]], metric: str = "euc") ->
                 return np.concatenate(found.get(f"{r}:{kind}") or [np.zeros(0)])
             genuine, changed, impostor = cat("genuine"), cat("changed"), cat("impostor")
             row[modality] = {"genuine": len(genuine), "impostor": len(impostor),
-                             "auc": _round(roc_auc(genuine, impostor)),
-                             "changed_clothes": len(changed), "auc_changed_clothes": _round(roc_auc(changed, impostor))}
+                             "auc": rounded(roc_auc(genuine, impostor)),
+                             "changed_clothes": len(changed),
+                             "auc_changed_clothes": rounded(roc_auc(changed, impostor))}
         out[relation] = row
     return out
-
-
-def _round(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
 def diagnose(bench, variant_name: str = "default", site_names: list[str] | None = None, cache=None,

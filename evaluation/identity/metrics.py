@@ -66,9 +66,10 @@ class ClosedSetScores:
     rank1_reachable: float | None = None
 
     def as_dict(self) -> dict:
-        return {"probes": self.probes, "rank1": _r(self.rank1), "map": _r(self.map), "coverage": _r(self.coverage),
-                "rank1_covered": _r(self.rank1_covered), "reachable": _r(self.reachable),
-                "rank1_reachable": _r(self.rank1_reachable)}
+        return {"probes": self.probes, "rank1": rounded(self.rank1), "map": rounded(self.map),
+                "coverage": rounded(self.coverage),
+                "rank1_covered": rounded(self.rank1_covered), "reachable": rounded(self.reachable),
+                "rank1_reachable": rounded(self.rank1_reachable)}
 
 
 def closed_set(probes: Sequence[ProbeRanking]) -> ClosedSetScores:
@@ -107,7 +108,7 @@ class OpenSetScores:
     def as_dict(self) -> dict:
         threshold = None if self.threshold is None or not math.isfinite(self.threshold) else round(self.threshold, 5)
         return {"known": self.known, "unknown": self.unknown, "far": self.far, "threshold": threshold,
-                "dir": _r(self.dir), "far_measured": _r(self.far_measured)}
+                "dir": rounded(self.dir), "far_measured": rounded(self.far_measured)}
 
 
 def open_set(known: Sequence[ProbeRanking], unknown: Sequence[ProbeRanking], far: float = 0.01) -> OpenSetScores:
@@ -146,8 +147,8 @@ class LinkScores:
 
     def as_dict(self) -> dict:
         return {"tracks": self.tracks, "pairs_true": self.pairs_true, "pairs_linked": self.pairs_linked,
-                "pairs_right": self.pairs_right, "precision": _r(self.precision), "recall": _r(self.recall),
-                "f1": _r(self.f1), "identities": self.identities, "unnamed": self.unnamed}
+                "pairs_right": self.pairs_right, "precision": rounded(self.precision), "recall": rounded(self.recall),
+                "f1": rounded(self.f1), "identities": self.identities, "unnamed": self.unnamed}
 
 
 def pairwise_links(truth: Sequence[object], predicted: Sequence[str | None]) -> LinkScores:
@@ -171,7 +172,8 @@ def pairwise_links(truth: Sequence[object], predicted: Sequence[str | None]) -> 
                       len({p for p in predicted if p is not None}), sum(p is None for p in predicted))
 
 
-def _r(value: float | None, digits: int = 4) -> float | None:
+def rounded(value: float | None, digits: int = 4) -> float | None:
+    """Rounded for JSON; None for None, NaN and infinities."""
     return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 

@@ -52,18 +52,15 @@ def appearance_spread(embeddings: list[np.ndarray], spans: list[tuple[float | No
 
 def final_stretch_start(embeddings: list[np.ndarray], spans: list[tuple[float | None, float | None]],
                         max_spread: float) -> float | None:
-    """Start time (s) of the stretch at the end of a track that shows the person it ends on: its windows
-    from that time on show only that person. None when the track's windows agree (``appearance_spread``
-    at most ``max_spread``).
+    """Start time (s) of the stretch at the end of a mixed track (``appearance_spread`` above
+    ``max_spread``) that shows the person it ends on: its windows from that time on show only them.
 
     Going back from the last window, the first window further than ``max_spread`` (cosine distance)
     from the last one's appearance showed someone else; the stretch is the windows that start after it
     ends (windows overlap: a track's first windows all start at its first frame), at least the last.
-    None as well when no window is that far from the last one. spans: (t_start, t_end) of each window,
-    in the order added.
+    None when no window is that far from the last one. spans: (t_start, t_end) of each window, in the
+    order added.
     """
-    if len(embeddings) < 2 or appearance_spread(embeddings, spans) <= max_spread:
-        return None
     e = unit(np.stack(embeddings))
     distance = 1.0 - e @ e[-1]
     others = np.flatnonzero(distance > max_spread)

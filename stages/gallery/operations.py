@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import output_error
-from stages.gallery.matching import final_stretch_start
+from stages.gallery.matching import appearance_spread, final_stretch_start
 from stages.gallery.stage import GalleryMatcher, window_meta
 from stages.gallery.store import MODALITIES, EntryMeta, Gallery, GalleryError
 
@@ -123,8 +123,10 @@ def final_stretch(track: TrackEmbeddings, mixed_spread: float | None) -> TrackEm
     """The track's windows since the person in its box last changed (``final_stretch_start``); all of
     them when its windows agree or ``mixed_spread`` is None."""
     seen = track.items.get("appearance") or []
-    start = None if mixed_spread is None else final_stretch_start(
-        [e for e, _, _ in seen], [(m.t_start, m.t_end) for _, m, _ in seen], mixed_spread)
+    embeddings, spans = [e for e, _, _ in seen], [(m.t_start, m.t_end) for _, m, _ in seen]
+    if mixed_spread is None or appearance_spread(embeddings, spans) <= mixed_spread:
+        return track
+    start = final_stretch_start(embeddings, spans, mixed_spread)
     if start is None:
         return track
     return TrackEmbeddings(track.source, track.track_id, {

@@ -118,8 +118,8 @@ class TrackEvidence:
         return appearance_spread(self.embeddings["appearance"], [(m.t_start, m.t_end) for m in self.metas["appearance"]])
 
     def final_stretch(self, max_spread: float) -> TrackEvidence:
-        """The evidence of the windows since the person in the track's box last changed (``final_stretch_start``):
-        itself when its windows agree. Windows are kept by start time, the gait windows with them."""
+        """A mixed track's evidence since the person in its box last changed (``final_stretch_start``);
+        itself where no stretch stands out. Windows are kept by start time, the gait windows with them."""
         start = final_stretch_start(self.embeddings["appearance"],
                                     [(m.t_start, m.t_end) for m in self.metas["appearance"]], max_spread)
         if start is None:
