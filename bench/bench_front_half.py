@@ -179,12 +179,12 @@ def detector_ms(path: str, detector: Any, frames: int, batch_size: int = 8) -> S
 def whole_chain_fps(
     path: str, backend: str, options: dict[str, Any], config_name: str | None, frames: int
 ) -> tuple[Speed, dict]:
-    """The configured chain with its detect section replaced by ``backend`` + ``options``."""
+    """The configured chain with its detect section replaced by ``backend`` + ``options`` (and that
+    detector's settings)."""
     from pipeline import app
-    from pipeline.config import StageSpec, options_from
+    from pipeline.config import options_from
 
-    config = app.load(config_name)
-    config.stages["detect"] = StageSpec("detect", backend, dict(options))
+    config = app.load(config_name).with_detector(backend, options)
     app.set_compute_threads(options_from(RunnerOptions, config.runner, "runner"))
     built = app.build_stages(config)
     try:

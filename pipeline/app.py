@@ -83,9 +83,12 @@ def build_stage(config: PipelineConfig, kind: str) -> tuple[Any, str]:
     """Construct one configured stage (validating its section against its constructor): (stage, backend).
 
     ``backend: auto`` asks the stage kind's entry in ``AUTO_BUILDERS`` to pick and build the best backend.
+    Any other stage is built as it runs with the configured detector (`chosen_config`).
     """
     from stages.catalog import AUTO_BUILDERS, STAGE_KINDS
 
+    if kind != "detect" and not config.detector_chosen:
+        config = chosen_config(config)
     spec = config.stages[kind]
     backend, params = spec.backend, dict(spec.params)
     try:
@@ -104,15 +107,54 @@ def build_stage(config: PipelineConfig, kind: str) -> tuple[Any, str]:
                         ) from exc
 
 
+def choose_detector(config: PipelineConfig) -> tuple[PipelineConfig, tuple[Any, str] | None]:
+    """(the configuration as it runs with its detector, that detector built where choosing needed it).
+
+    ``detect: auto`` builds the best detector that works here (`stages.detect.choose_detector`);
+    the returned configuration names that backend with the options it was built with, so other
+    processes build the same one, and carries the chosen detector's ``detector_settings``. A
+    configured backend is only looked up in the detector settings. Already chosen: returned as is.
+    """
+    detect = config.stages.get("detect")
+    if config.detector_chosen or detect is None:
+        return config, None
+    if detect.backend != "auto":
+        return config.with_detector(detect.backend, detect.params), None
+    from stages.detect import choose_detector as choose_auto_detector
+
+    choice, detector = choose_auto_detector(detect.params)
+    chosen = config.with_detector(choice.backend, choice.options)
+    changed = sorted(k for k, spec in chosen.stages.items() if k != "detect" and config.stages.get(k) != spec)
+    if changed:
+        log.info("detector settings for %s: %s", choice.backend, ", ".join(changed))
+    return chosen, (detector, choice.backend)
+
+
+def chosen_config(config: PipelineConfig) -> PipelineConfig:
+    """`choose_detector`'s configuration, for stages built elsewhere (the detector it built is closed)."""
+    config, detector = choose_detector(config)
+    close = getattr(detector[0], "close", None) if detector is not None else None
+    if close is not None:
+        close()
+    return config
+
+
 def build_stages(config: PipelineConfig, prebuilt: dict[str, tuple[Any, str]] | None = None) -> BuiltPipeline:
-    """Construct every configured stage; ``prebuilt``: kind -> (stage, description) made elsewhere
-    (e.g. a proxy of a stage that lives in another process), used instead of building that section."""
+    """Construct every configured stage, the detector chosen first (`choose_detector`); ``prebuilt``:
+    kind -> (stage, description) made elsewhere (e.g. a proxy of a stage that lives in another
+    process), used instead of building that section (a prebuilt detector must come with a chosen
+    configuration)."""
     from stages.catalog import FRAME_STAGE_KINDS, TRACK_STAGE_KINDS
 
+    prebuilt = dict(prebuilt or {})
+    if "detect" not in prebuilt:
+        config, detector = choose_detector(config)
+        if detector is not None:
+            prebuilt["detect"] = detector
     built: dict[str, Any] = {}
     descriptions: dict[str, str] = {}
     for kind in config.stages:
-        built[kind], descriptions[kind] = (prebuilt or {}).get(kind) or build_stage(config, kind)
+        built[kind], descriptions[kind] = prebuilt.get(kind) or build_stage(config, kind)
     for required in ("detect", "track", "segment", "tracklets"):
         if required not in built:
             raise ConfigError(f"the '{required}' section is required (set its backend)")
@@ -187,6 +229,7 @@ def run(
     started = time.time()
     outcome: dict[str, Any] = {"output_error": None}
     if executor is not None:
+        config = chosen_config(config)  # chosen once: every worker builds the same detector, same settings
         result, track_files, descriptions = executor.run(todo, out_dir, config, writer, progress, video_out,
                                                          save_silhouettes)
     else:
@@ -468,7 +511,8 @@ def check_stage_params(config: PipelineConfig) -> None:
     """Validate every stage section against its backend's constructor without building models."""
     from stages.catalog import STAGE_KINDS
 
-    for kind, spec in config.stages.items():
-        if spec.backend == "auto":
-            continue
-        check_arguments(STAGE_KINDS[kind].load(spec.backend), spec.params, kind)
+    for stages in (config.stages, *config.detector_settings.values()):
+        for kind, spec in stages.items():
+            if spec.backend == "auto":
+                continue
+            check_arguments(STAGE_KINDS[kind].load(spec.backend), spec.params, kind)

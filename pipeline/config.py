@@ -8,6 +8,11 @@ naming the key. A section set to ``null`` (or ``backend: none``) disables that s
 
 ``_base_: other.yaml`` inherits from another file (path relative to this one); sections merge
 key by key, and a section that changes ``backend`` replaces the inherited section.
+
+``detector_settings: {yolox: {track: {...}, gallery: {...}}}`` holds stage settings measured for one
+detector's tracks: they apply, merged as ``_base_`` merges, only when that detector runs (the
+configured ``detect.backend`` or what ``auto`` chooses; `PipelineConfig.with_detector`), and
+``--set`` overrides win over them.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class PipelineConfig:
     stages: the configured stages by kind, in file order; disabled kinds are absent.
     source, runner, export: raw sections, validated against their option classes by their users
     (see `check_arguments`).
+    detector_settings: detector backend -> every stage as configured when that detector runs (the
+        file's ``detector_settings`` applied, then the overrides); empty once `with_detector` chose.
     """
 
     stages: dict[str, StageSpec]
@@ -57,9 +64,27 @@ class PipelineConfig:
     runner: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    detector_settings: dict[str, dict[str, StageSpec]] = field(default_factory=dict)
+
+    @property
+    def detector_chosen(self) -> bool:
+        """Whether the detector is fixed and its settings applied (`with_detector`): what runs is ``stages``."""
+        detect = self.stages.get("detect")
+        return not self.detector_settings and (detect is None or detect.backend != "auto")
+
+    def with_detector(self, backend: str, options: Mapping[str, Any]) -> PipelineConfig:
+        """This configuration as it runs with the detector ``backend`` built from ``options`` (what
+        ``detect: auto`` chose, or the configured backend): that backend's detector settings in place
+        of the stage sections they change, and nothing left to choose."""
+        stages = dict(self.detector_settings.get(backend, self.stages))
+        stages["detect"] = StageSpec("detect", backend, dict(options))
+        return dataclasses.replace(self, stages=stages, detector_settings={})
 
 
 _PLAIN_SECTIONS = ("source", "runner", "export")
+# Stage settings measured for one detector's tracks (``detector_settings: {yolox: {track: {...}}}``):
+# used in place of the file's sections when that detector runs (`PipelineConfig.with_detector`).
+DETECTOR_SETTINGS = "detector_settings"
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a configuration is a few kilobytes; anything this large is a mistake
@@ -211,9 +236,50 @@ def load_config(
 
     kinds: the stage kinds in chain order, each with the registry of its backends.
     defaults: a raw mapping used when ``path`` is None.
+    overrides: ``section.key=value`` items; they win over the file and over its detector settings
+        (``detector_settings.yolox=null`` drops a detector's settings).
     """
     data = read_yaml(path) if path is not None else dict(defaults or {})
-    data = apply_overrides(data, overrides or [])
+    overrides = overrides or []
+    own = [o for o in overrides if o.partition("=")[0].split(".", 1)[0].strip() == DETECTOR_SETTINGS]
+    settings = apply_overrides({DETECTOR_SETTINGS: data.pop(DETECTOR_SETTINGS, None) or {}}, own)[DETECTOR_SETTINGS]
+    overrides = [o for o in overrides if o not in own]
+    config = _parse_sections(apply_overrides(data, overrides), kinds, path)
+    by_detector = {}
+    for backend, sections in _check_detector_settings(settings, kinds).items():
+        # The detector's settings replace what the file says; the command line's overrides still win.
+        with_settings = _parse_sections(apply_overrides(merge_sections(data, sections), overrides), kinds, path)
+        by_detector[backend] = with_settings.stages
+    return dataclasses.replace(config, detector_settings=by_detector)
+
+
+def _check_detector_settings(settings: Any, kinds: Mapping[str, Registry]) -> dict[str, dict[str, Any]]:
+    """``detector_settings`` validated: {detector backend: {stage section: its settings}}; a backend
+    set to null has none."""
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{DETECTOR_SETTINGS}: expected a mapping of detector backends, got {short_repr(settings)}")
+    detectors = kinds.get("detect")
+    checked = {}
+    for backend, sections in settings.items():
+        where = f"{DETECTOR_SETTINGS}.{backend}"
+        if detectors is None or not isinstance(backend, str) or backend not in detectors:
+            known = ", ".join(detectors.names()) if detectors is not None else "none"
+            raise ConfigError(f"{DETECTOR_SETTINGS}: {short_repr(backend)} is not a detector backend (known: {known})")
+        if sections is None:
+            continue
+        if not isinstance(sections, dict):
+            raise ConfigError(f"{where}: expected a mapping of stage sections, got {short_repr(sections)}")
+        for kind, section in sections.items():
+            if kind == "detect" or kind not in kinds:
+                others = ", ".join(k for k in kinds if k != "detect")
+                raise ConfigError(f"{where}: {short_repr(kind)} is not a stage section it can set (accepted: {others})")
+            if not isinstance(section, dict):
+                raise ConfigError(f"{where}.{kind}: expected a mapping, got {short_repr(section)}")
+        checked[backend] = sections
+    return checked
+
+
+def _parse_sections(data: dict[str, Any], kinds: Mapping[str, Registry], path: str | Path | None) -> PipelineConfig:
     unknown = [k for k in data if k not in kinds and k not in _PLAIN_SECTIONS]
     if unknown:
         raise ConfigError(

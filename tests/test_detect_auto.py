@@ -146,8 +146,8 @@ def test_a_folder_that_is_no_ultralytics_export_is_refused(tmp_path) -> None:
 def test_the_yolox_config_stops_with_one_line_where_its_model_is_absent(tmp_path, monkeypatch) -> None:
     """configs/yolox.yaml names the detector, so a missing model file is an error, not the classic detector."""
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    config = app.load("yolox")
-    assert config.stages["detect"].backend == "yolox"
+    config, built = app.choose_detector(app.load("yolox"))
+    assert built is None and config.stages["detect"].backend == "yolox"  # named, so nothing is built to choose
     track = config.stages["track"]
     assert track.backend == "botsort" and track.params["split_on_appearance"] is True
     assert track.params["split_recheck_after"] == 4 and track.params["split_recheck_distance"] == 0.35

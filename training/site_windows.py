@@ -196,11 +196,17 @@ def detector_in_use(overrides: list[str] | None = None) -> str:
     from pipeline.app import load
     from stages.detect import detector_candidates
 
-    spec = load(None, [*FRONT_END_OVERRIDES, *(overrides or [])]).stages["detect"]
+    config = load(None, [*FRONT_END_OVERRIDES, *(overrides or [])])
+    spec = config.stages["detect"]
     if spec.backend != "auto":
-        return spec.backend
-    choice = detector_candidates(spec.params.get("weights"), spec.params.get("models_dir"))[0]
-    return f"{choice.backend} ({choice.reason})"
+        backend, reason = spec.backend, ""
+    else:
+        choice = detector_candidates(spec.params.get("weights"), spec.params.get("models_dir"))[0]
+        backend, reason = choice.backend, choice.reason
+    settings = config.detector_settings.get(backend)
+    changed = sorted(k for k, s in (settings or {}).items() if config.stages.get(k) != s)
+    notes = [n for n in (reason, changed and f"with its detector settings for {', '.join(changed)}") if n]
+    return f"{backend} ({'; '.join(notes)})" if notes else backend
 
 
 def front_end_fingerprint(config) -> str:
@@ -209,6 +215,10 @@ def front_end_fingerprint(config) -> str:
     from (``models_available``)."""
     front = {kind: spec for kind, spec in config.stages.items() if kind not in ("gait", "reid")}
     others = {kind: [spec.backend, spec.params] for kind, spec in front.items()}
+    if config.detector_settings:  # the stages a detector found by auto runs with
+        others["detector_settings"] = {backend: {kind: [spec.backend, spec.params] for kind, spec in stages.items()
+                                                 if kind not in ("gait", "reid")}
+                                       for backend, stages in config.detector_settings.items()}
     others["code"] = front_end_code_digest()
     others["models"] = models_available([spec.params.get("models_dir") for spec in front.values()])
     return hashlib.sha1(json.dumps(others, sort_keys=True, default=str).encode()).hexdigest()[:12]

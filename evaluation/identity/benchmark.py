@@ -268,7 +268,7 @@ def run_site_front_end(bench: BenchConfig, variant: Variant, rendered, truth: di
     variant's settings; ``run_benchmark`` shares one front end between variants instead)."""
     from pipeline import app
 
-    config = app.load(bench.pipeline, [*bench.overrides, *variant.overrides])
+    config = app.chosen_config(app.load(bench.pipeline, [*bench.overrides, *variant.overrides]))
     truth_masks = rendered.truth_path if variant.masks == "truth" else None
     run, _ = front_end_run(config, [str(v) for v in rendered.videos], rendered.folder, truth_masks, reuse=reuse)
     return config, run, match_tracks(run.windows, truth, bench.min_iou, bench.min_share)
@@ -298,6 +298,8 @@ def run_benchmark(bench: BenchConfig, quick: bool = False, cache: str | Path = D
     if missing:
         raise ValueError(f"unknown variant(s) {missing}; the config has {[v.name for v in bench.variants]}")
     configs = {v.name: app.load(bench.pipeline, [*bench.overrides, *v.overrides]) for v in chosen}  # fail early
+    # The detector each variant runs with (and its detector settings), chosen as a run chooses it.
+    configs = {name: app.chosen_config(config) for name, config in configs.items()}
     orders = bench.enrol_orders if enrol_orders is None else enrol_orders
     scores: dict[str, list[SiteScores]] = defaultdict(list)
     identities: dict[str, int] = defaultdict(int)

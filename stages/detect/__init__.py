@@ -72,8 +72,14 @@ def detector_candidates(weights: str | None, models_dir: str | None) -> list[Det
 
 
 def build_auto_detector(params: Mapping[str, Any]) -> tuple[str, Any]:
+    """``detect: {backend: auto, ...}`` -> (backend name, built detector); see `choose_detector`."""
+    choice, detector = choose_detector(params)
+    return choice.backend, detector
+
+
+def choose_detector(params: Mapping[str, Any]) -> tuple[DetectorChoice, Any]:
     """``detect: {backend: auto, weights, models_dir, yolox: {...}, yolo: {...}, openvino: {...},
-    classic: {...}}`` -> (backend name, built detector).
+    classic: {...}}`` -> (the choice, with every option the detector was built with; the detector).
 
     Tries `detector_candidates` in order; a candidate whose model is corrupt, of the wrong shape or
     lacks its runtime is one warning line and the next is tried; configured weights refused as unsafe
@@ -97,12 +103,9 @@ def build_auto_detector(params: Mapping[str, Any]) -> tuple[str, Any]:
         check_arguments(DETECTORS.load(name), options, f"detect.{name}")
     *learned, classic = detector_candidates(weights, models_dir)
     for choice in learned:
+        options = {**branches[choice.backend], **choice.options}
         try:
-            detector = build(
-                DETECTORS.load(choice.backend),
-                {**branches[choice.backend], **choice.options},
-                f"detect.{choice.backend}",
-            )
+            detector = build(DETECTORS.load(choice.backend), options, f"detect.{choice.backend}")
         except (ConfigError, UnsafeCheckpointError):  # a hostile weights file is refused, never passed over
             raise
         except Exception as exc:  # noqa: BLE001 - a broken model or missing runtime: say so, try the next one
@@ -110,6 +113,7 @@ def build_auto_detector(params: Mapping[str, Any]) -> tuple[str, Any]:
             _LOG.warning("detector: cannot use %s: %s", choice.backend, lines[0])
             continue
         _LOG.info("detector: %s (%s)", choice.backend, choice.reason)
-        return choice.backend, detector
+        return DetectorChoice(choice.backend, choice.reason, options), detector
     _LOG.info("detector: classic (%s)", classic.reason)
-    return "classic", build(DETECTORS.load("classic"), branches["classic"], "detect.classic")
+    chosen = DetectorChoice("classic", classic.reason, dict(branches["classic"]))
+    return chosen, build(DETECTORS.load("classic"), chosen.options, "detect.classic")
