@@ -113,6 +113,7 @@ def window_record(window: TrackWindow, options: ExportOptions, media: dict[str, 
         "windows": match.windows,
         "merged": list(match.merged),
         "mixed": match.mixed,
+        "group": match.group,
         "candidates": [
             {"id": c.identity, "distance": _distance(c.distance), "initial_rank": c.initial_rank, "entry_id": c.entry_id,
              "score": None if c.score is None else _distance(c.score)}

@@ -183,6 +183,8 @@ class IdentityMatch:
     merged: identities merged into ``identity`` because this track linked them.
     mixed: the track's windows look like more than one person (the tracker switched people): it is
         identified, but its embeddings are not enrolled.
+    group: the track's boxes hold several people (too large for one person where they stand): it is
+        identified, but its embeddings are not enrolled.
     """
 
     identity: str | None
@@ -195,6 +197,7 @@ class IdentityMatch:
     windows: int = 1
     merged: list[str] = field(default_factory=list)
     mixed: bool = False
+    group: bool = False
 
 
 @dataclass(frozen=True)

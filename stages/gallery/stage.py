@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.domains import NonNegativeFloat, NonNegativeInt, UnitFloat
 from pipeline.messages import IdentityMatch, RankedCandidate, TrackWindow
 from stages.gallery.consolidation import HANDOVER_OVERLAP, TOGETHER_ABOVE, Consolidator, Merge, overlap_share
+from stages.gallery.groups import GroupBoxes
 from stages.gallery.index import IndexSpec
 from stages.gallery.matching import (
     CandidateScore,
@@ -90,6 +91,7 @@ class TrackEvidence:
     t_start: float | None = None
     t_end: float | None = None
     announced: str | None = None  # the identity the track's last window was given
+    group_share: float | None = None  # share of its boxes that hold several people (None: not judged)
 
     @property
     def frames(self) -> int:
@@ -195,6 +197,11 @@ class GalleryMatcher:
         tracker switched people: it is identified but never enrolled (``identity.mixed``). None: the
         value fitted with the score fusion (a high quantile of single-person tracks); no fitted
         value: no check.
+    group_share: a track whose boxes are too large for one person where they stand (taller or wider
+        than one person at their foot row, by the camera's person size learnt from the boxes the
+        stage sees: ``stages.gallery.groups``) in at least this share of its frames shows a group
+        walking in one box: it is identified but never enrolled (``identity.group``), so it starts
+        no identity of nobody. None: no check.
     switch_margin: a track given one identity moves to another only when that one's fused log-odds
         exceed the current one's by this much (1.0: about 2.7 times as likely) or the current one
         falls below the threshold; 0: every window takes the best candidate.
@@ -229,6 +236,7 @@ class GalleryMatcher:
         handover_overlap: UnitFloat = HANDOVER_OVERLAP,
         together_above: float | None = TOGETHER_ABOVE,
         mixed_spread: float | None = None,
+        group_share: UnitFloat | None = 0.8,
         switch_margin: NonNegativeFloat = 1.0,
         enrol_prefix: str = "person",
         index: str = "flat",
@@ -289,6 +297,8 @@ class GalleryMatcher:
         self.together_above = together_above
         self.switch_margin = float(switch_margin)
         self.mixed_spread = mixed_spread if mixed_spread is not None else self.score_model.thresholds.get(MIXED_SPREAD)
+        self.group_share = group_share
+        self.groups = GroupBoxes() if group_share is not None else None
         self.enrol_prefix = enrol_prefix
         self.stages = {"gait": gait_stage, "appearance": appearance_stage}
         rr = "none" if self.reranker is None else self.reranker.scorer
@@ -376,10 +386,11 @@ class GalleryMatcher:
         scorer = self.scorer_for(evidence.versions.get("gait", ""))
         n_windows = evidence.windows
         mixed = self.mixed_spread is not None and evidence.appearance_spread() > self.mixed_spread
+        group = self._shows_group(evidence)
         # a track whose person changed is decided on the person it shows now
         query = (evidence.final_stretch(self.mixed_spread) if mixed else evidence).query(self.used, self.centring)
         if all(v is None for v in query.values()):
-            return IdentityMatch(None, self.modalities, float("inf"), 0.0, windows=n_windows, mixed=mixed), []
+            return IdentityMatch(None, self.modalities, float("inf"), 0.0, windows=n_windows, mixed=mixed, group=group), []
         exclude = self._seen_beside(evidence)
         ranked = scorer.score(query, exclude)
         threshold = self.threshold(scorer)
@@ -387,7 +398,8 @@ class GalleryMatcher:
             self._notice("threshold", f"no fitted threshold for {scorer.threshold_key()!r}; set gallery.threshold")
         candidates = [RankedCandidate(c.identity, _primary_distance(c), c.initial_rank, c.entry_id, c.fused) for c in ranked]
         if not ranked:
-            return IdentityMatch(None, self.modalities, float("inf"), 0.0, candidates, windows=n_windows, mixed=mixed), ranked
+            return (IdentityMatch(None, self.modalities, float("inf"), 0.0, candidates, windows=n_windows, mixed=mixed,
+                                  group=group), ranked)
         kept = self._kept(evidence.announced, ranked, threshold)
         if kept is not None:  # the decided identity first: candidates, merges and enrolment follow the decision
             ranked = [kept, *(c for c in ranked if c is not kept)]
@@ -398,7 +410,10 @@ class GalleryMatcher:
         evidence.announced = best.identity if matched else None
         scores = {**best.llr, "fused": best.fused}
         return IdentityMatch(best.identity if matched else None, self.modalities, _primary_distance(best), best.confidence,
-                             candidates, scores=scores, windows=n_windows, mixed=mixed), ranked
+                             candidates, scores=scores, windows=n_windows, mixed=mixed, group=group), ranked
+
+    def _shows_group(self, evidence: TrackEvidence) -> bool:
+        return self.group_share is not None and evidence.group_share is not None and evidence.group_share >= self.group_share
 
     def _seen_beside(self, evidence: TrackEvidence) -> set[str]:
         """Identities the track's camera showed beside it, on another track at the same time (one camera
@@ -426,6 +441,9 @@ class GalleryMatcher:
             key = (w.source_id, int(w.track_id))
             evidence = self.tracks.setdefault(key, TrackEvidence())
             evidence.add(w, self.stages)
+            if self.groups is not None:
+                self.groups.observe(w)
+                evidence.group_share = self.groups.share(*key)
             if self.centring is not None and w.appearance_embedding is not None:
                 self.centring.add(w.source_id, w.appearance_embedding)
                 self._new_sums.add(w.source_id, w.appearance_embedding)
@@ -439,6 +457,8 @@ class GalleryMatcher:
             finally:
                 if w.is_final:
                     self.tracks.pop(key, None)
+                    if self.groups is not None:
+                        self.groups.forget(*key)
             w.model_versions[self.name] = self.version
             if self.consolidate_every and self._finished_since_consolidation >= self.consolidate_every:
                 self._consolidate_touched()
@@ -490,7 +510,7 @@ class GalleryMatcher:
     # -- auto-enrolment ----------------------------------------------------------------------------
     def _enrol(self, window: TrackWindow, evidence: TrackEvidence, ranked: list[CandidateScore]) -> None:
         match = window.identity
-        if not any(evidence.embeddings[m] for m in MODALITIES) or match.mixed:
+        if not any(evidence.embeddings[m] for m in MODALITIES) or match.mixed or match.group:
             return
         if match.identity is None:
             scorer = self.scorer_for(evidence.versions.get("gait", ""))
@@ -566,7 +586,7 @@ class GalleryMatcher:
             match, _ = self.identify(evidence)
             if match.identity is None:
                 continue
-            if not match.mixed:
+            if not match.mixed and not match.group:
                 self._add(evidence, match.identity, auto=True)
                 self._touched.add(match.identity)
             self.named_late.append(LateName(source, track_id, match.identity, float(match.scores.get("fused", 0.0))))
