@@ -218,6 +218,8 @@ class TrackWindow:
     recent frames (at most the assembler's maximum length), so memory stays bounded.
     Track-level stages fill in the optional fields below; ``model_versions`` records which model
     produced each field (stage name -> version string).
+    group_share: of the track's boxes so far (not only this window's) judged by their size, the share
+    that hold several people (``stages.tracklets``); None until the camera's person size is known.
     """
 
     source_id: str
@@ -232,6 +234,7 @@ class TrackWindow:
     attributes: dict[str, AttributePrediction] | None = None
     model_versions: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    group_share: float | None = None
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,8 @@ def _without_images(window: TrackWindow) -> TrackWindow:
 
 
 # Fields the gallery owner never changes (or that are too big to send back).
-_UNCHANGED = {"source_id", "track_id", "window_index", "is_final", "sequence", "gait_embedding", "appearance_embedding"}
+_UNCHANGED = {"source_id", "track_id", "window_index", "is_final", "sequence", "gait_embedding", "appearance_embedding",
+              "group_share"}
 
 
 def _decision(window: TrackWindow) -> dict[str, Any]:

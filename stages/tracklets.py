@@ -8,6 +8,13 @@ released, so memory is bounded on endless streams), and emits a `TrackWindow`:
 - once more, with ``is_final=True``, when the tracker reports the track ended or its source ends.
 
 Frames whose mask is near-empty are skipped, as OpenGait's pretreatment drops them.
+
+Each window also says what share of its track's boxes so far hold several people (``group_share``):
+background subtraction follows people who walk side by side or cross in a crowd as one blob, and such
+a track shows a group, not a person. A box is judged by its size where it stands, against the
+camera's person height at its foot row, learnt per source from the tracked boxes
+(`stages.detect.person_size`, the classic detector's group test); boxes cut by the frame's edge, and
+frames before the person size is known, are not judged.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import numpy as np
 
 from pipeline.domains import PositiveInt
 from pipeline.messages import GROUP_PART, FrameResult, SilhouetteSequence, TrackWindow
+from stages.detect.person_size import PersonSizeModel, several_people
 from stages.silhouette import crop_box, resize_ratio, silhouette_from_mask
 
 
@@ -32,6 +40,8 @@ class _Tracklet:
     since_emit: int = 0
     windows_emitted: int = 0
     last_index: int = -1
+    judged: int = 0  # boxes judged by their size, and of those the ones holding several people
+    several: int = 0
 
 
 class TrackletAssembler:
@@ -59,6 +69,7 @@ class TrackletAssembler:
         self.keep_crops = keep_crops
         self.stale_after = stale_after
         self._tracks: dict[tuple[str, int], _Tracklet] = {}
+        self._sizes: dict[str, PersonSizeModel] = {}  # per source: its person height at each foot row
 
     def process(self, batch: list[FrameResult]) -> list[TrackWindow]:
         windows: list[TrackWindow] = []
@@ -69,6 +80,7 @@ class TrackletAssembler:
     def end_source(self, source_id: str) -> list[TrackWindow]:
         """Close every open track of a source (its stream ended)."""
         keys = [key for key in self._tracks if key[0] == source_id]
+        self._sizes.pop(source_id, None)
         return [w for key in keys if (w := self._close(key)) is not None]
 
     def open_tracks(self) -> int:
@@ -80,6 +92,12 @@ class TrackletAssembler:
         tracker_ids = detections.tracker_id
         parts = detections.data.get(GROUP_PART)
         if tracker_ids is not None and len(detections) and detections.mask is not None:
+            sizes = self._sizes.get(frame.source_id)
+            if sizes is None:
+                sizes = self._sizes[frame.source_id] = PersonSizeModel(frame.size[0])
+            line = sizes.line()  # as learnt from the frames before this one
+            judged = np.full(len(detections), -1) if line is None else several_people(detections.xyxy, line, frame.size)
+            sizes.observe(detections.xyxy, frame.size)
             for i, track_id in enumerate(tracker_ids):
                 silhouette = silhouette_from_mask(detections.mask[i])
                 if silhouette is None:
@@ -95,6 +113,9 @@ class TrackletAssembler:
                                          parts is not None and bool(parts[i])))
                 tracklet.frames_seen += 1
                 tracklet.since_emit += 1
+                if judged[i] >= 0:
+                    tracklet.judged += 1
+                    tracklet.several += int(judged[i])
                 tracklet.last_index = frame.index
                 if tracklet.since_emit >= self.window_every and len(tracklet.entries) >= self.min_length:
                     emitted.append(self._window(tracklet, is_final=False))
@@ -132,6 +153,7 @@ class TrackletAssembler:
             window_index=tracklet.windows_emitted,
             is_final=is_final,
             sequence=sequence,
+            group_share=tracklet.several / tracklet.judged if tracklet.judged else None,
         )
         tracklet.windows_emitted += 1
         tracklet.since_emit = 0

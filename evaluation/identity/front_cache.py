@@ -28,7 +28,7 @@ from stages.model_files import models_available
 
 log = logging.getLogger(__name__)
 
-FORMAT = "gaitscope-front-end-run/1"
+FORMAT = "gaitscope-front-end-run/2"  # 2: each window's group_share
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Stage packages that only read finished windows: their code does not change a front-end run.
 NOT_FRONT_END = ("gallery", "rerank", "attributes")
@@ -152,6 +152,7 @@ def save_run(path: Path, run: FrontEndRun) -> None:
         "appearance": np.stack(appearance).astype(np.float32) if appearance else np.zeros((0, 1), np.float32),
         "model_versions": np.array([json.dumps(w.model_versions) for w in windows] or [""]),
         "window_errors": np.array([json.dumps(w.errors) for w in windows] or [""]),
+        "group_share": np.array([np.nan if w.group_share is None else w.group_share for w in windows], np.float64),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +190,8 @@ def load_run(path: Path) -> FrontEndRun:
             gait_embedding=data["gait_embedding"][gait_rows[i]] if data["has_gait_embedding"][i] else None,
             appearance_embedding=data["appearance"][appearance_rows[i]] if data["has_appearance"][i] else None,
             model_versions=json.loads(str(data["model_versions"][i])),
-            errors=json.loads(str(data["window_errors"][i]))))
+            errors=json.loads(str(data["window_errors"][i])),
+            group_share=None if np.isnan(data["group_share"][i]) else float(data["group_share"][i])))
     return FrontEndRun(windows, float(meta["seconds"]), int(meta["frames"]), list(meta["errors"]),
                        int(meta["batch_size"]))
 

@@ -25,7 +25,6 @@ import numpy as np
 from pipeline.domains import NonNegativeFloat, NonNegativeInt, UnitFloat
 from pipeline.messages import IdentityMatch, RankedCandidate, TrackWindow
 from stages.gallery.consolidation import HANDOVER_OVERLAP, TOGETHER_ABOVE, Consolidator, Merge, overlap_share
-from stages.gallery.groups import GroupBoxes
 from stages.gallery.index import IndexSpec
 from stages.gallery.matching import (
     CandidateScore,
@@ -197,11 +196,11 @@ class GalleryMatcher:
         tracker switched people: it is identified but never enrolled (``identity.mixed``). None: the
         value fitted with the score fusion (a high quantile of single-person tracks); no fitted
         value: no check.
-    group_share: a track whose boxes are too large for one person where they stand (taller or wider
-        than one person at their foot row, by the camera's person size learnt from the boxes the
-        stage sees: ``stages.gallery.groups``) in at least this share of its frames shows a group
-        walking in one box: it is identified but never enrolled (``identity.group``), so it starts
-        no identity of nobody. None: no check.
+    group_share: a track whose boxes are too large for one person where they stand in at least this
+        share of its judged frames (the windows' ``group_share``: taller or wider than one person at
+        their foot row, by the camera's person size; ``stages.tracklets``) shows a group walking in
+        one box: it is identified but never enrolled (``identity.group``), so it starts no identity
+        of nobody. None: no check.
     switch_margin: a track given one identity moves to another only when that one's fused log-odds
         exceed the current one's by this much (1.0: about 2.7 times as likely) or the current one
         falls below the threshold; 0: every window takes the best candidate.
@@ -298,7 +297,6 @@ class GalleryMatcher:
         self.switch_margin = float(switch_margin)
         self.mixed_spread = mixed_spread if mixed_spread is not None else self.score_model.thresholds.get(MIXED_SPREAD)
         self.group_share = group_share
-        self.groups = GroupBoxes() if group_share is not None else None
         self.enrol_prefix = enrol_prefix
         self.stages = {"gait": gait_stage, "appearance": appearance_stage}
         rr = "none" if self.reranker is None else self.reranker.scorer
@@ -441,9 +439,8 @@ class GalleryMatcher:
             key = (w.source_id, int(w.track_id))
             evidence = self.tracks.setdefault(key, TrackEvidence())
             evidence.add(w, self.stages)
-            if self.groups is not None:
-                self.groups.observe(w)
-                evidence.group_share = self.groups.share(*key)
+            if w.group_share is not None:  # the share over the whole track so far
+                evidence.group_share = w.group_share
             if self.centring is not None and w.appearance_embedding is not None:
                 self.centring.add(w.source_id, w.appearance_embedding)
                 self._new_sums.add(w.source_id, w.appearance_embedding)
@@ -457,8 +454,6 @@ class GalleryMatcher:
             finally:
                 if w.is_final:
                     self.tracks.pop(key, None)
-                    if self.groups is not None:
-                        self.groups.forget(*key)
             w.model_versions[self.name] = self.version
             if self.consolidate_every and self._finished_since_consolidation >= self.consolidate_every:
                 self._consolidate_touched()
