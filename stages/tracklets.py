@@ -11,10 +11,10 @@ Frames whose mask is near-empty are skipped, as OpenGait's pretreatment drops th
 
 Each window also says what share of its track's boxes so far hold several people (``group_share``):
 background subtraction follows people who walk side by side or cross in a crowd as one blob, and such
-a track shows a group, not a person. A box is judged by its size where it stands, against the
-camera's person height at its foot row, learnt per source from the tracked boxes
-(`stages.detect.person_size`, the classic detector's group test); boxes cut by the frame's edge, and
-frames before the person size is known, are not judged.
+a track shows a group, not a person. Every box of the track so far is judged by its size where it
+stands, against the camera's person height at its foot row as learnt so far from the source's tracked
+boxes (`stages.detect.person_size`, the classic detector's group test); boxes cut by the frame's edge
+are not judged, and before the person size is known the share is None.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from pipeline.messages import GROUP_PART, FrameResult, SilhouetteSequence, Track
 from stages.detect.person_size import PersonSizeModel, several_people
 from stages.silhouette import crop_box, resize_ratio, silhouette_from_mask
 
+MAX_JUDGED_BOXES = 10_000  # a track's boxes kept for its group share: 400 s at 25 fps, 160 kB
+
 
 @dataclass
 class _Tracklet:
@@ -40,8 +42,7 @@ class _Tracklet:
     since_emit: int = 0
     windows_emitted: int = 0
     last_index: int = -1
-    judged: int = 0  # boxes judged by their size, and of those the ones holding several people
-    several: int = 0
+    boxes: deque = field(default_factory=lambda: deque(maxlen=MAX_JUDGED_BOXES))  # every box so far, for group_share
 
 
 class TrackletAssembler:
@@ -80,8 +81,9 @@ class TrackletAssembler:
     def end_source(self, source_id: str) -> list[TrackWindow]:
         """Close every open track of a source (its stream ended)."""
         keys = [key for key in self._tracks if key[0] == source_id]
+        closed = [w for key in keys if (w := self._close(key)) is not None]
         self._sizes.pop(source_id, None)
-        return [w for key in keys if (w := self._close(key)) is not None]
+        return closed
 
     def open_tracks(self) -> int:
         return len(self._tracks)
@@ -95,8 +97,6 @@ class TrackletAssembler:
             sizes = self._sizes.get(frame.source_id)
             if sizes is None:
                 sizes = self._sizes[frame.source_id] = PersonSizeModel(frame.size[0])
-            line = sizes.line()  # as learnt from the frames before this one
-            judged = np.full(len(detections), -1) if line is None else several_people(detections.xyxy, line, frame.size)
             sizes.observe(detections.xyxy, frame.size)
             for i, track_id in enumerate(tracker_ids):
                 silhouette = silhouette_from_mask(detections.mask[i])
@@ -113,9 +113,7 @@ class TrackletAssembler:
                                          parts is not None and bool(parts[i])))
                 tracklet.frames_seen += 1
                 tracklet.since_emit += 1
-                if judged[i] >= 0:
-                    tracklet.judged += 1
-                    tracklet.several += int(judged[i])
+                tracklet.boxes.append(box)
                 tracklet.last_index = frame.index
                 if tracklet.since_emit >= self.window_every and len(tracklet.entries) >= self.min_length:
                     emitted.append(self._window(tracklet, is_final=False))
@@ -128,6 +126,17 @@ class TrackletAssembler:
                 if window is not None:
                     emitted.append(window)
         return emitted
+
+    def _group_share(self, tracklet: _Tracklet) -> float | None:
+        """Share of the track's boxes so far that hold several people, each judged by the camera's
+        person size as now known (None before it is, or when every box touches the frame's edge)."""
+        sizes = self._sizes.get(tracklet.source_id)
+        line = None if sizes is None else sizes.line()
+        if line is None:
+            return None
+        judged = several_people(np.stack(tracklet.boxes), line, tracklet.frame_size)
+        judged = judged[judged >= 0]
+        return float(judged.mean()) if len(judged) else None
 
     def _close(self, key: tuple[str, int]) -> TrackWindow | None:
         tracklet = self._tracks.pop(key)
@@ -153,7 +162,7 @@ class TrackletAssembler:
             window_index=tracklet.windows_emitted,
             is_final=is_final,
             sequence=sequence,
-            group_share=tracklet.several / tracklet.judged if tracklet.judged else None,
+            group_share=self._group_share(tracklet),
         )
         tracklet.windows_emitted += 1
         tracklet.since_emit = 0

@@ -92,6 +92,9 @@ def test_windows_say_which_share_of_their_track_holds_several_people() -> None:
     windows = assemble(assembler, {30: half}, start=700)
     assert [w.group_share for w in windows if w.is_final] == [pytest.approx(0.25)]
     assert max(windows[-1].sequence.frame_indices) - min(windows[-1].sequence.frame_indices) < 60
+    # a track still open when its source ends is judged too
+    assemble(assembler, {40: pair}, start=800, ended=False)
+    assert [w.group_share for w in assembler.end_source("cam1")] == [1.0]
 
 
 def test_boxes_cut_by_the_frame_edge_are_not_judged() -> None:
