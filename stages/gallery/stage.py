@@ -388,7 +388,8 @@ class GalleryMatcher:
         # a track whose person changed is decided on the person it shows now
         query = (evidence.final_stretch(self.mixed_spread) if mixed else evidence).query(self.used, self.centring)
         if all(v is None for v in query.values()):
-            return IdentityMatch(None, self.modalities, float("inf"), 0.0, windows=n_windows, mixed=mixed, group=group), []
+            return (IdentityMatch(None, self.modalities, float("inf"), 0.0, windows=n_windows, mixed=mixed, group=group),
+                    [])
         exclude = self._seen_beside(evidence)
         ranked = scorer.score(query, exclude)
         threshold = self.threshold(scorer)
@@ -411,7 +412,8 @@ class GalleryMatcher:
                              candidates, scores=scores, windows=n_windows, mixed=mixed, group=group), ranked
 
     def _shows_group(self, evidence: TrackEvidence) -> bool:
-        return self.group_share is not None and evidence.group_share is not None and evidence.group_share >= self.group_share
+        share = evidence.group_share
+        return self.group_share is not None and share is not None and share >= self.group_share
 
     def _seen_beside(self, evidence: TrackEvidence) -> set[str]:
         """Identities the track's camera showed beside it, on another track at the same time (one camera
