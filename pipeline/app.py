@@ -511,8 +511,9 @@ def check_stage_params(config: PipelineConfig) -> None:
     """Validate every stage section against its backend's constructor without building models."""
     from stages.catalog import STAGE_KINDS
 
-    for stages in (config.stages, *config.detector_settings.values()):
+    variants = [("", config.stages), *((f"detector_settings.{b}.", s) for b, s in config.detector_settings.items())]
+    for prefix, stages in variants:
         for kind, spec in stages.items():
-            if spec.backend == "auto":
-                continue
-            check_arguments(STAGE_KINDS[kind].load(spec.backend), spec.params, kind)
+            if spec.backend == "auto" or (prefix and config.stages.get(kind) == spec):
+                continue  # a section the settings leave as it is was checked once, as itself
+            check_arguments(STAGE_KINDS[kind].load(spec.backend), spec.params, prefix + kind)

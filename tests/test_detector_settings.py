@@ -79,7 +79,7 @@ def test_bad_settings_are_one_line_naming_them(tmp_path, settings, expected) -> 
 
 def test_a_misspelt_key_in_the_settings_is_found_before_any_model_is_built(tmp_path) -> None:
     config = _load(tmp_path, ["detector_settings.yolox.track.split_recheck_afterr=4"])
-    with pytest.raises(ConfigError, match="track: unknown key 'split_recheck_afterr'"):
+    with pytest.raises(ConfigError, match="^detector_settings.yolox.track: unknown key 'split_recheck_afterr'"):
         app.check_stage_params(config)
 
 
