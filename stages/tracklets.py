@@ -29,7 +29,7 @@ from pipeline.messages import GROUP_PART, FrameResult, SilhouetteSequence, Track
 from stages.detect.person_size import PersonSizeModel, several_people
 from stages.silhouette import crop_box, resize_ratio, silhouette_from_mask
 
-MAX_JUDGED_BOXES = 10_000  # a track's boxes kept for its group share: 400 s at 25 fps, 160 kB
+MAX_JUDGED_BOXES = 10_000  # a track's boxes kept for its group share: 400 s at 25 fps, about 1 MB as arrays
 
 
 @dataclass
