@@ -84,6 +84,7 @@ def window_record(window: TrackWindow, options: ExportOptions, media: dict[str, 
         "time_s": {"start": round(float(seq.pts_s[0]), 3), "end": round(float(seq.pts_s[-1]), 3)},
         "frame_size": list(seq.frame_size),
         "ratio_mean": round(float(np.mean(seq.ratios)), 3),
+        "group_share": None if window.group_share is None else round(float(window.group_share), 4),
     }
     if options.save_boxes:
         record["boxes"] = [[int(i), *_round(b, 1)] for i, b in zip(indices, seq.boxes)]

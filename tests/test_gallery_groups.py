@@ -153,3 +153,20 @@ def test_without_the_check_a_pair_becomes_an_identity(tmp_path, scores_file) -> 
     assert not pair.identity.group and pair.identity.enrolled
     assert len(matcher.gallery.identities()) == 11
     matcher.close()
+
+
+def test_records_carry_the_group_share_and_read_back() -> None:
+    import json
+
+    import jsonschema
+
+    from evaluation.identity.records import window_from_record
+    from pipeline.export import SCHEMA_PATH, ExportOptions, window_record
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    for share in (0.25, None):
+        record = json.loads(json.dumps(window_record(track_window(5, walkers(1)[0], group_share=share), ExportOptions())))
+        jsonschema.validate(record, schema)
+        assert record["group_share"] == share
+        record["embeddings"] = {"gait": None, "appearance": None}
+        assert window_from_record(record).group_share == share

@@ -53,7 +53,7 @@ def window_from_record(record: dict) -> TrackWindow:
         gait_embedding=None if gait is None else np.asarray(gait, np.float32),
         appearance_embedding=None if appearance is None else np.asarray(appearance, np.float32),
         identity=_identity(record), model_versions=dict(record.get("model_versions") or {}),
-        errors=list(record.get("errors") or []))
+        errors=list(record.get("errors") or []), group_share=record.get("group_share"))
 
 
 def windows_from_records(paths: Iterable[str | Path]) -> list[TrackWindow]:
