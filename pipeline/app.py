@@ -123,11 +123,10 @@ def choose_detector(config: PipelineConfig) -> tuple[PipelineConfig, tuple[Any, 
     from stages.detect import choose_detector as choose_auto_detector
 
     choice, detector = choose_auto_detector(detect.params)
-    chosen = config.with_detector(choice.backend, choice.options)
-    changed = sorted(k for k, spec in chosen.stages.items() if k != "detect" and config.stages.get(k) != spec)
+    changed = config.changed_by_settings(choice.backend)
     if changed:
         log.info("detector settings for %s: %s", choice.backend, ", ".join(changed))
-    return chosen, (detector, choice.backend)
+    return config.with_detector(choice.backend, choice.options), (detector, choice.backend)
 
 
 def chosen_config(config: PipelineConfig) -> PipelineConfig:

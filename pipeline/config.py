@@ -72,6 +72,11 @@ class PipelineConfig:
         detect = self.stages.get("detect")
         return not self.detector_settings and (detect is None or detect.backend != "auto")
 
+    def changed_by_settings(self, backend: str) -> list[str]:
+        """The stage sections ``backend``'s detector settings change (sorted; none without settings)."""
+        stages = self.detector_settings.get(backend, {})
+        return sorted(k for k, spec in stages.items() if k != "detect" and self.stages.get(k) != spec)
+
     def with_detector(self, backend: str, options: Mapping[str, Any]) -> PipelineConfig:
         """This configuration as it runs with the detector ``backend`` built from ``options`` (what
         ``detect: auto`` chose, or the configured backend): that backend's detector settings in place

@@ -183,10 +183,12 @@ def embedding_versions(overrides: list[str] | None = None) -> dict[str, str]:
     the stages are built, their models loaded, but run on nothing) and ``front_end``: a fingerprint of
     the other stages' configuration (detector, tracker, segmenter, ...), so that windows cached before
     a change of the tracker's settings are made again too."""
-    from pipeline.app import build_stage, load
+    from pipeline.app import build_stage, chosen_config, load
 
     config = load(None, [*FRONT_END_OVERRIDES, *(overrides or [])])
-    versions = {section: build_stage(config, section)[0].version for section in ("gait", "reid") if section in config.stages}
+    chosen = chosen_config(config)  # the detector chosen once, not once per stage built
+    versions = {section: build_stage(chosen, section)[0].version
+                for section in ("gait", "reid") if section in chosen.stages}
     return {**versions, "front_end": front_end_fingerprint(config)}
 
 
@@ -203,8 +205,7 @@ def detector_in_use(overrides: list[str] | None = None) -> str:
     else:
         choice = detector_candidates(spec.params.get("weights"), spec.params.get("models_dir"))[0]
         backend, reason = choice.backend, choice.reason
-    settings = config.detector_settings.get(backend)
-    changed = sorted(k for k, s in (settings or {}).items() if config.stages.get(k) != s)
+    changed = config.changed_by_settings(backend)
     notes = [n for n in (reason, changed and f"with its detector settings for {', '.join(changed)}") if n]
     return f"{backend} ({'; '.join(notes)})" if notes else backend
 

@@ -22,7 +22,7 @@ import supervision as sv
 
 from pipeline.messages import GROUP_PART, FrameResult
 from stages.detect.background import BackgroundModel, paste_mask
-from stages.detect.person_size import PersonSizeModel, SizeLine, cover
+from stages.detect.person_size import PersonSizeModel, SizeLine, cover, several_people
 
 _TYPICAL_FILL = 0.6  # foreground fraction of a walking person's box; confidence = fill / this
 
@@ -304,11 +304,10 @@ class ClassicDetector:
     def _cover(self, blob: _Blob, line: SizeLine | None, frame_size: tuple[int, int]) -> list[_Blob]:
         """A blob too tall or too wide for one person at its foot row, cut into person-sized parts.
         Blobs touching the frame's border are left whole: their feet or heads may be outside."""
-        if line is None or _touches_border(blob, frame_size):
+        if line is None or float(line.height_at(blob.y2)) <= 0:
             return [blob]
-        expected = float(line.height_at(blob.y2))
-        if expected <= 0 or (blob.height <= self.group_height * expected
-                             and blob.width <= self.group_width * line.width_ratio * expected):
+        box = np.array([[blob.x1, blob.y1, blob.x2, blob.y2]], np.float64)
+        if several_people(box, line, frame_size, self.group_height, self.group_width)[0] != 1:  # one, or cut
             return [blob]
         boxes = cover(blob.mask, blob.x1, blob.y1, line)
         if len(boxes) < 2:

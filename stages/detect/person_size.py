@@ -106,7 +106,8 @@ def several_people(boxes: np.ndarray, line: SizeLine, frame_size: tuple[int, int
                    width: float = 1.4) -> np.ndarray:
     """(N,) for (N, 4) xyxy boxes: 1 where a box is more than ``height`` times taller or ``width`` times
     wider than one person standing at its foot row (it holds several), 0 where it is not, -1 where it
-    touches the frame's edge (a body cut there is not judged). The classic detector's group test."""
+    touches the frame's edge (a body cut there is not judged). The classic detector's group test, and
+    the tracklets' group share."""
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     rows, cols = frame_size
     expected = line.height_at(b[:, 3])
