@@ -113,6 +113,8 @@ def test_several_people_is_the_classic_detectors_group_test() -> None:
                             boxes_at(np.array([200.0]), np.array([240.0]), 2),
                             boxes_at(np.array([200.0]), np.array([5.0]), 2)])
     assert several_people(boxes, line, FRAME).tolist() == [0, 1, -1]
+    # far up the frame, where the line gives no positive height, a box is not judged (not "several")
+    assert several_people(np.array([[200.0, 20.0, 210.0, 35.0]]), line, FRAME).tolist() == [-1]
 
 
 def _matcher(tmp_path, scores, **options) -> GalleryMatcher:

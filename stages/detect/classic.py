@@ -304,10 +304,10 @@ class ClassicDetector:
     def _cover(self, blob: _Blob, line: SizeLine | None, frame_size: tuple[int, int]) -> list[_Blob]:
         """A blob too tall or too wide for one person at its foot row, cut into person-sized parts.
         Blobs touching the frame's border are left whole: their feet or heads may be outside."""
-        if line is None or float(line.height_at(blob.y2)) <= 0:
+        if line is None:
             return [blob]
         box = np.array([[blob.x1, blob.y1, blob.x2, blob.y2]], np.float64)
-        if several_people(box, line, frame_size, self.group_height, self.group_width)[0] != 1:  # one, or cut
+        if several_people(box, line, frame_size, self.group_height, self.group_width)[0] != 1:  # one, or not judged
             return [blob]
         boxes = cover(blob.mask, blob.x1, blob.y1, line)
         if len(boxes) < 2:

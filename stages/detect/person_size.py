@@ -106,14 +106,15 @@ def several_people(boxes: np.ndarray, line: SizeLine, frame_size: tuple[int, int
                    width: float = 1.4) -> np.ndarray:
     """(N,) for (N, 4) xyxy boxes: 1 where a box is more than ``height`` times taller or ``width`` times
     wider than one person standing at its foot row (it holds several), 0 where it is not, -1 where it
-    touches the frame's edge (a body cut there is not judged). The classic detector's group test, and
-    the tracklets' group share."""
+    touches the frame's edge (a body cut there) or stands where the line gives no positive height
+    (above the horizon it extrapolates to): not judged. The classic detector's group test, and the
+    tracklets' group share."""
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     rows, cols = frame_size
     expected = line.height_at(b[:, 3])
     several = (b[:, 3] - b[:, 1] > height * expected) | (b[:, 2] - b[:, 0] > width * line.width_ratio * expected)
-    cut = (b[:, 0] <= 0) | (b[:, 1] <= 0) | (b[:, 2] >= cols) | (b[:, 3] >= rows)
-    return np.where(cut, -1, several.astype(np.int64))
+    unjudged = (b[:, 0] <= 0) | (b[:, 1] <= 0) | (b[:, 2] >= cols) | (b[:, 3] >= rows) | (expected <= 0)
+    return np.where(unjudged, -1, several.astype(np.int64))
 
 
 def cover(mask: np.ndarray, x0: int, y0: int, line: SizeLine, max_people: int = 4,
