@@ -599,7 +599,8 @@ def test_the_replay_fit_decides_over_shifted_camera_clocks_and_records_the_emitt
     n = 6  # two cameras' windows, interleaved in time
     site = SiteWindows("s", np.array(["a", "b"] * 3), np.arange(n), np.zeros(n, int), np.ones(n, bool),
                        np.arange(n) - 1.0, np.arange(n, dtype=float), np.zeros(n, bool), np.zeros((n, 2, 2)),
-                       np.zeros(n, bool), np.zeros((n, 3)), np.arange(n), np.zeros(n), np.ones(n), {"gait": "g"})
+                       np.zeros(n, bool), np.zeros((n, 3)), np.arange(n), np.zeros(n), np.ones(n), np.full(n, np.nan),
+                       {"gait": "g"})
     replayed = []
 
     def replay(trial_site, fps, model, options, consolidate=(None,)):
@@ -693,7 +694,7 @@ def test_replaying_a_site_through_the_matcher_links_its_tracks(scores_file):
         has_gait=np.ones(n, bool), gait=np.stack([sample(gait[p], rng) for _, p, _ in rows]),
         has_appearance=np.ones(n, bool), appearance=np.stack([app_sample(app[p], rng, 0.05) for _, p, _ in rows]),
         identity=np.array([p for _, p, _ in rows]), outfit=np.zeros(n, int), purity=np.ones(n, np.float32),
-        versions={"gait": "gar@1", "reid": "reid@1"})
+        group_share=np.full(n, np.nan, np.float32), versions={"gait": "gar@1", "reid": "reid@1"})
     windows = track_windows(site, fps=25.0)
     assert len(windows) == n and windows[1].is_final and windows[1].sequence.frame_indices.tolist() == [50, 88]
     model = ScoreModel.load(scores_file)
@@ -706,6 +707,37 @@ def test_replaying_a_site_through_the_matcher_links_its_tracks(scores_file):
                                       consolidate=(None, 2.0))
     assert apart["identities"] == 4 and apart["recall"] == 0.0
     assert joined["identities"] == 2 and joined["f1"] == 1.0
+
+
+def test_the_fits_replay_leaves_a_group_track_unenrolled_as_the_gallery_does(tmp_path, scores_file):
+    from training.fusion import replay_auto_enrol
+    from training.site_windows import SiteWindows, track_windows
+
+    gait, app = identities(2), appearances(2)
+    rng = np.random.default_rng(2)
+    rows = [(camera, person, w) for camera in ("cam1", "cam2") for person in (0, 1) for w in range(2)]
+    n = len(rows)
+    # person 0's first track (cam1) is a box around a group in every frame judged; nothing else is judged
+    share = np.array([1.0 if (c, p) == ("cam1", 0) else np.nan for c, p, _ in rows], np.float32)
+    site = SiteWindows(
+        site="s", camera=np.array([c for c, _, _ in rows]), track_id=np.array([p for _, p, _ in rows]),
+        window_index=np.array([w for _, _, w in rows]), final=np.array([w == 1 for _, _, w in rows]),
+        t_start=np.array([10.0 * (c == "cam2") + 2.0 * w for c, _, w in rows]),
+        t_end=np.array([10.0 * (c == "cam2") + 2.0 * w + 1.5 for c, _, w in rows]),
+        has_gait=np.ones(n, bool), gait=np.stack([sample(gait[p], rng) for _, p, _ in rows]),
+        has_appearance=np.ones(n, bool), appearance=np.stack([app_sample(app[p], rng, 0.05) for _, p, _ in rows]),
+        identity=np.array([p for _, p, _ in rows]), outfit=np.zeros(n, int), purity=np.ones(n, np.float32),
+        group_share=share, versions={"gait": "gar@1", "reid": "reid@1"})
+    site.save(tmp_path / "windows.npz")
+    loaded = SiteWindows.load(tmp_path / "windows.npz")
+    assert [w.group_share for w in track_windows(loaded, fps=25.0)] == [1.0, 1.0, None, None, None, None, None, None]
+    options = {"reranker": "none", "source_centring": False, "min_enrol_frames": 1, "threshold": 2.0}
+    # the group track is never enrolled: person 0 starts an identity only on cam2, and the two are not linked
+    grouped, = replay_auto_enrol(loaded, 25.0, ScoreModel.load(scores_file), options)
+    assert grouped["identities"] == 2 and grouped["precision"] == 1.0 and grouped["recall"] == 0.5
+    # with the check off the same windows link as before
+    linked, = replay_auto_enrol(loaded, 25.0, ScoreModel.load(scores_file), {**options, "group_share": None})
+    assert linked["f1"] == 1.0 and linked["identities"] == 2
 
 
 def test_consolidation_merges_a_persons_identities_but_never_two_people_seen_together(tmp_path, scores_file):

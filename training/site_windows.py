@@ -32,6 +32,9 @@ FRONT_END_OVERRIDES = ["gallery.enabled=false", "attributes.enabled=false"]  # r
 # The fit replays auto-enrolment in the windows' order: caches from before the runner merged its files
 # by video time (no "order" in their versions) hold one racing order of many and are re-run.
 WINDOW_ORDER = "video-time"
+# What each window keeps besides its embeddings: caches from before the group share was kept are re-run,
+# so that the fit's replays leave group tracks unenrolled as the gallery does.
+WINDOW_FIELDS = "group-share"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,6 +47,8 @@ class SiteWindows:
     identity: (N,) truth identity of the window's track (-1: no walker overlaps it); outfit: (N,).
     purity: (N,) share of the track's frames that overlap that walker (below 1: the tracker also
         followed someone else, or nobody, for part of the track).
+    group_share: (N,) the window's ``group_share`` (share of its track's boxes so far that hold several
+        people; NaN where it was not judged), which decides whether the gallery may enrol the track.
     versions: {"gait": ..., "reid": ...} embedding model versions, "front_end": the other stages'
         configuration (``front_end_fingerprint``), "order": the order the windows were emitted in.
     """
@@ -62,6 +67,7 @@ class SiteWindows:
     identity: np.ndarray
     outfit: np.ndarray
     purity: np.ndarray
+    group_share: np.ndarray
     versions: dict[str, str]
 
     def save(self, path: Path) -> None:
@@ -73,6 +79,7 @@ class SiteWindows:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
         data.setdefault("purity", np.ones(len(data["camera"]), np.float32))  # caches made before purity was kept
+        data.setdefault("group_share", np.full(len(data["camera"]), np.nan, np.float32))  # and before the group share
         return cls(**{**data, "site": str(data["site"]), "versions": json.loads(str(data["versions"]))})
 
     def in_order(self, order: np.ndarray) -> SiteWindows:
@@ -174,6 +181,7 @@ def to_site_windows(site: str, windows: list[TrackWindow], truth: dict) -> SiteW
         identity=np.asarray([visits[v]["identity"] if v >= 0 else -1 for v in visit], np.int64),
         outfit=np.asarray([visits[v]["outfit"] if v >= 0 else -1 for v in visit], np.int64),
         purity=np.asarray([labels[(w.source_id, int(w.track_id))][1] for w in windows], np.float32),
+        group_share=np.asarray([np.nan if w.group_share is None else w.group_share for w in windows], np.float32),
         versions=versions,
     )
 
@@ -248,7 +256,7 @@ def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versio
     cache = cache_dir / (f"windows-{setting}.npz" if setting else "windows.npz")
     if cache.is_file():
         cached = SiteWindows.load(cache)
-        current = {**(expected_versions or {}), "order": WINDOW_ORDER}
+        current = {**(expected_versions or {}), "order": WINDOW_ORDER, "fields": WINDOW_FIELDS}
         if all(cached.versions.get(k) == v for k, v in current.items()):
             return cached
         log.info("%s: cached windows come from %s; re-running", site_config.stem, cached.versions)
@@ -261,6 +269,7 @@ def site_windows(site_config: str | Path, cache_dir: str | Path, expected_versio
     result = to_site_windows(site_config.stem, run_front_end(videos, overrides or []), truth)
     result.versions["front_end"] = front_end_fingerprint(load(None, [*FRONT_END_OVERRIDES, *(overrides or [])]))
     result.versions["order"] = WINDOW_ORDER
+    result.versions["fields"] = WINDOW_FIELDS
     result.save(cache)
     return result
 
@@ -279,8 +288,8 @@ def rendered_scene(site_config: str | Path, cache_dir: str | Path) -> Path:
 
 
 def track_windows(site: SiteWindows, fps: float) -> list[TrackWindow]:
-    """The site's windows as the gallery stage receives them (emission order; embeddings, times and
-    frame spans at ``fps``; no silhouettes or crops), for replaying auto-enrolment."""
+    """The site's windows as the gallery stage receives them (emission order; embeddings, group shares,
+    times and frame spans at ``fps``; no silhouettes or crops), for replaying auto-enrolment."""
     from evaluation.identity.runs import empty_silhouettes
 
     empty = empty_silhouettes(2)
@@ -291,7 +300,8 @@ def track_windows(site: SiteWindows, fps: float) -> list[TrackWindow]:
                                       frame_indices=np.round(times * fps).astype(np.int64), pts_s=times, frame_size=(1, 1))
         window = TrackWindow(str(site.camera[r]), int(site.track_id[r]), int(site.window_index[r]), bool(site.final[r]),
                              sequence, gait_embedding=site.gait[r] if site.has_gait[r] else None,
-                             appearance_embedding=site.appearance[r] if site.has_appearance[r] else None)
+                             appearance_embedding=site.appearance[r] if site.has_appearance[r] else None,
+                             group_share=None if np.isnan(site.group_share[r]) else float(site.group_share[r]))
         window.model_versions.update({k: v for k, v in site.versions.items() if k in ("gait", "reid")})
         out.append(window)
     return out
