@@ -709,8 +709,8 @@ def test_replaying_a_site_through_the_matcher_links_its_tracks(scores_file):
     assert joined["identities"] == 2 and joined["f1"] == 1.0
 
 
-def test_the_fits_replay_leaves_a_group_track_unenrolled_as_the_gallery_does(tmp_path, scores_file):
-    from training.fusion import replay_auto_enrol
+def test_the_fits_replay_decides_as_the_gallery_does_group_tracks_and_second_looks(tmp_path, scores_file):
+    from training.fusion import replay_auto_enrol, replay_options
     from training.site_windows import SiteWindows, track_windows
 
     gait, app = identities(2), appearances(2)
@@ -731,14 +731,23 @@ def test_the_fits_replay_leaves_a_group_track_unenrolled_as_the_gallery_does(tmp
     site.save(tmp_path / "windows.npz")
     loaded = SiteWindows.load(tmp_path / "windows.npz")
     assert [w.group_share for w in track_windows(loaded, fps=25.0)] == [1.0, 1.0, None, None, None, None, None, None]
-    options = {"reranker": "none", "source_centring": False, "min_enrol_frames": 1, "threshold": 2.0}
-    # the group track is never enrolled: person 0 starts an identity only on cam2, and the two are not linked
-    grouped, = replay_auto_enrol(loaded, 25.0, ScoreModel.load(scores_file), options)
-    assert grouped["identities"] == 2 and grouped["precision"] == 1.0 and grouped["recall"] == 0.5
-    # with the check off the same windows link as before
-    linked, = replay_auto_enrol(loaded, 25.0, ScoreModel.load(scores_file), {**options, "group_share": None})
-    assert linked["f1"] == 1.0 and linked["identities"] == 2
+    options = {**replay_options("none", None), "min_enrol_frames": 1, "threshold": 2.0}
 
+    # The gallery itself: the group track finds no identity when it ends and is never enrolled; person
+    # 0's cam2 track starts one, and at the end the group track is named after it on a second look.
+    matcher = GalleryMatcher(gallery=str(tmp_path / "g"), scores=scores_file, auto_enrol=True, consolidate=False,
+                             **options)
+    windows = track_windows(loaded, fps=25.0)
+    matcher.process(windows)
+    matcher.close()
+    assert [(n.source, n.track_id) for n in matcher.named_late] == [("cam1", 0)]
+    with Gallery(tmp_path / "g", create=False) as gallery:
+        assert len(gallery.identities()) == 2
+        assert {e.source for e in gallery.entries(matcher.named_late[0].identity)} == {"cam2"}
+
+    # The fit's replay reads the same decisions: person 0's two tracks linked through the second look.
+    replayed, = replay_auto_enrol(loaded, 25.0, ScoreModel.load(scores_file), options)
+    assert replayed["f1"] == 1.0 and replayed["identities"] == 2 and replayed["unnamed"] == 0
 
 def test_consolidation_merges_a_persons_identities_but_never_two_people_seen_together(tmp_path, scores_file):
     gait, app = identities(3), appearances(3)

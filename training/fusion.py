@@ -304,7 +304,9 @@ def link_f1(labels: list, identity: list[int]) -> dict:
 
 def _replay(site: SiteWindows, fps: float, model: ScoreModel, options: dict, folder: Path, batch: int) -> dict:
     """The gallery matcher auto-enrolling the site's windows in emission order into a new gallery in
-    ``folder`` (no consolidation); returns each finished track's identity."""
+    ``folder`` (no consolidation); returns each finished track's identity, the one its final window
+    got or, for a track that finished unnamed, the one the matcher gave it on a second look (as the
+    pipeline's records and the identity benchmark read a run's decisions)."""
     from stages.gallery.stage import GalleryMatcher
     from training.site_windows import track_windows
 
@@ -318,8 +320,10 @@ def _replay(site: SiteWindows, fps: float, model: ScoreModel, options: dict, fol
             matcher.process(windows[start : start + batch])
     finally:
         matcher.close()
-    return {(w.source_id, int(w.track_id)): (w.identity.identity if w.identity is not None else None)
-            for w in windows if w.is_final}
+    decided = {(w.source_id, int(w.track_id)): (w.identity.identity if w.identity is not None else None)
+               for w in windows if w.is_final}
+    decided.update({(late.source, int(late.track_id)): late.identity for late in matcher.named_late})
+    return decided
 
 
 def _consolidated(folder: Path, threshold: float | None, options: dict) -> list[dict]:
