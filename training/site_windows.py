@@ -50,7 +50,8 @@ class SiteWindows:
     group_share: (N,) the window's ``group_share`` (share of its track's boxes so far that hold several
         people; NaN where it was not judged), which decides whether the gallery may enrol the track.
     versions: {"gait": ..., "reid": ...} embedding model versions, "front_end": the other stages'
-        configuration (``front_end_fingerprint``), "order": the order the windows were emitted in.
+        configuration (``front_end_fingerprint``), "order": the order the windows were emitted in,
+        "fields": what they keep besides embeddings (``WINDOW_FIELDS``).
     """
 
     site: str
