@@ -678,15 +678,16 @@ def test_a_track_keeps_its_identity_unless_another_is_clearly_better(tmp_path, s
     eager.close()
 
 
-def test_replaying_a_site_through_the_matcher_links_its_tracks(scores_file):
-    from training.fusion import replay_auto_enrol
-    from training.site_windows import SiteWindows, track_windows
+def _two_people_on_two_cameras(group_tracks: tuple[tuple[str, int], ...] = ()):
+    """Fitting-site windows of persons 0 and 1, one track of two windows each on cam1, then on cam2 10 s
+    later; the tracks in ``group_tracks`` ((camera, person)) have group share 1, the rest none judged."""
+    from training.site_windows import SiteWindows
 
     gait, app = identities(2), appearances(2)
     rng = np.random.default_rng(2)
     rows = [(camera, person, w) for camera in ("cam1", "cam2") for person in (0, 1) for w in range(2)]
     n = len(rows)
-    site = SiteWindows(
+    return SiteWindows(
         site="s", camera=np.array([c for c, _, _ in rows]), track_id=np.array([p for _, p, _ in rows]),
         window_index=np.array([w for _, _, w in rows]), final=np.array([w == 1 for _, _, w in rows]),
         t_start=np.array([10.0 * (c == "cam2") + 2.0 * w for c, _, w in rows]),
@@ -694,7 +695,16 @@ def test_replaying_a_site_through_the_matcher_links_its_tracks(scores_file):
         has_gait=np.ones(n, bool), gait=np.stack([sample(gait[p], rng) for _, p, _ in rows]),
         has_appearance=np.ones(n, bool), appearance=np.stack([app_sample(app[p], rng, 0.05) for _, p, _ in rows]),
         identity=np.array([p for _, p, _ in rows]), outfit=np.zeros(n, int), purity=np.ones(n, np.float32),
-        group_share=np.full(n, np.nan, np.float32), versions={"gait": "gar@1", "reid": "reid@1"})
+        group_share=np.array([1.0 if (c, p) in group_tracks else np.nan for c, p, _ in rows], np.float32),
+        versions={"gait": "gar@1", "reid": "reid@1"})
+
+
+def test_replaying_a_site_through_the_matcher_links_its_tracks(scores_file):
+    from training.fusion import replay_auto_enrol
+    from training.site_windows import track_windows
+
+    site = _two_people_on_two_cameras()
+    n = len(site.camera)
     windows = track_windows(site, fps=25.0)
     assert len(windows) == n and windows[1].is_final and windows[1].sequence.frame_indices.tolist() == [50, 88]
     model = ScoreModel.load(scores_file)
@@ -713,31 +723,17 @@ def test_the_fits_replay_decides_as_the_gallery_does_group_tracks_and_second_loo
     from training.fusion import replay_auto_enrol, replay_options
     from training.site_windows import SiteWindows, track_windows
 
-    gait, app = identities(2), appearances(2)
-    rng = np.random.default_rng(2)
-    rows = [(camera, person, w) for camera in ("cam1", "cam2") for person in (0, 1) for w in range(2)]
-    n = len(rows)
     # person 0's first track (cam1) is a box around a group in every frame judged; nothing else is judged
-    share = np.array([1.0 if (c, p) == ("cam1", 0) else np.nan for c, p, _ in rows], np.float32)
-    site = SiteWindows(
-        site="s", camera=np.array([c for c, _, _ in rows]), track_id=np.array([p for _, p, _ in rows]),
-        window_index=np.array([w for _, _, w in rows]), final=np.array([w == 1 for _, _, w in rows]),
-        t_start=np.array([10.0 * (c == "cam2") + 2.0 * w for c, _, w in rows]),
-        t_end=np.array([10.0 * (c == "cam2") + 2.0 * w + 1.5 for c, _, w in rows]),
-        has_gait=np.ones(n, bool), gait=np.stack([sample(gait[p], rng) for _, p, _ in rows]),
-        has_appearance=np.ones(n, bool), appearance=np.stack([app_sample(app[p], rng, 0.05) for _, p, _ in rows]),
-        identity=np.array([p for _, p, _ in rows]), outfit=np.zeros(n, int), purity=np.ones(n, np.float32),
-        group_share=share, versions={"gait": "gar@1", "reid": "reid@1"})
-    site.save(tmp_path / "windows.npz")
+    _two_people_on_two_cameras(group_tracks=(("cam1", 0),)).save(tmp_path / "windows.npz")
     loaded = SiteWindows.load(tmp_path / "windows.npz")
-    assert [w.group_share for w in track_windows(loaded, fps=25.0)] == [1.0, 1.0, None, None, None, None, None, None]
+    windows = track_windows(loaded, fps=25.0)
+    assert [w.group_share for w in windows] == [1.0, 1.0, None, None, None, None, None, None]
     options = {**replay_options("none", None), "min_enrol_frames": 1, "threshold": 2.0}
 
     # The gallery itself: the group track finds no identity when it ends and is never enrolled; person
     # 0's cam2 track starts one, and at the end the group track is named after it on a second look.
     matcher = GalleryMatcher(gallery=str(tmp_path / "g"), scores=scores_file, auto_enrol=True, consolidate=False,
                              **options)
-    windows = track_windows(loaded, fps=25.0)
     matcher.process(windows)
     matcher.close()
     assert [(n.source, n.track_id) for n in matcher.named_late] == [("cam1", 0)]
@@ -748,6 +744,7 @@ def test_the_fits_replay_decides_as_the_gallery_does_group_tracks_and_second_loo
     # The fit's replay reads the same decisions: person 0's two tracks linked through the second look.
     replayed, = replay_auto_enrol(loaded, 25.0, ScoreModel.load(scores_file), options)
     assert replayed["f1"] == 1.0 and replayed["identities"] == 2 and replayed["unnamed"] == 0
+
 
 def test_consolidation_merges_a_persons_identities_but_never_two_people_seen_together(tmp_path, scores_file):
     gait, app = identities(3), appearances(3)
