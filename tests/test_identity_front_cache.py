@@ -106,6 +106,26 @@ def test_the_key_follows_the_front_end_code_and_shipped_weights(tmp_path):
     assert front_end_key(config, root=root) != second
 
 
+def test_the_key_is_the_same_in_another_checkout_and_after_a_gallery_side_refit(tmp_path):
+    def checkout(folder):
+        _file(folder / "stages" / "track.py", b"A = 1\n")
+        _file(folder / "weights" / "gar.pt", b"w1")
+        _file(folder / "weights" / "reid_synth.pt", b"r1")
+        for name in ("score_fusion.params.json", "cargait_site.pt", "gait_projection_site.npz", "clip_gar.pt"):
+            _file(folder / "weights" / name, b"g1")
+        return folder
+
+    config = app.load("default", [])
+    first, second = checkout(tmp_path / "one"), checkout(tmp_path / "two")
+    key = front_end_key(config, root=first)
+    assert front_end_key(config, root=second) == key, "the same files in another folder: the same runs"
+    for name in ("score_fusion.params.json", "cargait_site.pt", "gait_projection_site.npz", "clip_gar.pt"):
+        (first / "weights" / name).write_bytes(b"g2")
+    assert front_end_key(config, root=first) == key, "weights only the gallery side reads do not change the windows"
+    (first / "weights" / "reid_synth.pt").write_bytes(b"r2")
+    assert front_end_key(config, root=first) != key
+
+
 def test_a_run_is_made_once_then_read_back_and_made_again_when_asked(tmp_path, monkeypatch):
     calls = []
 

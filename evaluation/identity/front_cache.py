@@ -5,9 +5,11 @@ the gallery (scores, thresholds, re-ranker, auto-enrol settings) does not change
 kept beside its rendered site, as one ``.npz`` (no pickles), under a key made of everything that
 decides its windows: the configuration of every stage before the gallery and of the runner and
 sources, the source of the code that runs them, the content of every file that configuration names
-and of the shipped weights, the files of the models directory the ``auto`` backends choose from, and whether
-the site's rendered masks replaced the segmenter. Change any of those and the front end runs again;
-a cached run that cannot be read is run again too.
+and of the shipped weights a front-end stage can load, the files of the models directory the ``auto``
+backends choose from, and whether the site's rendered masks replaced the segmenter. Change any of those
+and the front end runs again; a cached run that cannot be read is run again too. Files inside the
+repository go into the key by their path relative to it, so another checkout of the same commit reuses
+the runs; refitting a weight file only the gallery side reads (``GALLERY_SIDE_WEIGHTS``) keeps them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ FORMAT = "gaitscope-front-end-run/2"  # 2: each window's group_share
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Stage packages that only read finished windows: their code does not change a front-end run.
 NOT_FRONT_END = ("gallery", "rerank", "attributes")
+# Shipped weights (by file-name prefix) that only those stages load: score fusions, re-rankers, attribute models.
+GALLERY_SIDE_WEIGHTS = ("score_fusion", "cargait", "gait_projection", "clip_gar")
 FOLDER = "front_end"
 KEEP = 8  # runs kept per site, the most recently used: every change of the front end's code makes a new one
 
@@ -42,19 +46,33 @@ def front_end_key(config: PipelineConfig, truth_masks: Path | None = None, root:
     stages = {k: [s.backend, s.params] for k, s in config.stages.items()
               if k != GALLERY_SECTION and k not in AFTER_GALLERY}
     # Files the configuration names, and the shipped weights the stages load when it names none.
-    named = {str(Path(v).resolve()) for v in _strings(stages) if _is_file(v)}
-    named |= {str(p.resolve()) for p in (root / "weights").glob("*") if p.is_file()}
+    named = {Path(v).resolve() for v in _strings(stages) if _is_file(v)}
+    named |= {p.resolve() for p in front_end_weights(root)}
     key = {
         "format": FORMAT,
         "stages": stages,
         "source": config.source,
         "runner": {k: v for k, v in config.runner.items() if k != "progress"},
         "code": source_digest(root),
-        "files": [[p, sha256_of(p)] for p in sorted(named)],
+        "files": sorted([_key_path(p, root), sha256_of(p)] for p in named),
         "models": models_available([s.params.get("models_dir") for s in config.stages.values()]),
         "truth_masks": None if truth_masks is None else sha256_of(truth_masks),
     }
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def front_end_weights(root: Path = REPO_ROOT) -> list[Path]:
+    """The shipped weight files a front-end stage may load without the configuration naming them."""
+    return [p for p in sorted((root / "weights").glob("*"))
+            if p.is_file() and not p.name.startswith(GALLERY_SIDE_WEIGHTS)]
+
+
+def _key_path(path: Path, root: Path) -> str:
+    """``path`` relative to the repository when inside it (the same in every checkout), else absolute."""
+    try:
+        return path.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def source_digest(root: Path = REPO_ROOT) -> str:
