@@ -6,10 +6,13 @@
 # and Debian's Chromium for the report's rendering test.
 # --no-models skips putting MediaPipe's BlazePose files into the models directory ($GAITSCOPE_MODELS,
 # default ~/.cache/gaitscope/models), which the default segmenter uses when they are there.
+# --yolox also downloads YOLOX-Nano's ONNX export from its publisher's GitHub release into the models
+# directory (needs access to github.com); the default config's detector then uses it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="cpu,dev,litert"
 fetch_models=1
+fetch_yolox=0
 for arg in "$@"; do
   case "$arg" in
     --gpu) extras="${extras/cpu/gpu}" ;;
@@ -20,6 +23,7 @@ for arg in "$@"; do
           || echo "chromium not installed: the report's screenshot test will skip" >&2
       fi ;;
     --no-models) fetch_models=0 ;;
+    --yolox) fetch_yolox=1 ;;
     --with-rtsp-server)
       export DEBIAN_FRONTEND=noninteractive
       apt-get update -qq
@@ -35,5 +39,8 @@ python3 -m venv .venv
 if [ "$fetch_models" = 1 ]; then
   # From the mediapipe wheel on PyPI (read, never installed); offline the segmenter falls back and says so.
   .venv/bin/python scripts/fetch_mediapipe_models.py || echo "continuing without the BlazePose segmenter" >&2
+fi
+if [ "$fetch_yolox" = 1 ]; then
+  .venv/bin/python scripts/fetch_yolox.py || echo "continuing without YOLOX-Nano: the classic detector runs" >&2
 fi
 echo "installed into $(pwd)/.venv"
