@@ -13,13 +13,13 @@ any mismatch, it says so in one line and installs nothing.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from stages.checkpoints import sha256_of
 from stages.model_files import ModelFileError, models_dir
 
 URL = "https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0/yolox_nano.onnx"
@@ -30,14 +30,6 @@ MEASURED_SHA256 = "e8af074932d4ed7e232278e3055cefcdea3edf178874a3694ae292649fb46
 
 class FetchError(RuntimeError):
     """The file could not be downloaded, did not match, or is not a YOLOX export; the message is one line."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download(url: str, path: Path, timeout_s: float) -> None:
@@ -68,7 +60,7 @@ def fetch(target: Path, url: str = URL, any_digest: bool = False, timeout_s: flo
     partial = path.with_name(f"{path.stem}.partial{path.suffix}")  # the runtimes read by extension
     try:
         download(url, partial, timeout_s)
-        digest = _sha256(partial)
+        digest = sha256_of(partial)
         if digest != MEASURED_SHA256 and not any_digest:
             raise FetchError(
                 f"{url} has sha256 {digest}, not that of the file the shipped settings were measured with "
@@ -94,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target = models_dir(args.models_dir)
     existing = target / RELATIVE
-    if existing.is_file() and _sha256(existing) == MEASURED_SHA256:
+    if existing.is_file() and sha256_of(existing) == MEASURED_SHA256:
         print(f"YOLOX-Nano already in {existing}")
         return 0
     try:

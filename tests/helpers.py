@@ -13,6 +13,16 @@ VIDEOS = SHARED_DATA / "videos"
 CASIA_B = SHARED_DATA / "casia-b"
 
 
+def load_script(name: str):
+    """The module ``scripts/<name>.py`` (scripts are not a package), imported from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def require(path: Path) -> Path:
     """Skip the calling test with a clear message when a piece of the shared data is absent."""
     if not path.exists():

@@ -6,23 +6,17 @@ paths (the real download is exercised by scripts/install.sh); skipped where they
 
 from __future__ import annotations
 
-import importlib.util
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import PROJECT_ROOT, require_model
+from tests.helpers import load_script, require_model
 
 
 @pytest.fixture(scope="module")
 def fetch():
-    spec = importlib.util.spec_from_file_location(
-        "fetch_mediapipe_models", PROJECT_ROOT / "scripts" / "fetch_mediapipe_models.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fetch_mediapipe_models")
 
 
 def _wheel(path: Path, fetch, tamper: bool = False) -> Path:

@@ -7,7 +7,6 @@ A local HTTP server stands in for the publisher's release page, serving the publ
 from __future__ import annotations
 
 import functools
-import importlib.util
 import socket
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -15,15 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PROJECT_ROOT, require_model
+from tests.helpers import load_script, require_model
 
 
 @pytest.fixture(scope="module")
 def fetch():
-    spec = importlib.util.spec_from_file_location("fetch_yolox", PROJECT_ROOT / "scripts" / "fetch_yolox.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fetch_yolox")
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
