@@ -202,20 +202,32 @@ def merge_sections(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[s
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides (values parsed as YAML) to a raw mapping; a dotted key
-    reaches into nested mappings (``detect.classic.split_by_size=false``)."""
+    reaches into nested mappings (``detect.classic.split_by_size=false``).
+
+    ``section.backend=NAME`` on a section whose backend is ``auto`` replaces the section with the branch
+    ``auto`` holds for that backend (``detect.classic: {...}`` becomes the classic detector's options):
+    the others are ``auto``'s own. Backend overrides apply before the rest, so ``--set
+    detect.warmup_frames=5 --set detect.backend=classic`` keeps both."""
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    parsed = []
     for item in overrides:
         dotted, sep, raw = item.partition("=")
         if not sep or "." not in dotted:
             raise ConfigError(f"override {short_repr(item)}: expected section.key=value")
         section, key = dotted.split(".", 1)
-        value = parse_yaml(raw, f"override {short_repr(dotted)}")
+        parsed.append((section, key, dotted, parse_yaml(raw, f"override {short_repr(dotted)}")))
+    parsed.sort(key=lambda p: p[1] != "backend")  # stable: backends first, the rest in the order given
+    for section, key, dotted, value in parsed:
         if key == "enabled" and value is False:
             data[section] = None
             continue
         current = data.get(section)
         if current is not None and not isinstance(current, dict):
             raise ConfigError(f"override {short_repr(dotted)}: section {short_repr(section)} is not a mapping")
+        if key == "backend" and current and current.get("backend") == "auto" and value != "auto":
+            branch = current.get(value) if isinstance(value, str) else None
+            data[section] = {"backend": value, **(branch if isinstance(branch, dict) else {})}
+            continue
         data[section] = _with_nested(current or {}, key.split("."), value, dotted)
     return data
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -78,6 +79,32 @@ def test_a_dotted_override_reaches_into_nested_options(tmp_path):
                                            "yolox": {"score": 0.4}, "name": "n"}
     with pytest.raises(ConfigError, match="'name' is not a mapping"):
         load_config(path, KINDS, overrides=["detect.name.first=x"])
+
+
+def test_naming_a_backend_in_place_of_auto_keeps_autos_branch_for_it(tmp_path):
+    kinds = {"detect": Registry("detect", {"dummy": "tests.test_config:Dummy", "auto": "tests.test_config:Dummy"})}
+    path = write(tmp_path, "auto.yaml", "detect:\n  backend: auto\n  models_dir: /m\n  dummy: {threshold: 0.9}\n")
+    for overrides in (["detect.backend=dummy", "detect.name=y"], ["detect.name=y", "detect.backend=dummy"]):
+        spec = load_config(path, kinds, overrides=overrides).stages["detect"]
+        assert (spec.backend, spec.params) == ("dummy", {"threshold": 0.9, "name": "y"})
+    same = load_config(path, kinds, overrides=["detect.backend=auto"]).stages["detect"]
+    assert same.params == {"models_dir": "/m", "dummy": {"threshold": 0.9}}
+    named = write(tmp_path, "named.yaml", "detect:\n  backend: dummy\n  name: n\n")
+    kinds["detect"] = Registry("detect", {"dummy": "tests.test_config:Dummy", "other": "tests.test_config:Dummy"})
+    moved = load_config(named, kinds, overrides=["detect.backend=other"]).stages["detect"]
+    assert (moved.backend, moved.params) == ("other", {"name": "n"})  # from a named backend: options kept
+
+
+def test_the_default_config_runs_a_named_detector_with_its_auto_options():
+    from stages.catalog import DETECTORS, STAGE_KINDS
+
+    default = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    for backend in ("classic", "centre"):
+        spec = load_config(default, STAGE_KINDS, overrides=[f"detect.backend={backend}"]).stages["detect"]
+        assert spec.backend == backend
+        check_arguments(DETECTORS.load(backend), spec.params, "detect")
+    classic = load_config(default, STAGE_KINDS, overrides=["detect.backend=classic"]).stages["detect"]
+    assert classic.params == {"split_by_size": False}
 
 
 def test_changing_backend_replaces_section():
