@@ -12,6 +12,7 @@ DETECTORS = Registry(
     "detect",
     {
         "classic": "stages.detect.classic:ClassicDetector",
+        "centre": "stages.detect.centre:CentreNetDetector",
         "yolo": "stages.detect.yolo:YoloDetector",
         "yolox": "stages.detect.yolox:YoloxDetector",
         "openvino": "stages.detect.openvino_ssd:OpenVinoSsdDetector",

@@ -100,13 +100,14 @@ def test_detector_candidates_put_configured_weights_first_and_classic_last(
     weights.write_bytes(b"weights")
     empty_models = tmp_path / "models"
     chosen = detector_candidates(str(weights), str(empty_models))
-    assert [c.backend for c in chosen] == ["yolo", "classic"] and chosen[0].options == {"weights": str(weights)}
+    assert [c.backend for c in chosen] == ["yolo", "centre", "classic"]
+    assert chosen[0].options == {"weights": str(weights)}
     with caplog.at_level(logging.WARNING, logger="stages.detect"):
         missing = detector_candidates(str(tmp_path / "absent.pt"), str(empty_models))
-    assert [c.backend for c in missing] == ["classic"] and "no learned detector" in missing[0].reason
+    assert [c.backend for c in missing] == ["centre", "classic"] and "no third-party model" in missing[0].reason
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "absent.pt not found" in lines[0] and "\n" not in lines[0]
-    assert [c.backend for c in detector_candidates(None, str(empty_models))] == ["classic"]
+    assert [c.backend for c in detector_candidates(None, str(empty_models))] == ["centre", "classic"]
 
 
 def _scene(person_x: int | None, gain: float = 1.0) -> np.ndarray:

@@ -58,8 +58,19 @@ def test_auto_picks_yolox_from_the_models_directory(monkeypatch, caplog) -> None
     built.close()
 
 
-def test_auto_without_models_is_the_classic_detector(tmp_path, monkeypatch, caplog) -> None:
+def test_auto_without_models_is_the_shipped_centre_detector(tmp_path, monkeypatch, caplog) -> None:
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    with caplog.at_level(logging.INFO, logger="stages.detect"):
+        backend, detector = build_auto_detector({"centre": {"warmup_frames": 5}, "classic": {"warmup_frames": 7}})
+    assert backend == "centre" and detector.warmup_frames == 5
+    assert [r.getMessage() for r in caplog.records] == [
+        "detector: centre (no third-party model found: the shipped centre detector)"
+    ]
+
+
+def test_auto_without_any_weights_is_the_classic_detector(tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    monkeypatch.setattr("stages.detect.centre.DEFAULT_WEIGHTS", tmp_path / "absent.pt")
     with caplog.at_level(logging.INFO, logger="stages.detect"):
         backend, detector = build_auto_detector({"classic": {"warmup_frames": 5}})
     assert backend == "classic" and detector.warmup_frames == 5
@@ -72,9 +83,21 @@ def test_a_corrupt_model_is_one_line_and_auto_moves_on(tmp_path, monkeypatch, ca
     corrupt.write_bytes(b"\x00garbage" * 64)
     with caplog.at_level(logging.INFO, logger="stages.detect"):
         backend, _ = build_auto_detector({"models_dir": str(tmp_path)})
-    assert backend == "classic"
+    assert backend == "centre"
     warning, chosen = [r.getMessage() for r in caplog.records]
     assert warning.startswith(f"detector: cannot use yolox: {corrupt}: ") and "\n" not in warning
+    assert chosen == "detector: centre (the shipped centre detector)"
+
+
+def test_corrupt_shipped_weights_leave_the_classic_detector(tmp_path, monkeypatch, caplog) -> None:
+    broken = tmp_path / "person_centrenet.pt"
+    broken.write_bytes(b"\x00garbage" * 64)
+    monkeypatch.setattr("stages.detect.centre.DEFAULT_WEIGHTS", broken)
+    with caplog.at_level(logging.INFO, logger="stages.detect"):
+        backend, _ = build_auto_detector({"models_dir": str(tmp_path)})
+    assert backend == "classic"
+    warning, chosen = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("detector: cannot use centre: ") and "not a readable torch checkpoint" in warning
     assert chosen == "detector: classic (every learned detector failed to load)"
 
 

@@ -1,10 +1,11 @@
 """Detection stage: person boxes (and masks where the backend gives them) for each frame.
 
-Backends: ``classic`` (background subtraction, no weights, static cameras), ``yolox`` (YOLOX ONNX
-exports), ``yolo`` (ultralytics: ``.pt`` weights or exported OpenVINO / ONNX models) and ``openvino``
-(SSD person detectors in OpenVINO IR such as Intel's pedestrian-detection-adas-0002).
-`build_auto_detector` is ``backend: auto``: the best learned detector whose model file is found,
-else the classic one.
+Backends: ``classic`` (background subtraction, no weights, static cameras), ``centre`` (background
+subtraction read by a small learned centre detector, shipped weights, static cameras), ``yolox`` (YOLOX
+ONNX exports), ``yolo`` (ultralytics: ``.pt`` weights or exported OpenVINO / ONNX models) and
+``openvino`` (SSD person detectors in OpenVINO IR such as Intel's pedestrian-detection-adas-0002).
+`build_auto_detector` is ``backend: auto``: the best third-party detector whose model file is found,
+else the shipped centre detector, else the classic one.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ LEARNED_MODELS: tuple[tuple[str, str, str, str], ...] = (
         "Intel pedestrian-detection-adas-0002, Apache-2.0",
     ),
 )
-AUTO_BRANCHES = ("yolox", "yolo", "openvino", "classic")
+AUTO_BRANCHES = ("yolox", "yolo", "openvino", "centre", "classic")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,10 @@ class DetectorChoice:
 
 def detector_candidates(weights: str | None, models_dir: str | None) -> list[DetectorChoice]:
     """The detectors ``auto`` tries, in order: the configured YOLO weights, the learned models found in
-    the models directory (`LEARNED_MODELS` order), and the classic detector last (always there)."""
+    the models directory (`LEARNED_MODELS` order), the shipped centre detector, and the classic detector
+    last (always there)."""
+    from stages.detect.centre import DEFAULT_WEIGHTS as CENTRE_WEIGHTS
+
     candidates = []
     if weights:
         path = Path(weights).expanduser()
@@ -62,6 +66,9 @@ def detector_candidates(weights: str | None, models_dir: str | None) -> list[Det
             if backend != "yolo" and models_dir is not None:
                 options["models_dir"] = models_dir
             candidates.append(DetectorChoice(backend, f"{what}, found at {found}", options))
+    if CENTRE_WEIGHTS.is_file():
+        candidates.append(DetectorChoice("centre", "no third-party model found: the shipped centre detector"
+                                         if not candidates else "the shipped centre detector"))
     candidates.append(
         DetectorChoice(
             "classic",
