@@ -94,7 +94,8 @@ def test_a_named_detector_takes_its_settings_without_building_anything(tmp_path,
 
 
 def test_settings_follow_the_detector_that_runs_not_the_file_that_was_found(tmp_path, monkeypatch, caplog) -> None:
-    """A YOLOX-Nano file that does not load leaves the classic detector running: with the file's sections."""
+    """A YOLOX-Nano file that does not load leaves the shipped centre detector running: with its settings,
+    not YOLOX-Nano's."""
     corrupt = tmp_path / "yolox_nano" / "yolox_nano.onnx"
     corrupt.parent.mkdir()
     corrupt.write_bytes(b"\x00garbage" * 64)
@@ -102,11 +103,12 @@ def test_settings_follow_the_detector_that_runs_not_the_file_that_was_found(tmp_
     loaded = _load(tmp_path)
     with caplog.at_level(logging.INFO):
         config, (detector, backend) = app.choose_detector(loaded)
-    assert backend == "classic" and type(detector).__name__ == "ClassicDetector"
-    assert config.stages["detect"].backend == "classic" and config.detector_chosen
+    assert backend == "centre" and type(detector).__name__ == "CentreNetDetector"
+    assert config.stages["detect"].backend == "centre" and config.detector_chosen
+    expected = loaded.detector_settings.get("centre", loaded.stages)
     assert {k: v for k, v in config.stages.items() if k != "detect"} == {
-        k: v for k, v in loaded.stages.items() if k != "detect"}
-    assert not [r for r in caplog.records if r.getMessage().startswith("detector settings")]
+        k: v for k, v in expected.items() if k != "detect"}
+    assert not [r for r in caplog.records if r.getMessage().startswith("detector settings for yolox")]
 
 
 def test_the_detector_is_built_once_and_the_other_stages_take_its_settings(monkeypatch, caplog) -> None:
@@ -160,5 +162,5 @@ def test_a_distributed_run_hands_its_workers_the_chosen_detector(tmp_path, monke
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
     executor = _RecordingExecutor()
     app.run([], tmp_path / "out", _load(tmp_path), executor=executor)
-    assert executor.config.detector_chosen and executor.config.stages["detect"].backend == "classic"
+    assert executor.config.detector_chosen and executor.config.stages["detect"].backend == "centre"
     assert executor.config.stages["detect"].params == {}

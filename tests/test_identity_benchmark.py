@@ -408,8 +408,8 @@ def test_a_fusion_fit_records_the_detector_and_models_directory_it_ran_with(tmp_
     from training.site_windows import detector_in_use
 
     monkeypatch.setenv("GAITSCOPE_MODELS", str(tmp_path / "my models"))
-    assert detector_in_use([]).startswith("classic ")
-    assert detector_in_use(["detect.backend=classic", "detect.weights=null"]) == "classic"
+    assert detector_in_use([]).startswith("centre (no third-party model")
+    assert detector_in_use(["detect.backend=classic"]) == "classic"
     (tmp_path / "my models" / "yolox_nano").mkdir(parents=True)
     (tmp_path / "my models" / "yolox_nano" / "yolox_nano.onnx").write_bytes(b"\0" * 16)
     assert detector_in_use([]).startswith("yolox (YOLOX-Nano")
