@@ -989,8 +989,9 @@ def test_shipped_score_fusions_match_their_manifests_and_the_models_their_recipe
         # the detector the fit ran (recorded since manifests name it; before, auto always ran the classic
         # one) is what the recipe pins, unless auto found a third-party model (named in the fit command)
         recorded = manifest.get("detector", "classic").split(" ")[0]
-        pinned = [o.split("=", 1)[1] for o in manifest["config"].get("overrides", []) if o.startswith("detect.backend=")]
-        assert pinned == [recorded] if pinned else recorded not in ("classic", "centre"), manifest_path.name
+        overrides = manifest["config"].get("overrides", [])
+        pinned = [o.split("=", 1)[1] for o in overrides if o.startswith("detect.backend=")]
+        assert (pinned == [recorded]) if pinned else (recorded not in ("classic", "centre")), manifest_path.name
         for override in manifest["config"].get("overrides", []):
             key, value = override.split("=", 1)
             if not key.endswith("weights"):

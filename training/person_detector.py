@@ -101,7 +101,8 @@ def extract_site(scene: Path, every: int, warmup: int, min_visible: float, min_h
             background.learn(None if background.frames_seen <= warmup else protect)
             if background.frames_seen <= warmup or index % every:
                 continue
-            small = image if background.scale == 1.0 else cv2.resize(image, foreground.shape[::-1], interpolation=cv2.INTER_AREA)
+            small = image if background.scale == 1.0 else cv2.resize(image, foreground.shape[::-1],
+                                                                      interpolation=cv2.INTER_AREA)
             sample = len(images)
             images.append(np.ascontiguousarray(small[..., ::-1]))
             foregrounds.append(foreground)
@@ -323,7 +324,8 @@ def train(config: dict) -> dict:
                                eval_height)
     log.info("classic detector on the validation frames: %s", classic)
     model = PersonCentreNet(CentreNetConfig.from_dict(config))
-    optimiser = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]),
+                                  weight_decay=float(config["weight_decay"]))
     iterations, batch = int(config["iterations"]), int(config["batch"])
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=float(config["lr"]), total_steps=iterations)
     best, history, started = None, [], time.time()
@@ -360,7 +362,8 @@ def train(config: dict) -> dict:
                  "val_samples": int(len(val_set.images)), "val_people": int(len(val_set.boxes)),
                  "description": "rendered multi-camera sites (synth.scene) with other seeds than the identity "
                                 "benchmark's: frames, MOG2 foreground and ground-truth visible boxes"},
-        "metrics": {"kept": best, "classic_detector": classic, "min_height": eval_height, "seconds": round(time.time() - started, 1)},
+        "metrics": {"kept": best, "classic_detector": classic, "min_height": eval_height,
+                    "seconds": round(time.time() - started, 1)},
         "history": history,
     }
     output.with_suffix(".json").write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")

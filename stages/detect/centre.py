@@ -27,7 +27,8 @@ from stages.model_files import ModelFileError
 
 FORMAT = "gaitscope.person_centrenet/1"
 NMS_IOU = 0.5  # between the boxes of the full-size and the half-size pass
-_RETRAIN = "restore weights/person_centrenet.pt or train it: python -m training.person_detector --config configs/train/person_detector.yaml"
+_RETRAIN = ("restore weights/person_centrenet.pt or train it: "
+            "python -m training.person_detector --config configs/train/person_detector.yaml")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "person_centrenet.pt"
 # The background model's settings the network was trained with (the classic detector's defaults).
 BACKGROUND = {
@@ -185,8 +186,8 @@ class CentreNetDetector:
         boxes, scores = self._pass(image_rgb, foreground)
         height, width = foreground.shape
         half = (max(1, width // 2), max(1, height // 2))
-        large, large_scores = self._pass(cv2.resize(image_rgb, half, interpolation=cv2.INTER_AREA),
-                                         cv2.resize(foreground.view(np.uint8), half, interpolation=cv2.INTER_NEAREST) > 0)
+        half_foreground = cv2.resize(foreground.view(np.uint8), half, interpolation=cv2.INTER_NEAREST) > 0
+        large, large_scores = self._pass(cv2.resize(image_rgb, half, interpolation=cv2.INTER_AREA), half_foreground)
         large = large * np.float32(2.0)
         keep = large[:, 3] - large[:, 1] >= self.large_from * height
         boxes, scores = np.concatenate([boxes, large[keep]]), np.concatenate([scores, large_scores[keep]])

@@ -37,7 +37,8 @@ class CentreNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> CentreNetConfig:
-        return cls(widths=tuple(int(w) for w in d["widths"]), context_dilations=tuple(int(x) for x in d["context_dilations"]))
+        return cls(widths=tuple(int(w) for w in d["widths"]),
+                   context_dilations=tuple(int(x) for x in d["context_dilations"]))
 
 
 def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
