@@ -142,7 +142,13 @@ def test_the_shipped_default_gives_yolox_what_the_yolox_config_gives(monkeypatch
     assert found.stages == named.stages
     assert found.stages["track"].backend == "botsort" and found.stages["track"].params["split_recheck_after"] == 4
     assert found.stages["gallery"].params["scores"] == "weights/score_fusion_yolox.params.json"
-    classic, _ = app.choose_detector(default)
+    # without any model file: the shipped centre detector, with the score fusion fitted on its tracks
+    centre, _ = app.choose_detector(default)
+    assert centre.stages["detect"].backend == "centre"
+    assert centre.stages["gallery"].params["scores"] == "weights/score_fusion_centre.params.json"
+    assert {k: v for k, v in centre.stages.items() if k not in ("detect", "gallery")} == {
+        k: v for k, v in default.stages.items() if k not in ("detect", "gallery")}
+    classic = default.with_detector("classic", {})  # no settings of its own: the sections as written
     assert {k: v for k, v in classic.stages.items() if k != "detect"} == {
         k: v for k, v in default.stages.items() if k != "detect"}
 
