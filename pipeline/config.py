@@ -179,6 +179,16 @@ def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
     return merge_sections(read_yaml(path.parent / base, (*_chain, resolved)), data)
 
 
+def read_recipe(path: str | Path, overrides: list[str]) -> dict[str, Any]:
+    """A training recipe (``_base_`` resolved) with the command line's flat ``KEY=VALUE`` overrides, each
+    value parsed as YAML."""
+    recipe = read_yaml(path)
+    for item in overrides:
+        key, _, value = item.partition("=")
+        recipe[key] = parse_yaml(value, f"--set {short_repr(key)}")
+    return recipe
+
+
 def short_repr(value: Any) -> str:
     """A bounded repr of a config value for messages (never expands a large or shared structure)."""
     return _REPR.repr(value)

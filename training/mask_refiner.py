@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import read_yaml
+from pipeline.config import read_recipe
 from stages.segment.refine import REFINE_SIZE, MaskRefiner, RefinerConfig, refiner_inputs, save_refiner
 
 log = logging.getLogger("training.mask_refiner")
@@ -229,13 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    import yaml
-
-    config = read_yaml(args.config)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        config[key] = yaml.safe_load(value)
-    manifest = train(config)
+    manifest = train(read_recipe(args.config, args.set))
     print(json.dumps(manifest["metrics"], indent=2))
     return 0
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from pipeline.config import read_yaml
+from pipeline.config import read_recipe
 from stages.detect.background import BackgroundModel
 from stages.detect.centre import BACKGROUND, save_detector
 from stages.detect.centre_net import STRIDE, CentreNetConfig, PersonCentreNet, decode_centres, network_input
@@ -237,22 +237,20 @@ def corrupted_foreground(foreground: np.ndarray, rng: np.random.Generator, confi
     return foreground > 0
 
 
-def batch_tensors(samples: Samples, rows: np.ndarray, rng: np.random.Generator | None, config: dict
+def batch_tensors(samples: Samples, rows: np.ndarray, rng: np.random.Generator, config: dict
                   ) -> tuple[torch.Tensor, ...]:
-    """Inputs and targets of the given samples: whole frames, or with ``rng`` random windows of them
-    (`zoomed`), mirrored and jittered."""
+    """Inputs and targets of random windows of the given samples (`zoomed`), mirrored and jittered."""
     inputs, heatmaps, sizes, offsets, centres = [], [], [], [], []
     for i in rows:
-        image, foreground, boxes = samples.images[i], samples.foreground[i], samples.boxes_of(int(i)).copy()
-        if rng is not None:
-            image, foreground, boxes = zoomed(image, foreground, boxes, rng, config)
-            if rng.random() < 0.5:
-                image, foreground = image[:, ::-1], foreground[:, ::-1]
-                width = image.shape[1]
-                boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
-            gain, shift = rng.uniform(0.7, 1.3), rng.uniform(-25, 25)
-            image = np.clip(image.astype(np.float32) * gain + shift, 0, 255).astype(np.uint8)
-            foreground = corrupted_foreground(foreground, rng, config)
+        image, foreground, boxes = zoomed(samples.images[i], samples.foreground[i], samples.boxes_of(int(i)).copy(),
+                                          rng, config)
+        if rng.random() < 0.5:
+            image, foreground = image[:, ::-1], foreground[:, ::-1]
+            width = image.shape[1]
+            boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
+        gain, shift = rng.uniform(0.7, 1.3), rng.uniform(-25, 25)
+        image = np.clip(image.astype(np.float32) * gain + shift, 0, 255).astype(np.uint8)
+        foreground = corrupted_foreground(foreground, rng, config)
         x = network_input(np.ascontiguousarray(image), np.ascontiguousarray(foreground))
         out_shape = (x.shape[1] // STRIDE, x.shape[2] // STRIDE)
         heatmap, size, offset, centre = centre_targets(boxes, out_shape, float(config["spread"]))
@@ -298,8 +296,8 @@ def evaluate(model: PersonCentreNet, samples: Samples, thresholds: list[float], 
     found = []
     with torch.inference_mode():
         for start in range(0, len(samples.images), 16):
-            rows = np.arange(start, min(start + 16, len(samples.images)))
-            x = batch_tensors(samples, rows, None, {"spread": 6.0})[0]
+            rows = range(start, min(start + 16, len(samples.images)))
+            x = torch.from_numpy(np.stack([network_input(samples.images[i], samples.foreground[i]) for i in rows]))
             logits, size, offset = model(x)
             probs = torch.sigmoid(logits)[:, 0].numpy()
             for j in range(len(rows)):
@@ -376,11 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config = read_yaml(args.config)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        config[key] = yaml.safe_load(value)
-    manifest = train(config)
+    manifest = train(read_recipe(args.config, args.set))
     print(json.dumps(manifest["metrics"], indent=2))
     return 0
 

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from evaluation.rerank import (
     KReciprocalReranker,
@@ -36,7 +35,7 @@ from evaluation.rerank import (
     format_table,
     initial_scores,
 )
-from pipeline.config import read_yaml
+from pipeline.config import read_recipe
 from stages.checkpoints import sha256_of
 from stages.gait.distance import part_distance
 from stages.rerank.model import CarGait, PairClassifier, ranking_loss, strip_euclidean
@@ -292,11 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="YAML file with TrainConfig keys")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     args = parser.parse_args(argv)
-    raw = read_yaml(_path(args.config))  # _base_ inheritance resolved
+    raw = read_recipe(_path(args.config), args.set)  # _base_ inheritance resolved
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        raw[key] = yaml.safe_load(value)
     unknown = set(raw) - set(fields)
     if unknown:
         parser.error(f"unknown config keys {sorted(unknown)}; valid: {sorted(fields)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import supervision as sv
 
 _FOREGROUND = 255  # MOG2 marks foreground 255 and shadows 127 (with detectShadows)
 _EXPOSURE_INLIER = 20.0  # grey levels: a grid pixel within this of the gain's prediction is scene
@@ -231,3 +232,13 @@ def box_pixels(box_xyxy: np.ndarray, frame_size: tuple[int, int]) -> tuple[int, 
     x2 = min(max(int(np.ceil(box_xyxy[2])), 0), width)
     y2 = min(max(int(np.ceil(box_xyxy[3])), 0), height)
     return x1, y1, x2, y2
+
+
+def no_people(frame_size: tuple[int, int]) -> sv.Detections:
+    """The detections of a frame without people, for the detectors that give masks: (0, H, W) of them."""
+    return sv.Detections(
+        xyxy=np.zeros((0, 4), dtype=np.float32),
+        mask=np.zeros((0, *frame_size), dtype=bool),
+        confidence=np.zeros(0, dtype=np.float32),
+        class_id=np.zeros(0, dtype=int),
+    )

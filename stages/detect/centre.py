@@ -21,7 +21,7 @@ import torch
 
 from pipeline.messages import FrameResult
 from stages.checkpoints import sha256_of
-from stages.detect.background import BackgroundModel
+from stages.detect.background import BackgroundModel, no_people
 from stages.detect.centre_net import CentreNetConfig, PersonCentreNet, decode_centres, network_input
 from stages.model_files import ModelFileError
 
@@ -152,7 +152,7 @@ class CentreNetDetector:
         frame_size = (int(image.shape[0]), int(image.shape[1]))
         if model.frames_seen <= self.warmup_frames:
             model.learn()
-            return _empty(frame_size)
+            return no_people(frame_size)
         small = cv2.resize(image, foreground.shape[::-1], interpolation=cv2.INTER_AREA) if model.scale != 1.0 else image
         boxes, scores = self.people(small[..., ::-1], foreground)
         protect = np.zeros(foreground.shape, dtype=bool)
@@ -160,14 +160,14 @@ class CentreNetDetector:
             protect[max(y1, 0) : max(y2, 0), max(x1, 0) : max(x2, 0)] = True
         model.learn(protect)
         if not len(boxes):
-            return _empty(frame_size)
+            return no_people(frame_size)
         boxes = boxes * np.float32(model.scale)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, frame_size[1])
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, frame_size[0])
         tall = (boxes[:, 3] - boxes[:, 1] >= self.min_height) & (boxes[:, 2] > boxes[:, 0])
         boxes, scores = boxes[tall], scores[tall]
         if not len(boxes):
-            return _empty(frame_size)
+            return no_people(frame_size)
         full = cv2.resize(foreground.view(np.uint8), frame_size[::-1], interpolation=cv2.INTER_NEAREST) > 0
         masks = np.zeros((len(boxes), *frame_size), dtype=bool)
         for i, (x1, y1, x2, y2) in enumerate(np.round(boxes).astype(int)):
@@ -203,12 +203,3 @@ class CentreNetDetector:
             heatmap, size, offset = self.model(x)
         return decode_centres(torch.sigmoid(heatmap)[0, 0].numpy(), size[0].numpy(), offset[0].numpy(),
                               self.score_threshold)
-
-
-def _empty(frame_size: tuple[int, int]) -> sv.Detections:
-    return sv.Detections(
-        xyxy=np.zeros((0, 4), dtype=np.float32),
-        mask=np.zeros((0, *frame_size), dtype=bool),
-        confidence=np.zeros(0, dtype=np.float32),
-        class_id=np.zeros(0, dtype=int),
-    )

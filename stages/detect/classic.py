@@ -21,7 +21,7 @@ import numpy as np
 import supervision as sv
 
 from pipeline.messages import GROUP_PART, FrameResult
-from stages.detect.background import BackgroundModel, paste_mask
+from stages.detect.background import BackgroundModel, no_people, paste_mask
 from stages.detect.person_size import PersonSizeModel, SizeLine, cover, several_people
 
 _TYPICAL_FILL = 0.6  # foreground fraction of a walking person's box; confidence = fill / this
@@ -165,7 +165,7 @@ class ClassicDetector:
             # The warm-up learns everything, people included: ghosts of people present at the
             # start fade fastest while MOG2's learning rate is still high.
             model.learn()
-            return _empty(frame_size)
+            return no_people(frame_size)
         size = None
         if self.split_by_size:
             size = self._sizes.get(source_id)
@@ -182,7 +182,7 @@ class ClassicDetector:
         if size is not None:
             size.observe(np.array([[b.x1, b.y1, b.x2, b.y2] for b in blobs], np.float64), foreground.shape)
         if not blobs:
-            return _empty(frame_size)
+            return no_people(frame_size)
         scale = model.scale
         boxes = np.array([[b.x1 * scale, b.y1 * scale, b.x2 * scale, b.y2 * scale] for b in blobs], dtype=np.float32)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, frame_size[1])
@@ -348,12 +348,3 @@ def _boxes_mask(blobs: list[_Blob], shape: tuple[int, ...]) -> np.ndarray:
     for blob in blobs:
         mask[blob.y1 : blob.y2, blob.x1 : blob.x2] = True
     return mask
-
-
-def _empty(frame_size: tuple[int, int]) -> sv.Detections:
-    return sv.Detections(
-        xyxy=np.zeros((0, 4), dtype=np.float32),
-        mask=np.zeros((0, *frame_size), dtype=bool),
-        confidence=np.zeros(0, dtype=np.float32),
-        class_id=np.zeros(0, dtype=int),
-    )
