@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -618,6 +619,56 @@ def test_the_replay_fit_decides_over_shifted_camera_clocks_and_records_the_emitt
     assert replayed.count(True) == 2 and replayed.count(False) == 4  # each threshold: emitted + two shifted orders
     assert fit["threshold"] == 1.0 and fit["orders"]["count"] == 2
     assert fit["emitted_order_choice"]["threshold"] == 0.0 and fit["fit_sites"] == [{"f1": 0.7, "identities": 12, "truth": 12}]
+
+
+def test_the_replay_fit_chooses_the_fewest_frames_to_enrol_with_the_threshold_and_the_matcher_uses_it(
+        monkeypatch, tmp_path, scores_file):
+    import training.fusion as fusion
+    from evaluation.identity.runs import EnrolOrders
+    from stages.gallery.scoring import ENROL_FRAMES
+    from training.site_windows import SiteWindows
+
+    n = 4
+    site = SiteWindows("s", np.array(["a", "b"] * 2), np.arange(n), np.zeros(n, int), np.ones(n, bool),
+                       np.arange(n) - 1.0, np.arange(n, dtype=float), np.zeros(n, bool), np.zeros((n, 2, 2)),
+                       np.zeros(n, bool), np.zeros((n, 3)), np.arange(n), np.zeros(n), np.ones(n), np.full(n, np.nan),
+                       {"gait": "g"})
+    seen = []
+
+    def replay(trial_site, fps, model, options, consolidate=(None,)):
+        frames = options["min_enrol_frames"]
+        seen.append((model.thresholds["link:k"], frames))
+        # 40 frames links as well as 20 and leaves one identity per person: the tie goes to it
+        f1, identities = {20: (0.9, 14), 40: (0.9, 12), 80: (0.7, 12)}[frames]
+        return [{"f1": f1, "identities": identities, "truth": 12} for _ in consolidate]
+
+    monkeypatch.setattr(fusion, "replay_auto_enrol", replay)
+    model = ScoreModel(scores={}, fusions={}, thresholds={"link:k": 0.0}, target_far=0.01, models={})
+    fit = fusion.fit_link_by_replay([(site, 25.0)], model, "k", {"min_enrol_frames": 5}, (0.0,), consolidate=(None,),
+                                    orders=EnrolOrders(count=0), choice=fusion.ReplayChoice(0.01, "identities"),
+                                    min_enrol_frames=(80, 20, 40))
+    assert sorted(seen) == [(0.0, 20), (0.0, 40), (0.0, 80)]
+    assert fit["min_enrol_frames"] == 40 and fit["emitted_order_choice"]["min_enrol_frames"] == 40
+
+    # the matcher takes the fitted value for its decision unless min_enrol_frames is configured
+    fitted = ScoreModel.load(scores_file)
+    key = ScoreModel.threshold_key("fused", "euc", "mean")  # the decision of a matcher without re-ranker
+    fitted = dataclasses.replace(fitted, thresholds={**fitted.thresholds, f"{ENROL_FRAMES}:{key}": 40})
+    fitted.save(tmp_path / "fitted.params.json")
+    matcher = GalleryMatcher(gallery=str(tmp_path / "g"), scores=str(tmp_path / "fitted.params.json"), auto_enrol=True,
+                             reranker="none")
+    configured = GalleryMatcher(gallery=str(tmp_path / "g2"), scores=str(tmp_path / "fitted.params.json"),
+                                auto_enrol=True, reranker="none", min_enrol_frames=10)
+    unfitted = GalleryMatcher(gallery=str(tmp_path / "g3"), scores=scores_file, auto_enrol=True, reranker="none")
+    try:
+        scorer = matcher.scorer
+        assert scorer.threshold_key() == key
+        assert matcher.enrol_min_frames(scorer) == 40
+        assert configured.enrol_min_frames(configured.scorer) == 10
+        assert unfitted.enrol_min_frames(unfitted.scorer) == 20
+    finally:
+        for m in (matcher, configured, unfitted):
+            m.close()
 
 
 def test_the_fusion_fit_embeds_its_sites_with_the_recipes_pipeline_overrides(monkeypatch):

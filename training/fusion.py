@@ -21,7 +21,8 @@ track's pooled embeddings, an identity's entries are all windows of its other tr
    ``replay_thresholds`` (default ``REPLAY_THRESHOLDS``) and the track-pair simulation's choice;
    each site is replayed as emitted and in ``replay_orders`` (``count``, ``max_offset_s``, ``seed``)
    orders with shifted camera clocks, and the mean over all of them decides (``replay_choice``:
-   which of the pairs tied for best, ``ReplayChoice``).
+   which of the pairs tied for best, ``ReplayChoice``); a recipe's ``replay_min_enrol_frames``
+   (the fewest frames of a track that may start an identity) is chosen with them from its list.
 
 The held-out sites (``eval_sites``) are scored with the fitted parameters: closed-set Rank-1
 (same / changed outfit), open-set detection-and-identification rate at the target false-accept
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -54,6 +56,7 @@ from stages.gallery.matching import SourceCentring, appearance_spread, pool
 from stages.gallery.scoring import (
     AGGREGATES,
     CONSOLIDATE,
+    ENROL_FRAMES,
     MIXED_SPREAD,
     MODALITIES,
     Fusion,
@@ -61,7 +64,7 @@ from stages.gallery.scoring import (
     ScoreModel,
     threshold_at_far,
 )
-from stages.gallery.stage import DEFAULT_RERANKER
+from stages.gallery.stage import DEFAULT_MIN_ENROL_FRAMES, DEFAULT_RERANKER
 from stages.model_files import ENV_VAR as MODELS_ENV
 from training.site_windows import SiteWindows, detector_in_use, embedding_versions, site_fps, site_windows
 
@@ -393,20 +396,23 @@ CONSOLIDATE_THRESHOLDS = (None, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 
 @dataclass(frozen=True)
 class ReplayTrial:
-    """One pair of thresholds replayed on the fitting sites: the mean over the replays (a site in one
-    order) of the link F1 and of |identities - people|, and each replay's link stats."""
+    """One pair of thresholds (and the fewest frames that may start an identity) replayed on the
+    fitting sites: the mean over the replays (a site in one order) of the link F1 and of
+    |identities - people|, and each replay's link stats."""
 
     f1: float
     identity_error: float
     threshold: float
     consolidate: float | None
     stats: list
+    min_enrol_frames: int = DEFAULT_MIN_ENROL_FRAMES
 
     @classmethod
-    def of(cls, stats: list[dict], threshold: float, consolidate: float | None) -> ReplayTrial:
+    def of(cls, stats: list[dict], threshold: float, consolidate: float | None,
+           min_enrol_frames: int = DEFAULT_MIN_ENROL_FRAMES) -> ReplayTrial:
         f1 = float(np.mean([x["f1"] for x in stats]))
         error = float(np.mean([abs(x["identities"] - x["truth"]) for x in stats]))
-        return cls(f1, error, threshold, consolidate, stats)
+        return cls(f1, error, threshold, consolidate, stats, min_enrol_frames)
 
 
 PREFERENCES = ("cautious", "identities")
@@ -418,8 +424,8 @@ class ReplayChoice:
     ``tolerance`` of the best mean link F1 count as tied; of those, ``prefer: identities`` takes the one
     whose identity count is nearest the people's (auto-enrolment's second measure), then the most
     cautious; ``prefer: cautious`` the most cautious alone: the highest linking threshold, then the
-    highest consolidation threshold (none above all), because a wrong link mixes two people for good
-    while a missed one can still be consolidated later.
+    highest consolidation threshold (none above all), then the most frames to start an identity,
+    because a wrong link mixes two people for good while a missed one can still be consolidated later.
 
     F1 differences of 0.01 are within enrolment-order noise: one fitting site replayed in five orders
     (camera clocks shifted by up to 3 s) spans 0.77-0.84 with the same thresholds."""
@@ -444,8 +450,8 @@ class ReplayChoice:
         top = max(x.f1 for x in trials)
         tied = [x for x in trials if x.f1 >= top - self.tolerance]
 
-        def cautious(x: ReplayTrial) -> tuple[float, float]:
-            return (-x.threshold, -np.inf if x.consolidate is None else -x.consolidate)
+        def cautious(x: ReplayTrial) -> tuple[float, float, int]:
+            return (-x.threshold, -np.inf if x.consolidate is None else -x.consolidate, -x.min_enrol_frames)
 
         if self.prefer == "identities":
             return min(tied, key=lambda x: (round(x.identity_error, 6), *cautious(x)))
@@ -454,13 +460,15 @@ class ReplayChoice:
 
 def fit_link_by_replay(sites: list[tuple[SiteWindows, float]], model: ScoreModel, key: str, options: dict,
                        candidates: tuple[float, ...], consolidate: tuple[float | None, ...] = CONSOLIDATE_THRESHOLDS,
-                       orders: EnrolOrders = EnrolOrders(), choice: ReplayChoice = ReplayChoice()) -> dict:
-    """The linking threshold (new identities at or below it) and the consolidation threshold (None:
-    none) with the best mean link F1 when the matcher itself replays the fitting sites, in their emitted
-    order and in ``orders.count`` orders with shifted camera clocks (online enrolment depends on which
-    sighting of a person comes first, and one order's F1 surface is flat enough for that to pick the
-    winner). Of the settings tied for best, ``choice`` picks one; the choice on the emitted order
-    alone is recorded beside it."""
+                       orders: EnrolOrders = EnrolOrders(), choice: ReplayChoice = ReplayChoice(),
+                       min_enrol_frames: tuple[int, ...] = (DEFAULT_MIN_ENROL_FRAMES,)) -> dict:
+    """The linking threshold (new identities at or below it), the consolidation threshold (None:
+    none) and the fewest frames of a track that may start an identity (of ``min_enrol_frames``) with
+    the best mean link F1 when the matcher itself replays the fitting sites, in their emitted order and
+    in ``orders.count`` orders with shifted camera clocks (online enrolment depends on which sighting
+    of a person comes first, and one order's F1 surface is flat enough for that to pick the winner).
+    Of the settings tied for best, ``choice`` picks one; the choice on the emitted order alone is
+    recorded beside it."""
     replays = []  # (site in one order, fps, whether it is the emitted order)
     for site, fps in sites:
         replays.append((site, fps, True))
@@ -471,23 +479,28 @@ def fit_link_by_replay(sites: list[tuple[SiteWindows, float]], model: ScoreModel
         return [x for x, (*_, first) in zip(stats, replays) if first]
 
     trials, emitted_trials = [], []
-    for t in sorted(set(candidates)):
+    for t, frames in itertools.product(sorted(set(candidates)), sorted(set(min_enrol_frames))):
         trial = dataclasses.replace(model, thresholds={**model.thresholds, f"link:{key}": t, f"enrol:{key}": t})
-        per_replay = [replay_auto_enrol(site, fps, trial, options, consolidate=consolidate) for site, fps, _ in replays]
+        trial_options = {**options, "min_enrol_frames": int(frames)}
+        per_replay = [replay_auto_enrol(site, fps, trial, trial_options, consolidate=consolidate)
+                      for site, fps, _ in replays]
         for i, c in enumerate(consolidate):
             stats = [runs[i] for runs in per_replay]
-            trial_scores = ReplayTrial.of(stats, float(t), c)
-            log.info("replay %s threshold %.2f, consolidate %s: link F1 %.3f, identities off by %.1f, over %d orders",
-                     key, t, c, trial_scores.f1, trial_scores.identity_error, orders.count + 1)
+            trial_scores = ReplayTrial.of(stats, float(t), c, int(frames))
+            log.info("replay %s threshold %.2f, consolidate %s, %d frames to enrol: link F1 %.3f, identities off by "
+                     "%.1f, over %d orders", key, t, c, frames, trial_scores.f1, trial_scores.identity_error,
+                     orders.count + 1)
             trials.append(trial_scores)
-            emitted_trials.append(ReplayTrial.of(emitted(stats), float(t), c))
+            emitted_trials.append(ReplayTrial.of(emitted(stats), float(t), c, int(frames)))
     chosen = choice.best(trials)
     emitted_choice = choice.best(emitted_trials)
     return {"threshold": round(chosen.threshold, 4), "enrol_below": round(chosen.threshold, 4),
             "consolidate": None if chosen.consolidate is None else round(chosen.consolidate, 4),
+            "min_enrol_frames": chosen.min_enrol_frames,
             "fit_sites": emitted(chosen.stats), "method": "replay",
             "orders": {**dataclasses.asdict(orders), "mean_f1": round(chosen.f1, 4)},
             "emitted_order_choice": {"threshold": emitted_choice.threshold, "consolidate": emitted_choice.consolidate,
+                                     "min_enrol_frames": emitted_choice.min_enrol_frames,
                                      "mean_f1": round(emitted_choice.f1, 4)}}
 
 
@@ -591,6 +604,11 @@ def fit(config: dict, config_path: str) -> dict:
     replay_thresholds = tuple(float(t) for t in config.get("replay_thresholds", REPLAY_THRESHOLDS))
     replay_orders = EnrolOrders.from_dict(config.get("replay_orders") or {}, "replay_orders")
     replay_choice = ReplayChoice.from_dict(config.get("replay_choice") or {})
+    # the fewest frames of a track that may start an identity, chosen with the linking threshold where the
+    # recipe lists several; a recipe without the key keeps the matcher's default and stores none
+    enrol_frames = tuple(int(n) for n in config.get("replay_min_enrol_frames", (DEFAULT_MIN_ENROL_FRAMES,)))
+    if not enrol_frames or min(enrol_frames) < 0:
+        raise ValueError(f"replay_min_enrol_frames must list frame counts >= 0, got {list(enrol_frames)}")
     overrides = [str(o) for o in config.get("overrides") or []]  # pipeline settings of the embedding models
     current = embedding_versions(overrides)  # windows cached from other models are embedded again
     fit_sites = [site_windows(PROJECT_ROOT / p, cache, current, overrides) for p in config["sites"]]
@@ -670,13 +688,16 @@ def fit(config: dict, config_path: str) -> dict:
         options = replay_options(rescorer_files.get(scorer, "none"), prior)
         link = fit_link_by_replay([(s, fps[s.site]) for s in fit_sites], model, key, options,
                                   (*replay_thresholds, thresholds["link:" + key]), orders=replay_orders,
-                                  choice=replay_choice)
+                                  choice=replay_choice, min_enrol_frames=enrol_frames)
         model.thresholds["link:" + key] = thresholds["link:" + key] = link["threshold"]
         model.thresholds["enrol:" + key] = thresholds["enrol:" + key] = link["enrol_below"]
         if link["consolidate"] is not None:
             model.thresholds[f"{CONSOLIDATE}:{key}"] = thresholds[f"{CONSOLIDATE}:{key}"] = link["consolidate"]
-        link["held_out_sites"] = [replay_auto_enrol(s, fps[s.site], model, options, consolidate=(link["consolidate"],))[0]
-                                  for s in eval_sites]
+        if "replay_min_enrol_frames" in config:
+            model.thresholds[f"{ENROL_FRAMES}:{key}"] = thresholds[f"{ENROL_FRAMES}:{key}"] = link["min_enrol_frames"]
+        held_options = {**options, "min_enrol_frames": link["min_enrol_frames"]}
+        link["held_out_sites"] = [replay_auto_enrol(s, fps[s.site], model, held_options,
+                                                    consolidate=(link["consolidate"],))[0] for s in eval_sites]
         measured[key]["auto_enrol"] = {**link, "simulated": measured[key]["auto_enrol"]}
     return {"model": model, "measured": measured, "seconds": round(time.time() - t0, 1),
             "sites": [s.site for s in fit_sites], "eval_sites": [s.site for s in eval_sites],

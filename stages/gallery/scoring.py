@@ -32,6 +32,7 @@ MODES = ("fused", "gait", "appearance")
 AGGREGATES = ("best", "mean")
 CONSOLIDATE = "consolidate"  # threshold key prefix: fused log-odds two identities give each other to be merged
 MIXED_SPREAD = "spread:appearance"  # threshold key: appearance spread above which a track shows several people
+ENROL_FRAMES = "enrol_frames"  # threshold key prefix: the fewest frames of a track that may start an identity
 
 
 def sigmoid(z: np.ndarray | float) -> np.ndarray:
@@ -160,7 +161,8 @@ class ScoreModel:
     thresholds: "<mode>/<gait scorer>/<aggregate>" -> fused log-odds above which a candidate is
     accepted (set at ``target_far`` false accepts on the fitting sites); "link:<same>" -> the
     auto-enrol linking threshold; "enrol:<same>" -> the score at or below which an unmatched track
-    is a new identity; MIXED_SPREAD -> the appearance spread of a mixed track. models: embedding model
+    is a new identity; "enrol_frames:<same>" -> the fewest frames of a track that may start one (absent:
+    the matcher's default); MIXED_SPREAD -> the appearance spread of a mixed track. models: embedding model
     versions the distances were measured with ({"gait": ..., "appearance": ...}). source_prior: the
     per-source appearance centring the distances were measured with (None: raw embeddings).
     """

@@ -34,7 +34,7 @@ from stages.gallery.matching import (
     final_stretch_start,
     pool,
 )
-from stages.gallery.scoring import AGGREGATES, CONSOLIDATE, MIXED_SPREAD, MODES, ScoreModel
+from stages.gallery.scoring import AGGREGATES, CONSOLIDATE, ENROL_FRAMES, MIXED_SPREAD, MODES, ScoreModel
 from stages.gallery.search import GaitRescorer, load_gait_rescorer
 from stages.gallery.store import FORMAT, MODALITIES, EntryMeta, Gallery
 
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_RERANKER = WEIGHTS / "cargait_site.pt"
 DEFAULT_SCORES = WEIGHTS / "score_fusion.params.json"
+DEFAULT_MIN_ENROL_FRAMES = 20  # where the score fusion has no fitted value
 EMBEDDING_FIELD = {"gait": "gait_embedding", "appearance": "appearance_embedding"}
 
 
@@ -164,7 +165,8 @@ class GalleryMatcher:
     auto_enrol: a finished track that matched joins its identity; one that matched nobody with
         fused log-odds at most ``enrol_below`` (a confident unknown; None = fitted with the linking
         threshold for the best link F1, or the threshold when not fitted or overridden) and
-        spanning at least ``min_enrol_frames`` frames becomes a new identity ``<enrol_prefix>-NNNNN``.
+        spanning at least ``min_enrol_frames`` frames (None: the value fitted with the linking threshold,
+        else 20) becomes a new identity ``<enrol_prefix>-NNNNN``.
     merge: in auto-enrol mode, merge the runner-up identity into the matched one when the finished
         track's fused log-odds for it also exceed ``merge_above`` (None: the open-set threshold, at
         the target false-accept rate: stricter than linking).
@@ -225,7 +227,7 @@ class GalleryMatcher:
         source_prior: float = 20.0,
         auto_enrol: bool = False,
         enrol_below: float | None = None,
-        min_enrol_frames: int = 20,
+        min_enrol_frames: NonNegativeInt | None = None,
         merge: bool = True,
         merge_above: float | None = None,
         consolidate: bool = True,
@@ -362,6 +364,14 @@ class GalleryMatcher:
         if self.threshold_override is None and fitted is not None:
             return fitted
         return self.threshold(scorer)
+
+    def enrol_min_frames(self, scorer: IdentityScorer) -> int:
+        """The fewest frames of a confident unknown that may start an identity: the configured
+        ``min_enrol_frames``, else the one fitted with the linking threshold, else DEFAULT_MIN_ENROL_FRAMES."""
+        if self.min_enrol_frames is not None:
+            return int(self.min_enrol_frames)
+        fitted = self.score_model.thresholds.get(f"{ENROL_FRAMES}:{scorer.threshold_key()}")
+        return int(fitted) if fitted is not None else DEFAULT_MIN_ENROL_FRAMES
 
     def open_set_threshold(self, scorer: IdentityScorer) -> float | None:
         """The fitted open-set threshold (target false-accept rate), or the configured threshold."""
@@ -513,7 +523,7 @@ class GalleryMatcher:
             scorer = self.scorer_for(evidence.versions.get("gait", ""))
             below = self.enrol_threshold(scorer)
             confident_unknown = not ranked or below is None or ranked[0].fused <= below
-            if not confident_unknown or evidence.frames < self.min_enrol_frames:
+            if not confident_unknown or evidence.frames < self.enrol_min_frames(scorer):
                 return
             name, _ = self.gallery.enrol_new_identity(self.enrol_prefix, self._batches(evidence, ""))
             self._touched.add(name)
