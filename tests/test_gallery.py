@@ -638,16 +638,17 @@ def test_the_replay_fit_chooses_the_fewest_frames_to_enrol_with_the_threshold_an
     def replay(trial_site, fps, model, options, consolidate=(None,)):
         frames = options["min_enrol_frames"]
         seen.append((model.thresholds["link:k"], frames))
-        # 40 frames links as well as 20 and leaves one identity per person: the tie goes to it
-        f1, identities = {20: (0.9, 14), 40: (0.9, 12), 80: (0.7, 12)}[frames]
+        # 40 frames links as well as 20 and leaves one identity per person; so does 60, and of the two
+        # the fewer frames win; 80 links too little to be tied
+        f1, identities = {20: (0.9, 14), 40: (0.9, 12), 60: (0.895, 12), 80: (0.7, 12)}[frames]
         return [{"f1": f1, "identities": identities, "truth": 12} for _ in consolidate]
 
     monkeypatch.setattr(fusion, "replay_auto_enrol", replay)
     model = ScoreModel(scores={}, fusions={}, thresholds={"link:k": 0.0}, target_far=0.01, models={})
     fit = fusion.fit_link_by_replay([(site, 25.0)], model, "k", {"min_enrol_frames": 5}, (0.0,), consolidate=(None,),
                                     orders=EnrolOrders(count=0), choice=fusion.ReplayChoice(0.01, "identities"),
-                                    min_enrol_frames=(80, 20, 40))
-    assert sorted(seen) == [(0.0, 20), (0.0, 40), (0.0, 80)]
+                                    min_enrol_frames=(80, 60, 20, 40))
+    assert sorted(seen) == [(0.0, 20), (0.0, 40), (0.0, 60), (0.0, 80)]
     assert fit["min_enrol_frames"] == 40 and fit["emitted_order_choice"]["min_enrol_frames"] == 40
 
     # the matcher takes the fitted value for its decision unless min_enrol_frames is configured
