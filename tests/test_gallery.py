@@ -592,16 +592,21 @@ def test_replay_choice_rejects_unknown_keys_and_preferences():
         ReplayChoice.from_dict({"prefer": "fewest"})
 
 
-def test_the_replay_fit_decides_over_shifted_camera_clocks_and_records_the_emitted_orders_choice(monkeypatch):
-    import training.fusion as fusion
-    from evaluation.identity.runs import EnrolOrders
+def _interleaved_site(n: int):
+    """A site of ``n`` one-window tracks, two cameras' in turn, for replays whose link stats are stubbed."""
     from training.site_windows import SiteWindows
 
-    n = 6  # two cameras' windows, interleaved in time
-    site = SiteWindows("s", np.array(["a", "b"] * 3), np.arange(n), np.zeros(n, int), np.ones(n, bool),
+    return SiteWindows("s", np.array(["a", "b"] * (n // 2)), np.arange(n), np.zeros(n, int), np.ones(n, bool),
                        np.arange(n) - 1.0, np.arange(n, dtype=float), np.zeros(n, bool), np.zeros((n, 2, 2)),
                        np.zeros(n, bool), np.zeros((n, 3)), np.arange(n), np.zeros(n), np.ones(n), np.full(n, np.nan),
                        {"gait": "g"})
+
+
+def test_the_replay_fit_decides_over_shifted_camera_clocks_and_records_the_emitted_orders_choice(monkeypatch):
+    import training.fusion as fusion
+    from evaluation.identity.runs import EnrolOrders
+
+    site = _interleaved_site(6)
     replayed = []
 
     def replay(trial_site, fps, model, options, consolidate=(None,)):
@@ -626,13 +631,8 @@ def test_the_replay_fit_chooses_the_fewest_frames_to_enrol_with_the_threshold_an
     import training.fusion as fusion
     from evaluation.identity.runs import EnrolOrders
     from stages.gallery.scoring import ENROL_FRAMES
-    from training.site_windows import SiteWindows
 
-    n = 4
-    site = SiteWindows("s", np.array(["a", "b"] * 2), np.arange(n), np.zeros(n, int), np.ones(n, bool),
-                       np.arange(n) - 1.0, np.arange(n, dtype=float), np.zeros(n, bool), np.zeros((n, 2, 2)),
-                       np.zeros(n, bool), np.zeros((n, 3)), np.arange(n), np.zeros(n), np.ones(n), np.full(n, np.nan),
-                       {"gait": "g"})
+    site = _interleaved_site(4)
     seen = []
 
     def replay(trial_site, fps, model, options, consolidate=(None,)):

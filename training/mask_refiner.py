@@ -13,11 +13,8 @@ mask IoU is kept. Mask IoU is scored inside the box, where the segmenter's mask 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import read_recipe
 from stages.segment.refine import REFINE_SIZE, MaskRefiner, RefinerConfig, refiner_inputs, save_refiner
+from training.recipe_cli import command_line, recipe_main
 
 log = logging.getLogger("training.mask_refiner")
 SAMPLES_FORMAT = "gaitscope.mask_refiner_samples/2"
@@ -210,7 +207,7 @@ def train(config: dict) -> dict:
         "sha256": sha,
         "format": "gaitscope.mask_refiner/1",
         "trained": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python -m training.mask_refiner " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": command_line("training.mask_refiner"),
         "config": config,
         "data": {"train_sites": config["sites"], "val_sites": config["val_sites"],
                  "train_samples": int(len(train_set.target)), "val_samples": int(len(val_set.target)),
@@ -224,14 +221,7 @@ def train(config: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.mask_refiner", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="recipe YAML (configs/train/mask_refiner.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    manifest = train(read_recipe(args.config, args.set))
-    print(json.dumps(manifest["metrics"], indent=2))
-    return 0
+    return recipe_main("training.mask_refiner", __doc__, "configs/train/mask_refiner.yaml", train, argv)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,8 @@ on the same frames for comparison.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,10 +29,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from pipeline.config import read_recipe
 from stages.detect.background import BackgroundModel
 from stages.detect.centre import BACKGROUND, save_detector
 from stages.detect.centre_net import STRIDE, CentreNetConfig, PersonCentreNet, decode_centres, network_input
+from training.recipe_cli import command_line, recipe_main
 
 log = logging.getLogger("training.person_detector")
 SAMPLES_FORMAT = "gaitscope.person_detector_samples/1"
@@ -353,7 +350,7 @@ def train(config: dict) -> dict:
         "sha256": sha,
         "format": "gaitscope.person_centrenet/1",
         "trained": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python -m training.person_detector " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": command_line("training.person_detector"),
         "config": config,
         "data": {"train_sites": config["sites"], "val_sites": config["val_sites"],
                  "train_samples": int(len(train_set.images)), "train_people": int(len(train_set.boxes)),
@@ -369,14 +366,7 @@ def train(config: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.person_detector", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="recipe YAML (configs/train/person_detector.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    manifest = train(read_recipe(args.config, args.set))
-    print(json.dumps(manifest["metrics"], indent=2))
-    return 0
+    return recipe_main("training.person_detector", __doc__, "configs/train/person_detector.yaml", train, argv)
 
 
 if __name__ == "__main__":
