@@ -23,8 +23,8 @@ from pipeline.domains import NonNegativeInt, PositiveInt, UnitFloat
 from pipeline.messages import STARTS_TRACK, FrameResult
 from stages.crowding import CrowdedBoxes
 from stages.track_groups import GroupSplitter
-from stages.track_split import (SPLIT_CHECKS, SPLIT_DISTANCE, SPLIT_EVERY, SPLIT_RECHECK_DISTANCE, SPLIT_WEIGHTS,
-                                AppearanceSplitter)
+from stages.track_split import (SPLIT_CHECKS, SPLIT_CROSSING_DISTANCE, SPLIT_DISTANCE, SPLIT_EVERY,
+                                SPLIT_RECHECK_DISTANCE, SPLIT_WEIGHTS, AppearanceSplitter)
 
 # trackers expresses the lost-track buffer in 30 FPS frames and scales it by the frame rate it is
 # given; passing 30 makes the buffer a plain frame count, whatever the source's rate.
@@ -58,6 +58,11 @@ class ByteTrackStage:
         (``stages.track_split``: where a lost track comes back, it has often come back on someone
         else). 0: off.
     split_recheck_distance: the cosine distance for that check.
+    split_at_crossings: also split a track whose mean appearance after a crossing (a crowded box) lies
+        ``split_crossing_distance`` from its mean appearance before it (``stages.track_split``: where
+        two people's boxes touch, the crops drift from one to the other and the running reference
+        with them).
+    split_crossing_distance: the cosine distance between those two means.
     split_skip_crowded: the splitter does not check crowded boxes (``stages.crowding``: covered by
         another box, or much larger than the track's recent boxes), so the frames of a crossing do
         not move a track's reference. Off by default: purer tracks, fewer links (docs/detect.md).
@@ -83,6 +88,8 @@ class ByteTrackStage:
         split_every: PositiveInt = SPLIT_EVERY,
         split_recheck_after: NonNegativeInt = 0,
         split_recheck_distance: UnitFloat = SPLIT_RECHECK_DISTANCE,
+        split_at_crossings: bool = False,
+        split_crossing_distance: UnitFloat = SPLIT_CROSSING_DISTANCE,
         split_skip_crowded: bool = False,
         split_groups: bool = False,
         group_min_inside: UnitFloat = 0.7,
@@ -101,11 +108,13 @@ class ByteTrackStage:
         self._skipped: dict[str, int] = {}  # per source: frames skipped by the detector since its last pass
         self._confidence: dict[tuple[str, int], float] = {}  # (source, track id): last matched confidence
         self._splitter = _appearance_splitter(split_weights, split_distance, split_checks, split_every,
-                                              split_recheck_distance if split_recheck_after else None) \
+                                              split_recheck_distance if split_recheck_after else None,
+                                              split_crossing_distance if split_at_crossings else None,
+                                              split_skip_crowded) \
             if split_on_appearance else None
         self._recheck_after = split_recheck_after
         self._groups = GroupSplitter(group_min_inside, group_min_height) if split_groups else None
-        self._crowding = CrowdedBoxes() if split_skip_crowded else None
+        self._crowding = CrowdedBoxes() if split_skip_crowded or split_at_crossings else None
 
     def process(self, batch: list[FrameResult]) -> list[FrameResult]:
         return [self.track(item) for item in batch]
@@ -256,6 +265,8 @@ class BoTSORTStage(ByteTrackStage):
         split_every: PositiveInt = SPLIT_EVERY,
         split_recheck_after: NonNegativeInt = 0,
         split_recheck_distance: UnitFloat = SPLIT_RECHECK_DISTANCE,
+        split_at_crossings: bool = False,
+        split_crossing_distance: UnitFloat = SPLIT_CROSSING_DISTANCE,
         split_skip_crowded: bool = False,
         split_groups: bool = False,
         group_min_inside: UnitFloat = 0.7,
@@ -273,6 +284,8 @@ class BoTSORTStage(ByteTrackStage):
             split_every=split_every,
             split_recheck_after=split_recheck_after,
             split_recheck_distance=split_recheck_distance,
+            split_at_crossings=split_at_crossings,
+            split_crossing_distance=split_crossing_distance,
             split_skip_crowded=split_skip_crowded,
             split_groups=split_groups,
             group_min_inside=group_min_inside,
@@ -291,14 +304,15 @@ class BoTSORTStage(ByteTrackStage):
                               state_estimator_class=XYXYStateEstimator)
 
 
-def _appearance_splitter(weights: str, distance: float, checks: int, every: int,
-                         recheck_distance: float | None) -> AppearanceSplitter:
+def _appearance_splitter(weights: str, distance: float, checks: int, every: int, recheck_distance: float | None,
+                         crossing_distance: float | None, skip_crowded: bool) -> AppearanceSplitter:
     from stages.reid.stage import load_appearance_model
     from stages.silhouette import crop_box
 
     model, _ = load_appearance_model(weights or SPLIT_WEIGHTS)
     return AppearanceSplitter(model.embed_crops, crop_box, distance=distance, frames=checks, every=every,
-                              recheck_distance=recheck_distance)
+                              recheck_distance=recheck_distance, crossing_distance=crossing_distance,
+                              skip_crowded=skip_crowded)
 
 
 def _predicted_boxes(tracker: ByteTrackTracker | BoTSORTTracker) -> np.ndarray:

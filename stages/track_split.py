@@ -23,12 +23,23 @@ check to a stricter distance, ``recheck_distance``, and that one check alone spl
 person coming back looks like their reference, and the switch is cut where it happened instead of
 ``frames`` checks later.
 
+Where two people's boxes touch and the tracker carries on with the other one, the crops of the crossing
+drift from one look to the other, and a running reference drifts with them. With ``crossing_distance``
+set, the splitter also compares the track's recent appearance with its appearance from before, across
+a short gap: when the mean of the last ``CROSSING_AFTER`` checks lies further than ``crossing_distance``
+from the mean of the ``CROSSING_BEFORE`` checks before the gap, and a box of the track was crowded (shared
+with another person, ``stages.crowding``) at the end of that stretch or in the gap, the track is split
+there and then. Means of several checks are steadier than one check, so the bar can be far lower than
+the ordinary rule's; the crowding gate keeps one person who turns round, or walks into shade, in one
+track (most of the changes of one person's look away from others are not at a crossing, docs/detect.md).
+
 The first part of a track keeps the tracker's id; later parts get ids from ``SPLIT_ID_BASE`` up, per
 source, far above any id a tracker hands out, so ids stay unique within a source.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +59,11 @@ SPLIT_EVERY = 2
 # returns after 4+ frames lost on five rendered sites with YOLOX-Nano, 94 of 445 came back on someone
 # else; this distance cuts 61% of those and 9% of the right ones (docs/detect.md).
 SPLIT_RECHECK_DISTANCE = 0.35
+# The crossing rule (docs/detect.md, "Splitting at crossings"): checks before the gap, in it, and after it.
+CROSSING_BEFORE = 10
+CROSSING_GAP = 4
+CROSSING_AFTER = 6
+SPLIT_CROSSING_DISTANCE = 0.35
 SPLIT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "reid_synth.pt"
 
 
@@ -58,6 +74,10 @@ class _TrackAppearance:
     references: int = 0  # embeddings averaged into the reference so far (up to the warm-up)
     off: list[np.ndarray] = field(default_factory=list)  # consecutive embeddings far from the reference
     returned: bool = False  # back from being lost: the next check uses the stricter distance
+    # The part's latest checks for the crossing rule: (embedding, a box crowded since the check before).
+    recent: deque[tuple[np.ndarray, bool]] = field(
+        default_factory=lambda: deque(maxlen=CROSSING_BEFORE + CROSSING_GAP + CROSSING_AFTER))
+    crowded: bool = False  # a crowded box since the last check
 
 
 class AppearanceSplitter:
@@ -72,11 +92,17 @@ class AppearanceSplitter:
     warmup: checks averaged into a new track's (or part's) reference before it is compared.
     recheck_distance: the distance for the first check of a track back from being lost (see the
         module docstring); None: such checks are like any other.
+    crossing_distance: the distance between the mean appearances before and after a crossing that splits
+        the track (see the module docstring); None: no crossing rule.
+    skip_crowded: crowded boxes (``update``'s ``crowded``) are not checked, so they neither move the
+        reference nor count for or against a switch; False: they are checked, and their flags serve the
+        crossing rule alone.
     """
 
     def __init__(self, embed: Callable[[np.ndarray], np.ndarray], crop: Callable[[np.ndarray, np.ndarray], np.ndarray],
                  distance: float = SPLIT_DISTANCE, frames: int = SPLIT_CHECKS, every: int = SPLIT_EVERY,
-                 smoothing: float = 0.15, warmup: int = 3, recheck_distance: float | None = None) -> None:
+                 smoothing: float = 0.15, warmup: int = 3, recheck_distance: float | None = None,
+                 crossing_distance: float | None = None, skip_crowded: bool = True) -> None:
         self.embed = embed
         self.crop = crop
         self.distance = float(distance)
@@ -85,6 +111,8 @@ class AppearanceSplitter:
         self.smoothing = float(smoothing)
         self.warmup = int(warmup)
         self.recheck_distance = None if recheck_distance is None else float(recheck_distance)
+        self.crossing_distance = None if crossing_distance is None else float(crossing_distance)
+        self.skip_crowded = bool(skip_crowded)
         self._tracks: dict[tuple[str, int], _TrackAppearance] = {}
         self._next_id: dict[str, int] = {}
 
@@ -96,22 +124,27 @@ class AppearanceSplitter:
                boxes: np.ndarray, crowded: np.ndarray | None = None,
                returning: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
         """Check this frame's tracked people: (their output ids, output ids that ended here by a split).
-        ``crowded``: (N,) bool, boxes that show other people too; they are not checked.
+        ``crowded``: (N,) bool, boxes that show other people too; not checked when ``skip_crowded``.
         ``returning``: (N,) bool, tracks matched again after being lost; their next check is a recheck."""
         ended: list[int] = []
         if returning is not None and self.recheck_distance is not None:
             for track_id in np.asarray(tracker_ids)[np.asarray(returning, bool)]:
                 self._state(source_id, int(track_id)).returned = True
-        checked = np.ones(len(tracker_ids), bool) if crowded is None else ~np.asarray(crowded, bool)
+        flags = np.zeros(len(tracker_ids), bool) if crowded is None else np.asarray(crowded, bool)
+        for track_id in np.asarray(tracker_ids)[flags]:
+            self._state(source_id, int(track_id)).crowded = True
+        checked = ~flags if self.skip_crowded else np.ones(len(tracker_ids), bool)
         if checked.any() and frame_index % self.every == 0:
             crops = np.stack([self.crop(image, np.asarray(b, np.float32)) for b in np.asarray(boxes)[checked]])
             for track_id, embedding in zip(np.asarray(tracker_ids)[checked], self.embed(crops)):
                 state = self._state(source_id, int(track_id))
-                if self._observe(state, np.asarray(embedding, np.float32)):
+                new_person = self._observe(state, np.asarray(embedding, np.float32))
+                if new_person is not None:
                     ended.append(state.output_id)
                     state.output_id = self._fresh_id(source_id)
-                    state.reference, state.references = _unit(np.mean(state.off, axis=0)), len(state.off)
+                    state.reference, state.references = _unit(np.mean(new_person, axis=0)), len(new_person)
                     state.off = []
+                    state.recent.clear()
         return self.output_ids(source_id, tracker_ids), tuple(ended)
 
     def end(self, source_id: str, tracker_ids: tuple[int, ...]) -> tuple[int, ...]:
@@ -133,25 +166,42 @@ class AppearanceSplitter:
         self._next_id[source_id] = n + 1
         return SPLIT_ID_BASE + n
 
-    def _observe(self, state: _TrackAppearance, embedding: np.ndarray) -> bool:
-        """Take one check into the track's state; True when it completes a switch."""
+    def _observe(self, state: _TrackAppearance, embedding: np.ndarray) -> list[np.ndarray] | None:
+        """Take one check into the track's state; at a switch, the checks that show the new person."""
+        state.recent.append((embedding, state.crowded))
+        state.crowded = False
         if state.references < self.warmup:
             n = state.references
             state.reference = embedding if state.reference is None else (state.reference * n + embedding) / (n + 1)
             state.references = n + 1
-            return False
+            return None
         distance = 1.0 - float(embedding @ _unit(state.reference))
         if state.returned:
             state.returned = False
             if distance > self.recheck_distance:
                 state.off.append(embedding)
-                return True
+                return state.off
         if distance > self.distance:
             state.off.append(embedding)
-            return len(state.off) >= self.frames
+            return state.off if len(state.off) >= self.frames else self._crossed(state)
         state.off = []
         state.reference = state.reference + self.smoothing * (embedding - state.reference)
-        return False
+        return self._crossed(state)
+
+    def _crossed(self, state: _TrackAppearance) -> list[np.ndarray] | None:
+        """The crossing rule (module docstring): the checks after the gap when they show someone else."""
+        if self.crossing_distance is None or len(state.recent) < state.recent.maxlen:
+            return None
+        checks = list(state.recent)
+        before, gap, after = (checks[:CROSSING_BEFORE], checks[CROSSING_BEFORE : CROSSING_BEFORE + CROSSING_GAP],
+                              checks[CROSSING_BEFORE + CROSSING_GAP :])
+        if not any(crowded for _, crowded in (*before[-2:], *gap)):
+            return None
+        before_mean = _unit(np.mean([e for e, _ in before], axis=0))
+        after_mean = _unit(np.mean([e for e, _ in after], axis=0))
+        if 1.0 - float(before_mean @ after_mean) <= self.crossing_distance:
+            return None
+        return [e for e, _ in after]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import supervision as sv
 from pipeline.messages import Frame, FrameResult
 from stages.crowding import CrowdedBoxes
 from stages.track import ByteTrackStage
-from stages.track_split import SPLIT_ID_BASE, AppearanceSplitter
+from stages.track_split import CROSSING_AFTER, CROSSING_BEFORE, CROSSING_GAP, SPLIT_ID_BASE, AppearanceSplitter
 
 SIZE = (120, 200)
 RED, BLUE = (0, 0, 255), (255, 0, 0)
@@ -182,6 +182,33 @@ def test_a_switch_through_a_crossing_is_found_because_crowded_boxes_leave_the_re
     # checking the crowded crops too, the reference follows the drift and the switch goes unseen
     assert set(_crossing(_splitter(smoothing=0.5), None, merged_box)) == {7}
 
+
+
+@pytest.mark.parametrize("merged_box", [None, (40, 20, 80, 80)], ids=["overlapping boxes", "one box around both"])
+def test_the_crossing_rule_finds_the_switch_a_drifting_reference_follows(merged_box) -> None:
+    """Crowded boxes checked like any other (the reference drifts to the new person), with their flags kept
+    for the crossing rule: the mean look after the crossing is far from the one before, and the track splits."""
+    drifting = _splitter(smoothing=0.5, crossing_distance=0.35, skip_crowded=False)
+    ids = _crossing(drifting, CrowdedBoxes(), merged_box)
+    split_at = ids.index(SPLIT_ID_BASE)
+    assert set(ids[:split_at]) == {7} and set(ids[split_at:]) == {SPLIT_ID_BASE}
+    assert split_at == CROSSING_BEFORE + CROSSING_GAP + CROSSING_AFTER - 1  # as soon as the rule sees the crossing
+    # without the crowding flags there was no crossing to cut at, and the ordinary rule follows the drift
+    assert set(_crossing(_splitter(smoothing=0.5, crossing_distance=0.35, skip_crowded=False), None, merged_box)) == {7}
+    # a bar higher than the change between the two looks keeps the track whole
+    assert set(_crossing(_splitter(smoothing=0.5, crossing_distance=0.95, skip_crowded=False), CrowdedBoxes(),
+                         merged_box)) == {7}
+
+
+def test_one_person_who_changes_look_away_from_others_is_not_cut_by_the_crossing_rule() -> None:
+    """Red turning to teal without any crowded box: a change of look (turning round, shade), not a crossing."""
+    colours = [RED] * 12 + [_blend(RED, TEAL, k / 6) for k in range(1, 7)] + [TEAL] * 12
+    out = _feed(_splitter(smoothing=0.5, crossing_distance=0.1, skip_crowded=False), colours)
+    assert {i for i, _ in out} == {7}
+
+
+def _blend(a: tuple[int, int, int], b: tuple[int, int, int], t: float) -> tuple[int, int, int]:
+    return tuple(int(round((1 - t) * x + t * y)) for x, y in zip(a, b))
 
 
 def test_the_tracker_stage_leaves_crowded_boxes_unchecked_when_asked() -> None:
