@@ -146,8 +146,10 @@ def test_the_shipped_default_gives_yolox_what_the_yolox_config_gives(monkeypatch
     centre, _ = app.choose_detector(default)
     assert centre.stages["detect"].backend == "centre"
     assert centre.stages["gallery"].params["scores"] == "weights/score_fusion_centre.params.json"
-    assert {k: v for k, v in centre.stages.items() if k not in ("detect", "gallery")} == {
-        k: v for k, v in default.stages.items() if k not in ("detect", "gallery")}
+    # its tracks are also split at crossings (the fusion was fitted on them); every other setting as written
+    assert centre.stages["track"].params == {**default.stages["track"].params, "split_at_crossings": True}
+    assert {k: v for k, v in centre.stages.items() if k not in ("detect", "track", "gallery")} == {
+        k: v for k, v in default.stages.items() if k not in ("detect", "track", "gallery")}
     classic = default.with_detector("classic", {})  # no settings of its own: the sections as written
     assert {k: v for k, v in classic.stages.items() if k != "detect"} == {
         k: v for k, v in default.stages.items() if k != "detect"}
