@@ -285,3 +285,16 @@ def test_the_default_config_rechecks_returns_after_eight_frames_at_its_own_dista
     assert stage._recheck_after == 8 and stage._splitter.recheck_distance == pytest.approx(0.55)
     off, _ = app.build_stage(app.load("default", overrides=["track.split_recheck_after=0"]), "track")
     assert off._recheck_after == 0 and off._splitter.recheck_distance is None
+
+
+def test_the_centre_detectors_default_splits_at_crossings_and_still_checks_crowded_boxes() -> None:
+    """The crossing rule needs the crowding flags, not the skipping of crowded boxes: with
+    ``split_at_crossings`` alone the stage flags crowded boxes and the splitter checks them all."""
+    from pipeline import app
+
+    centre = app.load("default").with_detector("centre", {})
+    stage, _ = app.build_stage(centre, "track")
+    assert stage._crowding is not None
+    assert stage._splitter.crossing_distance == pytest.approx(0.35) and not stage._splitter.skip_crowded
+    classic, _ = app.build_stage(app.load("default").with_detector("classic", {}), "track")
+    assert classic._crowding is None and classic._splitter.crossing_distance is None
