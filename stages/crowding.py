@@ -2,8 +2,9 @@
 
 Where people cross or walk close together, their boxes overlap, or the detector returns one box around
 several of them, and a box's crop shows more than its track's person. Such *crowded* boxes are bad
-evidence of a switch from one person to another: the appearance splitter (``stages.track_split``) does
-not check them, so they neither move a track's reference appearance nor count towards a split.
+evidence of a switch from one person to another (the appearance splitter, ``stages.track_split``, can
+leave them unchecked, so they neither move a track's reference appearance nor count towards a split),
+and they mark where a switch can happen at all (its crossing rule splits a track only across one).
 """
 
 from __future__ import annotations
