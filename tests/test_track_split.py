@@ -140,9 +140,13 @@ def test_missing_split_weights_are_one_line_at_construction(tmp_path) -> None:
 
 
 
+def _blend(a: tuple[int, int, int], b: tuple[int, int, int], t: float) -> tuple[int, int, int]:
+    return tuple(int(round((1 - t) * x + t * y)) for x, y in zip(a, b))
+
+
 def _mix(t: float) -> tuple[int, int, int]:
     """Red turning blue: what the crops of a box around two crossing people drift through."""
-    return (int(255 * t), 0, int(255 * (1 - t)))
+    return _blend(RED, BLUE, t)
 
 
 def _crossing(splitter: AppearanceSplitter, crowding: CrowdedBoxes | None,
@@ -205,10 +209,6 @@ def test_one_person_who_changes_look_away_from_others_is_not_cut_by_the_crossing
     colours = [RED] * 12 + [_blend(RED, TEAL, k / 6) for k in range(1, 7)] + [TEAL] * 12
     out = _feed(_splitter(smoothing=0.5, crossing_distance=0.1, skip_crowded=False), colours)
     assert {i for i, _ in out} == {7}
-
-
-def _blend(a: tuple[int, int, int], b: tuple[int, int, int], t: float) -> tuple[int, int, int]:
-    return tuple(int(round((1 - t) * x + t * y)) for x, y in zip(a, b))
 
 
 def test_the_tracker_stage_leaves_crowded_boxes_unchecked_when_asked() -> None:
