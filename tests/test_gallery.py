@@ -40,10 +40,10 @@ def sample(proto: np.ndarray, rng: np.random.Generator, noise: float = 0.15) -> 
 
 def window(embedding: np.ndarray | None, track: int = 1, final: bool = True, appearance: np.ndarray | None = None,
            source: str = "cam1", version: str = "gar@1", start: int = 0, frames: int = 30) -> TrackWindow:
-    t = 3
+    t = frames
     seq = SilhouetteSequence(
         silhouettes=np.zeros((t, 64, 44), np.uint8), ratios=np.ones(t, np.float32), boxes=np.zeros((t, 4), np.float32),
-        frame_indices=start + np.linspace(0, frames - 1, t).astype(np.int64), pts_s=(start + np.arange(t)) / 10.0,
+        frame_indices=start + np.arange(t, dtype=np.int64), pts_s=(start + np.linspace(0, 2, t)) / 10.0,
         frame_size=(240, 320),
     )
     w = TrackWindow(source, track, 0, final, seq, gait_embedding=embedding, appearance_embedding=appearance)
@@ -357,6 +357,33 @@ def test_auto_enrol_links_one_person_over_three_cameras_and_stores_everything(tm
     assert [w.identity.identity for w in second + third] == [name] * 4 and not third[1].identity.enrolled
     assert len(matcher.gallery.entries(name)) == 12  # later tracks are added to the identity
     assert sum(i.name.startswith("person-") for i in matcher.gallery.identities()) == 1
+    matcher.close()
+
+
+def test_an_identity_is_started_by_the_frames_a_track_showed_not_by_its_span(tmp_path, scores_file):
+    gait, app = identities(12), appearances(12)
+    rng = np.random.default_rng(4)
+
+    def flickering(person: int, track_id: int) -> list[TrackWindow]:
+        """Two overlapping windows of 30 frames each, of which the person was seen in every sixth."""
+        out = []
+        for i, start in enumerate((0, 15)):
+            w = window(sample(gait[person], rng), appearance=app_sample(app[person], rng), track=track_id,
+                       final=i == 1, start=start)
+            keep = w.sequence.frame_indices % 6 == 0
+            seq = w.sequence
+            w.sequence = SilhouetteSequence(seq.silhouettes[keep], seq.ratios[keep], seq.boxes[keep],
+                                            seq.frame_indices[keep], seq.pts_s[keep], seq.frame_size)
+            out.append(w)
+        return out
+
+    matcher = GalleryMatcher(gallery=_gallery(tmp_path, gait, app, 10), scores=scores_file, reranker="none",
+                             source_centring=False, auto_enrol=True, threshold=2.0, min_enrol_frames=10)
+    sparse = matcher.process(flickering(10, 1))  # frames 0-44, seen in 0, 6, ..., 42: eight frames
+    assert sparse[-1].identity.identity is None and not sparse[-1].identity.enrolled
+    dense = matcher.process([window(sample(gait[11], rng), appearance=app_sample(app[11], rng), track=2, final=i == 1,
+                                    start=15 * i) for i in range(2)])  # frames 0-44, all seen: 45 frames
+    assert dense[-1].identity.enrolled
     matcher.close()
 
 

@@ -84,18 +84,14 @@ class TrackEvidence:
     metas: dict[str, list[EntryMeta]] = field(default_factory=lambda: {m: [] for m in MODALITIES})
     versions: dict[str, str] = field(default_factory=dict)
     windows: int = 0
-    first_frame: int | None = None
-    last_frame: int = 0
+    frames: int = 0  # frames that showed the person (windows overlap: each frame counted once)
+    last_frame: int = -1  # the index of the last frame counted
     source: str = ""
     track_id: int = -1
     t_start: float | None = None
     t_end: float | None = None
     announced: str | None = None  # the identity the track's last window was given
     group_share: float | None = None  # share of its boxes that hold several people (None: not judged)
-
-    @property
-    def frames(self) -> int:
-        return 0 if self.first_frame is None else self.last_frame - self.first_frame + 1
 
     def add(self, window: TrackWindow, stages: dict[str, str]) -> None:
         self.windows += 1
@@ -105,8 +101,8 @@ class TrackEvidence:
             self.t_start = float(pts[0]) if self.t_start is None else min(self.t_start, float(pts[0]))
             self.t_end = float(pts[-1]) if self.t_end is None else max(self.t_end, float(pts[-1]))
         indices = window.sequence.frame_indices
-        if len(indices):
-            self.first_frame = int(indices[0]) if self.first_frame is None else min(self.first_frame, int(indices[0]))
+        if len(indices):  # a track's frame indices only grow: those after the last one counted are new
+            self.frames += int(np.sum(indices > self.last_frame))
             self.last_frame = max(self.last_frame, int(indices[-1]))
         for modality in MODALITIES:
             e = getattr(window, EMBEDDING_FIELD[modality])
@@ -165,7 +161,7 @@ class GalleryMatcher:
     auto_enrol: a finished track that matched joins its identity; one that matched nobody with
         fused log-odds at most ``enrol_below`` (a confident unknown; None = fitted with the linking
         threshold for the best link F1, or the threshold when not fitted or overridden) and
-        spanning at least ``min_enrol_frames`` frames (None: the value fitted with the linking threshold,
+        seen in at least ``min_enrol_frames`` frames (None: the value fitted with the linking threshold,
         else 20) becomes a new identity ``<enrol_prefix>-NNNNN``.
     merge: in auto-enrol mode, merge the runner-up identity into the matched one when the finished
         track's fused log-odds for it also exceed ``merge_above`` (None: the open-set threshold, at
