@@ -22,7 +22,7 @@ from pipeline.messages import SilhouetteSequence, TrackWindow
 from stages.gait.distance import part_distance
 from stages.gallery.index import IndexSpec, build_index
 from stages.gallery.scoring import Fusion, ModalityScore, ScoreModel
-from stages.gallery.stage import GalleryMatcher
+from stages.gallery.stage import GalleryMatcher, TrackEvidence
 from stages.gallery.store import EntryMeta, Gallery, GalleryError, GalleryModelMismatch, search_vector
 
 torch.set_num_threads(1)
@@ -626,7 +626,7 @@ def _interleaved_site(n: int):
     return SiteWindows("s", np.array(["a", "b"] * (n // 2)), np.arange(n), np.zeros(n, int), np.ones(n, bool),
                        np.arange(n) - 1.0, np.arange(n, dtype=float), np.zeros(n, bool), np.zeros((n, 2, 2)),
                        np.zeros(n, bool), np.zeros((n, 3)), np.arange(n), np.zeros(n), np.ones(n), np.full(n, np.nan),
-                       {"gait": "g"})
+                       np.zeros(n, int), {"gait": "g"})
 
 
 def test_the_replay_fit_decides_over_shifted_camera_clocks_and_records_the_emitted_orders_choice(monkeypatch):
@@ -775,7 +775,41 @@ def _two_people_on_two_cameras(group_tracks: tuple[tuple[str, int], ...] = ()):
         has_appearance=np.ones(n, bool), appearance=np.stack([app_sample(app[p], rng, 0.05) for _, p, _ in rows]),
         identity=np.array([p for _, p, _ in rows]), outfit=np.zeros(n, int), purity=np.ones(n, np.float32),
         group_share=np.array([1.0 if (c, p) in group_tracks else np.nan for c, p, _ in rows], np.float32),
-        versions={"gait": "gar@1", "reid": "reid@1"})
+        new_frames=np.array([38 if w == 0 else 13 for _, _, w in rows]), versions={"gait": "gar@1", "reid": "reid@1"})
+
+
+def test_replayed_windows_count_the_frames_the_tracks_showed():
+    from training.site_windows import SiteWindows, count_new_frames, track_windows
+
+    rng = np.random.default_rng(5)
+    fps = 25.0
+    windows = []
+    for track, n_windows in ((1, 4), (2, 3)):
+        seen = np.flatnonzero(rng.random(400) < 0.6)  # a detection that comes and goes
+        seen = seen[seen < 30 * n_windows + 60] if track == 1 else seen[seen > 200]  # track 2 starts late
+        for i in range(n_windows):
+            upto = seen[seen < seen[0] + 30 * (i + 1)] if i < n_windows - 1 else seen
+            indices = upto[-60:] if track == 1 else upto[-10:]  # overlapping windows; track 2 leaves gaps
+            windows.append(window(None, track=track, final=i == n_windows - 1, start=0, frames=1))
+            windows[-1].sequence = SilhouetteSequence(
+                np.zeros((len(indices), 64, 44), np.uint8), np.ones(len(indices), np.float32),
+                np.zeros((len(indices), 4), np.float32), indices.astype(np.int64), indices / fps, (240, 320))
+    n = len(windows)
+    site = SiteWindows("s", np.array(["cam1"] * n), np.array([w.track_id for w in windows]), np.zeros(n, int),
+                       np.array([w.is_final for w in windows]), np.array([w.sequence.pts_s[0] for w in windows]),
+                       np.array([w.sequence.pts_s[-1] for w in windows]), np.zeros(n, bool), np.zeros((n, 2, 2)),
+                       np.zeros(n, bool), np.zeros((n, 3)), np.zeros(n, int), np.zeros(n), np.ones(n), np.full(n, np.nan),
+                       count_new_frames(windows), {"gait": "g"})
+    counts = []
+    for ws in (windows, track_windows(site, fps)):
+        by_track: dict[int, TrackEvidence] = {}
+        for w in ws:
+            by_track.setdefault(w.track_id, TrackEvidence()).add(w, {"gait": "gait", "appearance": "reid"})
+        counts.append({t: (e.frames, e.t_start, e.t_end) for t, e in by_track.items()})
+    distinct = {t: len({int(f) for w in windows if w.track_id == t for f in w.sequence.frame_indices}) for t in (1, 2)}
+    assert {t: c[0] for t, c in counts[0].items()} == distinct  # each frame counted once, however windows overlap
+    for track, (frames, t_start, t_end) in counts[0].items():  # the replay counts the same frames, over the same times
+        assert counts[1][track][0] == frames and counts[1][track][1:] == pytest.approx((t_start, t_end))
 
 
 def test_replaying_a_site_through_the_matcher_links_its_tracks(scores_file):
@@ -785,7 +819,11 @@ def test_replaying_a_site_through_the_matcher_links_its_tracks(scores_file):
     site = _two_people_on_two_cameras()
     n = len(site.camera)
     windows = track_windows(site, fps=25.0)
-    assert len(windows) == n and windows[1].is_final and windows[1].sequence.frame_indices.tolist() == [50, 88]
+    assert len(windows) == n and windows[1].is_final and windows[1].sequence.frame_indices[[0, -1]].tolist() == [50, 88]
+    evidence = TrackEvidence()
+    for w in windows[:2]:
+        evidence.add(w, {"gait": "gait", "appearance": "reid"})
+    assert evidence.frames == 38 + 13  # the frames the site's windows had, for the frames that start an identity
     model = ScoreModel.load(scores_file)
     linked, = replay_auto_enrol(site, 25.0, model, {"reranker": "none", "source_centring": False, "min_enrol_frames": 1,
                                                     "threshold": 2.0})

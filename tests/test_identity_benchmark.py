@@ -455,7 +455,7 @@ def _site_with_empty_front_end(tmp_path, monkeypatch):
 
     def windows(site, _windows, _truth):
         n = np.zeros(0)
-        return SiteWindows(site, n, n, n, n, n, n, n, np.zeros((0, 16, 8)), n, np.zeros((0, 4)), n, n, n, n,
+        return SiteWindows(site, n, n, n, n, n, n, n, np.zeros((0, 16, 8)), n, np.zeros((0, 4)), n, n, n, n, n,
                            {"gait": "g@1", "reid": "r@1"})
 
     monkeypatch.setattr(site_windows_module, "run_front_end", front_end)
@@ -500,7 +500,7 @@ def test_shifted_camera_clocks_reorder_windows_and_keep_each_cameras_order():
     n = len(camera)
     site = SiteWindows("s", camera, np.arange(n), np.arange(n), np.zeros(n, bool), t_end - 1, t_end,
                        np.zeros(n, bool), np.zeros((n, 2, 2)), np.zeros(n, bool), np.zeros((n, 3)),
-                       np.arange(n), np.zeros(n), np.ones(n), np.full(n, np.nan), {"gait": "g"})
+                       np.arange(n), np.zeros(n), np.ones(n), np.full(n, np.nan), np.zeros(n, int), {"gait": "g"})
     assert clock_shifted_order(site.t_end, site.camera, {}).tolist() == [0, 1, 2, 4, 3]
     order = clock_shifted_order(site.t_end, site.camera, {"b": -1.0})  # b's clock 1 s earlier: its windows come first
     assert order.tolist() == [1, 0, 3, 2, 4]

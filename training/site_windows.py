@@ -34,7 +34,7 @@ FRONT_END_OVERRIDES = ["gallery.enabled=false", "attributes.enabled=false"]  # r
 WINDOW_ORDER = "video-time"
 # What each window keeps besides its embeddings: caches from before the group share was kept are re-run,
 # so that the fit's replays leave group tracks unenrolled as the gallery does.
-WINDOW_FIELDS = "group-share"
+WINDOW_FIELDS = "group-share,new-frames"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,6 +69,7 @@ class SiteWindows:
     outfit: np.ndarray
     purity: np.ndarray
     group_share: np.ndarray
+    new_frames: np.ndarray
     versions: dict[str, str]
 
     def save(self, path: Path) -> None:
@@ -81,6 +82,7 @@ class SiteWindows:
             data = {k: z[k] for k in z.files}
         data.setdefault("purity", np.ones(len(data["camera"]), np.float32))  # caches made before purity was kept
         data.setdefault("group_share", np.full(len(data["camera"]), np.nan, np.float32))  # and before the group share
+        data.setdefault("new_frames", np.zeros(len(data["camera"]), np.int64))  # (made again: WINDOW_FIELDS)
         return cls(**{**data, "site": str(data["site"]), "versions": json.loads(str(data["versions"]))})
 
     def in_order(self, order: np.ndarray) -> SiteWindows:
@@ -183,8 +185,22 @@ def to_site_windows(site: str, windows: list[TrackWindow], truth: dict) -> SiteW
         outfit=np.asarray([visits[v]["outfit"] if v >= 0 else -1 for v in visit], np.int64),
         purity=np.asarray([labels[(w.source_id, int(w.track_id))][1] for w in windows], np.float32),
         group_share=np.asarray([np.nan if w.group_share is None else w.group_share for w in windows], np.float32),
+        new_frames=count_new_frames(windows),
         versions=versions,
     )
+
+
+def count_new_frames(windows: list[TrackWindow]) -> np.ndarray:
+    """(N,) each window's frames after the last frame of its track's windows before it (emission order)."""
+    last: dict[tuple[str, int], int] = {}
+    out = np.zeros(len(windows), np.int64)
+    for i, w in enumerate(windows):
+        key = (w.source_id, int(w.track_id))
+        indices = w.sequence.frame_indices
+        out[i] = int(np.sum(indices > last.get(key, -1)))
+        if len(indices):
+            last[key] = max(last.get(key, -1), int(indices[-1]))
+    return out
 
 
 def embedding_versions(overrides: list[str] | None = None) -> dict[str, str]:
@@ -290,15 +306,21 @@ def rendered_scene(site_config: str | Path, cache_dir: str | Path) -> Path:
 
 def track_windows(site: SiteWindows, fps: float) -> list[TrackWindow]:
     """The site's windows as the gallery stage receives them (emission order; embeddings, group shares,
-    times and frame spans at ``fps``; no silhouettes or crops), for replaying auto-enrolment."""
+    times at ``fps``, and frame indices that hold as many new frames of the track as the window had;
+    no silhouettes or crops), for replaying auto-enrolment."""
     from evaluation.identity.runs import empty_silhouettes
 
-    empty = empty_silhouettes(2)
     out = []
+    last: dict[tuple[str, int], int] = {}
     for r in range(len(site.camera)):
-        times = np.array([site.t_start[r], site.t_end[r]], np.float64)
-        sequence = SilhouetteSequence(silhouettes=empty, ratios=np.ones(2, np.float32), boxes=np.zeros((2, 4), np.float32),
-                                      frame_indices=np.round(times * fps).astype(np.int64), pts_s=times, frame_size=(1, 1))
+        key = (str(site.camera[r]), int(site.track_id[r]))
+        start, end = (int(round(t * fps)) for t in (site.t_start[r], site.t_end[r]))
+        indices = replayed_frame_indices(start, end, int(site.new_frames[r]), last.get(key, -1))
+        last[key] = max(last.get(key, -1), int(indices[-1]))
+        t = len(indices)
+        sequence = SilhouetteSequence(silhouettes=empty_silhouettes(t), ratios=np.ones(t, np.float32),
+                                      boxes=np.zeros((t, 4), np.float32), frame_indices=indices,
+                                      pts_s=np.linspace(site.t_start[r], site.t_end[r], t), frame_size=(1, 1))
         window = TrackWindow(str(site.camera[r]), int(site.track_id[r]), int(site.window_index[r]), bool(site.final[r]),
                              sequence, gait_embedding=site.gait[r] if site.has_gait[r] else None,
                              appearance_embedding=site.appearance[r] if site.has_appearance[r] else None,
@@ -306,3 +328,12 @@ def track_windows(site: SiteWindows, fps: float) -> list[TrackWindow]:
         window.model_versions.update({k: v for k, v in site.versions.items() if k in ("gait", "reid")})
         out.append(window)
     return out
+
+
+def replayed_frame_indices(start: int, end: int, new: int, last: int) -> np.ndarray:
+    """Frame indices from ``start`` to ``end`` of which exactly ``new`` come after ``last`` (the track's
+    last frame so far, -1: none): the window's first frame, then its new frames at its end."""
+    if start > last:  # the first frame is new itself (a track's first window, or one after a gap)
+        return np.concatenate([[start], np.arange(end - new + 2, end + 1)]).astype(np.int64) if new > 1 \
+            else np.array([start], np.int64)
+    return np.concatenate([[start], np.arange(end - new + 1, end + 1) if new else [min(end, last)]]).astype(np.int64)
