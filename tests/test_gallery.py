@@ -1029,6 +1029,17 @@ def test_consolidation_merges_across_a_handover_only_above_the_handover_bar(tmp_
     matcher.close()
 
 
+def test_the_matcher_consolidates_across_a_handover_at_its_handover_bar(tmp_path, scores_file):
+    matcher = _one_person_on_two_overlapping_tracks(tmp_path / "g", scores_file)
+    matcher.consolidate_above = 2.0
+    names = {i.name for i in matcher.gallery.identities()}
+    assert matcher.consolidate_identities(names) == []  # by default a handover needs the linking threshold (1e6)
+    matcher.handover_above = 3.0
+    merges = matcher.consolidate_identities(names)
+    assert len(merges) == 1 and merges[0].score > 3.0 and len(matcher.gallery.identities()) == 1
+    matcher.close()
+
+
 def test_identities_seen_together_merge_only_on_overwhelming_evidence(tmp_path, scores_file):
     from stages.gallery.consolidation import Consolidator
 

@@ -186,6 +186,8 @@ class GalleryMatcher:
         identities of such a track stay candidates (at the linking threshold), and consolidation
         merges two identities seen together only that way when they score each other above the
         threshold rather than ``consolidate_above`` (default 0.5). 0: any overlap means two people.
+    handover_above: the score two identities seen together only across such a handover must give
+        each other to be consolidated (None: the linking threshold; never below ``consolidate_above``).
     together_above: consolidation merges two identities that one camera showed together beyond a
         handover only when they score each other above this fused log-odds (default 5.0: on the
         fitting sites only one person split over a wandering track scores that high; None: never).
@@ -231,6 +233,7 @@ class GalleryMatcher:
         consolidate_every: NonNegativeInt = 0,
         second_look: bool = True,
         handover_overlap: UnitFloat = HANDOVER_OVERLAP,
+        handover_above: float | None = None,
         together_above: float | None = TOGETHER_ABOVE,
         mixed_spread: float | None = None,
         group_share: UnitFloat | None = 0.8,
@@ -291,6 +294,7 @@ class GalleryMatcher:
         self.consolidate_every = int(consolidate_every)
         self.second_look = second_look
         self.handover_overlap = float(handover_overlap)
+        self.handover_above = handover_above
         self.together_above = together_above
         self.switch_margin = float(switch_margin)
         self.mixed_spread = mixed_spread if mixed_spread is not None else self.score_model.thresholds.get(MIXED_SPREAD)
@@ -568,7 +572,8 @@ class GalleryMatcher:
             return []
         names = {s.name for s in self.gallery.identities()} & (self._touched if names is None else names)
         merges = Consolidator(self.gallery, scorer, threshold, self.entry_centring, self.handover_overlap,
-                              self.threshold(scorer), self.together_above).run(names) if names else []
+                              self.threshold(scorer) if self.handover_above is None else self.handover_above,
+                              self.together_above).run(names) if names else []
         self._touched.clear()
         return merges
 
