@@ -32,8 +32,9 @@ FRONT_END_OVERRIDES = ["gallery.enabled=false", "attributes.enabled=false"]  # r
 # The fit replays auto-enrolment in the windows' order: caches from before the runner merged its files
 # by video time (no "order" in their versions) hold one racing order of many and are re-run.
 WINDOW_ORDER = "video-time"
-# What each window keeps besides its embeddings: caches from before the group share was kept are re-run,
-# so that the fit's replays leave group tracks unenrolled as the gallery does.
+# What each window keeps besides its embeddings: caches from before the group share or the new frames were
+# kept are re-run, so that the fit's replays leave group tracks unenrolled, and count the frames that may
+# start an identity, as the gallery does.
 WINDOW_FIELDS = "group-share,new-frames"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +83,7 @@ class SiteWindows:
             data = {k: z[k] for k in z.files}
         data.setdefault("purity", np.ones(len(data["camera"]), np.float32))  # caches made before purity was kept
         data.setdefault("group_share", np.full(len(data["camera"]), np.nan, np.float32))  # and before the group share
-        data.setdefault("new_frames", np.zeros(len(data["camera"]), np.int64))  # (made again: WINDOW_FIELDS)
+        data.setdefault("new_frames", np.zeros(len(data["camera"]), np.int64))  # and before new frames (re-run)
         return cls(**{**data, "site": str(data["site"]), "versions": json.loads(str(data["versions"]))})
 
     def in_order(self, order: np.ndarray) -> SiteWindows:
