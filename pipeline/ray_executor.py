@@ -131,17 +131,19 @@ class _CollectedRecords:
         pass
 
 
-def _without_images(window: TrackWindow) -> TrackWindow:
-    """The window as the gallery needs it: embeddings and decisions, the first and last frame's
-    timing, no silhouettes sequence or crops to ship."""
+def _without_images(window: TrackWindow, last_sent: int) -> TrackWindow:
+    """The window as the gallery needs it: embeddings and decisions, its first and last frame's timing,
+    and the frames after ``last_sent`` (the last frame of its track already sent; -1: none), which the
+    gallery counts towards starting an identity. Their silhouettes are blank, and no crops are shipped."""
     seq = window.sequence
-    ends = np.array([0, len(seq) - 1]) if len(seq) > 1 else np.array([0])
+    new = np.flatnonzero(seq.frame_indices > last_sent)
+    keep = np.unique(np.concatenate([[0, len(seq) - 1], new])) if len(seq) else np.zeros(0, np.int64)
     light = SilhouetteSequence(
-        silhouettes=seq.silhouettes[ends],
-        ratios=seq.ratios[ends],
-        boxes=seq.boxes[ends],
-        frame_indices=seq.frame_indices[ends],
-        pts_s=seq.pts_s[ends],
+        silhouettes=np.zeros((len(keep), *seq.silhouettes.shape[1:]), np.uint8),
+        ratios=seq.ratios[keep],
+        boxes=seq.boxes[keep],
+        frame_indices=seq.frame_indices[keep],
+        pts_s=seq.pts_s[keep],
         frame_size=seq.frame_size,
         crops=None,
     )
@@ -199,11 +201,20 @@ class _RemoteGallery:
 
     def __init__(self, owner: Any) -> None:
         self.owner = owner
+        self._last_sent: dict[tuple[str, int], int] = {}  # per track: the last frame index sent
 
     def process(self, batch: list[TrackWindow]) -> list[TrackWindow]:
         import ray
 
-        decisions = ray.get(self.owner.process.remote([_without_images(w) for w in batch]))
+        light = []
+        for w in batch:
+            key = (w.source_id, int(w.track_id))
+            light.append(_without_images(w, self._last_sent.get(key, -1)))
+            if w.is_final:
+                self._last_sent.pop(key, None)
+            elif len(w.sequence):
+                self._last_sent[key] = max(self._last_sent.get(key, -1), int(w.sequence.frame_indices[-1]))
+        decisions = ray.get(self.owner.process.remote(light))
         for window, decision in zip(batch, decisions):
             for name, value in decision.items():
                 setattr(window, name, value)

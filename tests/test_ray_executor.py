@@ -179,3 +179,35 @@ def test_without_ray_the_flag_is_a_one_line_error(monkeypatch, tmp_path, capsys)
 def test_ray_flags_need_the_ray_executor(tmp_path, capsys):
     assert cli_main(["run", str(tmp_path), "--ray-workers", "2", "--out", str(tmp_path / "out")]) == 2
     assert "--executor ray" in capsys.readouterr().err
+
+
+def test_windows_sent_to_the_gallery_owner_keep_the_frames_it_counts():
+    """Windows shipped without images still let the gallery count each frame a track showed once."""
+    import numpy as np
+
+    from pipeline.messages import SilhouetteSequence, TrackWindow
+    from pipeline.ray_executor import _without_images
+    from stages.gallery.stage import TrackEvidence
+
+    seen = np.flatnonzero(np.random.default_rng(0).random(200) < 0.7)  # a detection that comes and goes
+    windows = []
+    for i, end in enumerate((30, 60, 90, 200)):
+        indices = seen[seen < end][-40:]  # overlapping windows of up to 40 frames
+        t = len(indices)
+        sequence = SilhouetteSequence(np.full((t, 64, 44), 255, np.uint8), np.ones(t, np.float32),
+                                      np.zeros((t, 4), np.float32), indices, indices / 25.0, (240, 320))
+        windows.append(TrackWindow("cam1", 1, i, end == 200, sequence))
+    last, light = -1, []
+    for w in windows:
+        light.append(_without_images(w, last))
+        last = int(w.sequence.frame_indices[-1])
+    counted = []
+    for ws in (windows, light):
+        evidence = TrackEvidence()
+        for w in ws:
+            evidence.add(w, {"gait": "gait", "appearance": "reid"})
+        counted.append((evidence.frames, evidence.t_start, evidence.t_end))
+    distinct = len({int(f) for w in windows for f in w.sequence.frame_indices})
+    assert counted[0] == counted[1] and counted[0][0] == distinct
+    assert sum(len(w.sequence) for w in light) < sum(len(w.sequence) for w in windows)
+    assert all(not w.sequence.silhouettes.any() and w.sequence.crops is None for w in light)
