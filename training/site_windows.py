@@ -334,7 +334,8 @@ def track_windows(site: SiteWindows, fps: float) -> list[TrackWindow]:
 def replayed_frame_indices(start: int, end: int, new: int, last: int) -> np.ndarray:
     """Frame indices from ``start`` to ``end`` of which exactly ``new`` come after ``last`` (the track's
     last frame so far, -1: none): the window's first frame, then its new frames at its end."""
-    if start > last:  # the first frame is new itself (a track's first window, or one after a gap)
-        return np.concatenate([[start], np.arange(end - new + 2, end + 1)]).astype(np.int64) if new > 1 \
-            else np.array([start], np.int64)
-    return np.concatenate([[start], np.arange(end - new + 1, end + 1) if new else [min(end, last)]]).astype(np.int64)
+    first_is_new = start > last  # a track's first window, or one after a gap
+    tail = np.arange(end - (new - first_is_new) + 1, end + 1)
+    if not len(tail) and not first_is_new:
+        tail = np.array([min(end, last)])  # no new frame: still the window's end, for its end time
+    return np.concatenate([[start], tail]).astype(np.int64)
