@@ -778,8 +778,8 @@ def _two_people_on_two_cameras(group_tracks: tuple[tuple[str, int], ...] = ()):
         new_frames=np.array([38 if w == 0 else 13 for _, _, w in rows]), versions={"gait": "gar@1", "reid": "reid@1"})
 
 
-def test_replayed_windows_count_the_frames_the_tracks_showed():
-    from training.site_windows import SiteWindows, count_new_frames, track_windows
+def test_replayed_windows_count_the_frames_the_tracks_showed(tmp_path):
+    from training.site_windows import SiteWindows, count_new_frames, replayed_track_ends, track_windows, window_end_boxes
 
     rng = np.random.default_rng(5)
     fps = 25.0
@@ -791,21 +791,31 @@ def test_replayed_windows_count_the_frames_the_tracks_showed():
             upto = seen[seen < seen[0] + 30 * (i + 1)] if i < n_windows - 1 else seen
             indices = upto[-60:] if track == 1 else upto[-10:]  # overlapping windows; track 2 leaves gaps
             windows.append(window(None, track=track, final=i == n_windows - 1, start=0, frames=1))
+            x = indices.astype(np.float32)
+            boxes = np.stack([x, np.full_like(x, 10.0), x + 20.0, np.full_like(x, 70.0)], 1)
             windows[-1].sequence = SilhouetteSequence(
                 np.zeros((len(indices), 64, 44), np.uint8), np.ones(len(indices), np.float32),
-                np.zeros((len(indices), 4), np.float32), indices.astype(np.int64), indices / fps, (240, 320))
+                boxes, indices.astype(np.int64), indices / fps, (240, 320))
     n = len(windows)
     site = SiteWindows("s", np.array(["cam1"] * n), np.array([w.track_id for w in windows]), np.zeros(n, int),
                        np.array([w.is_final for w in windows]), np.array([w.sequence.pts_s[0] for w in windows]),
                        np.array([w.sequence.pts_s[-1] for w in windows]), np.zeros(n, bool), np.zeros((n, 2, 2)),
                        np.zeros(n, bool), np.zeros((n, 3)), np.zeros(n, int), np.zeros(n), np.ones(n), np.full(n, np.nan),
-                       count_new_frames(windows), {"gait": "g"})
-    counts = []
+                       count_new_frames(windows), {"gait": "g"}, *window_end_boxes(windows))
+    counts, ends = [], []
     for ws in (windows, track_windows(site, fps)):
         by_track: dict[int, TrackEvidence] = {}
         for w in ws:
             by_track.setdefault(w.track_id, TrackEvidence()).add(w, {"gait": "gait", "appearance": "reid"})
         counts.append({t: (e.frames, e.t_start, e.t_end) for t, e in by_track.items()})
+        ends.append({("cam1", t): e.ends() for t, e in by_track.items()})
+    # the replayed windows have no boxes; the replay gives the gallery the end boxes the tracks had
+    assert all(not e.first and not e.last for e in ends[1].values())
+    assert replayed_track_ends(site) == ends[0] and all(len(e.first) == len(e.last) == 8 for e in ends[0].values())
+    site.save(tmp_path / "w.npz")
+    assert replayed_track_ends(SiteWindows.load(tmp_path / "w.npz")) == ends[0]  # kept by the cache
+    dataclasses.replace(site, first_boxes=None, last_boxes=None).save(tmp_path / "old.npz")
+    assert replayed_track_ends(SiteWindows.load(tmp_path / "old.npz")) == {}  # a cache from before: none
     distinct = {t: len({int(f) for w in windows if w.track_id == t for f in w.sequence.frame_indices}) for t in (1, 2)}
     assert {t: c[0] for t, c in counts[0].items()} == distinct  # each frame counted once, however windows overlap
     for track, (frames, t_start, t_end) in counts[0].items():  # the replay counts the same frames, over the same times
@@ -1051,6 +1061,105 @@ def test_identities_seen_together_merge_only_on_overwhelming_evidence(tmp_path, 
     assert len(merges) == 1 and merges[0].score > 3.0
     assert len(matcher.gallery.identities()) == 1
     matcher.close()
+
+
+def _moving_window(track: int, first: int, shift: float, embedding: np.ndarray | None, appearance: np.ndarray | None,
+                   final: bool, frames: int = 30) -> TrackWindow:
+    """A window of cam1 at 25 fps on frames ``first``.. of a person whose 20 x 60 box moves 1 px a frame
+    from x = 0 at frame 0; the track's box is ``shift`` px to the right of it."""
+    idx = np.arange(first, first + frames, dtype=np.int64)
+    x = idx.astype(np.float32) + shift
+    boxes = np.stack([x, np.full(frames, 40.0), x + 20.0, np.full(frames, 100.0)], 1).astype(np.float32)
+    seq = SilhouetteSequence(silhouettes=np.zeros((frames, 64, 44), np.uint8), ratios=np.ones(frames, np.float32),
+                             boxes=boxes, frame_indices=idx, pts_s=idx / 25.0, frame_size=(240, 320))
+    w = TrackWindow("cam1", track, 0, final, seq, gait_embedding=embedding, appearance_embedding=appearance)
+    w.model_versions.update({"gait": "gar@1", "reid": "reid@1"})
+    return w
+
+
+def _one_person_handed_over(folder, scores_file, shift: float) -> GalleryMatcher:
+    """Linking nothing: person 0 on cam1's track 1 (frames 0-59), then on track 2 (frames 56-115, 4 frames
+    shared, as in a handover) whose boxes are ``shift`` px to the right of the person's."""
+    gait, app = identities(1), appearances(1)
+    rng = np.random.default_rng(10)
+    matcher = GalleryMatcher(gallery=str(folder), scores=scores_file, reranker="none", source_centring=False,
+                             auto_enrol=True, threshold=1e6, enrol_below=1e6, min_enrol_frames=1, consolidate=False)
+    for track_id, first, track_shift in ((1, 0, 0.0), (2, 56, shift)):
+        matcher.process([_moving_window(track_id, first + 30 * i, track_shift, sample(gait[0], rng),
+                                        app_sample(app[0], rng), final=i == 1) for i in range(2)])
+    assert len(matcher.gallery.identities()) == 2
+    return matcher
+
+
+@pytest.mark.parametrize("shift, merged", [(0.0, True), (4.0, True), (60.0, False)])
+def test_a_handover_in_place_is_consolidated_at_the_consolidation_threshold(tmp_path, scores_file, shift, merged):
+    # the new track's boxes on the shared frames: the old one's (cover 1.0), 4 px off (0.8), beside them (0)
+    matcher = _one_person_handed_over(tmp_path / "g", scores_file, shift)
+    names = {i.name for i in matcher.gallery.identities()}
+    matcher.consolidate_above = 2.0  # handovers elsewhere need the linking threshold, 1e6
+    merges = matcher.consolidate_identities(names)
+    assert len(merges) == int(merged) and len(matcher.gallery.identities()) == 2 - int(merged)
+    matcher.close()
+
+
+def test_without_a_handover_cover_a_handover_in_place_needs_the_handover_bar(tmp_path, scores_file):
+    matcher = _one_person_handed_over(tmp_path / "g", scores_file, 0.0)
+    names = {i.name for i in matcher.gallery.identities()}
+    matcher.consolidate_above, matcher.handover_cover = 2.0, None
+    assert matcher.consolidate_identities(names) == []
+    matcher.close()
+
+
+def test_a_handover_in_place_is_read_off_the_boxes_the_two_tracks_share():
+    from stages.gallery.consolidation import Sighting, handed_over_in_place
+    from stages.gallery.store import TrackEnds
+
+    def box(t: float, x: float) -> tuple:
+        return (t, x, 0.0, x + 10.0, 30.0)
+
+    old = Sighting("cam1", 1, 0.0, 2.0, TrackEnds(last=tuple(box(t, 0.0) for t in (1.8, 1.9, 2.0))))
+    here = Sighting("cam1", 2, 1.9, 4.0, TrackEnds(first=(box(1.9, 0.0), box(2.0, 2.0), box(2.1, 3.0))))
+    assert handed_over_in_place(old, here, 0.75) and handed_over_in_place(here, old, 0.75)  # either order
+    assert not handed_over_in_place(old, here, 0.9)  # at 2.0 s 0.8 of one box lies inside the other
+    beside = Sighting("cam1", 3, 1.9, 4.0, TrackEnds(first=(box(1.9, 12.0), box(2.0, 12.0))))
+    assert not handed_over_in_place(old, beside, 0.75)
+    assert not handed_over_in_place(old, Sighting("cam1", 4, 2.05, 4.0, TrackEnds(first=(box(2.05, 0.0),))), 0.75)  # no frame shared
+    assert not handed_over_in_place(old, Sighting("cam1", 5, 1.9, 4.0), 0.75)  # boxes not known
+
+
+def test_track_ends_are_kept_per_track_and_removed_with_their_identity(tmp_path):
+    from stages.gallery.store import TrackEnds
+
+    proto = identities(1)[0]
+    with Gallery(tmp_path / "g") as g:
+        g.add("gait", [proto], [EntryMeta("a", "cam1", 1, 0.0, 2.0)], "gar@1")
+        g.add("gait", [proto], [EntryMeta("b", "cam1", 2, 1.0, 3.0)], "gar@1")
+        assert g.track_ends([("cam1", 1)]) == {}  # none recorded yet (the table does not exist)
+        g.record_track_ends("cam1", 1, TrackEnds(first=((0.0, 1, 2, 3, 4),), last=((1.0, 1, 2, 3, 4),)))
+        g.record_track_ends("cam1", 1, TrackEnds(first=((9.0, 9, 9, 9, 9),), last=((2.0, 5, 6, 7, 8),)))  # later
+        g.record_track_ends("cam1", 2, TrackEnds(first=((1.0, 0, 0, 1, 1),), last=((3.0, 0, 0, 1, 1),)))
+    with Gallery(tmp_path / "g", create=False) as g:
+        ends = g.track_ends([("cam1", 1), ("cam1", 2), ("cam2", 1)])
+        assert set(ends) == {("cam1", 1), ("cam1", 2)}
+        assert ends[("cam1", 1)] == TrackEnds(first=((0.0, 1, 2, 3, 4),), last=((2.0, 5, 6, 7, 8),))  # first kept
+        g.remove_identity("a")
+        assert set(g.track_ends([("cam1", 1), ("cam1", 2)])) == {("cam1", 2)}
+
+
+def test_track_evidence_keeps_the_boxes_of_its_first_and_last_frames():
+    from stages.gallery.stage import TRACK_END_FRAMES
+
+    evidence = TrackEvidence()
+    for first in (0, 20, 40):  # overlapping windows: frames 0-69, each kept once
+        evidence.add(_moving_window(1, first, 0.0, None, None, final=False), {"gait": "gait", "appearance": "reid"})
+    blank = _moving_window(1, 70, 0.0, None, None, final=True)
+    blank.sequence.boxes[:] = 0.0  # a replayed window without boxes adds none
+    evidence.add(blank, {"gait": "gait", "appearance": "reid"})
+    ends = evidence.ends()
+    assert [round(row[0] * 25) for row in ends.first] == list(range(TRACK_END_FRAMES))
+    assert [round(row[0] * 25) for row in ends.last] == list(range(70 - TRACK_END_FRAMES, 70))
+    assert ends.last[-1][1:] == (69.0, 40.0, 89.0, 100.0)
+    assert evidence.frames == 100
 
 
 def test_track_pairs_conflict_only_beyond_a_handover():

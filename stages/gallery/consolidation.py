@@ -15,7 +15,10 @@ unless the two tracks share only their edges: a tracker that loses a person and 
 new track often runs both for a moment (a handover). Tracks of one camera that overlap by at most
 ``handover_overlap`` of the shorter one may be one person, and two identities seen together only
 that way merge when they score each other above the linking threshold (``handover_above``), not the
-lower consolidation threshold. Seen together for longer, they merge only on overwhelming evidence
+lower consolidation threshold, unless every such pair of tracks hands over in place: the new track's
+first boxes and the old one's last boxes coincide on every frame they share (``handover_cover``),
+the detector having found the one person twice for a moment; two people are not in one place. Those
+merge at the consolidation threshold. Seen together for longer, they merge only on overwhelming evidence
 (``together_above``): a track that wandered from its person onto someone else carries its identity
 into the other person's time, and the two look like two people seen at once. Two identities named by a
 user (not auto-enrolled) are never merged with each other; an auto-enrolled one merges into a named
@@ -31,7 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from stages.gallery.matching import IdentityScorer, SourceCentring, pool
-from stages.gallery.store import MODALITIES, Gallery, IdentitySummary
+from stages.gallery.store import MODALITIES, Gallery, IdentitySummary, TrackEnds
+from stages.track_groups import inside_fraction
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,12 @@ log = logging.getLogger(__name__)
 # scored far above two-person ones; 0.5 rather than 0.3 linked more of them on the benchmark with as
 # many wrong links (docs/gallery.md, "Handovers").
 HANDOVER_OVERLAP = 0.5
+
+# Share of the smaller box inside the other on every frame two tracks of a handover share, above which the
+# new track picked the person up where the old one left them. On rendered sites that are not the identity
+# benchmark's (fitting sites a to e, some with other seeds), such same-person handovers keep 0.8 to 1.0 of
+# the smaller box inside the other, two-person ones at most 0.72 (docs/gallery.md, "Handovers in place").
+HANDOVER_COVER = 0.75
 
 # Fused log-odds above which two identities one camera showed together (beyond a handover) still
 # merge: on the rendered fitting sites and the quick benchmark site every such pair above 5 was one
@@ -50,12 +60,14 @@ TOGETHER_ABOVE = 5.0
 
 @dataclass(frozen=True)
 class Sighting:
-    """Where and when an identity was seen: one of its tracks, from its source, over its time span (seconds)."""
+    """Where and when an identity was seen: one of its tracks, from its source, over its time span
+    (seconds), with its boxes on its first and last frames where they are known."""
 
     source: str
     track_id: int | None
     t_start: float | None
     t_end: float | None
+    ends: TrackEnds = TrackEnds()
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,9 @@ def identity_evidence(gallery: Gallery, name: str, used: tuple[str, ...], centri
         if e.t_start is not None and e.t_end is not None:
             lo, hi = spans.get((e.source, e.track_id), (e.t_start, e.t_end))
             spans[(e.source, e.track_id)] = (min(lo, e.t_start), max(hi, e.t_end))
-    sightings = frozenset(Sighting(source, track, lo, hi) for (source, track), (lo, hi) in spans.items())
+    ends = gallery.track_ends(spans)
+    sightings = frozenset(Sighting(source, track, lo, hi, ends.get((source, track), TrackEnds()))
+                          for (source, track), (lo, hi) in spans.items())
     return IdentityEvidence(name, query, sightings)
 
 
@@ -113,13 +127,34 @@ def overlap_share(a_start: float, a_end: float, b_start: float, b_end: float) ->
     return 1.0 if shorter <= 0 else min((min(a_end, b_end) - max(a_start, b_start)) / shorter, 1.0)
 
 
+def seen_together(a: Iterable[Sighting], b: Iterable[Sighting]) -> list[tuple[Sighting, Sighting, float]]:
+    """The pairs of tracks, one of each, that one camera showed at the same moment, with their ``overlap_share``."""
+    b = [s for s in b if s.t_start is not None and s.t_end is not None]
+    pairs = [(x, y, overlap_share(x.t_start, x.t_end, y.t_start, y.t_end)) for x in a if x.t_start is not None
+             and x.t_end is not None for y in b if x.source == y.source and x.track_id != y.track_id]
+    return [(x, y, share) for x, y, share in pairs if share is not None]
+
+
 def together_share(a: Iterable[Sighting], b: Iterable[Sighting]) -> float | None:
     """How much one camera showed the two at the same moment on two different tracks: the largest
     ``overlap_share`` of two such tracks; None when never."""
-    b = [s for s in b if s.t_start is not None and s.t_end is not None]
-    shares = [overlap_share(x.t_start, x.t_end, y.t_start, y.t_end) for x in a if x.t_start is not None
-              and x.t_end is not None for y in b if x.source == y.source and x.track_id != y.track_id]
-    return max((s for s in shares if s is not None), default=None)
+    return max((share for _, _, share in seen_together(a, b)), default=None)
+
+
+def handed_over_in_place(a: Sighting, b: Sighting, min_cover: float) -> bool:
+    """Whether, of two overlapping tracks of one camera, the later one starts where the earlier one ends:
+    on every frame the earlier one's last boxes and the later one's first boxes share (at least one),
+    the smaller box lies inside the other by at least ``min_cover`` of its area."""
+    earlier, later = sorted((a, b), key=lambda s: (s.t_start, s.t_end))
+    last = {row[0]: row[1:] for row in earlier.ends.last}
+    shared = [(np.asarray(last[row[0]]), np.asarray(row[1:])) for row in later.ends.first if row[0] in last]
+    return bool(shared) and all(_cover(x, y) >= min_cover for x, y in shared)
+
+
+def _cover(x: np.ndarray, y: np.ndarray) -> float:
+    """Share of the smaller of two xyxy boxes that lies inside the other."""
+    smaller, larger = (x, y) if (x[2] - x[0]) * (x[3] - x[1]) <= (y[2] - y[0]) * (y[3] - y[1]) else (y, x)
+    return float(inside_fraction(smaller[None], larger)[0])
 
 
 class Consolidator:
@@ -131,18 +166,22 @@ class Consolidator:
         one person handed over between tracks (0: any overlap means two people; default as the matcher).
     handover_above: the score two identities seen together only across handovers must exceed (None:
         ``threshold``).
+    handover_cover: two identities seen together only across handovers that all hand over in place
+        (``handed_over_in_place`` at this cover) need only ``threshold`` (None: they need ``handover_above``).
     together_above: the score two identities seen together for longer must exceed (None: they never merge).
     """
 
     def __init__(self, gallery: Gallery, scorer: IdentityScorer, threshold: float,
                  centring: SourceCentring | None = None, handover_overlap: float = HANDOVER_OVERLAP,
-                 handover_above: float | None = None, together_above: float | None = TOGETHER_ABOVE) -> None:
+                 handover_above: float | None = None, handover_cover: float | None = HANDOVER_COVER,
+                 together_above: float | None = TOGETHER_ABOVE) -> None:
         self.gallery = gallery
         self.scorer = scorer
         self.threshold = float(threshold)
         self.centring = centring
         self.handover_overlap = float(handover_overlap)
         self.handover_above = self.threshold if handover_above is None else max(float(handover_above), self.threshold)
+        self.handover_cover = None if handover_cover is None else float(handover_cover)
         self.together_above = None if together_above is None else max(float(together_above), self.handover_above)
         self._evidence: dict[str, IdentityEvidence] = {}
         self._scores: dict[str, dict[str, float]] = {}
@@ -170,9 +209,15 @@ class Consolidator:
         if not (self._summaries[a].auto or self._summaries[b].auto):
             return None
         score = min(forward, backward)
-        share = together_share(self._identity(a).sightings, self._identity(b).sightings)
-        if share is not None:
-            above = self.handover_above if share <= self.handover_overlap else self.together_above
+        together = seen_together(self._identity(a).sightings, self._identity(b).sightings)
+        if together:
+            if max(share for _, _, share in together) > self.handover_overlap:
+                above = self.together_above
+            elif self.handover_cover is not None and all(
+                    handed_over_in_place(x, y, self.handover_cover) for x, y, _ in together):
+                above = self.threshold
+            else:
+                above = self.handover_above
             if above is None or score <= above:
                 return None
         return score

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,8 @@ import numpy as np
 
 from pipeline.domains import NonNegativeFloat, NonNegativeInt, UnitFloat
 from pipeline.messages import IdentityMatch, RankedCandidate, TrackWindow
-from stages.gallery.consolidation import HANDOVER_OVERLAP, TOGETHER_ABOVE, Consolidator, Merge, overlap_share
+from stages.gallery.consolidation import (HANDOVER_COVER, HANDOVER_OVERLAP, TOGETHER_ABOVE, Consolidator, Merge,
+                                         overlap_share)
 from stages.gallery.index import IndexSpec
 from stages.gallery.matching import (
     CandidateScore,
@@ -36,7 +38,7 @@ from stages.gallery.matching import (
 )
 from stages.gallery.scoring import AGGREGATES, CONSOLIDATE, ENROL_FRAMES, MIXED_SPREAD, MODES, ScoreModel
 from stages.gallery.search import GaitRescorer, load_gait_rescorer
-from stages.gallery.store import FORMAT, MODALITIES, EntryMeta, Gallery
+from stages.gallery.store import FORMAT, MODALITIES, BoxAt, EntryMeta, Gallery, TrackEnds
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,9 @@ DEFAULT_RERANKER = WEIGHTS / "cargait_site.pt"
 DEFAULT_SCORES = WEIGHTS / "score_fusion.params.json"
 DEFAULT_MIN_ENROL_FRAMES = 20  # where the score fusion has no fitted value
 EMBEDDING_FIELD = {"gait": "gait_embedding", "appearance": "appearance_embedding"}
+# Boxes kept of a track's first and of its last frames: enough to cover the few frames two tracks of a
+# handover share (stages.gallery.consolidation).
+TRACK_END_FRAMES = 8
 
 
 def window_meta(window: TrackWindow, identity: str) -> EntryMeta:
@@ -59,6 +64,13 @@ def window_meta(window: TrackWindow, identity: str) -> EntryMeta:
         t_end=float(pts[-1]) if len(pts) else None,
         attributes=attributes,
     )
+
+
+def box_rows(times: np.ndarray, boxes: np.ndarray) -> list[BoxAt]:
+    """(t, x0, y0, x1, y1) of each frame that has a box (windows replayed without boxes have none), as
+    the gallery keeps a track's end boxes."""
+    return [(round(float(t), 6), *(round(float(v), 2) for v in box))
+            for t, box in zip(times, boxes) if box[2] > box[0] and box[3] > box[1]]
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,8 @@ class TrackEvidence:
     t_end: float | None = None
     announced: str | None = None  # the identity the track's last window was given
     group_share: float | None = None  # share of its boxes that hold several people (None: not judged)
+    first_boxes: list[BoxAt] = field(default_factory=list)  # on its first frames (TRACK_END_FRAMES)
+    last_boxes: deque[BoxAt] = field(default_factory=lambda: deque(maxlen=TRACK_END_FRAMES))  # on its last ones
 
     def add(self, window: TrackWindow, stages: dict[str, str]) -> None:
         self.windows += 1
@@ -102,7 +116,9 @@ class TrackEvidence:
             self.t_end = float(pts[-1]) if self.t_end is None else max(self.t_end, float(pts[-1]))
         indices = window.sequence.frame_indices
         if len(indices):  # a track's frame indices only grow: those after the last one counted are new
-            self.frames += int(np.sum(indices > self.last_frame))
+            new = indices > self.last_frame
+            self.frames += int(np.sum(new))
+            self._keep_boxes(window.sequence.pts_s[new], window.sequence.boxes[new])
             self.last_frame = max(self.last_frame, int(indices[-1]))
         for modality in MODALITIES:
             e = getattr(window, EMBEDDING_FIELD[modality])
@@ -110,6 +126,16 @@ class TrackEvidence:
                 self.embeddings[modality].append(np.asarray(e, np.float32))
                 self.metas[modality].append(window_meta(window, ""))
                 self.versions.setdefault(modality, window.model_versions.get(stages[modality], ""))
+
+    def _keep_boxes(self, times: np.ndarray, boxes: np.ndarray) -> None:
+        for row in box_rows(times, boxes):
+            if len(self.first_boxes) < TRACK_END_FRAMES:
+                self.first_boxes.append(row)
+            self.last_boxes.append(row)
+
+    def ends(self) -> TrackEnds:
+        """The track's boxes on its first and last frames so far."""
+        return TrackEnds(tuple(self.first_boxes), tuple(self.last_boxes))
 
     def appearance_spread(self) -> float:
         """Largest appearance distance between two of the track's windows that share no frames."""
@@ -188,6 +214,11 @@ class GalleryMatcher:
         threshold rather than ``consolidate_above`` (default 0.5). 0: any overlap means two people.
     handover_above: the score two identities seen together only across such a handover must give
         each other to be consolidated (None: the linking threshold; never below ``consolidate_above``).
+    handover_cover: two such tracks whose boxes coincide on every frame they share (of the first and
+        last ``TRACK_END_FRAMES`` boxes of each, at least one frame; the smaller box lies inside the
+        other by at least this share of its area) show one person picked up by a new track where the
+        old one left them: identities seen together only that way are consolidated at
+        ``consolidate_above``, not ``handover_above`` (None: never; default ``HANDOVER_COVER``).
     together_above: consolidation merges two identities that one camera showed together beyond a
         handover only when they score each other above this fused log-odds (default 5.0: on the
         fitting sites only one person split over a wandering track scores that high; None: never).
@@ -234,6 +265,7 @@ class GalleryMatcher:
         second_look: bool = True,
         handover_overlap: UnitFloat = HANDOVER_OVERLAP,
         handover_above: float | None = None,
+        handover_cover: UnitFloat | None = HANDOVER_COVER,
         together_above: float | None = TOGETHER_ABOVE,
         mixed_spread: float | None = None,
         group_share: UnitFloat | None = 0.8,
@@ -295,6 +327,7 @@ class GalleryMatcher:
         self.second_look = second_look
         self.handover_overlap = float(handover_overlap)
         self.handover_above = handover_above
+        self.handover_cover = handover_cover
         self.together_above = together_above
         self.switch_margin = float(switch_margin)
         self.mixed_spread = mixed_spread if mixed_spread is not None else self.score_model.thresholds.get(MIXED_SPREAD)
@@ -526,6 +559,7 @@ class GalleryMatcher:
             if not confident_unknown or evidence.frames < self.enrol_min_frames(scorer):
                 return
             name, _ = self.gallery.enrol_new_identity(self.enrol_prefix, self._batches(evidence, ""))
+            self.gallery.record_track_ends(evidence.source, evidence.track_id, evidence.ends())
             self._touched.add(name)
             window.identity = dataclasses.replace(match, identity=name, enrolled=True)
             return
@@ -553,6 +587,7 @@ class GalleryMatcher:
     def _add(self, evidence: TrackEvidence, name: str, auto: bool) -> None:
         for modality, (items, metas, version) in self._batches(evidence, name).items():
             self.gallery.add(modality, items, metas, version, auto=auto)
+        self.gallery.record_track_ends(evidence.source, evidence.track_id, evidence.ends())
 
     def consolidation_threshold(self, scorer: IdentityScorer) -> float | None:
         """Fused log-odds two identities must give each other to be merged when the run ends: the
@@ -573,7 +608,7 @@ class GalleryMatcher:
         names = {s.name for s in self.gallery.identities()} & (self._touched if names is None else names)
         merges = Consolidator(self.gallery, scorer, threshold, self.entry_centring, self.handover_overlap,
                               self.threshold(scorer) if self.handover_above is None else self.handover_above,
-                              self.together_above).run(names) if names else []
+                              self.handover_cover, self.together_above).run(names) if names else []
         self._touched.clear()
         return merges
 

@@ -2,7 +2,8 @@
 
 Layout of a gallery directory::
 
-    gallery.sqlite         identities, entries (raw embeddings + metadata), meta (versions, calibration)
+    gallery.sqlite         identities, entries (raw embeddings + metadata), meta (versions, calibration),
+                           merges, track_ends (boxes on each enrolled track's first and last frames)
     gait-g<N>.faiss        index of the gait entries at generation N (derived data)
     appearance-g<N>.faiss  same for appearance
 
@@ -33,7 +34,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -60,6 +61,16 @@ _MERGES = """CREATE TABLE IF NOT EXISTS merges (
     entries INTEGER NOT NULL,
     evidence TEXT NOT NULL DEFAULT '{}',
     created REAL NOT NULL
+)"""
+
+# A track's boxes on its first and last few frames (created on first use in older galleries): where one
+# track hands its person over to another, consolidation compares them (stages.gallery.consolidation).
+_TRACK_ENDS = """CREATE TABLE IF NOT EXISTS track_ends (
+    source TEXT NOT NULL,
+    track_id INTEGER NOT NULL,
+    first_boxes TEXT NOT NULL,
+    last_boxes TEXT NOT NULL,
+    PRIMARY KEY (source, track_id)
 )"""
 
 _SCHEMA = """
@@ -279,6 +290,17 @@ class EntryMeta:
     t_start: float | None = None
     t_end: float | None = None
     attributes: dict = field(default_factory=dict)
+
+
+BoxAt = tuple[float, float, float, float, float]  # (t in seconds of the source, x0, y0, x1, y1 in pixels)
+
+
+@dataclass(frozen=True)
+class TrackEnds:
+    """A track's boxes on its first and on its last few frames, oldest first (empty: not known)."""
+
+    first: tuple[BoxAt, ...] = ()
+    last: tuple[BoxAt, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -639,7 +661,7 @@ class Gallery:
         return int(cur.lastrowid)
 
     def remove_identity(self, name: str) -> int:
-        """Delete an identity and all its entries; returns the number of entries removed."""
+        """Delete an identity, all its entries and its tracks' end boxes; returns the number of entries removed."""
         with self._lock:
             with self._transaction():
                 row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
@@ -648,6 +670,9 @@ class Gallery:
                 per_modality = dict(self._db.execute(
                     "SELECT modality, COUNT(*) FROM entries WHERE identity_id = ? GROUP BY modality", (row[0],)
                 ).fetchall())
+                if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'track_ends'").fetchone():
+                    self._db.execute("DELETE FROM track_ends WHERE (source, track_id) IN (SELECT source, track_id FROM "
+                                     "entries WHERE identity_id = ?)", (row[0],))
                 self._db.execute("DELETE FROM identities WHERE id = ?", (row[0],))
                 built, generations = {}, {}
                 for modality in per_modality:
@@ -752,6 +777,33 @@ class Gallery:
                 (source, track_id, t_end, t_start)
             ).fetchall()
         return [(name, float(lo), float(hi)) for name, lo, hi in rows]
+
+    def record_track_ends(self, source: str, track_id: int, ends: TrackEnds) -> None:
+        """Keep a track's end boxes: its first ones as first recorded (they never change), its last ones as now."""
+        if not ends.first and not ends.last:
+            return
+        with self._lock, self._transaction():
+            self._db.execute(_TRACK_ENDS)
+            self._db.execute(
+                "INSERT INTO track_ends(source, track_id, first_boxes, last_boxes) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(source, track_id) DO UPDATE SET last_boxes = excluded.last_boxes",
+                (source, int(track_id), json.dumps(ends.first), json.dumps(ends.last)))
+
+    def track_ends(self, tracks: Iterable[tuple[str, int | None]]) -> dict[tuple[str, int], TrackEnds]:
+        """The recorded end boxes of these (source, track id) tracks; tracks without any are left out."""
+        wanted = {(source, int(track)) for source, track in tracks if track is not None}
+        sources = sorted({source for source, _ in wanted})
+        if not sources:
+            return {}
+        with self._lock:
+            if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'track_ends'").fetchone():
+                return {}
+            rows = self._db.execute(
+                f"SELECT source, track_id, first_boxes, last_boxes FROM track_ends WHERE source IN "
+                f"({','.join('?' * len(sources))})", sources).fetchall()
+        return {(source, int(track)): TrackEnds(tuple(tuple(b) for b in json.loads(first)),
+                                                tuple(tuple(b) for b in json.loads(last)))
+                for source, track, first, last in rows if (source, int(track)) in wanted}
 
     def sources_of(self, entry_ids: Sequence[int]) -> dict[int, str]:
         """Source of each entry, by id."""
