@@ -311,7 +311,7 @@ def _replay(site: SiteWindows, fps: float, model: ScoreModel, options: dict, fol
     got or, for a track that finished unnamed, the one the matcher gave it on a second look (as the
     pipeline's records and the identity benchmark read a run's decisions)."""
     from stages.gallery.stage import GalleryMatcher
-    from training.site_windows import track_windows
+    from training.site_windows import replayed_track_ends, track_windows
 
     windows = track_windows(site, fps)
     params = folder / "scores.params.json"
@@ -321,6 +321,9 @@ def _replay(site: SiteWindows, fps: float, model: ScoreModel, options: dict, fol
     try:
         for start in range(0, len(windows), batch):
             matcher.process(windows[start : start + batch])
+        # the replayed windows carry no boxes: the tracks' end boxes, for consolidating handovers in place
+        for (camera, track_id), ends in replayed_track_ends(site).items():
+            matcher.gallery.record_track_ends(camera, track_id, ends)
     finally:
         matcher.close()
     decided = {(w.source_id, int(w.track_id)): (w.identity.identity if w.identity is not None else None)

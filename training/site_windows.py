@@ -24,6 +24,8 @@ import yaml
 from evaluation.identity.front_cache import files_digest, front_end_stage_files
 from evaluation.identity.truth import box_iou
 from pipeline.messages import SilhouetteSequence, TrackWindow
+from stages.gallery.stage import TRACK_END_FRAMES, box_rows
+from stages.gallery.store import TrackEnds
 from stages.model_files import models_available
 
 log = logging.getLogger(__name__)
@@ -32,10 +34,10 @@ FRONT_END_OVERRIDES = ["gallery.enabled=false", "attributes.enabled=false"]  # r
 # The fit replays auto-enrolment in the windows' order: caches from before the runner merged its files
 # by video time (no "order" in their versions) hold one racing order of many and are re-run.
 WINDOW_ORDER = "video-time"
-# What each window keeps besides its embeddings: caches from before the group share or the new frames were
-# kept are re-run, so that the fit's replays leave group tracks unenrolled, and count the frames that may
-# start an identity, as the gallery does.
-WINDOW_FIELDS = "group-share,new-frames"
+# What each window keeps besides its embeddings: caches from before the group share, the new frames or the
+# end boxes were kept are re-run, so that the fit's replays leave group tracks unenrolled, count the frames
+# that may start an identity, and see handovers in place, as the gallery does.
+WINDOW_FIELDS = "group-share,new-frames,end-boxes"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,6 +55,9 @@ class SiteWindows:
     versions: {"gait": ..., "reid": ...} embedding model versions, "front_end": the other stages'
         configuration (``front_end_fingerprint``), "order": the order the windows were emitted in,
         "fields": what they keep besides embeddings (``WINDOW_FIELDS``).
+    first_boxes, last_boxes: (N, K, 5) float64, (t, x0, y0, x1, y1) of the window's first and last K =
+        ``TRACK_END_FRAMES`` new frames with a box (NaN rows where it has fewer; None: not kept), from
+        which the replay gives the gallery each track's end boxes (``replayed_track_ends``).
     """
 
     site: str
@@ -72,9 +77,12 @@ class SiteWindows:
     group_share: np.ndarray
     new_frames: np.ndarray
     versions: dict[str, str]
+    first_boxes: np.ndarray | None = None
+    last_boxes: np.ndarray | None = None
 
     def save(self, path: Path) -> None:
-        arrays = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("site", "versions")}
+        arrays = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in ("site", "versions") and getattr(self, f.name) is not None}
         np.savez_compressed(path, site=np.asarray(self.site), versions=np.asarray(json.dumps(self.versions)), **arrays)
 
     @classmethod
@@ -169,6 +177,7 @@ def to_site_windows(site: str, windows: list[TrackWindow], truth: dict) -> SiteW
         if w.appearance_embedding is not None:
             app[i] = w.appearance_embedding
     visit = [labels[(w.source_id, int(w.track_id))][0] for w in windows]
+    first, last = window_end_boxes(windows)
     versions = {k: next((w.model_versions[k] for w in windows if k in w.model_versions), "") for k in ("gait", "reid")}
     return SiteWindows(
         site=site,
@@ -188,6 +197,7 @@ def to_site_windows(site: str, windows: list[TrackWindow], truth: dict) -> SiteW
         group_share=np.asarray([np.nan if w.group_share is None else w.group_share for w in windows], np.float32),
         new_frames=count_new_frames(windows),
         versions=versions,
+        first_boxes=first, last_boxes=last,
     )
 
 
@@ -202,6 +212,40 @@ def count_new_frames(windows: list[TrackWindow]) -> np.ndarray:
         if len(indices):
             last[key] = max(last.get(key, -1), int(indices[-1]))
     return out
+
+
+def window_end_boxes(windows: list[TrackWindow]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K, 5) twice: each window's first and last K = ``TRACK_END_FRAMES`` new frames (after the last frame
+    of its track's windows before it) that have a box, as (t, x0, y0, x1, y1); NaN rows where fewer."""
+    first = np.full((len(windows), TRACK_END_FRAMES, 5), np.nan)
+    last = np.full((len(windows), TRACK_END_FRAMES, 5), np.nan)
+    seen: dict[tuple[str, int], int] = {}
+    for i, w in enumerate(windows):
+        key = (w.source_id, int(w.track_id))
+        seq = w.sequence
+        new = seq.frame_indices > seen.get(key, -1)
+        rows = np.asarray(box_rows(seq.pts_s[new], seq.boxes[new]), np.float64).reshape(-1, 5)
+        n = min(len(rows), TRACK_END_FRAMES)
+        if n:
+            first[i, :n], last[i, TRACK_END_FRAMES - n:] = rows[:n], rows[len(rows) - n:]
+        if len(seq.frame_indices):
+            seen[key] = max(seen.get(key, -1), int(seq.frame_indices[-1]))
+    return first, last
+
+
+def replayed_track_ends(site: SiteWindows) -> dict[tuple[str, int], TrackEnds]:
+    """Each track's boxes on its first and last frames, as the gallery keeps them (``TrackEvidence.ends``),
+    from its windows' end boxes (none where the cache kept none)."""
+    if site.first_boxes is None or site.last_boxes is None:
+        return {}
+    firsts: dict[tuple[str, int], list] = {}
+    lasts: dict[tuple[str, int], list] = {}
+    for r in range(len(site.camera)):
+        key = (str(site.camera[r]), int(site.track_id[r]))
+        firsts.setdefault(key, []).extend(tuple(row) for row in site.first_boxes[r].tolist() if not np.isnan(row[0]))
+        lasts.setdefault(key, []).extend(tuple(row) for row in site.last_boxes[r].tolist() if not np.isnan(row[0]))
+    return {key: TrackEnds(tuple(firsts[key][:TRACK_END_FRAMES]), tuple(lasts[key][-TRACK_END_FRAMES:]))
+            for key in firsts if firsts[key] or lasts[key]}
 
 
 def embedding_versions(overrides: list[str] | None = None) -> dict[str, str]:
