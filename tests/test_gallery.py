@@ -779,7 +779,8 @@ def _two_people_on_two_cameras(group_tracks: tuple[tuple[str, int], ...] = ()):
 
 
 def test_replayed_windows_count_the_frames_the_tracks_showed(tmp_path):
-    from training.site_windows import SiteWindows, count_new_frames, replayed_track_ends, track_windows, window_end_boxes
+    from training.site_windows import (SiteWindows, count_new_frames, replayed_track_ends, track_windows,
+                                       window_end_boxes)
 
     rng = np.random.default_rng(5)
     fps = 25.0
@@ -1123,7 +1124,8 @@ def test_a_handover_in_place_is_read_off_the_boxes_the_two_tracks_share():
     assert not handed_over_in_place(old, here, 0.9)  # at 2.0 s 0.8 of one box lies inside the other
     beside = Sighting("cam1", 3, 1.9, 4.0, TrackEnds(first=(box(1.9, 12.0), box(2.0, 12.0))))
     assert not handed_over_in_place(old, beside, 0.75)
-    assert not handed_over_in_place(old, Sighting("cam1", 4, 2.05, 4.0, TrackEnds(first=(box(2.05, 0.0),))), 0.75)  # no frame shared
+    later = Sighting("cam1", 4, 2.05, 4.0, TrackEnds(first=(box(2.05, 0.0),)))
+    assert not handed_over_in_place(old, later, 0.75)  # no frame shared
     assert not handed_over_in_place(old, Sighting("cam1", 5, 1.9, 4.0), 0.75)  # boxes not known
 
 

@@ -382,6 +382,11 @@ class Gallery:
 
         return _Tx()
 
+    def _has_table(self, name: str) -> bool:
+        """Whether the database has table ``name`` (tables of later versions appear in older galleries on first use)."""
+        row = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+        return row is not None
+
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
@@ -670,7 +675,7 @@ class Gallery:
                 per_modality = dict(self._db.execute(
                     "SELECT modality, COUNT(*) FROM entries WHERE identity_id = ? GROUP BY modality", (row[0],)
                 ).fetchall())
-                if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'track_ends'").fetchone():
+                if self._has_table("track_ends"):
                     self._db.execute("DELETE FROM track_ends WHERE (source, track_id) IN (SELECT source, track_id FROM "
                                      "entries WHERE identity_id = ?)", (row[0],))
                 self._db.execute("DELETE FROM identities WHERE id = ?", (row[0],))
@@ -709,7 +714,7 @@ class Gallery:
     def merges(self) -> list[dict]:
         """Recorded merges, oldest first: kept, absorbed, entries moved, evidence, created."""
         with self._lock:
-            if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'merges'").fetchone():
+            if not self._has_table("merges"):
                 return []
             rows = self._db.execute("SELECT kept, absorbed, entries, evidence, created FROM merges ORDER BY id").fetchall()
         return [{"kept": k, "absorbed": a, "entries": n, "evidence": json.loads(e), "created": c} for k, a, n, e, c in rows]
@@ -796,7 +801,7 @@ class Gallery:
         if not sources:
             return {}
         with self._lock:
-            if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'track_ends'").fetchone():
+            if not self._has_table("track_ends"):
                 return {}
             rows = self._db.execute(
                 f"SELECT source, track_id, first_boxes, last_boxes FROM track_ends WHERE source IN "
