@@ -201,35 +201,34 @@ def to_site_windows(site: str, windows: list[TrackWindow], truth: dict) -> SiteW
     )
 
 
-def count_new_frames(windows: list[TrackWindow]) -> np.ndarray:
-    """(N,) each window's frames after the last frame of its track's windows before it (emission order)."""
+def new_frame_masks(windows: list[TrackWindow]) -> list[np.ndarray]:
+    """Each window's frames after the last frame of its track's windows before it (emission order), as a mask."""
     last: dict[tuple[str, int], int] = {}
-    out = np.zeros(len(windows), np.int64)
-    for i, w in enumerate(windows):
+    masks = []
+    for w in windows:
         key = (w.source_id, int(w.track_id))
         indices = w.sequence.frame_indices
-        out[i] = int(np.sum(indices > last.get(key, -1)))
+        masks.append(indices > last.get(key, -1))
         if len(indices):
             last[key] = max(last.get(key, -1), int(indices[-1]))
-    return out
+    return masks
+
+
+def count_new_frames(windows: list[TrackWindow]) -> np.ndarray:
+    """(N,) each window's new frames (``new_frame_masks``)."""
+    return np.asarray([int(mask.sum()) for mask in new_frame_masks(windows)], np.int64)
 
 
 def window_end_boxes(windows: list[TrackWindow]) -> tuple[np.ndarray, np.ndarray]:
-    """(N, K, 5) twice: each window's first and last K = ``TRACK_END_FRAMES`` new frames (after the last frame
-    of its track's windows before it) that have a box, as (t, x0, y0, x1, y1); NaN rows where fewer."""
+    """(N, K, 5) twice: each window's first and last K = ``TRACK_END_FRAMES`` new frames (``new_frame_masks``)
+    that have a box, as (t, x0, y0, x1, y1); NaN rows where fewer."""
     first = np.full((len(windows), TRACK_END_FRAMES, 5), np.nan)
     last = np.full((len(windows), TRACK_END_FRAMES, 5), np.nan)
-    seen: dict[tuple[str, int], int] = {}
-    for i, w in enumerate(windows):
-        key = (w.source_id, int(w.track_id))
-        seq = w.sequence
-        new = seq.frame_indices > seen.get(key, -1)
-        rows = np.asarray(box_rows(seq.pts_s[new], seq.boxes[new]), np.float64).reshape(-1, 5)
+    for i, (w, new) in enumerate(zip(windows, new_frame_masks(windows))):
+        rows = np.asarray(box_rows(w.sequence.pts_s[new], w.sequence.boxes[new]), np.float64).reshape(-1, 5)
         n = min(len(rows), TRACK_END_FRAMES)
         if n:
             first[i, :n], last[i, TRACK_END_FRAMES - n:] = rows[:n], rows[len(rows) - n:]
-        if len(seq.frame_indices):
-            seen[key] = max(seen.get(key, -1), int(seq.frame_indices[-1]))
     return first, last
 
 

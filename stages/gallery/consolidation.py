@@ -17,8 +17,8 @@ new track often runs both for a moment (a handover). Tracks of one camera that o
 that way merge when they score each other above the linking threshold (``handover_above``), not the
 lower consolidation threshold, unless every such pair of tracks hands over in place: the new track's
 first boxes and the old one's last boxes coincide on every frame they share (``handover_cover``),
-the detector having found the one person twice for a moment; two people are not in one place. Those
-merge at the consolidation threshold. Seen together for longer, they merge only on overwhelming evidence
+the detector having found the one person twice for a moment (two people passing each other seldom keep
+one box inside the other on every such frame). Those merge at the consolidation threshold. Seen together for longer, they merge only on overwhelming evidence
 (``together_above``): a track that wandered from its person onto someone else carries its identity
 into the other person's time, and the two look like two people seen at once. Two identities named by a
 user (not auto-enrolled) are never merged with each other; an auto-enrolled one merges into a named
