@@ -182,7 +182,8 @@ def test_ray_flags_need_the_ray_executor(tmp_path, capsys):
 
 
 def test_windows_sent_to_the_gallery_owner_keep_the_frames_it_counts():
-    """Windows shipped without images still let the gallery count each frame a track showed once."""
+    """Windows shipped without images still let the gallery count each frame a track showed once, and keep
+    the boxes of the track's first and last frames."""
     import numpy as np
 
     from pipeline.messages import SilhouetteSequence, TrackWindow
@@ -194,8 +195,10 @@ def test_windows_sent_to_the_gallery_owner_keep_the_frames_it_counts():
     for i, end in enumerate((30, 60, 90, 200)):
         indices = seen[seen < end][-40:]  # overlapping windows of up to 40 frames
         t = len(indices)
+        x = indices.astype(np.float32)
+        boxes = np.stack([x, np.full_like(x, 20.0), x + 30.0, np.full_like(x, 100.0)], 1)
         sequence = SilhouetteSequence(np.full((t, 64, 44), 255, np.uint8), np.ones(t, np.float32),
-                                      np.zeros((t, 4), np.float32), indices, indices / 25.0, (240, 320))
+                                      boxes, indices, indices / 25.0, (240, 320))
         windows.append(TrackWindow("cam1", 1, i, end == 200, sequence))
     last, light = -1, []
     for w in windows:
@@ -206,8 +209,8 @@ def test_windows_sent_to_the_gallery_owner_keep_the_frames_it_counts():
         evidence = TrackEvidence()
         for w in ws:
             evidence.add(w, {"gait": "gait", "appearance": "reid"})
-        counted.append((evidence.frames, evidence.t_start, evidence.t_end))
+        counted.append((evidence.frames, evidence.t_start, evidence.t_end, evidence.ends()))  # ends: for handovers
     distinct = len({int(f) for w in windows for f in w.sequence.frame_indices})
-    assert counted[0] == counted[1] and counted[0][0] == distinct
+    assert counted[0] == counted[1] and counted[0][0] == distinct and counted[0][3].first and counted[0][3].last
     assert sum(len(w.sequence) for w in light) < sum(len(w.sequence) for w in windows)
     assert all(not w.sequence.silhouettes.any() and w.sequence.crops is None for w in light)
