@@ -977,7 +977,10 @@ def test_a_consolidation_at_a_higher_threshold_is_a_prefix_of_one_at_a_lower_thr
 
 
 def test_together_share_is_the_overlap_of_two_tracks_of_one_camera_over_the_shorter():
-    from stages.gallery.consolidation import Sighting, together_share
+    from stages.gallery.consolidation import Sighting, seen_together
+
+    def together_share(a: list[Sighting], b: list[Sighting]) -> float | None:  # the largest, as consolidation reads it
+        return max((share for _, _, share in seen_together(a, b)), default=None)
 
     first = [Sighting("cam1", 1, 0.0, 4.0)]
     assert together_share(first, [Sighting("cam1", 2, 3.0, 5.0)]) == pytest.approx(0.5)  # 1 s of the 2 s track

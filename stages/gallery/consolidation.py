@@ -136,12 +136,6 @@ def seen_together(a: Iterable[Sighting], b: Iterable[Sighting]) -> list[tuple[Si
     return [(x, y, share) for x, y, share in pairs if share is not None]
 
 
-def together_share(a: Iterable[Sighting], b: Iterable[Sighting]) -> float | None:
-    """How much one camera showed the two at the same moment on two different tracks: the largest
-    ``overlap_share`` of two such tracks; None when never."""
-    return max((share for _, _, share in seen_together(a, b)), default=None)
-
-
 def handed_over_in_place(a: Sighting, b: Sighting, min_cover: float) -> bool:
     """Whether, of two overlapping tracks of one camera, the later one starts where the earlier one ends:
     on every frame the earlier one's last boxes and the later one's first boxes share (at least one),
