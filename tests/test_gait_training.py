@@ -31,6 +31,29 @@ def test_triplet_sampler_p_by_k():
     assert len(set(groups[:, 0])) == 4 and (groups == groups[:, :1]).all()
 
 
+def test_triplet_sampler_spreads_an_identitys_sequences_over_its_views():
+    # identity 0: five head-on walks and one side-on; identity 1: only head-on; identity 2: three groups
+    labels = np.repeat(np.arange(3), 6)
+    views = np.array([0, 0, 0, 0, 0, 2] + [0] * 6 + [0, 1, 2, 0, 1, 2])
+    spread = iter(TripletSampler(labels, 3, 3, seed=0, view_groups=views))
+    plain = iter(TripletSampler(labels, 3, 3, seed=0))
+    plain_side = 0
+    for _ in range(50):
+        batch = next(spread)
+        assert len(batch) == 9 and len(set(batch)) == 9  # no sequence twice while the identity has more
+        for seqs in batch.reshape(3, 3):
+            ident = labels[seqs[0]]
+            assert (labels[seqs] == ident).all()
+            want = {0: {0, 2}, 1: {0}, 2: {0, 1, 2}}[int(ident)]
+            assert set(views[seqs]) == want
+        plain_side += sum(2 in views[seqs] for seqs in next(plain).reshape(3, 3) if labels[seqs[0]] == 0)
+    assert plain_side < 50  # drawn at random the side walk is often left out
+    short = next(iter(TripletSampler(np.zeros(2, int), 1, 4, view_groups=np.array([0, 2]))))
+    assert sorted(short) == [0, 0, 1, 1]  # fewer sequences than K: repeated, both views kept
+    with pytest.raises(ValueError, match="view group"):
+        TripletSampler(labels, 3, 3, view_groups=views[:5])
+
+
 def test_packed_sequence_set_unpacks_clips():
     full = (np.random.default_rng(0).random((9, 64, 64)) > 0.5).astype(np.uint8)
     s = SequenceSet([np.packbits(full, axis=-1)], ["007"], packed=True)

@@ -93,12 +93,15 @@ def build_train_set(data: dict) -> SequenceSet:
 
 def build_sampler(data: SequenceSet, data_cfg: dict, sampler_cfg: dict, seed: int):
     """P x K sampler; for a mixed set, ``synthetic_ratio`` of each batch's identities are synthetic
-    (identities named ``s...``, see training.synthetic)."""
+    (identities named ``s...``, see training.synthetic). ``spread_views: true`` spreads each identity's
+    K sequences over its view groups."""
     p, k = int(sampler_cfg["identities_per_batch"]), int(sampler_cfg["sequences_per_identity"])
+    views = data.view_groups if sampler_cfg.get("spread_views", False) else None
     if data_cfg.get("dataset", "casia-b") != "mixed":
-        return TripletSampler(data.labels, p, k, seed=seed)
+        return TripletSampler(data.labels, p, k, seed=seed, view_groups=views)
     synthetic = np.array([name.startswith("s") for name in data.identities])
-    return MixedTripletSampler(data.labels, synthetic, p, k, float(data_cfg.get("synthetic_ratio", 0.5)), seed=seed)
+    ratio = float(data_cfg.get("synthetic_ratio", 0.5))
+    return MixedTripletSampler(data.labels, synthetic, p, k, ratio, seed=seed, view_groups=views)
 
 
 def init_from(net: torch.nn.Module, path: str | Path) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.sequences import SequenceSet
+from training.sequences import SequenceSet, view_group_index
 
 CACHE = Path("~/.cache/gaitscope/synth").expanduser()
 VIEW_DEFAULTS = {"segmenter": None, "cameras": "surveillance", "frame_size": [480, 640]}
@@ -125,12 +125,13 @@ def synthetic_set(
     if workers > 1 and len(chunks) > 1:
         with ProcessPoolExecutor(min(workers, len(chunks))) as pool:
             list(pool.map(_cache_chunk, chunks))
-    sils, names, ratios, rgb = [], [], [], []
+    sils, names, ratios, rgb, views = [], [], [], [], []
     for args in chunks:
         a = synthetic_arrays(*args)
         sils += list(a["silhouettes"])
+        views += [view_group_index(float(v)) for v in a["view_deg"]]
         names += [identity_name(i) for i in a["identity"]]
         ratios += list(a["ratios"])
         if crops:
             rgb += list(a["crops"])
-    return SequenceSet(sils, names, ratios=ratios, rgb=rgb if crops else None)
+    return SequenceSet(sils, names, ratios=ratios, rgb=rgb if crops else None, view_groups=views)
