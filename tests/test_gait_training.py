@@ -52,6 +52,10 @@ def test_triplet_sampler_spreads_an_identitys_sequences_over_its_views():
     assert sorted(short) == [0, 0, 1, 1]  # fewer sequences than K: repeated, both views kept
     with pytest.raises(ValueError, match="view group"):
         TripletSampler(labels, 3, 3, view_groups=views[:5])
+    clip = np.zeros((4, 64, 44), np.uint8)
+    known = SequenceSet([clip] * 2, ["a", "b"], view_groups=[2, 0])
+    both = SequenceSet.concat([SequenceSet([clip], ["c"]), known])
+    assert list(both.view_groups) == [-1, 2, 0]  # a set without views gives unknown groups
 
 
 def test_packed_sequence_set_unpacks_clips():
