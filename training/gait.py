@@ -76,6 +76,7 @@ def _synthetic_set(syn: dict) -> SequenceSet:
         cameras=syn.get("cameras", "surveillance"),
         frame_size=tuple(syn.get("frame_size", (480, 640))),
         workers=syn.get("workers", 1),
+        chunk=syn.get("chunk", 250),
     )
 
 
