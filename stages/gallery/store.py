@@ -796,19 +796,20 @@ class Gallery:
 
     def track_ends(self, tracks: Iterable[tuple[str, int | None]]) -> dict[tuple[str, int], TrackEnds]:
         """The recorded end boxes of these (source, track id) tracks; tracks without any are left out."""
-        wanted = {(source, int(track)) for source, track in tracks if track is not None}
-        sources = sorted({source for source, _ in wanted})
-        if not sources:
-            return {}
+        wanted = sorted({(source, int(track)) for source, track in tracks if track is not None})
+        rows = []
         with self._lock:
-            if not self._has_table("track_ends"):
+            if not wanted or not self._has_table("track_ends"):
                 return {}
-            rows = self._db.execute(
-                f"SELECT source, track_id, first_boxes, last_boxes FROM track_ends WHERE source IN "
-                f"({','.join('?' * len(sources))})", sources).fetchall()
+            # Looked up by primary key, a few hundred tracks per statement (SQLite caps its parameters).
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows += self._db.execute(
+                    "SELECT source, track_id, first_boxes, last_boxes FROM track_ends WHERE (source, track_id) IN "
+                    f"(VALUES {','.join(['(?, ?)'] * len(chunk))})", [v for key in chunk for v in key]).fetchall()
         return {(source, int(track)): TrackEnds(tuple(tuple(b) for b in json.loads(first)),
                                                 tuple(tuple(b) for b in json.loads(last)))
-                for source, track, first, last in rows if (source, int(track)) in wanted}
+                for source, track, first, last in rows}
 
     def sources_of(self, entry_ids: Sequence[int]) -> dict[int, str]:
         """Source of each entry, by id."""
