@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stages.gait.model import GaitBase, GaitBaseConfig, GARDistillation
+from stages.gait.model import GaitBase, GaitBaseConfig, GARDistillation, MotionProfile
 from stages.gait.weights import config_from_state_dict, load_gait_model
 
 torch.set_num_threads(1)
@@ -180,6 +180,49 @@ def test_distillation_stops_gradient_into_rgb_branch():
     assert all(p.grad is None or not p.grad.any() for p in net.rgb.parameters())
     assert net.adapters[0].weight.grad.abs().sum() > 0
     assert net.silhouette.Backbone.forward_block.conv1.conv.weight.grad.abs().sum() > 0
+
+
+def walking_bar(length, period, start=0):
+    """A bar swinging left and right across a 64 x 44 frame, one full swing every ``period`` frames."""
+    sils = torch.zeros(length, 64, 44)
+    for t in range(length):
+        x = int(round(18 + 12 * torch.sin(torch.tensor(2 * torch.pi * (t + start) / period)).item()))
+        sils[t, 8:56, x:x + 8] = 1.0
+    return sils
+
+
+def test_motion_profile_dips_at_the_period_and_marks_unseen_lags():
+    profile = MotionProfile(max_lag=20, parts=16, embed_dim=6)
+    for period in (9, 13):
+        p = profile.profile(walking_bar(30, period)[None])[0]
+        distances, seen = p[:20], p[20:]
+        assert distances[period - 1] < 0.05  # frames one period apart are alike
+        assert distances[period // 2 - 1] > 1.0  # half a period apart, farther than unrelated frames
+        assert int(torch.argmin(distances[4:period + 2])) + 5 == period
+        assert seen.tolist() == [1.0] * 20
+    short = profile.profile(walking_bar(12, 9)[None])[0]
+    assert short[20:].tolist() == [1.0] * 11 + [0.0] * 9
+    assert short[11:20].tolist() == [1.0] * 9  # unseen lags read as unrelated frames
+    mirrored = profile.profile(walking_bar(30, 9).flip(-1)[None])
+    torch.testing.assert_close(mirrored, profile.profile(walking_bar(30, 9)[None]))
+
+
+def test_motion_profile_starts_silent_then_separates_cadences_packed_or_not():
+    torch.manual_seed(0)
+    plain = GaitBase(small_config()).eval()
+    moving = GaitBase(small_config(motion_lags=16)).eval()
+    moving.load_state_dict(plain.state_dict(), strict=False)
+    assert {k for k in moving.state_dict() if k not in plain.state_dict()} == {
+        "MotionProfile.mlp.0.weight", "MotionProfile.mlp.0.bias", "MotionProfile.mlp.2.weight", "MotionProfile.mlp.2.bias"}
+    slow, fast = walking_bar(20, 12), walking_bar(20, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(moving(slow[None]).embeddings, plain(slow[None]).embeddings)
+        torch.nn.init.normal_(moving.MotionProfile.mlp[-1].weight)
+        a, b = moving(slow[None]).embeddings, moving(fast[None]).embeddings
+        packed = moving(torch.cat([slow, fast[:15]])[None], seq_lengths=[20, 15]).embeddings
+    assert not torch.allclose(a, b, atol=1e-3)
+    torch.testing.assert_close(packed[0], a[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed[1], moving(fast[None, :15]).embeddings[0], rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_config_key_is_reported():

@@ -13,6 +13,10 @@ The parameter names of :class:`GaitBase` without ratio attention are exactly Ope
 GAR additions (GADER sec. 3.2): ``ratio_attention`` (r = sigmoid(conv1d(ratios over time)),
 multiplying the stem's output frame by frame) and, at training time only, an RGB branch with
 1x1 adapters for feature distillation (:class:`GARDistillation`).
+
+Optional, off by default: ``motion_lags`` adds :class:`MotionProfile`, the one cue that max-pooling
+over frames cannot see: how the walk repeats in time (cadence), read from the silhouettes'
+self-similarity and added to every part's embedding.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class GaitBaseConfig:
     1/2/2/1). maxpool: a 3x3/2 max-pool after the stem (halves h and w, ~4x cheaper backbone).
     parts: horizontal bins. embed_dim: per-part embedding size C. class_num: training identities.
     ratio_attention: add GAR's ratio attention (a conv1d of ``ratio_kernel`` taps over time).
+    motion_lags: add :class:`MotionProfile` over lags 1..motion_lags frames (0: none); it reads frames in
+    their order at a steady rate (25 fps in training), so sequences must be consecutive frames.
     """
 
     channels: tuple[int, ...] = (64, 128, 256, 512)
@@ -45,6 +51,7 @@ class GaitBaseConfig:
     class_num: int = 74
     ratio_attention: bool = False
     ratio_kernel: int = 3
+    motion_lags: int = 0
 
     def __post_init__(self) -> None:
         if not (len(self.channels) == len(self.layers) == len(self.strides) == 4):
@@ -230,6 +237,46 @@ class RatioAttention(nn.Module):
         return out[..., None, None]
 
 
+class MotionProfile(nn.Module):
+    """Self-similarity of a walk over time, mapped to an offset of every part's embedding.
+
+    For each lag L in 1..max_lag, the mean squared distance between frames L apart (silhouettes
+    average-pooled 4x4, over the sequence's own variance): a dip at one step and one stride. Unlike
+    the silhouettes' shape, the walk's rhythm looks the same from every side (BenAbdelkader et al.,
+    "Gait recognition using image self-similarity", 2004), which is what head-on against side-on
+    matching lacks. Lags a sequence is too short for are marked unseen. The last layer starts at
+    zero, so a pretrained model's embeddings are unchanged until training moves it.
+    """
+
+    def __init__(self, max_lag: int, parts: int, embed_dim: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.max_lag, self.parts, self.embed_dim = max_lag, parts, embed_dim
+        self.mlp = nn.Sequential(nn.Linear(2 * max_lag, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, parts * embed_dim))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def profile(self, sils: torch.Tensor) -> torch.Tensor:
+        """sils [n, s, h, w] (one length) -> [n, 2 * max_lag]: distances per lag, then 1 where seen."""
+        n, s = sils.shape[:2]
+        x = F.avg_pool2d(sils.reshape(n * s, 1, *sils.shape[2:]).float(), 4).reshape(n, s, -1)
+        x = x - x.mean(1, keepdim=True)
+        sq = (x * x).sum(-1)  # [n, s]
+        dist = sq[:, :, None] + sq[:, None, :] - 2 * x @ x.transpose(1, 2)  # [n, s, s]
+        scale = 2 * sq.mean(1, keepdim=True) + 1e-6  # mean distance of unrelated frames
+        lags = [torch.diagonal(dist, offset=lag, dim1=1, dim2=2).mean(-1, keepdim=True) if lag < s
+                else torch.ones(n, 1, dtype=x.dtype, device=x.device) * scale for lag in range(1, self.max_lag + 1)]
+        seen = torch.tensor([float(lag < s) for lag in range(1, self.max_lag + 1)], dtype=x.dtype, device=x.device)
+        return torch.cat([torch.cat(lags, 1) / scale, seen.expand(n, -1)], 1)
+
+    def forward(self, sils: torch.Tensor, seq_lengths: Sequence[int] | None = None) -> torch.Tensor:
+        """sils [n, s, h, w] (or n=1 packed with ``seq_lengths``) -> offsets [n, embed_dim, parts]."""
+        if seq_lengths is None:
+            profile = self.profile(sils)
+        else:
+            profile = torch.cat([self.profile(part) for part in torch.split(sils, list(seq_lengths), dim=1)])
+        return self.mlp(profile.to(self.mlp[0].weight.dtype)).reshape(-1, self.embed_dim, self.parts)
+
+
 @dataclass
 class GaitOutput:
     """embeddings: [n, p, c] per-part embeddings used for retrieval (before the BNNeck).
@@ -257,6 +304,8 @@ class GaitBase(nn.Module):
         self.FCs = SeparateFCs(config.parts, config.channels[-1], config.embed_dim)
         self.BNNecks = SeparateBNNecks(config.parts, config.embed_dim, config.class_num)
         self.RatioAttention = RatioAttention(config.ratio_kernel) if config.ratio_attention else None
+        self.MotionProfile = (MotionProfile(config.motion_lags, config.parts, config.embed_dim)
+                              if config.motion_lags > 0 else None)
 
     def forward(
         self,
@@ -266,6 +315,7 @@ class GaitBase(nn.Module):
         return_features: bool = False,
     ) -> GaitOutput:
         x = sils.unsqueeze(1) if sils.dim() == 4 else sils  # [n, c, s, h, w]
+        motion = None if self.MotionProfile is None else self.MotionProfile(x[:, 0], seq_lengths)
         net: ResNet9 = self.Backbone.forward_block
         x = SetBlockWrapper.per_frame(net.stem, x)
         if self.RatioAttention is not None and ratios is not None:
@@ -278,6 +328,8 @@ class GaitBase(nn.Module):
         pooled = temporal_max_pool(x, seq_lengths)  # [n, c, h, w]
         parts = horizontal_pooling(pooled, self.config.parts)  # [n, c, p]
         embed = self.FCs(parts)  # [n, C, p]
+        if motion is not None:
+            embed = embed + motion
         _, logits = self.BNNecks(embed)
         return GaitOutput(embed.permute(0, 2, 1).contiguous(), logits.permute(0, 2, 1).contiguous(), features)
 
@@ -294,7 +346,7 @@ class GARDistillation(nn.Module):
     def __init__(self, config: GaitBaseConfig) -> None:
         super().__init__()
         self.silhouette = GaitBase(config)
-        rgb_cfg = GaitBaseConfig.from_dict({**config.to_dict(), "in_channels": 3})
+        rgb_cfg = GaitBaseConfig.from_dict({**config.to_dict(), "in_channels": 3, "motion_lags": 0})
         self.rgb = GaitBase(rgb_cfg)
         self.adapters = nn.ModuleList(nn.Conv2d(c, c, 1) for c in (config.channels[0], *config.channels))
 
