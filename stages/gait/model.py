@@ -241,7 +241,8 @@ class MotionProfile(nn.Module):
     """Self-similarity of a walk over time, mapped to an offset of every part's embedding.
 
     For each lag L in 1..max_lag, the mean squared distance between frames L apart (silhouettes
-    average-pooled 4x4, over the sequence's own variance): a dip at one step and one stride. Unlike
+    average-pooled 4x4, divided by twice the sequence's variance, so that unrelated frames read 1): a
+    dip at one step and one stride. Unlike
     the silhouettes' shape, the walk's rhythm looks the same from every side (BenAbdelkader et al.,
     "Gait recognition using image self-similarity", 2004), which is what head-on against side-on
     matching lacks. Lags a sequence is too short for are marked unseen. The last layer starts at
