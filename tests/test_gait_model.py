@@ -182,11 +182,11 @@ def test_distillation_stops_gradient_into_rgb_branch():
     assert net.silhouette.Backbone.forward_block.conv1.conv.weight.grad.abs().sum() > 0
 
 
-def walking_bar(length, period, start=0):
+def walking_bar(length, period):
     """A bar swinging left and right across a 64 x 44 frame, one full swing every ``period`` frames."""
     sils = torch.zeros(length, 64, 44)
     for t in range(length):
-        x = int(round(18 + 12 * torch.sin(torch.tensor(2 * torch.pi * (t + start) / period)).item()))
+        x = int(round(18 + 12 * torch.sin(torch.tensor(2 * torch.pi * t / period)).item()))
         sils[t, 8:56, x:x + 8] = 1.0
     return sils
 

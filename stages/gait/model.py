@@ -261,13 +261,13 @@ class MotionProfile(nn.Module):
         n, s = sils.shape[:2]
         x = F.avg_pool2d(sils.reshape(n * s, 1, *sils.shape[2:]).float(), 4).reshape(n, s, -1)
         x = x - x.mean(1, keepdim=True)
-        sq = (x * x).sum(-1)  # [n, s]
-        dist = sq[:, :, None] + sq[:, None, :] - 2 * x @ x.transpose(1, 2)  # [n, s, s]
-        scale = 2 * sq.mean(1, keepdim=True) + 1e-6  # mean distance of unrelated frames
-        lags = [torch.diagonal(dist, offset=lag, dim1=1, dim2=2).mean(-1, keepdim=True) if lag < s
-                else torch.ones(n, 1, dtype=x.dtype, device=x.device) * scale for lag in range(1, self.max_lag + 1)]
-        seen = torch.tensor([float(lag < s) for lag in range(1, self.max_lag + 1)], dtype=x.dtype, device=x.device)
-        return torch.cat([torch.cat(lags, 1) / scale, seen.expand(n, -1)], 1)
+        scale = 2 * (x * x).sum(-1).mean(1, keepdim=True) + 1e-6  # mean distance of unrelated frames
+        seen = min(s - 1, self.max_lag)
+        distances = x.new_ones(n, self.max_lag)  # lags the sequence is too short for read as unrelated frames
+        for lag in range(1, seen + 1):
+            distances[:, lag - 1] = ((x[:, lag:] - x[:, :-lag]) ** 2).sum(-1).mean(1) / scale[:, 0]
+        mask = (torch.arange(self.max_lag, device=x.device) < seen).to(x.dtype)
+        return torch.cat([distances, mask.expand(n, -1)], 1)
 
     def forward(self, sils: torch.Tensor, seq_lengths: Sequence[int] | None = None) -> torch.Tensor:
         """sils [n, s, h, w] (or n=1 packed with ``seq_lengths``) -> offsets [n, embed_dim, parts]."""
