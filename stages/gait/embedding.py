@@ -22,6 +22,27 @@ def spread_positions(length: int, max_frames: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, length - 1, max_frames).round().astype(np.int64))
 
 
+def steady_rate_positions(pts_s: np.ndarray, rate: float, max_frames: int | None) -> np.ndarray:
+    """Frame positions for a model that reads frames in order at ``rate`` fps (the motion profile): the frame
+    nearest each tick of a ``rate`` clock from the first frame's time on, so that a 30 fps source, a strided
+    decode or a dropped frame still gives the profile steps of 1 / ``rate`` seconds. Times outside a gap
+    repeat the frame nearest them. At most ``max_frames`` consecutive ticks, centred (spreading them out
+    would change the time step). pts_s: (T,) increasing presentation times; when they are not
+    (missing or broken timestamps) the frames are taken as already at ``rate``."""
+    n = len(pts_s)
+    times = np.asarray(pts_s, np.float64)
+    if n < 2 or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        positions = np.arange(n)
+    else:
+        ticks = times[0] + np.arange(int(np.floor((times[-1] - times[0]) * rate + 1e-6)) + 1) / rate
+        right = np.searchsorted(times, ticks).clip(1, n - 1)
+        positions = np.where(ticks - times[right - 1] <= times[right] - ticks, right - 1, right)
+    if max_frames is not None and len(positions) > max_frames:
+        start = (len(positions) - max_frames) // 2
+        positions = positions[start:start + max_frames]
+    return positions.astype(np.int64)
+
+
 def _packs(
     items: Iterable[tuple[np.ndarray, np.ndarray | None]], batch_frames: int
 ) -> Iterator[list[tuple[np.ndarray, np.ndarray | None]]]:

@@ -38,7 +38,7 @@ class GaitBaseConfig:
     parts: horizontal bins. embed_dim: per-part embedding size C. class_num: training identities.
     ratio_attention: add GAR's ratio attention (a conv1d of ``ratio_kernel`` taps over time).
     motion_lags: add :class:`MotionProfile` over lags 1..motion_lags frames (0: none); it reads frames in
-    their order at a steady rate (25 fps in training), so sequences must be consecutive frames.
+    their order at a steady rate (``MOTION_FRAME_RATE``), so sequences must be consecutive frames at that rate.
     """
 
     channels: tuple[int, ...] = (64, 128, 256, 512)
@@ -235,6 +235,11 @@ class RatioAttention(nn.Module):
         chunks = [ratios] if seq_lengths is None else list(torch.split(ratios, list(seq_lengths), dim=1))
         out = torch.cat([torch.sigmoid(self.conv(c.unsqueeze(1))) for c in chunks], dim=2)  # [n, 1, s]
         return out[..., None, None]
+
+
+MOTION_FRAME_RATE = 25.0
+"""Frames per second the motion profile's lags count in: the rate of everything it is trained on (CASIA-B and
+the rendered walkers). Sequences from other rates are resampled to it (``stages.gait.embedding.steady_rate_positions``)."""
 
 
 class MotionProfile(nn.Module):

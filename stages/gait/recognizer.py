@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from pipeline.messages import TrackWindow
-from stages.gait.embedding import FLIP_COMBINE, embed_sequences, spread_positions
+from stages.gait.embedding import FLIP_COMBINE, embed_sequences, spread_positions, steady_rate_positions
+from stages.gait.model import MOTION_FRAME_RATE
 from stages.gait.weights import DEFAULT_WEIGHTS, load_gait_model
 
 
@@ -30,7 +31,9 @@ class GaitRecognizer:
 
     weights: checkpoint of this project or an OpenGait GaitBase checkpoint (default: the shipped
     ``stages.gait.weights.DEFAULT_WEIGHTS``). max_frames: at most this many frames per window, spread evenly over its
-    gait frames (0: all). min_frames: windows with fewer gait frames get no embedding.
+    gait frames (0: all); a model with a motion profile instead gets the gait frames resampled by their times
+    to the rate it was trained at (``MOTION_FRAME_RATE``) and at most ``max_frames`` consecutive ones of them.
+    min_frames: windows with fewer gait frames get no embedding.
     flip_test: ``"mean"`` or ``"max"`` also embeds the window mirrored left-right and combines the
     two (the embedding no longer depends on the walking direction; twice the compute); ``""``: off.
     """
@@ -50,6 +53,7 @@ class GaitRecognizer:
         self.model, self.version = load_gait_model(weights)
         self.device = torch.device(device)
         self.model.to(self.device)
+        self.reads_order = self.model.config.motion_lags > 0
         self.max_frames = max_frames if max_frames > 0 else None
         self.min_frames = min_frames
         self.batch_frames = batch_frames
@@ -63,8 +67,11 @@ class GaitRecognizer:
             pos = gait_frames(window)
             if len(pos) < self.min_frames:
                 continue
-            pos = pos[spread_positions(len(pos), self.max_frames)]
             seq = window.sequence
+            if self.reads_order:
+                pos = pos[steady_rate_positions(seq.pts_s[pos], MOTION_FRAME_RATE, self.max_frames)]
+            else:
+                pos = pos[spread_positions(len(pos), self.max_frames)]
             inputs.append((seq.silhouettes[pos], seq.ratios[pos].astype(np.float32)))
             todo.append(window)
         if not todo:
