@@ -226,6 +226,25 @@ def test_optional_gait_models_load_in_the_stage_with_their_own_reranker(gait_nam
         assert stage.model(clip).embeddings.shape == (1, stage.model.config.parts, stage.model.config.embed_dim)
 
 
+def test_motion_profile_model_loads_with_a_trained_profile_and_its_report_cards():
+    """gar_xview_motion.pt (a motion profile trained on BlazePose-segmented walkers) loads as gait.weights, reads
+    frames in order (the stage resamples them to the profile's rate), its profile is trained (the output layer
+    starts at zero), and its manifest carries the report cards on the three kinds of walker masks."""
+    from pathlib import Path
+
+    from stages.gait.recognizer import GaitRecognizer
+
+    weights = Path(__file__).resolve().parents[1] / "weights"
+    manifest = json.loads((weights / "gar_xview_motion.json").read_text())
+    stage = GaitRecognizer(weights=str(weights / "gar_xview_motion.pt"))
+    assert stage.version == f"gar_xview_motion@{manifest['sha256'][:12]}"
+    assert stage.reads_order and stage.model.config.motion_lags == manifest["config"]["recipe"]["model"]["motion_lags"]
+    assert stage.model.MotionProfile.mlp[-1].weight.abs().sum() > 0
+    cards = {card["walker_masks"]: card["cross_camera_synthetic"] for card in manifest["report"]}
+    assert set(cards) == {"noise", "pose_crop", "exact"}
+    assert all(0.0 <= card[key] <= 1.0 for card in cards.values() for key in ("same_outfit", "changed_outfit"))
+
+
 def test_cpu_trained_third_cycle_is_the_same_network_as_its_gpu_twin():
     """gar_lab3.pt (the third cycle on CPUs) is the same network as gar_lab3_gpu.pt with its own weights (that it
     loads as gait.weights under its manifest's name is the optional-model test's)."""
