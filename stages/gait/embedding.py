@@ -25,7 +25,7 @@ def spread_positions(length: int, max_frames: int | None) -> np.ndarray:
 def steady_rate_positions(pts_s: np.ndarray, rate: float, max_frames: int | None) -> np.ndarray:
     """Frame positions for a model that reads frames in order at ``rate`` fps (the motion profile): the frame
     nearest each tick of a ``rate`` clock from the first frame's time on, so that a 30 fps source, a strided
-    decode or a dropped frame still gives the profile steps of 1 / ``rate`` seconds. Times outside a gap
+    decode or a dropped frame still gives the profile steps of 1 / ``rate`` seconds. Ticks inside a gap
     repeat the frame nearest them. At most ``max_frames`` consecutive ticks, centred (spreading them out
     would change the time step). pts_s: (T,) increasing presentation times; when they are not
     (missing or broken timestamps) the frames are taken as already at ``rate``."""
