@@ -77,6 +77,15 @@ def test_steady_rate_positions_resample_by_time():
     assert steady_rate_positions(np.array([0.0, np.nan, 0.1]), 25.0, 2).tolist() == [0, 1]
 
 
+def walk_pair(seed):
+    """A walk at 25 fps and the same walk decoded at 50 fps: an extra frame of noise between each pair."""
+    at_25 = window(20, "gait", [(0, 20)], seed=seed, fps=25.0)
+    at_50 = window(40, "gait", [(0, 40)], seed=seed + 1, fps=50.0)
+    at_50.sequence.silhouettes[::2] = at_25.sequence.silhouettes
+    at_50.sequence.ratios[::2] = at_25.sequence.ratios
+    return at_25, at_50
+
+
 def test_motion_model_sees_the_same_walk_at_any_frame_rate(tmp_path, weights):
     torch.manual_seed(0)
     cfg = GaitBaseConfig(channels=(4, 8, 8, 8), strides=(1, 2, 1, 1), maxpool=True, embed_dim=6, class_num=3,
@@ -85,18 +94,12 @@ def test_motion_model_sees_the_same_walk_at_any_frame_rate(tmp_path, weights):
     torch.nn.init.normal_(model.MotionProfile.mlp[-1].weight)
     path = tmp_path / "motion.pt"
     torch.save({"model": model.state_dict(), "config": cfg.to_dict()}, path)
-    stage = GaitRecognizer(weights=str(path), max_frames=0)
-    at_25 = window(20, "gait", [(0, 20)], seed=3, fps=25.0)
-    # the same walk decoded at 50 fps: an extra frame between each pair (noise, never picked)
-    at_50 = window(40, "gait", [(0, 40)], seed=4, fps=50.0)
-    at_50.sequence.silhouettes[::2] = at_25.sequence.silhouettes
-    at_50.sequence.ratios[::2] = at_25.sequence.ratios
-    stage.process([at_25, at_50])
+    at_25, at_50 = walk_pair(seed=3)
+    GaitRecognizer(weights=str(path), max_frames=0).process([at_25, at_50])
     np.testing.assert_allclose(at_50.gait_embedding, at_25.gait_embedding, rtol=1e-5, atol=1e-5)
     # a model without the profile takes every frame given, the extra ones included
-    plain = GaitRecognizer(weights=str(weights), max_frames=0)
-    plain_25, plain_50 = window(20, "gait", [(0, 20)], seed=3, fps=25.0), window(40, "gait", [(0, 40)], seed=4, fps=50.0)
-    plain.process([plain_25, plain_50])
+    plain_25, plain_50 = walk_pair(seed=3)
+    GaitRecognizer(weights=str(weights), max_frames=0).process([plain_25, plain_50])
     assert not np.allclose(plain_25.gait_embedding, plain_50.gait_embedding, atol=1e-3)
 
 
