@@ -107,7 +107,9 @@ def build_sampler(data: SequenceSet, data_cfg: dict, sampler_cfg: dict, seed: in
 
 def init_from(net: torch.nn.Module, path: str | Path) -> int:
     """Copy a gait checkpoint's parameters into ``net`` (same architecture); a classifier with a
-    different number of classes keeps the rows of the first classes both have. Returns the count
+    different number of classes keeps the rows of the first classes both have, and a checkpoint's
+    motion profile is left out when ``net`` has none (``model.motion_lags: 0``), so a recipe can
+    train the shared layers on unordered frames before the profile goes back on. Returns the count
     of tensors copied."""
     from stages.gait.weights import load_checkpoint
 
@@ -115,6 +117,8 @@ def init_from(net: torch.nn.Module, path: str | Path) -> int:
     own = net.state_dict()
     copied = 0
     for name, value in state.items():
+        if name.startswith("MotionProfile.") and getattr(net, "MotionProfile", None) is None:
+            continue
         if name not in own:
             raise ValueError(f"{path}: parameter {name} does not exist in the model being trained")
         target = own[name]
