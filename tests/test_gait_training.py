@@ -245,6 +245,34 @@ def test_motion_profile_model_loads_with_a_trained_profile_and_its_report_cards(
     assert all(0.0 <= card[key] <= 1.0 for card in cards.values() for key in ("same_outfit", "changed_outfit"))
 
 
+def test_init_from_leaves_the_motion_profile_out_only_for_a_model_without_one(tmp_path):
+    """A recipe can train a profile model's shared layers without the profile (training.gait.init_from drops it)
+    and put a fresh one back; any other parameter the model lacks is still refused."""
+    from stages.gait.model import GaitBase, GaitBaseConfig
+    from training.gait import init_from
+
+    small = dict(channels=[4, 8, 8, 8], layers=[1, 1, 1, 1], parts=4, embed_dim=8, class_num=3)
+    source = GaitBase(GaitBaseConfig.from_dict({**small, "motion_lags": 6}))
+    with torch.no_grad():
+        for param in source.parameters():
+            param.uniform_(-1, 1)
+    path = tmp_path / "profile.pt"
+    torch.save({"model": source.state_dict()}, path)
+
+    plain = GaitBase(GaitBaseConfig.from_dict(small))
+    copied = init_from(plain, path)
+    assert copied == len(plain.state_dict())
+    assert all(torch.equal(value, source.state_dict()[name]) for name, value in plain.state_dict().items())
+
+    again = GaitBase(GaitBaseConfig.from_dict({**small, "motion_lags": 6}))
+    init_from(again, path)
+    assert torch.equal(again.MotionProfile.mlp[-1].weight, source.MotionProfile.mlp[-1].weight)
+
+    torch.save({"model": {**source.state_dict(), "extra.weight": torch.zeros(2)}}, path)
+    with pytest.raises(ValueError, match="extra.weight"):
+        init_from(plain, path)
+
+
 def test_cpu_trained_third_cycle_is_the_same_network_as_its_gpu_twin():
     """gar_lab3.pt (the third cycle on CPUs) is the same network as gar_lab3_gpu.pt with its own weights (that it
     loads as gait.weights under its manifest's name is the optional-model test's)."""
