@@ -214,6 +214,41 @@ def test_interpolation_of_checkpoints():
         interpolate(a, b, 1.5)
 
 
+def test_interpolating_with_a_model_without_a_motion_profile_scales_the_profile():
+    """A model without a profile counts as one whose profile's output layer is zero: alpha 0 embeds like that
+    model, alpha 1 like the profile model, and in between the profile's offset is scaled by alpha."""
+    from stages.gait.model import GaitBase, GaitBaseConfig
+    from training.export_gait import interpolate
+
+    small = dict(channels=(4, 8, 8, 8), layers=(1, 1, 1, 1), parts=4, embed_dim=8, class_num=3)
+    torch.manual_seed(0)
+    profiled = GaitBase(GaitBaseConfig(**small, motion_lags=6)).eval()
+    with torch.no_grad():
+        for param in profiled.MotionProfile.parameters():
+            param.uniform_(-1, 1)
+    plain = GaitBase(GaitBaseConfig(**small)).eval()
+    ckpt = {"model": profiled.state_dict(), "config": profiled.config.to_dict()}
+    other = {"model": plain.state_dict()}
+    sils = torch.rand(2, 12, 64, 44)
+
+    def embed(alpha):
+        net = GaitBase(GaitBaseConfig(**small, motion_lags=6)).eval()
+        net.load_state_dict(interpolate(ckpt, other, alpha)["model"])
+        with torch.no_grad():
+            return net(sils).embeddings
+
+    with torch.no_grad():
+        plain_out, profiled_out = plain(sils).embeddings, profiled(sils).embeddings
+        offset = profiled.MotionProfile(sils)
+    assert not torch.allclose(plain_out, profiled_out)
+    torch.testing.assert_close(embed(0.0), plain_out)
+    torch.testing.assert_close(embed(1.0), profiled_out)
+    mid = GaitBase(GaitBaseConfig(**small, motion_lags=6)).eval()
+    mid.load_state_dict(interpolate(ckpt, other, 0.5)["model"])
+    with torch.no_grad():
+        torch.testing.assert_close(mid.MotionProfile(sils), 0.5 * offset)
+
+
 def test_cutting_the_classifier_keeps_an_identical_embedding(tmp_path):
     from stages.gait.model import GaitBase, GaitBaseConfig
     from stages.gait.weights import load_gait_model

@@ -36,11 +36,20 @@ def interpolate(ckpt: dict, other: dict, alpha: float) -> dict:
     """Weight-space interpolation ``alpha * ckpt + (1 - alpha) * other`` of two checkpoints of one
     architecture, e.g. a fine-tuned model and its starting point (WiSE-FT: the fine-tuned model's
     robustness with most of the starting point's clean accuracy). A classifier with more classes
-    keeps its extra rows; integer buffers (BatchNorm's batch counter) come from ``ckpt``."""
+    keeps its extra rows; integer buffers (BatchNorm's batch counter) come from ``ckpt``.
+
+    ``other`` without ``ckpt``'s motion profile reads as one whose output layer is zero (what a new
+    profile starts at): the blend keeps ``ckpt``'s profile with its output scaled by ``alpha``."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    profile_missing = not any(name.startswith("MotionProfile.") for name in other["model"])
+    layers = [int(name.split(".")[2]) for name in ckpt["model"] if name.startswith("MotionProfile.mlp.")]
+    output_layer = f"MotionProfile.mlp.{max(layers, default=0)}."
     state = {}
     for name, value in ckpt["model"].items():
+        if name.startswith("MotionProfile.") and profile_missing:
+            state[name] = alpha * value if name.startswith(output_layer) else value
+            continue
         if name not in other["model"]:
             raise ValueError(f"{name} is missing from the checkpoint to interpolate with")
         base = other["model"][name]
