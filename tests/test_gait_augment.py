@@ -231,22 +231,16 @@ def test_interpolating_with_a_model_without_a_motion_profile_scales_the_profile(
     other = {"model": plain.state_dict()}
     sils = torch.rand(2, 12, 64, 44)
 
-    def embed(alpha):
-        net = GaitBase(GaitBaseConfig(**small, motion_lags=6)).eval()
+    def blended(alpha):
+        net = GaitBase(profiled.config).eval()
         net.load_state_dict(interpolate(ckpt, other, alpha)["model"])
-        with torch.no_grad():
-            return net(sils).embeddings
+        return net
 
     with torch.no_grad():
-        plain_out, profiled_out = plain(sils).embeddings, profiled(sils).embeddings
-        offset = profiled.MotionProfile(sils)
-    assert not torch.allclose(plain_out, profiled_out)
-    torch.testing.assert_close(embed(0.0), plain_out)
-    torch.testing.assert_close(embed(1.0), profiled_out)
-    mid = GaitBase(GaitBaseConfig(**small, motion_lags=6)).eval()
-    mid.load_state_dict(interpolate(ckpt, other, 0.5)["model"])
-    with torch.no_grad():
-        torch.testing.assert_close(mid.MotionProfile(sils), 0.5 * offset)
+        assert not torch.allclose(plain(sils).embeddings, profiled(sils).embeddings)
+        torch.testing.assert_close(blended(0.0)(sils).embeddings, plain(sils).embeddings)
+        torch.testing.assert_close(blended(1.0)(sils).embeddings, profiled(sils).embeddings)
+        torch.testing.assert_close(blended(0.5).MotionProfile(sils), 0.5 * profiled.MotionProfile(sils))
 
 
 def test_cutting_the_classifier_keeps_an_identical_embedding(tmp_path):

@@ -115,9 +115,10 @@ def init_from(net: torch.nn.Module, path: str | Path) -> int:
 
     state = load_checkpoint(Path(path).expanduser())["model"]
     own = net.state_dict()
+    drop_profile = getattr(net, "MotionProfile", None) is None
     copied = 0
     for name, value in state.items():
-        if name.startswith("MotionProfile.") and getattr(net, "MotionProfile", None) is None:
+        if drop_profile and name.startswith("MotionProfile."):
             continue
         if name not in own:
             raise ValueError(f"{path}: parameter {name} does not exist in the model being trained")

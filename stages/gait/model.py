@@ -249,8 +249,9 @@ class MotionProfile(nn.Module):
     average-pooled 4x4, divided by twice the sequence's variance, so that unrelated frames read 1): a
     dip at one step and one stride. Unlike the silhouettes' shape, the walk's rhythm looks the same
     from every side (BenAbdelkader et al., "Gait recognition using image self-similarity", 2004),
-    which is what head-on against side-on matching lacks. Lags a sequence is too short for are marked unseen. The last layer starts at
-    zero, so a pretrained model's embeddings are unchanged until training moves it.
+    which is what head-on against side-on matching lacks. Lags a sequence is too short for are marked
+    unseen. The last layer starts at zero, so a pretrained model's embeddings are unchanged until
+    training moves it.
     """
 
     def __init__(self, max_lag: int, parts: int, embed_dim: int, hidden: int = 64) -> None:
