@@ -104,6 +104,39 @@ def _four_identities(seed: int) -> SequenceSet:
     return SequenceSet(seqs, list("aabbccdd"), ratios=[rng.uniform(1, 2, 12).astype(np.float32) for _ in seqs])
 
 
+def test_extra_synthetic_sources_add_walkers_rendered_another_way(monkeypatch):
+    from training import gait as train_gait
+    from training import synthetic
+
+    calls = []
+
+    def fake_synthetic_set(n_identities, seqs_per_identity, frames, first_identity=0, **kwargs):
+        calls.append({"n": n_identities, "first": first_identity, **kwargs})
+        ids = range(first_identity, first_identity + n_identities)
+        names = [synthetic.identity_name(i) for i in ids for _ in range(seqs_per_identity)]
+        seqs = [np.zeros((frames, 64, 44), np.uint8) for _ in names]
+        return SequenceSet(seqs, names, ratios=[np.ones(frames, np.float32) for _ in names],
+                           view_groups=[0] * len(names))
+
+    monkeypatch.setattr(synthetic, "synthetic_set", fake_synthetic_set)
+    data = {"dataset": "synthetic", "identities": 3, "sequences_per_identity": 2, "frames": 5, "seed": 17,
+            "segmenter": "pose_crop", "cameras": "site",
+            "extra_sources": [{"segmenter": None, "cameras": "surveillance", "mask_noise": 1.0,
+                               "first_identity": 3, "identities": 2},
+                              {"mask_noise": 0.5, "identities": 1}]}
+    train_set = train_gait.build_train_set(data)
+    assert [(c["n"], c["first"], c["segmenter"], c["cameras"], c["mask_noise"], c["seed"]) for c in calls] == [
+        (3, 0, "pose_crop", "site", 0.0, 17), (2, 3, None, "surveillance", 1.0, 17), (1, 0, "pose_crop", "site", 0.5, 17)]
+    assert len(train_set) == 12
+    # new first_identity: new people; the same range and seed: the same person, one label
+    assert train_set.num_classes == 5
+    assert list(train_set.identities[-2:]) == ["s00000", "s00000"]
+    with pytest.raises(ValueError, match="unknown extra_sources keys"):
+        train_gait.build_train_set({**data, "extra_sources": [{"segmentr": None}]})
+    with pytest.raises(ValueError, match="list of mappings"):
+        train_gait.build_train_set({**data, "extra_sources": {"segmenter": None}})
+
+
 def test_tiny_training_run_checkpoints_and_resumes(tmp_path, monkeypatch):
     from stages.gait.weights import load_gait_model
     from training import gait as train_gait

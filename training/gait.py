@@ -4,7 +4,8 @@
 
 Recipe sections (see configs/train/gar_*.yaml): ``model`` (GaitBaseConfig keys), ``data``
 (``dataset: casia-b``, ``synthetic`` or ``mixed``: CASIA-B 001-074 plus the synthetic walkers of
-``data.synthetic``, ``data.synthetic_ratio`` of each batch's identities synthetic), ``augment``
+``data.synthetic``, ``data.synthetic_ratio`` of each batch's identities synthetic; a synthetic block's
+``extra_sources`` adds walkers rendered another way, e.g. noisy masks beside BlazePose's), ``augment``
 (training.augment.AugmentConfig keys; absent = the defaults, which are on), ``sampler`` (P x K,
 frames, sample_type), ``loss``, ``optim``, ``train`` (``init_weights``: start from a gait
 checkpoint, e.g. to fine-tune the shipped weights; classifier rows of the classes both share are
@@ -60,7 +61,13 @@ def _casia_set(data: dict) -> SequenceSet:
     return SequenceSet.from_casia(reader, reader.keys(subjects=TRAIN_SUBJECTS))
 
 
-def _synthetic_set(syn: dict) -> SequenceSet:
+SYNTHETIC_KEYS = frozenset({
+    "identities", "sequences_per_identity", "frames", "seed", "first_identity", "crops", "outfits", "mask_noise",
+    "segmenter", "cameras", "frame_size", "workers", "chunk",
+})
+
+
+def _synthetic_source(syn: dict) -> SequenceSet:
     from training.synthetic import synthetic_set
 
     return synthetic_set(
@@ -78,6 +85,23 @@ def _synthetic_set(syn: dict) -> SequenceSet:
         workers=syn.get("workers", 1),
         chunk=syn.get("chunk", 250),
     )
+
+
+def _synthetic_set(syn: dict) -> SequenceSet:
+    """The walkers of ``syn`` and of each of its ``extra_sources``: a list of mappings whose keys replace
+    ``syn``'s for one more source (another segmenter or mask noise, other cameras). Walker i depends only on
+    (seed, i): sources with the same seed and overlapping identities show the same people, whose sequences
+    then share one label; give an extra source its own ``first_identity`` range to add new people."""
+    extras = syn.get("extra_sources") or []
+    if not isinstance(extras, list) or not all(isinstance(e, dict) for e in extras):
+        raise ValueError(f"data extra_sources must be a list of mappings, got {extras!r}")
+    for extra in extras:
+        unknown = set(extra) - SYNTHETIC_KEYS
+        if unknown:
+            raise ValueError(f"unknown extra_sources keys {sorted(unknown)}; valid: {sorted(SYNTHETIC_KEYS)}")
+    sources = [syn, *({**syn, **extra} for extra in extras)]
+    sets = [_synthetic_source(source) for source in sources]
+    return sets[0] if len(sets) == 1 else SequenceSet.concat(sets)
 
 
 def build_train_set(data: dict) -> SequenceSet:
