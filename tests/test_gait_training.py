@@ -259,7 +259,7 @@ def test_optional_gait_models_load_in_the_stage_with_their_own_reranker(gait_nam
         assert stage.model(clip).embeddings.shape == (1, stage.model.config.parts, stage.model.config.embed_dim)
 
 
-@pytest.mark.parametrize("name", ["gar_xview_motion", "gar_xview_relay", "gar_xview_relay2"])
+@pytest.mark.parametrize("name", ["gar_xview_motion", "gar_xview_relay", "gar_xview_relay2", "gar_xview_noisy"])
 def test_motion_profile_model_loads_with_a_trained_profile_and_its_report_cards(name):
     """The models with a motion profile trained on BlazePose-segmented walkers load as gait.weights, read frames
     in order (the stage resamples them to the profile's rate), have a trained profile (the output layer starts
