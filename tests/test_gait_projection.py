@@ -113,23 +113,26 @@ def test_the_gallery_refuses_an_uncalibrated_projection_it_was_told_to_use(tmp_p
         GalleryMatcher(gallery=str(tmp_path / "g"), reranker=str(path))
 
 
-def test_the_shipped_projection_matches_its_manifest_and_finds_more_held_out_walkers(tmp_path, monkeypatch):
-    """The shipped file is what its manifest says, belongs to the shipped gait model, and on walkers it
-    never saw (the gait report's held-out seed) finds more people across cameras than the plain metric."""
+@pytest.mark.parametrize(("projection_file", "gait_file"), [("gait_projection_site.npz", "gar_site.pt"),
+                                                           ("gait_projection_xview_noisy.npz", "gar_xview_noisy.pt")])
+def test_a_shipped_projection_matches_its_manifest_and_finds_more_held_out_walkers(projection_file, gait_file,
+                                                                                   tmp_path, monkeypatch):
+    """The shipped file is what its manifest says, belongs to its gait model, and on walkers it never saw
+    (the gait report's held-out seed) finds more people across cameras than the plain metric."""
     import hashlib
     import json
 
     from evaluation import gait_sites
     from stages.gait.embedding import embed_sequences
-    from stages.gait.weights import DEFAULT_WEIGHTS, load_gait_model
+    from stages.gait.weights import load_gait_model
     from stages.gallery.stage import WEIGHTS
 
-    path = WEIGHTS / "gait_projection_site.npz"
+    path = WEIGHTS / projection_file
     manifest = json.loads(path.with_suffix(".json").read_text())
     assert manifest["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert manifest["command"].startswith("python -m training.gait_projection --config ")
     projection = GaitProjection.load(path)
-    model, version = load_gait_model(DEFAULT_WEIGHTS)
+    model, version = load_gait_model(WEIGHTS / gait_file)
     assert projection.gait_model_version == version == manifest["gait_model_version"]
 
     monkeypatch.setattr(gait_sites, "CACHE", tmp_path)
