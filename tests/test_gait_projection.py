@@ -8,7 +8,7 @@ import pytest
 from stages.gait.distance import part_distance
 from stages.gait.projection import GaitProjection
 from stages.gallery.search import load_gait_rescorer
-from training.gait_projection import fit_discriminant
+from training.gait_projection import WalkerSource, fit_discriminant, walker_sources
 
 PARTS, CHANNELS = 4, 8
 
@@ -217,3 +217,15 @@ def test_the_gallery_re_scores_gait_through_a_projection_where_the_plain_metric_
 
     assert best("none") == "person1"
     assert best(str(path)) == "person0"
+
+
+def test_walker_sources_are_one_mapping_or_a_list_and_never_the_held_out_walkers():
+    assert walker_sources({"identities": 10}, held_out_seed=2026) == [WalkerSource(identities=10)]
+    both = walker_sources([{"identities": 10, "seed": 5}, {"identities": 4, "seed": 5, "segmenter": "pose_crop"}], 2026)
+    assert [s.masks for s in both] == ["noise", "pose_crop"] and both[1].identities == 4
+    with pytest.raises(ValueError, match="unknown walkers keys"):
+        walker_sources([{"identities": 10, "segmentor": "pose_crop"}], 2026)
+    with pytest.raises(ValueError, match="held-out seed"):
+        walker_sources([{"seed": 5}, {"seed": 2026}], 2026)
+    with pytest.raises(ValueError, match="non-empty list"):
+        walker_sources([], 2026)

@@ -99,12 +99,12 @@ class FeatureSet:
 
 
 def walker_features(model: GaitBase, version: str, identities: int, seed: int, frames: int = 40,
-                    mask_noise: float = 1.0) -> tuple[FeatureSet, SiteWalks]:
-    """Rendered walkers (``evaluation.gait_sites``) embedded by the gait model, and the walks:
-    subjects "w<id>", types "<condition>-<outfit>", views the camera's view angle in degrees."""
+                    mask_noise: float = 1.0, segmenter: str | None = None) -> tuple[FeatureSet, SiteWalks]:
+    """Rendered walkers (``evaluation.gait_sites``; ``segmenter`` as there) embedded by the gait model, and the
+    walks: subjects "w<id>", types "<condition>-<outfit>", views the camera's view angle in degrees."""
     from evaluation.gait_sites import render_site_walks
 
-    walks = render_site_walks(identities, frames, seed, mask_noise)
+    walks = render_site_walks(identities, frames, seed, mask_noise, segmenter)
     features = embed_sequences(model, list(zip(walks.silhouettes, walks.ratios)))
     fs = FeatureSet(features, np.array([f"w{i:05d}" for i in walks.identity]),
                     np.array([f"{c}-{o}" for c, o in zip(walks.condition, walks.outfit)]),

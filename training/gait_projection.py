@@ -9,7 +9,9 @@ per-part-normalised, flattened embeddings, each source weighted by its share: PC
 dimensions, the within-identity scatter shrunk towards its mean eigenvalue by ``regulariser`` (few
 walks per identity), then the ``out_dim`` directions with the largest between- over
 within-identity variance. The walkers' seed must differ from the held-out walkers of the gait
-report (``evaluation.gait_sites.SITE_SEED``).
+report (``evaluation.gait_sites.SITE_SEED``). ``walkers`` may list several sources, e.g. the same
+people also seen by the identity benchmark's cameras through the pipeline's BlazePose crops
+(``segmenter: pose_crop``); the held-out walkers are then measured through each source's masks.
 
     python -m training.gait_projection --config configs/train/gait_projection_site.yaml
 
@@ -23,6 +25,7 @@ import datetime as dt
 import json
 import logging
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -79,27 +82,63 @@ def casia_b_features(model, version: str, frames: int | None) -> dict[str, np.nd
     return extract_casia_features(model, reader, reader.keys(subjects=TRAIN_SUBJECTS), frames, path, progress=False)
 
 
+@dataclass(frozen=True)
+class WalkerSource:
+    """Rendered walkers of one kind (``evaluation.gait_sites.render_site_walks``): ``segmenter`` None for
+    surveillance cameras through the segmentation-error model (``mask_noise``), else the identity
+    benchmark's cameras through that segmenter (``pose_crop``, or ``exact`` rendered masks)."""
+
+    identities: int = 1500
+    seed: int = 31
+    frames: int = 40
+    mask_noise: float = 1.0
+    segmenter: str | None = None
+
+    @property
+    def masks(self) -> str:
+        return self.segmenter or "noise"
+
+
+def walker_sources(walkers: dict | list, held_out_seed: int) -> list[WalkerSource]:
+    """The recipe's ``walkers``: one mapping of ``WalkerSource`` fields or a list of them (walkers seen
+    another way; the same seed and identity is the same person in every source)."""
+    entries = walkers if isinstance(walkers, list) else [walkers]
+    if not entries or not all(isinstance(e, dict) for e in entries):
+        raise ValueError("walkers must be a mapping or a non-empty list of mappings")
+    valid = {f.name for f in fields(WalkerSource)}
+    sources = []
+    for entry in entries:
+        unknown = set(entry) - valid
+        if unknown:
+            raise ValueError(f"unknown walkers keys {sorted(unknown)}; valid: {', '.join(sorted(valid))}")
+        source = WalkerSource(**entry)
+        if source.seed == held_out_seed:
+            raise ValueError(f"walkers.seed {source.seed} is the gait report's held-out seed; pick another")
+        sources.append(source)
+    return sources
+
+
 def fit(config: dict) -> tuple[GaitProjection, dict]:
     """The projection of ``config`` and what was measured on the held-out walkers."""
     from evaluation.gait_sites import SITE_SEED, cross_camera_rank1
     from stages.gait.weights import load_gait_model
     from training.gait_features import walker_features
 
-    walkers = config.get("walkers", {})
-    seed = int(walkers.get("seed", 31))
-    if seed == SITE_SEED:
-        raise ValueError(f"walkers.seed {seed} is the gait report's held-out seed; pick another")
+    sources = walker_sources(config.get("walkers", {}), SITE_SEED)
     casia_share = float(config.get("casia_b_share", 0.0))
     if not 0.0 <= casia_share < 1.0:
         raise ValueError(f"casia_b_share must be in [0, 1), got {casia_share}")
     model, version = load_gait_model(PROJECT_ROOT / config.get("gait_weights", "weights/gar_site.pt"))
     t0 = time.time()
-    frames, mask_noise = int(walkers.get("frames", 40)), float(walkers.get("mask_noise", 1.0))
-    walks, _ = walker_features(model, version, int(walkers.get("identities", 1500)), seed, frames, mask_noise)
-    features, labels = walks.features, walks.subjects
+    sets = [walker_features(model, version, s.identities, s.seed, s.frames, s.mask_noise, s.segmenter)[0]
+            for s in sources]
+    features = np.concatenate([w.features for w in sets])
+    labels = np.concatenate([w.subjects for w in sets])  # one seed's walker is one person in every source
     weights = np.full(len(features), (1.0 - casia_share) / len(features))
     log.info("embedded %d walks of %d identities in %.0f s", len(features), len(set(labels.tolist())), time.time() - t0)
-    data = {"walkers": {"identities": len(set(labels.tolist())), "walks": len(features), "share": 1.0 - casia_share}}
+    data = {"walkers": {"identities": len(set(labels.tolist())), "walks": len(features), "share": 1.0 - casia_share,
+                        "sources": [{"masks": s.masks, "identities": s.identities, "walks": len(w.features)}
+                                    for s, w in zip(sources, sets)]}}
     if casia_share > 0:
         casia = casia_b_features(model, version, config.get("casia_b_frames", 10))
         features = np.concatenate([features, casia["embeddings"]])
@@ -110,16 +149,23 @@ def fit(config: dict) -> tuple[GaitProjection, dict]:
     mean, matrix = fit_discriminant(features, labels, int(config.get("pca_dim", 96)),
                                     float(config.get("regulariser", 0.1)), int(config.get("out_dim", 32)), weights)
     projection = GaitProjection(mean, matrix, features.shape[1], features.shape[2], version)
-    held_set, held = walker_features(model, version, int(config.get("held_out_identities", 100)), SITE_SEED, frames,
-                                     mask_noise)
-    held_features = held_set.features
+    by_masks = {}
+    for source in sources:  # the report's held-out walkers seen through each source's masks
+        if source.masks in by_masks:
+            continue
+        held_set, held = walker_features(model, version, int(config.get("held_out_identities", 100)), SITE_SEED,
+                                         source.frames, source.mask_noise, source.segmenter)
+        by_masks[source.masks] = {
+            "seed": SITE_SEED, "identities": int(held.gallery.sum()),
+            "plain": cross_camera_rank1(held_set.features, held),
+            "projected": cross_camera_rank1(projection.project(held_set.features)[:, None], held)}
     measured = {
-        "held_out_walkers": {"seed": SITE_SEED, "identities": int(held.gallery.sum()),
-                             "plain": cross_camera_rank1(held_features, held),
-                             "projected": cross_camera_rank1(projection.project(held_features)[:, None], held)},
+        "held_out_walkers": by_masks[sources[0].masks],
         "data": data,
         "seconds": round(time.time() - t0, 1),
     }
+    if len(by_masks) > 1:
+        measured["held_out_walkers_by_masks"] = by_masks
     return projection, measured
 
 
