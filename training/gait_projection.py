@@ -29,8 +29,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from pipeline.config import read_yaml
 from stages.gait.projection import GaitProjection, flatten_parts
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import torch
 
-    config = yaml.safe_load(Path(args.config).read_text()) or {}
+    config = read_yaml(args.config)  # _base_ inheritance resolved
     torch.set_num_threads(int(config.get("threads", 2)))
     projection, measured = fit(config)
     out = PROJECT_ROOT / (args.out or config.get("out", "weights/gait_projection_site.npz"))
