@@ -196,14 +196,15 @@ def main(argv: list[str] | None = None) -> int:
                  **measured["data"]},
         "gait_model_version": projection.gait_model_version,
         "shape": {"in": [projection.parts, projection.channels], "out": int(projection.matrix.shape[1])},
-        "metrics": {"held_out_walkers": measured["held_out_walkers"]},
+        "metrics": {k: measured[k] for k in ("held_out_walkers", "held_out_walkers_by_masks") if k in measured},
         "seconds": measured["seconds"],
     }
     out.with_suffix(".json").write_text(json.dumps(manifest, indent=1) + "\n")
-    held = measured["held_out_walkers"]
-    print(f"wrote {out} (sha256 {digest[:12]}); held-out walkers Rank-1 same / changed outfit: plain "
-          f"{held['plain']['same_outfit']:.3f} / {held['plain']['changed_outfit']:.3f}, projected "
-          f"{held['projected']['same_outfit']:.3f} / {held['projected']['changed_outfit']:.3f}")
+    print(f"wrote {out} (sha256 {digest[:12]})")
+    for masks, held in measured.get("held_out_walkers_by_masks", {"": measured["held_out_walkers"]}).items():
+        print(f"held-out walkers{' (' + masks + ' masks)' if masks else ''} Rank-1 same / changed outfit: plain "
+              f"{held['plain']['same_outfit']:.3f} / {held['plain']['changed_outfit']:.3f}, projected "
+              f"{held['projected']['same_outfit']:.3f} / {held['projected']['changed_outfit']:.3f}")
     return 0
 
 
