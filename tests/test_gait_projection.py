@@ -8,7 +8,8 @@ import pytest
 from stages.gait.distance import part_distance
 from stages.gait.projection import GaitProjection
 from stages.gallery.search import load_gait_rescorer
-from training.gait_projection import WalkerSource, fit_discriminant, walker_sources
+from training.gait_features import WalkerSource, walker_sources
+from training.gait_projection import fit_discriminant
 
 PARTS, CHANNELS = 4, 8
 

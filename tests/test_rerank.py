@@ -246,7 +246,7 @@ def test_rendered_walkers_join_both_training_and_validation(monkeypatch):
 
     calls = {}
 
-    def fake_walkers(model, version, identities, seed, frames=40, mask_noise=1.0):
+    def fake_walkers(model, version, identities, seed, frames=40, mask_noise=1.0, segmenter=None):
         calls.update(identities=identities, seed=seed)
         return _set("w", identities, version), None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,6 +96,43 @@ class FeatureSet:
                 z["views"].astype(str),
                 version,
             )
+
+
+@dataclass(frozen=True)
+class WalkerSource:
+    """Rendered walkers of one kind (``evaluation.gait_sites.render_site_walks``): ``segmenter`` None for
+    surveillance cameras through the segmentation-error model (``mask_noise``), else the identity
+    benchmark's cameras through that segmenter (``pose_crop``, or ``exact`` rendered masks)."""
+
+    identities: int = 1500
+    seed: int = 31
+    frames: int = 40
+    mask_noise: float = 1.0
+    segmenter: str | None = None
+
+    @property
+    def masks(self) -> str:
+        return self.segmenter or "noise"
+
+
+def walker_sources(walkers: dict | list, held_out_seed: int, **defaults) -> list[WalkerSource]:
+    """A recipe's ``walkers``: one mapping of ``WalkerSource`` fields or a list of them (walkers seen
+    another way; the same seed and identity is the same person in every source); ``defaults``: the
+    recipe kind's own defaults for fields an entry leaves out."""
+    entries = walkers if isinstance(walkers, list) else [walkers]
+    if not entries or not all(isinstance(e, dict) for e in entries):
+        raise ValueError("walkers must be a mapping or a non-empty list of mappings")
+    valid = {f.name for f in fields(WalkerSource)}
+    sources = []
+    for entry in entries:
+        unknown = set(entry) - valid
+        if unknown:
+            raise ValueError(f"unknown walkers keys {sorted(unknown)}; valid: {', '.join(sorted(valid))}")
+        source = WalkerSource(**{**defaults, **entry})
+        if source.seed == held_out_seed:
+            raise ValueError(f"walkers.seed {source.seed} is the gait report's held-out seed; pick another")
+        sources.append(source)
+    return sources
 
 
 def walker_features(model: GaitBase, version: str, identities: int, seed: int, frames: int = 40,

@@ -25,7 +25,6 @@ import datetime as dt
 import json
 import logging
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -82,47 +81,11 @@ def casia_b_features(model, version: str, frames: int | None) -> dict[str, np.nd
     return extract_casia_features(model, reader, reader.keys(subjects=TRAIN_SUBJECTS), frames, path, progress=False)
 
 
-@dataclass(frozen=True)
-class WalkerSource:
-    """Rendered walkers of one kind (``evaluation.gait_sites.render_site_walks``): ``segmenter`` None for
-    surveillance cameras through the segmentation-error model (``mask_noise``), else the identity
-    benchmark's cameras through that segmenter (``pose_crop``, or ``exact`` rendered masks)."""
-
-    identities: int = 1500
-    seed: int = 31
-    frames: int = 40
-    mask_noise: float = 1.0
-    segmenter: str | None = None
-
-    @property
-    def masks(self) -> str:
-        return self.segmenter or "noise"
-
-
-def walker_sources(walkers: dict | list, held_out_seed: int) -> list[WalkerSource]:
-    """The recipe's ``walkers``: one mapping of ``WalkerSource`` fields or a list of them (walkers seen
-    another way; the same seed and identity is the same person in every source)."""
-    entries = walkers if isinstance(walkers, list) else [walkers]
-    if not entries or not all(isinstance(e, dict) for e in entries):
-        raise ValueError("walkers must be a mapping or a non-empty list of mappings")
-    valid = {f.name for f in fields(WalkerSource)}
-    sources = []
-    for entry in entries:
-        unknown = set(entry) - valid
-        if unknown:
-            raise ValueError(f"unknown walkers keys {sorted(unknown)}; valid: {', '.join(sorted(valid))}")
-        source = WalkerSource(**entry)
-        if source.seed == held_out_seed:
-            raise ValueError(f"walkers.seed {source.seed} is the gait report's held-out seed; pick another")
-        sources.append(source)
-    return sources
-
-
 def fit(config: dict) -> tuple[GaitProjection, dict]:
     """The projection of ``config`` and what was measured on the held-out walkers."""
     from evaluation.gait_sites import SITE_SEED, cross_camera_rank1
     from stages.gait.weights import load_gait_model
-    from training.gait_features import walker_features
+    from training.gait_features import walker_features, walker_sources
 
     sources = walker_sources(config.get("walkers", {}), SITE_SEED)
     casia_share = float(config.get("casia_b_share", 0.0))

@@ -42,7 +42,7 @@ from stages.rerank.model import CarGait, PairClassifier, ranking_loss, strip_euc
 from stages.gait.weights import load_gait_model
 from stages.rerank.weights import save_reranker
 from training.casia_b import GALLERY_TYPES
-from training.gait_features import FeatureSet, walker_features
+from training.gait_features import FeatureSet, walker_features, walker_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,9 +76,9 @@ class TrainConfig:
     baseline_classifier_iterations: int = 0
     kreciprocal: bool = True
     calibration_far: float = 0.01
-    # Rendered walkers added to the training features: {identities, seed, frames, mask_noise}
-    # (evaluation.gait_sites: five walks each, random surveillance cameras, two in other clothes).
-    walkers: dict | None = None
+    # Rendered walkers added to the training features (evaluation.gait_sites: five walks each, two in other clothes):
+    # training.gait_features.WalkerSource fields (identities 400 unless given), or a list of such mappings
+    walkers: dict | list | None = None
     held_out_walkers: int = 0  # identities of the gait report's held-out walkers to measure on (0: none)
 
 
@@ -240,14 +240,13 @@ def training_sets(cfg: TrainConfig, casia: FeatureSet) -> tuple[FeatureSet, Feat
         return train, val
     from evaluation.gait_sites import SITE_SEED
 
-    unknown = set(cfg.walkers) - {"identities", "seed", "frames", "mask_noise"}
-    if unknown:
-        raise SystemExit(f"unknown walkers keys {sorted(unknown)}; valid: identities, seed, frames, mask_noise")
-    seed = int(cfg.walkers.get("seed", 31))
-    if seed == SITE_SEED:
-        raise SystemExit(f"walkers.seed {seed} is the held-out walkers' seed; pick another")
-    walkers, _ = walker_features(*load_gait_model(_path(cfg.gait_weights)), int(cfg.walkers.get("identities", 400)),
-                                 seed, int(cfg.walkers.get("frames", 40)), float(cfg.walkers.get("mask_noise", 1.0)))
+    try:
+        sources = walker_sources(cfg.walkers, SITE_SEED, identities=400)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    model, version = load_gait_model(_path(cfg.gait_weights))
+    walkers = FeatureSet.concatenate([walker_features(model, version, s.identities, s.seed, s.frames, s.mask_noise,
+                                                      s.segmenter)[0] for s in sources])
     if walkers.model_version != casia.model_version:
         raise SystemExit(f"walkers embedded by {walkers.model_version!r}, features from {casia.model_version!r}")
     w_train, w_val = split_validation(walkers, cfg.val_fraction)
